@@ -1,0 +1,74 @@
+package frame
+
+import "bytes"
+
+// Mode is how a connection speaks: frames or lines.
+type Mode uint8
+
+// Connection modes. A server decides a connection's mode from its first bytes
+// (Sniff).
+const (
+	ModeUnknown Mode = iota // nothing decisive received yet
+	ModeBinary              // the framed protocol
+	ModeText                // one message per line
+)
+
+// String returns "unknown", "binary" or "text".
+func (m Mode) String() string {
+	switch m {
+	case ModeBinary:
+		return "binary"
+	case ModeText:
+		return "text"
+	}
+	return "unknown"
+}
+
+// Sniff decides a connection's mode from the first bytes it sent. A stream
+// whose first four bytes are "MSGI" speaks frames; any other start, or a
+// newline before four bytes have arrived, means text. While b is a strict
+// prefix of "MSGI" without a newline, it returns ModeUnknown: wait for more.
+func Sniff(b []byte) Mode {
+	for i := 0; i < len(b) && i < 4; i++ {
+		if b[i] != magicBytes[i] {
+			return ModeText
+		}
+	}
+	if len(b) >= 4 {
+		return ModeBinary
+	}
+	return ModeUnknown
+}
+
+// SplitLine looks for one text-mode line at the start of b. It returns the
+// line without its "\n" and without one trailing "\r", and the number of
+// bytes it used. It returns n == 0 when no complete line is there yet. When
+// the line is, or must become, longer than maxLen bytes it returns
+// ErrTooLarge without waiting for the rest of it.
+func SplitLine(b []byte, maxLen int) (line []byte, n int, err error) {
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		// maxLen content bytes plus a possible '\r' may still be complete.
+		if len(b) > maxLen+1 {
+			return nil, 0, ErrTooLarge
+		}
+		return nil, 0, nil
+	}
+	line = b[:i]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	if len(line) > maxLen {
+		return nil, 0, ErrTooLarge
+	}
+	return line, i + 1, nil
+}
+
+// TrimLine returns an unterminated last line as text mode delivers it at the
+// end of the stream: with one trailing "\r" removed.
+func TrimLine(b []byte) []byte {
+	if len(b) > 0 && b[len(b)-1] == '\r' {
+		return b[:len(b)-1]
+	}
+	return b
+}
