@@ -1,0 +1,146 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/msgnet/msgnet/frame"
+)
+
+// Codec names: the tokens peers exchange in the handshake to agree on a
+// compressor, and the values Compressor.Name returns.
+const (
+	CodecZstd   = "zstd"   // Zstandard, one frame per payload (RFC 8878)
+	CodecS2     = "s2"     // S2 block format, a Snappy extension
+	CodecSnappy = "snappy" // standard Snappy block format
+	CodecLZ4    = "lz4"    // uvarint decompressed length, then one LZ4 block
+)
+
+// ErrTooLarge reports that a payload would decompress to more than the
+// caller's limit. It is returned before the output is allocated whenever the
+// format declares its size up front.
+//
+// ErrTooLarge wraps frame.ErrTooLarge, so errors.Is(err, frame.ErrTooLarge)
+// also holds and connection code can answer it with the same protocol error
+// as an oversized frame.
+var ErrTooLarge = fmt.Errorf("pipeline: decompressed payload exceeds the limit: %w", frame.ErrTooLarge)
+
+// ErrCorrupt reports compressed input that is truncated, malformed or
+// inconsistent with its declared size. Errors from the underlying codec
+// are wrapped so that errors.Is(err, ErrCorrupt) holds.
+var ErrCorrupt = errors.New("pipeline: corrupt compressed payload")
+
+// ErrInputTooLarge reports input too large for a codec to compress
+// (several GiB; never the case for a framed payload).
+var ErrInputTooLarge = errors.New("pipeline: input too large to compress")
+
+// A Compressor is a payload compression codec. Implementations in this
+// package are safe for concurrent use and keep no state between calls.
+//
+// Compress and Decompress append their output to dst and return the
+// extended slice, like the append built-in; dst must not overlap src. On
+// error the returned slice is dst (its contents beyond len(dst) are
+// unspecified).
+type Compressor interface {
+	// Name returns the negotiation token, one of the Codec constants for
+	// the built-in codecs.
+	Name() string
+	// Compress appends the compressed form of src to dst.
+	Compress(dst, src []byte) ([]byte, error)
+	// Decompress appends the decompressed form of src to dst. If the
+	// output would exceed limit bytes it fails with ErrTooLarge, having
+	// allocated not much more than limit bytes (nothing at all when the
+	// format declares the size up front); malformed input fails with an
+	// error wrapping ErrCorrupt. A limit below zero is treated as zero.
+	Decompress(dst, src []byte, limit int) ([]byte, error)
+}
+
+var builtin = [...]Compressor{zstdCodec{}, s2Codec{}, lz4Codec{}, snappyCodec{}}
+
+// CompressorByName returns the built-in compressor whose Name is name.
+func CompressorByName(name string) (Compressor, bool) {
+	for _, c := range builtin {
+		if c.Name() == name {
+			return c, true
+		}
+	}
+	return nil, false
+}
+
+// Codecs returns the names of the built-in compressors in this package's
+// default order of preference: zstd (best ratio), s2, lz4, snappy (fastest
+// and most widely implemented). A client can send it as is, or a reordered
+// subset, as its preference list. The slice is freshly allocated.
+func Codecs() []string {
+	names := make([]string, len(builtin))
+	for i, c := range builtin {
+		names[i] = c.Name()
+	}
+	return names
+}
+
+// Negotiate picks an extension for a connection. It is called by the
+// server: ours lists the names the server supports (order does not matter)
+// and theirs is the client's list in the client's order of preference.
+// Negotiate returns the first name in theirs that also appears in ours, or
+// "" if there is none, meaning the extension is not used. It works for any
+// list of names: codecs (Codecs) as well as AEAD suites (Suites).
+//
+// A client should check that the name the server answers is one it offered.
+func Negotiate(ours, theirs []string) string {
+	for _, name := range theirs {
+		if name != "" && slices.Contains(ours, name) {
+			return name
+		}
+	}
+	return ""
+}
+
+// MaybeCompress applies the threshold rule for compressing a payload: it
+// compresses src with c only when len(src) >= threshold, and reports
+// compressed = true only when the compressed form is strictly shorter than
+// src. Either way out is dst with the payload to send appended: the
+// compressed form when compressed is true, otherwise a copy of src. A
+// threshold of zero or less means every payload is tried.
+//
+// The caller sets frame.FlagCompressed on the frame exactly when compressed
+// is true.
+func MaybeCompress(c Compressor, dst, src []byte, threshold int) (out []byte, compressed bool, err error) {
+	out, compressed, err = compressIfSmaller(c, dst, src, threshold)
+	if err != nil || compressed {
+		return out, compressed, err
+	}
+	return append(out, src...), false, nil
+}
+
+// compressIfSmaller is MaybeCompress without the copy: when it does not
+// compress it returns dst unchanged.
+func compressIfSmaller(c Compressor, dst, src []byte, threshold int) ([]byte, bool, error) {
+	if len(src) < threshold || len(src) == 0 {
+		return dst, false, nil
+	}
+	n := len(dst)
+	out, err := c.Compress(dst, src)
+	if err != nil {
+		return dst[:n], false, err
+	}
+	if len(out)-n >= len(src) {
+		// Did not shrink; keep whatever buffer growth happened for reuse.
+		return out[:n], false, nil
+	}
+	return out, true, nil
+}
+
+// corrupt wraps a codec error so that errors.Is(err, ErrCorrupt) holds.
+func corrupt(codec string, err error) error {
+	if err == nil {
+		return fmt.Errorf("%w (%s)", ErrCorrupt, codec)
+	}
+	return fmt.Errorf("%w (%s): %w", ErrCorrupt, codec, err)
+}
+
+// grow returns dst with at least n bytes of spare capacity.
+func grow(dst []byte, n int) []byte {
+	return slices.Grow(dst, n)
+}
