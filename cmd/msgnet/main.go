@@ -1,0 +1,53 @@
+// Command msgnet runs a msgnet server, sends messages, chats interactively
+// and benchmarks servers.
+//
+//	msgnet serve [--addr 127.0.0.1:8080] [--mode managed|echo] ...
+//	msgnet send --addr 127.0.0.1:8080 hello world
+//	msgnet chat --addr 127.0.0.1:8080
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `msgnet: asynchronous TCP messaging
+
+Usage:
+  msgnet serve [flags]            run a server (default: managed mode on 127.0.0.1:8080)
+  msgnet send --addr A MESSAGE... send messages and print the replies
+  msgnet chat --addr A            send stdin lines, print what arrives
+
+Run 'msgnet COMMAND -h' for a command's flags.
+`
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr)
+	case "send":
+		return send(ctx, args[1:], stdout, stderr)
+	case "chat":
+		return chat(ctx, args[1:], stdin, stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "msgnet: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}

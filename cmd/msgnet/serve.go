@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/msgnet/msgnet"
+)
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
+	id := fs.String("id", "main_server", "server id reported to clients")
+	maxConns := fs.Int("max-connections", 1000, "most sessions open at once (0: no limit)")
+	limit := sizeFlag(1 << 20)
+	fs.Var(&limit, "message-size-limit", "largest message payload, e.g. 1MiB, 64KiB, 1000")
+	idle := fs.Duration("idle-timeout", 30*time.Second, "close sessions silent this long (0: never)")
+	mode := fs.String("mode", "managed", "managed: echo, BROADCAST and PRIVATE:<id>:<text>; echo: payloads back unchanged")
+	drain := fs.Duration("drain-timeout", 5*time.Second, "how long a graceful stop may take")
+	quiet := fs.Bool("quiet", false, "log only warnings and errors")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	level := slog.LevelInfo
+	if *quiet {
+		level = slog.LevelWarn
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	srv := msgnet.NewServer(*id,
+		msgnet.WithMaxConnections(*maxConns),
+		msgnet.WithMessageSizeLimit(int(limit)),
+		msgnet.WithIdleTimeout(*idle),
+		msgnet.WithDrainTimeout(*drain),
+		msgnet.WithLogger(logger),
+	)
+	switch *mode {
+	case "echo":
+		srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
+	case "managed":
+		managed(srv)
+	default:
+		fmt.Fprintf(stderr, "msgnet serve: unknown --mode %q (managed or echo)\n", *mode)
+		return 2
+	}
+	if err := srv.Start(*addr); err != nil {
+		fmt.Fprintf(stderr, "msgnet serve: %v\n", err)
+		return 1
+	}
+	logger.Info("server started", "id", *id, "addr", srv.Addr().String(), "mode", *mode)
+	select {
+	case <-ctx.Done():
+	case <-srv.Done():
+	}
+	logger.Info("stopping", "sessions", srv.ConnectionCount())
+	sctx, cancel := context.WithTimeout(context.Background(), *drain+time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("graceful stop incomplete", "err", err)
+	}
+	logger.Info("server stopped")
+	return 0
+}
+
+// managed is the seed's "Session Management" example: BROADCAST reaches
+// every session, PRIVATE:<session or client id>:<text> reaches one, and
+// anything else is echoed back as "Echo: <message>".
+func managed(srv *msgnet.Server) {
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
+		text := string(msg)
+		switch {
+		case text == "BROADCAST":
+			srv.Broadcast([]byte("Broadcast from " + s.ClientID()))
+		case strings.HasPrefix(text, "PRIVATE:"):
+			target, body, ok := strings.Cut(strings.TrimPrefix(text, "PRIVATE:"), ":")
+			if !ok {
+				s.SendString("ERROR: usage PRIVATE:<id>:<message>")
+				return
+			}
+			t, found := srv.Session(target)
+			if !found {
+				t, found = srv.SessionByClientID(target)
+			}
+			if !found {
+				s.SendString("ERROR: Session " + target + " not found")
+				return
+			}
+			if err := t.SendString("Private from " + s.ClientID() + ": " + body); err != nil {
+				s.SendString("ERROR: " + target + ": " + err.Error())
+			}
+		default:
+			s.SendString("Echo: " + text)
+		}
+	})
+}
+
+// sizeFlag parses byte sizes such as 1MiB, 64KiB, 512KB or 1000.
+type sizeFlag int
+
+func (s *sizeFlag) String() string { return strconv.Itoa(int(*s)) }
+
+func (s *sizeFlag) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	*s = sizeFlag(n)
+	return nil
+}
+
+func parseSize(v string) (int, error) {
+	units := []struct {
+		suffix string
+		mult   int
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	v = strings.TrimSpace(v)
+	mult := 1
+	for _, u := range units {
+		if strings.HasSuffix(strings.ToLower(v), strings.ToLower(u.suffix)) {
+			v, mult = strings.TrimSpace(v[:len(v)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, errors.New("not a size: want e.g. 1MiB, 64KiB or 1000")
+	}
+	return n * mult, nil
+}

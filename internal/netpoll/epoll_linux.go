@@ -1,0 +1,159 @@
+//go:build linux
+
+package netpoll
+
+import (
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Supported reports whether this platform can park connections.
+const Supported = true
+
+// Poller is an epoll set watched by one goroutine.
+type Poller struct {
+	epfd   int
+	wakefd int // eventfd used to stop Run
+
+	mu     sync.RWMutex
+	slots  []slot // indexed by fd
+	closed bool
+}
+
+// slot is what an fd is registered for. The generation lets the poller
+// ignore an event that was already in flight when its fd was removed and
+// reused by a new connection.
+type slot struct {
+	gen uint32
+	r   Readable
+}
+
+// New creates a poller. Run must be called to deliver events.
+func New() (*Poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, err
+	}
+	return &Poller{epfd: epfd, wakefd: wakefd}, nil
+}
+
+const watchEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+
+// Add starts watching fd for r, armed. The returned generation must be given
+// to Rearm.
+func (p *Poller) Add(fd int, r Readable) (gen uint32, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return 0, ErrClosed
+	}
+	if fd >= len(p.slots) {
+		n := max(2*len(p.slots), fd+1, 1024)
+		slots := make([]slot, n)
+		copy(slots, p.slots)
+		p.slots = slots
+	}
+	gen = p.slots[fd].gen + 1
+	p.slots[fd] = slot{gen: gen, r: r}
+	ev := unix.EpollEvent{Events: watchEvents, Fd: int32(fd), Pad: int32(gen)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		p.slots[fd].r = nil
+		return 0, err
+	}
+	return gen, nil
+}
+
+// Rearm watches fd again after a readiness report. If data is already
+// waiting, the report comes at once.
+func (p *Poller) Rearm(fd int, gen uint32) error {
+	ev := unix.EpollEvent{Events: watchEvents, Fd: int32(fd), Pad: int32(gen)}
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
+}
+
+// Remove stops watching fd. It must be called before fd is closed, so that
+// a new socket given the same number is not confused with this one.
+func (p *Poller) Remove(fd int) error {
+	p.mu.Lock()
+	if fd < len(p.slots) {
+		p.slots[fd].r = nil
+	}
+	p.mu.Unlock()
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+}
+
+// Run delivers readiness reports until Close. It is meant to run on its own
+// goroutine.
+func (p *Poller) Run() error {
+	events := make([]unix.EpollEvent, 256)
+	ready := make([]Readable, 0, 256)
+	for {
+		n, err := unix.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return err
+		}
+		// Collect the targets under the lock and call them after it: a
+		// Readable may take its owner's lock, and owners call Remove while
+		// holding theirs.
+		stop := false
+		ready = ready[:0]
+		p.mu.RLock()
+		for i := 0; i < n; i++ {
+			fd := int(events[i].Fd)
+			if fd == p.wakefd {
+				stop = true
+				continue
+			}
+			if fd < len(p.slots) {
+				s := p.slots[fd]
+				if s.r != nil && s.gen == uint32(events[i].Pad) {
+					ready = append(ready, s.r)
+				}
+			}
+		}
+		p.mu.RUnlock()
+		for i, r := range ready {
+			r.Readable()
+			ready[i] = nil
+		}
+		if stop {
+			return ErrClosed
+		}
+	}
+}
+
+// Close stops Run and releases the epoll set. Sockets still registered are
+// left open: they belong to their owners.
+func (p *Poller) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.slots = nil
+	p.mu.Unlock()
+	var one = [8]byte{1}
+	_, err := unix.Write(p.wakefd, one[:])
+	return err
+}
+
+// Release frees the epoll set and the wake descriptor once Run has returned.
+func (p *Poller) Release() {
+	unix.Close(p.epfd)
+	unix.Close(p.wakefd)
+}

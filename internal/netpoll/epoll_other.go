@@ -1,0 +1,30 @@
+//go:build !linux
+
+package netpoll
+
+// Supported reports whether this platform can park connections.
+const Supported = false
+
+// Poller is not available on this platform; New always fails.
+type Poller struct{}
+
+// New fails: connections keep a goroutine each on this platform.
+func New() (*Poller, error) { return nil, ErrClosed }
+
+// Add is never reached on this platform.
+func (p *Poller) Add(fd int, r Readable) (uint32, error) { return 0, ErrClosed }
+
+// Rearm is never reached on this platform.
+func (p *Poller) Rearm(fd int, gen uint32) error { return ErrClosed }
+
+// Remove is never reached on this platform.
+func (p *Poller) Remove(fd int) error { return ErrClosed }
+
+// Run is never reached on this platform.
+func (p *Poller) Run() error { return ErrClosed }
+
+// Close is never reached on this platform.
+func (p *Poller) Close() error { return nil }
+
+// Release is never reached on this platform.
+func (p *Poller) Release() {}

@@ -1,0 +1,23 @@
+// Package netpoll parks idle connections: it watches many sockets with one
+// goroutine and tells their owners when one becomes readable, so an idle
+// connection costs no goroutine stack and no read buffer.
+//
+// Each registration is one-shot: after a readiness report the socket is not
+// watched again until Rearm. That gives the owner exclusive use of the socket
+// while it reads, without locks on the read path.
+//
+// On Linux it is an epoll set; elsewhere Supported is false and callers keep a
+// goroutine per connection.
+package netpoll
+
+import "errors"
+
+// Readable is told, on the poller's goroutine, that its socket has data or
+// was closed by the peer. It must return quickly (typically by starting a
+// goroutine to read).
+type Readable interface {
+	Readable()
+}
+
+// ErrClosed is returned by a Poller that was closed.
+var ErrClosed = errors.New("netpoll: poller closed")

@@ -1,0 +1,277 @@
+package msgnet
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"unsafe"
+
+	"github.com/msgnet/msgnet/frame"
+	"golang.org/x/sys/unix"
+)
+
+// readBufSize is the pooled buffer a reader takes while a connection has
+// data: large enough that one read syscall carries many small frames.
+const readBufSize = 64 << 10
+
+var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+
+// Readable is called by the server's poller when a parked session has data
+// or was closed by the peer. It starts a reader unless one is running.
+func (s *Session) Readable() {
+	s.mu.Lock()
+	if s.readerActive || s.socketDone() {
+		s.mu.Unlock()
+		return
+	}
+	s.readerActive = true
+	s.mu.Unlock()
+	go s.readFn()
+}
+
+// readParked reads a parked session's socket until it would block,
+// dispatching what arrives, then parks it again. It holds a pooled buffer
+// only for that time; a partial frame is kept in s.pending.
+func (s *Session) readParked() {
+	bp := readBufPool.Get().(*[]byte)
+	buf := *bp
+	n := 0
+	if len(s.pending) > 0 {
+		if s.need > len(buf) {
+			buf = make([]byte, s.need)
+		}
+		n = copy(buf, s.pending)
+	}
+	for !s.stopRead.Load() {
+		if n == len(buf) {
+			buf = grow(buf, n, s.need)
+		}
+		s.rdBuf = buf[n:]
+		if err := s.rc.Read(s.rdFn); err != nil {
+			s.rdN, s.rdErr = 0, err
+		}
+		s.rdBuf = nil
+		nr, err := s.rdN, s.rdErr
+		if err == unix.EAGAIN {
+			break
+		}
+		if nr <= 0 {
+			if err == nil {
+				err = io.EOF
+			}
+			s.endOfInput(buf[:n], err)
+			n = 0
+			break
+		}
+		s.touch()
+		s.bytesIn.Add(uint64(nr))
+		n = s.ingest(buf, n+nr)
+	}
+	s.keepPending(buf[:n])
+	readBufPool.Put(bp) // buf may have outgrown it; the pooled one is unchanged
+
+	s.mu.Lock()
+	s.readerActive = false
+	if s.parked {
+		if err := s.poller.Rearm(s.fd, s.gen); err != nil {
+			s.mu.Unlock()
+			s.abort(err)
+			return
+		}
+	}
+	end := s.endLocked()
+	s.mu.Unlock()
+	if end {
+		s.finish()
+	}
+}
+
+// readBlocking is the reader for connections that cannot be parked (TLS,
+// WebSocket and other streams, and the client side): one goroutine for the
+// connection's life, with its own buffer.
+func (s *Session) readBlocking() {
+	buf := make([]byte, 16<<10)
+	n := copy(buf, s.pending)
+	s.pending = nil
+	if n > 0 {
+		n = s.ingest(buf, n)
+	}
+	for !s.stopRead.Load() {
+		if n == len(buf) {
+			buf = grow(buf, n, s.need)
+		}
+		nr, err := s.nc.Read(buf[n:])
+		if nr > 0 {
+			s.touch()
+			s.bytesIn.Add(uint64(nr))
+			n = s.ingest(buf, n+nr)
+		}
+		if err != nil {
+			s.endOfInput(buf[:n], err)
+			break
+		}
+	}
+	s.mu.Lock()
+	s.readerActive = false
+	end := s.endLocked()
+	s.mu.Unlock()
+	if end {
+		s.finish()
+	}
+}
+
+// grow returns a buffer holding buf[:n] with room for a frame of total
+// bytes, which the size limit has already bounded.
+func grow(buf []byte, n, total int) []byte {
+	size := max(total, 2*len(buf))
+	nb := make([]byte, size)
+	copy(nb, buf[:n])
+	return nb
+}
+
+// ingest dispatches the complete frames or lines in buf[:n], moves what is
+// left to the front of buf and returns its length. On a protocol error it
+// closes the session and returns 0.
+func (s *Session) ingest(buf []byte, n int) int {
+	used, err := s.dispatch(buf[:n])
+	if err != nil {
+		s.fail(err)
+		return 0
+	}
+	return copy(buf, buf[used:n])
+}
+
+// dispatch hands complete frames (or lines) at the start of b to the peer,
+// in order, and returns the bytes used. A panic in a handler is caught here
+// and ends only this session.
+func (s *Session) dispatch(b []byte) (used int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &HandlerPanicError{Value: r}
+		}
+	}()
+	mode := s.readerMode()
+	if mode == frame.ModeUnknown {
+		if mode = frame.Sniff(b); mode == frame.ModeUnknown {
+			return 0, nil
+		}
+		s.setMode(mode)
+	}
+	for used < len(b) && !s.stopRead.Load() {
+		rest := b[used:]
+		if mode == frame.ModeText {
+			line, k, err := frame.SplitLine(rest, s.maxPayload)
+			if err != nil {
+				return used, err
+			}
+			if k == 0 {
+				return used, nil
+			}
+			used += k
+			s.msgsIn.Add(1)
+			s.peer.handleLine(s, line)
+			continue
+		}
+		total, err := frame.Split(rest, s.maxPayload)
+		if err != nil {
+			return used, err
+		}
+		if total == 0 || total > len(rest) {
+			s.need = total
+			return used, nil
+		}
+		used += total
+		s.frames++
+		s.msgsIn.Add(1)
+		if err := s.peer.handleFrame(s, frame.Decode(rest[:total])); err != nil {
+			return used, err
+		}
+	}
+	return used, nil
+}
+
+// readerMode is the mode as the reader sees it; only the reader changes it
+// from unknown, so an unlocked read by the reader itself is safe.
+func (s *Session) readerMode() frame.Mode {
+	s.mu.Lock()
+	m := s.mode
+	s.mu.Unlock()
+	return m
+}
+
+// fail ends the session after a protocol error or handler panic.
+func (s *Session) fail(err error) {
+	switch {
+	case errors.Is(err, frame.ErrBadMagic), errors.Is(err, frame.ErrShortLength):
+		s.closeWith(&ProtocolError{Code: frame.CodeBadFrame, Message: err.Error()}, true)
+	case errors.Is(err, frame.ErrTooLarge):
+		s.closeWith(&ProtocolError{Code: frame.CodeMessageTooLarge,
+			Message: "message exceeds the size limit of " + itoa(s.maxPayload) + " bytes"}, true)
+	default:
+		var hp *HandlerPanicError
+		notify := errors.As(err, &hp)
+		var de *DisconnectError
+		if errors.As(err, &de) && !de.Remote {
+			notify = true
+		}
+		s.closeWith(err, notify)
+	}
+}
+
+// endOfInput handles the end of the stream or a read error. An unterminated
+// last line in text mode is still one message.
+func (s *Session) endOfInput(rest []byte, err error) {
+	if len(rest) > 0 && !s.stopRead.Load() && s.readerMode() == frame.ModeText {
+		line := frame.TrimLine(rest)
+		if len(line) <= s.maxPayload {
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						err = &HandlerPanicError{Value: r}
+					}
+				}()
+				s.msgsIn.Add(1)
+				s.peer.handleLine(s, line)
+			}()
+		}
+	}
+	if err == io.EOF {
+		err = ErrPeerClosed
+	}
+	if errors.Is(err, unix.ECONNRESET) {
+		err = ErrPeerClosed
+	}
+	s.closeWith(err, false)
+}
+
+// keepPending saves a partial frame across parking; an idle session with
+// nothing partial holds no buffer.
+func (s *Session) keepPending(b []byte) {
+	if len(b) == 0 {
+		if cap(s.pending) > 4<<10 {
+			s.pending = nil
+		} else {
+			s.pending = s.pending[:0]
+		}
+		return
+	}
+	s.pending = append(s.pending[:0], b...)
+}
+
+// unsafeBytes views a string's bytes without copying; the bytes are only
+// read (they are copied into the send queue).
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+func itoa(n int) string {
+	var b [20]byte
+	i := len(b)
+	if n == 0 {
+		return "0"
+	}
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
+}

@@ -1,0 +1,548 @@
+package msgnet
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/internal/netpoll"
+)
+
+// MessageHandler receives one DATA message (or one text line). msg is valid
+// only until the handler returns: copy it to keep it. Messages of one
+// session arrive in order, one at a time; sessions run concurrently. A
+// handler may block; that session's input waits, no other session's does.
+type MessageHandler func(s *Session, msg []byte)
+
+// ConnectHandler runs once per session, before its first message, after the
+// client's hello if it sent one (so ClientID is final).
+type ConnectHandler func(s *Session)
+
+// DisconnectHandler runs exactly once for every session whose connect
+// handler ran, after its last message handler returned. reason says why:
+// test it with errors.Is against ErrPeerClosed, ErrIdleTimeout,
+// ErrServerShutdown, or inspect a *DisconnectError, *ProtocolError or
+// *HandlerPanicError.
+type DisconnectHandler func(s *Session, reason error)
+
+type handlers struct {
+	message    MessageHandler
+	connect    ConnectHandler
+	disconnect DisconnectHandler
+}
+
+// Server accepts connections and runs a Session for each. Create one with
+// NewServer, set its handlers, then Serve a listener or Start on an address.
+//
+//	srv := msgnet.NewServer("main_server", msgnet.WithMaxConnections(1000))
+//	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
+//		s.SendString("Echo: " + string(msg))
+//	})
+//	if err := srv.Start("127.0.0.1:8080"); err != nil { ... }
+//	defer srv.Shutdown(context.Background())
+type Server struct {
+	id       string
+	cfg      config
+	log      *slog.Logger
+	handlers atomic.Pointer[handlers]
+
+	idPrefix string
+	nextID   atomic.Uint64
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[*Session]struct{}
+	started   bool
+	stopping  bool
+	poller    *netpoll.Poller
+
+	count    atomic.Int64 // open sessions
+	running  atomic.Bool
+	sessWG   sync.WaitGroup // one per session until it has ended
+	bgWG     sync.WaitGroup // accept loops, poller, sweeper
+	done     chan struct{}  // closed when the server has stopped
+	doneOnce sync.Once
+	stopCh   chan struct{} // closed when stopping starts
+
+	// Counters, read by monitors.
+	accepted, refused atomic.Uint64
+}
+
+// NewServer returns a server with the given id (reported to clients in the
+// welcome) and options.
+func NewServer(id string, opts ...Option) *Server {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	var p [4]byte
+	rand.Read(p[:])
+	srv := &Server{
+		id:        id,
+		cfg:       cfg,
+		log:       cfg.logger,
+		idPrefix:  hex.EncodeToString(p[:]) + "-",
+		listeners: make(map[net.Listener]struct{}),
+		sessions:  make(map[*Session]struct{}),
+		done:      make(chan struct{}),
+		stopCh:    make(chan struct{}),
+	}
+	srv.handlers.Store(&handlers{})
+	return srv
+}
+
+func (srv *Server) setHandlers(f func(h *handlers)) {
+	for {
+		old := srv.handlers.Load()
+		h := *old
+		f(&h)
+		if srv.handlers.CompareAndSwap(old, &h) {
+			return
+		}
+	}
+}
+
+// OnMessage sets the handler for DATA messages and text lines.
+func (srv *Server) OnMessage(h MessageHandler) { srv.setHandlers(func(x *handlers) { x.message = h }) }
+
+// OnConnect sets the handler run when a session is established.
+func (srv *Server) OnConnect(h ConnectHandler) { srv.setHandlers(func(x *handlers) { x.connect = h }) }
+
+// OnDisconnect sets the handler run when a session has ended.
+func (srv *Server) OnDisconnect(h DisconnectHandler) {
+	srv.setHandlers(func(x *handlers) { x.disconnect = h })
+}
+
+// ID is the server id given to NewServer.
+func (srv *Server) ID() string { return srv.id }
+
+// IsRunning reports whether the server is serving and not stopping.
+func (srv *Server) IsRunning() bool { return srv.running.Load() }
+
+// ConnectionCount is the number of open sessions.
+func (srv *Server) ConnectionCount() int { return int(srv.count.Load()) }
+
+// Addr is the address of the first listener, or nil before one is served.
+func (srv *Server) Addr() net.Addr {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for l := range srv.listeners {
+		return l.Addr()
+	}
+	return nil
+}
+
+// Start listens on a TCP address and serves it in the background. It
+// returns once the listener is open; use Wait or Done to block until the
+// server stops.
+func (srv *Server) Start(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	if err := srv.track(l); err != nil {
+		l.Close()
+		return err
+	}
+	srv.bgWG.Add(1)
+	go func() {
+		defer srv.bgWG.Done()
+		srv.serve(l)
+	}()
+	return nil
+}
+
+// Serve accepts connections on l until the server stops, and returns
+// ErrServerClosed then. It takes ownership of l.
+func (srv *Server) Serve(l net.Listener) error {
+	if err := srv.track(l); err != nil {
+		l.Close()
+		return err
+	}
+	srv.bgWG.Add(1)
+	defer srv.bgWG.Done()
+	return srv.serve(l)
+}
+
+func (srv *Server) track(l net.Listener) error {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.stopping {
+		return ErrServerClosed
+	}
+	srv.listeners[l] = struct{}{}
+	if !srv.started {
+		srv.started = true
+		srv.running.Store(true)
+		if srv.cfg.idleTimeout > 0 {
+			srv.bgWG.Add(1)
+			go srv.sweepIdle()
+		}
+	}
+	return nil
+}
+
+func (srv *Server) serve(l net.Listener) error {
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			select {
+			case <-srv.stopCh:
+				return ErrServerClosed
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+				errors.Is(err, syscall.ECONNABORTED) {
+				// Out of descriptors or a transient failure: back off
+				// rather than spin, as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				srv.log.Warn("accept failed; retrying", "err", err, "delay", delay)
+				select {
+				case <-time.After(delay):
+				case <-srv.stopCh:
+					return ErrServerClosed
+				}
+				continue
+			}
+			srv.mu.Lock()
+			delete(srv.listeners, l)
+			srv.mu.Unlock()
+			return err
+		}
+		delay = 0
+		srv.ServeConn(nc)
+	}
+}
+
+// ServeConn runs a session on a connection accepted elsewhere: transports
+// such as WebSocket or HTTP/2 hand their streams to the server here. It
+// returns at once; the session runs until it ends.
+func (srv *Server) ServeConn(nc net.Conn) {
+	srv.mu.Lock()
+	if srv.stopping {
+		srv.mu.Unlock()
+		nc.Close()
+		return
+	}
+	if n := srv.count.Add(1); srv.cfg.maxConnections > 0 && n > int64(srv.cfg.maxConnections) {
+		srv.count.Add(-1)
+		srv.bgWG.Add(1)
+		srv.mu.Unlock()
+		go srv.refuse(nc)
+		return
+	}
+	id := srv.idPrefix + strconv.FormatUint(srv.nextID.Add(1), 10)
+	s := newSession(srv, id, nc, srv.cfg.maxPayload, srv.cfg.queueBytes, srv.cfg.drainTimeout)
+	srv.sessions[s] = struct{}{}
+	srv.sessWG.Add(1)
+	parked := srv.cfg.park && srv.parkLocked(s)
+	srv.mu.Unlock()
+	srv.accepted.Add(1)
+	if !parked {
+		s.readerActive = true
+		s.readFn = s.readBlocking
+		go s.readFn()
+	}
+}
+
+// refuse answers a connection beyond max connections, on its own goroutine
+// so that lingering over its close does not hold up accepting.
+func (srv *Server) refuse(nc net.Conn) {
+	defer srv.bgWG.Done()
+	srv.refused.Add(1)
+	b := frame.Append(nil, frame.KindError, 0, frame.AppendError(nil, frame.CodeServerFull, "server at max connections"))
+	b = frame.Append(b, frame.KindDisconnect, 0, []byte("server full"))
+	nc.SetWriteDeadline(time.Now().Add(time.Second))
+	nc.Write(b)
+	lingerClose(nc)
+}
+
+// parkLocked registers a plain TCP connection with the poller, starting
+// the poller on first use. It reports false for connections that need a
+// goroutine of their own.
+func (srv *Server) parkLocked(s *Session) bool {
+	if !netpoll.Supported {
+		return false
+	}
+	sc, ok := s.nc.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	if srv.poller == nil {
+		p, err := netpoll.New()
+		if err != nil {
+			srv.log.Warn("cannot park idle connections", "err", err)
+			srv.cfg.park = false
+			return false
+		}
+		srv.poller = p
+		srv.bgWG.Add(1)
+		go func() {
+			defer srv.bgWG.Done()
+			p.Run()
+			p.Release()
+		}()
+	}
+	var fd int
+	rc.Control(func(f uintptr) { fd = int(f) })
+	s.rc, s.fd, s.parked, s.poller = rc, fd, true, srv.poller
+	s.rdFn = func(fd uintptr) bool {
+		s.rdN, s.rdErr = syscall.Read(int(fd), s.rdBuf)
+		return true
+	}
+	s.readFn = s.readParked
+	// Mark the reader busy while registering: an event that fires at once
+	// must not start a reader before s.gen is set.
+	s.readerActive = true
+	gen, err := srv.poller.Add(fd, s)
+	if err != nil {
+		s.readerActive = false
+		s.parked = false
+		return false
+	}
+	s.gen = gen
+	s.mu.Lock()
+	s.readerActive = false
+	s.mu.Unlock()
+	// Data may have arrived between Add and now and been ignored above;
+	// rearming makes the poller look again.
+	srv.poller.Rearm(fd, gen)
+	return true
+}
+
+// handleFrame implements the server side of the protocol.
+func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
+	if !s.established && !(s.frames == 1 && f.Kind == frame.KindControl) {
+		srv.establish(s)
+	}
+	if f.Flags != 0 {
+		s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeUnknownType,
+			"flags 0x"+strconv.FormatUint(uint64(f.Flags), 16)+" were not negotiated"))
+		return nil
+	}
+	switch f.Kind {
+	case frame.KindData:
+		if h := srv.handlers.Load().message; h != nil {
+			h(s, f.Payload)
+		}
+	case frame.KindPing:
+		s.enqueue(frame.KindPong, 0, f.Payload)
+	case frame.KindPong, frame.KindHeartbeat:
+	case frame.KindControl:
+		srv.handleControl(s, f.Payload)
+	case frame.KindError:
+		e := frame.ParseError(f.Payload)
+		srv.log.Info("peer reported an error", "session", s.id, "code", e.Code, "message", e.Message)
+	case frame.KindDisconnect:
+		return &DisconnectError{Reason: string(f.Payload), Remote: true}
+	default:
+		s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeUnknownType,
+			"unknown message kind "+f.Kind.String()))
+	}
+	return nil
+}
+
+// hello is the client's first CONTROL frame.
+type hello struct {
+	Op       string `json:"op"`
+	ClientID string `json:"client_id"`
+}
+
+// welcome is the server's answer to hello.
+type welcome struct {
+	Op             string `json:"op"`
+	SessionID      string `json:"session_id"`
+	ServerID       string `json:"server_id"`
+	MaxMessageSize int    `json:"max_message_size"`
+	IdleTimeoutMS  int64  `json:"idle_timeout_ms"`
+}
+
+func (srv *Server) handleControl(s *Session, p []byte) {
+	op, err := frame.ControlOp(p)
+	if err != nil {
+		s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeBadControl, err.Error()))
+		return
+	}
+	switch {
+	case op == "hello" && s.frames == 1:
+		var h hello
+		json.Unmarshal(p, &h) // op parsed above, so p is a JSON object
+		if h.ClientID != "" {
+			s.clientID.Store(&h.ClientID)
+		}
+		w, _ := json.Marshal(welcome{
+			Op: "welcome", SessionID: s.id, ServerID: srv.id,
+			MaxMessageSize: srv.cfg.maxPayload, IdleTimeoutMS: srv.cfg.idleTimeout.Milliseconds(),
+		})
+		s.enqueue(frame.KindControl, 0, w)
+		srv.establish(s)
+	case op == "hello":
+		s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeBadControl, "hello must be the first frame"))
+	default:
+		s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeBadControl, "unknown op "+strconv.Quote(op)))
+	}
+}
+
+// handleLine implements text mode: every line is a message.
+func (srv *Server) handleLine(s *Session, line []byte) {
+	if !s.established {
+		srv.establish(s)
+	}
+	if h := srv.handlers.Load().message; h != nil {
+		h(s, line)
+	}
+}
+
+// establish runs the connect handler, once, on the session's reader.
+func (srv *Server) establish(s *Session) {
+	s.established = true
+	srv.log.Info("session connected", "session", s.id, "client", s.ClientID(), "remote", s.remoteAddr)
+	if h := srv.handlers.Load().connect; h != nil {
+		h(s)
+	}
+}
+
+// sessionEnded is the last step of every session.
+func (srv *Server) sessionEnded(s *Session, reason error) {
+	srv.mu.Lock()
+	delete(srv.sessions, s)
+	srv.mu.Unlock()
+	srv.count.Add(-1)
+	if s.established {
+		srv.log.Info("session disconnected", "session", s.id, "client", s.ClientID(), "reason", reason)
+		if h := srv.handlers.Load().disconnect; h != nil {
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						srv.log.Error("disconnect handler panicked", "session", s.id, "panic", r)
+					}
+				}()
+				h(s, reason)
+			}()
+		}
+	}
+	srv.sessWG.Done()
+}
+
+// sweepIdle closes sessions that have been silent for the idle timeout. One
+// goroutine checks all sessions, so an idle session costs no timer.
+func (srv *Server) sweepIdle() {
+	defer srv.bgWG.Done()
+	timeout := srv.cfg.idleTimeout
+	tick := min(max(timeout/8, 10*time.Millisecond), time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var idle []*Session
+	for {
+		select {
+		case <-srv.stopCh:
+			return
+		case now := <-t.C:
+			limit := now.Add(-timeout).UnixNano()
+			idle = idle[:0]
+			srv.mu.Lock()
+			for s := range srv.sessions {
+				if s.lastActivity.Load() < limit {
+					idle = append(idle, s)
+				}
+			}
+			srv.mu.Unlock()
+			for i, s := range idle {
+				s.closeWith(ErrIdleTimeout, true)
+				idle[i] = nil
+			}
+		}
+	}
+}
+
+// Shutdown stops the server gracefully: it stops accepting, sends every
+// session what was queued for it followed by DISCONNECT "server shutting
+// down", and waits until all sessions have ended or ctx is done. In the
+// latter case it closes what is left and returns ctx.Err().
+func (srv *Server) Shutdown(ctx context.Context) error {
+	sessions := srv.beginStop()
+	for _, s := range sessions {
+		s.closeWith(ErrServerShutdown, true)
+	}
+	ended := make(chan struct{})
+	go func() {
+		srv.sessWG.Wait()
+		close(ended)
+	}()
+	select {
+	case <-ended:
+		srv.finishStop()
+		return nil
+	case <-ctx.Done():
+		srv.Close()
+		<-ended
+		return ctx.Err()
+	}
+}
+
+// Close stops the server at once: listeners and connections are closed
+// without writing what is queued. Disconnect handlers still run.
+func (srv *Server) Close() error {
+	sessions := srv.beginStop()
+	for _, s := range sessions {
+		s.abort(ErrServerClosed)
+	}
+	srv.sessWG.Wait()
+	srv.finishStop()
+	return nil
+}
+
+// beginStop closes the listeners and returns the sessions to close.
+func (srv *Server) beginStop() []*Session {
+	srv.mu.Lock()
+	if !srv.stopping {
+		srv.stopping = true
+		srv.running.Store(false)
+		close(srv.stopCh)
+	}
+	for l := range srv.listeners {
+		l.Close()
+		delete(srv.listeners, l)
+	}
+	list := make([]*Session, 0, len(srv.sessions))
+	for s := range srv.sessions {
+		list = append(list, s)
+	}
+	srv.mu.Unlock()
+	return list
+}
+
+// finishStop stops the background goroutines once sessions have ended.
+func (srv *Server) finishStop() {
+	srv.mu.Lock()
+	p := srv.poller
+	srv.poller = nil
+	srv.mu.Unlock()
+	if p != nil {
+		p.Close()
+	}
+	srv.bgWG.Wait()
+	srv.doneOnce.Do(func() { close(srv.done) })
+}
+
+// Wait blocks until the server has stopped (Shutdown or Close has finished).
+func (srv *Server) Wait() { <-srv.done }
+
+// Done is closed when the server has stopped.
+func (srv *Server) Done() <-chan struct{} { return srv.done }

@@ -1,0 +1,549 @@
+package msgnet
+
+import (
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/internal/netpoll"
+)
+
+// peer is the side a Session works for: the Server for accepted
+// connections, the Client for its own. The session engine (reading, queueing,
+// writing, closing) is the same for both; what a frame means is the peer's.
+type peer interface {
+	// handleFrame acts on one frame. A non-nil error ends the session
+	// with that error as the reason.
+	handleFrame(s *Session, f frame.Frame) error
+	// handleLine acts on one text-mode line (server side only).
+	handleLine(s *Session, line []byte)
+	// sessionEnded is called exactly once, after the socket is closed and
+	// no reader or writer is left.
+	sessionEnded(s *Session, reason error)
+}
+
+// Session is one connection: on a server, a connected client. It is safe for
+// use by many goroutines.
+//
+// Sends never wait on the network: they append to a bounded queue that one
+// writer goroutine, started only while there is something to write, drains
+// with a single writev for everything queued. Frames are written in the
+// order their sends were called.
+type Session struct {
+	peer       peer
+	id         string
+	nc         net.Conn
+	remoteAddr string
+	remotePort int
+	connectAt  time.Time
+	maxPayload int
+	queueLimit int
+	drain      time.Duration
+
+	lastActivity atomic.Int64 // unix nanoseconds
+	clientID     atomic.Pointer[string]
+	stopRead     atomic.Bool // set when closing: dispatch no more input
+
+	// Parking (server side, plain TCP on Linux): the socket sits in the
+	// server's epoll set while idle; readers are started on readiness.
+	rc     syscall.RawConn
+	poller *netpoll.Poller
+	fd     int
+	gen    uint32
+	parked bool
+	rdBuf  []byte // argument and results of rdFn, a prebuilt closure so a read allocates nothing
+	rdN    int
+	rdErr  error
+	rdFn   func(fd uintptr) bool
+
+	mu           sync.Mutex
+	mode         frame.Mode
+	out          []*chunk // queued bytes, in order
+	outBytes     int
+	writerActive bool
+	readerActive bool
+	closing      bool
+	sockClosed   bool // the descriptor is closed
+	lingering    bool // write side shut, input being discarded before the close
+	lingerOnEnd  bool // close via lingering: a last word was sent while input may still arrive
+	ended        bool
+	reason       error
+
+	// Reader-owned: touched only by the goroutine that holds readerActive.
+	pending     []byte // a partial frame or line kept while parked
+	need        int    // total length of the incomplete frame at the head of input
+	frames      int    // frames received, for "hello must come first"
+	established bool   // OnConnect has run
+
+	// Writer-owned: touched only by the goroutine that holds writerActive.
+	writing    []*chunk
+	iov        net.Buffers
+	iovTmp     net.Buffers
+	drainArmed bool
+
+	readFn, writeFn func()
+
+	dataMu sync.Mutex
+	data   map[string]string
+
+	// Per-session counters, read by monitors without locks.
+	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
+}
+
+func newSession(p peer, id string, nc net.Conn, maxPayload, queueLimit int, drain time.Duration) *Session {
+	s := &Session{
+		peer:       p,
+		id:         id,
+		nc:         nc,
+		connectAt:  time.Now(),
+		maxPayload: maxPayload,
+		queueLimit: queueLimit,
+		drain:      drain,
+	}
+	s.lastActivity.Store(s.connectAt.UnixNano())
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		s.remoteAddr, s.remotePort = ta.IP.String(), ta.Port
+	} else if a := nc.RemoteAddr(); a != nil {
+		host, port, err := net.SplitHostPort(a.String())
+		if err != nil {
+			host = a.String()
+		}
+		s.remoteAddr = host
+		s.remotePort, _ = strconv.Atoi(port)
+	}
+	s.writeFn = s.writeLoop
+	return s
+}
+
+// ID is the session id, unique within the server (and across a cluster).
+func (s *Session) ID() string { return s.id }
+
+// ClientID is the id the client gave in its hello, or the session id if it
+// gave none.
+func (s *Session) ClientID() string {
+	if p := s.clientID.Load(); p != nil {
+		return *p
+	}
+	return s.id
+}
+
+// RemoteAddr is the peer's IP address (or the transport's address text).
+func (s *Session) RemoteAddr() string { return s.remoteAddr }
+
+// RemotePort is the peer's port, 0 when the transport has none.
+func (s *Session) RemotePort() int { return s.remotePort }
+
+// ConnectTime is when the connection was accepted.
+func (s *Session) ConnectTime() time.Time { return s.connectAt }
+
+// LastActivity is when bytes were last received from the peer.
+func (s *Session) LastActivity() time.Time { return time.Unix(0, s.lastActivity.Load()) }
+
+// IsConnected reports whether the session is open: not closing or closed.
+func (s *Session) IsConnected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closing
+}
+
+// Mode tells whether the peer speaks frames or text lines; ModeUnknown until
+// it has sent its first bytes.
+func (s *Session) Mode() frame.Mode {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mode
+}
+
+// SetData stores a per-session value under key.
+func (s *Session) SetData(key, value string) {
+	s.dataMu.Lock()
+	if s.data == nil {
+		s.data = make(map[string]string)
+	}
+	s.data[key] = value
+	s.dataMu.Unlock()
+}
+
+// Data returns the per-session value stored under key, and whether there
+// was one.
+func (s *Session) Data(key string) (string, bool) {
+	s.dataMu.Lock()
+	defer s.dataMu.Unlock()
+	v, ok := s.data[key]
+	return v, ok
+}
+
+// Send queues msg as one DATA message (one line in text mode). It never
+// waits on the network. It fails with ErrMessageTooLarge, ErrQueueFull or
+// ErrSessionClosed, and then nothing was queued. msg may be reused as soon
+// as Send returns.
+func (s *Session) Send(msg []byte) error { return s.enqueue(frame.KindData, 0, msg) }
+
+// SendString is Send for a string.
+func (s *Session) SendString(msg string) error {
+	return s.enqueue(frame.KindData, 0, unsafeBytes(msg))
+}
+
+// SendRaw queues bytes to be written exactly as given, without framing: the
+// caller vouches that they are whole frames (or whole lines in text mode).
+// It exists for pre-encoded frames, such as one broadcast frame written to
+// many sessions.
+func (s *Session) SendRaw(data []byte) error { return s.enqueue(kindRaw, 0, data) }
+
+// Disconnect ends the session: what is already queued is written, then a
+// DISCONNECT frame with reason, then the connection is closed. The disconnect
+// handler receives a *DisconnectError with reason.
+func (s *Session) Disconnect(reason string) {
+	s.closeWith(&DisconnectError{Reason: reason}, true)
+}
+
+// kindRaw marks queued bytes that are already encoded.
+const kindRaw frame.Kind = 0
+
+// chunk is a piece of a session's send queue. Pooled chunks have
+// chunkSize capacity; a frame larger than that gets a chunk of its own.
+type chunk struct{ b []byte }
+
+const chunkSize = 32 << 10
+
+var chunkPool = sync.Pool{New: func() any { return &chunk{b: make([]byte, 0, chunkSize)} }}
+
+func putChunk(c *chunk) {
+	if cap(c.b) == chunkSize {
+		c.b = c.b[:0]
+		chunkPool.Put(c)
+	}
+}
+
+// enqueue appends one message to the send queue and makes sure a writer
+// will write it.
+func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) error {
+	if len(payload) > s.maxPayload && kind != kindRaw {
+		return ErrMessageTooLarge
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrSessionClosed
+	}
+	n := frame.HeaderLen + len(payload)
+	if s.outBytes > 0 && s.outBytes+n > s.queueLimit {
+		s.mu.Unlock()
+		return ErrQueueFull
+	}
+	s.appendLocked(kind, flags, payload)
+	start := s.wantWriterLocked()
+	s.mu.Unlock()
+	s.msgsOut.Add(1)
+	if start {
+		go s.writeFn()
+	}
+	return nil
+}
+
+// wantWriterLocked reports whether the caller must start the writer, and
+// marks it started. Nothing is written before the peer's mode is known.
+func (s *Session) wantWriterLocked() bool {
+	if s.writerActive || len(s.out) == 0 || s.mode == frame.ModeUnknown || s.socketDone() {
+		return false
+	}
+	s.writerActive = true
+	return true
+}
+
+// appendLocked encodes a message into the queue in the session's mode. Before
+// the mode is known, messages are queued as frames and re-encoded if the
+// peer turns out to speak text (setModeLocked).
+func (s *Session) appendLocked(kind frame.Kind, flags frame.Flags, payload []byte) {
+	if s.mode == frame.ModeText {
+		switch kind {
+		case frame.KindData, kindRaw:
+			b := s.reserveLocked(len(payload) + 1)
+			b = append(b, payload...)
+			s.commitLocked(append(b, '\n'))
+		case frame.KindError:
+			code := frame.ParseError(payload).Code
+			b := s.reserveLocked(len("ERROR ") + len(code) + 1)
+			s.commitLocked(append(append(append(b, "ERROR "...), code...), '\n'))
+		}
+		// Text mode has no PING, CONTROL or DISCONNECT.
+		return
+	}
+	if kind == kindRaw {
+		s.commitLocked(append(s.reserveLocked(len(payload)), payload...))
+		return
+	}
+	b := s.reserveLocked(frame.HeaderLen + len(payload))
+	s.commitLocked(append(frame.AppendHeader(b, kind, flags, len(payload)), payload...))
+}
+
+// reserveLocked returns the tail of the queue with room for n more bytes;
+// commitLocked stores what was appended to it.
+func (s *Session) reserveLocked(n int) []byte {
+	if k := len(s.out); k > 0 {
+		c := s.out[k-1]
+		if cap(c.b)-len(c.b) >= n {
+			return c.b
+		}
+	}
+	var c *chunk
+	if n <= chunkSize {
+		c = chunkPool.Get().(*chunk)
+	} else {
+		c = &chunk{b: make([]byte, 0, n)}
+	}
+	s.out = append(s.out, c)
+	return c.b
+}
+
+func (s *Session) commitLocked(b []byte) {
+	c := s.out[len(s.out)-1]
+	s.outBytes += len(b) - len(c.b)
+	c.b = b
+}
+
+// setMode records the peer's mode once sniffed and lets the writer start on
+// what was queued meanwhile.
+func (s *Session) setMode(m frame.Mode) {
+	s.mu.Lock()
+	s.mode = m
+	if m == frame.ModeText && len(s.out) > 0 {
+		// Re-encode what was queued as frames into lines.
+		old := s.out
+		s.out, s.outBytes = nil, 0
+		for _, c := range old {
+			for b := c.b; len(b) >= frame.HeaderLen; {
+				total, err := frame.Split(b, frame.MaxPayloadLimit)
+				if err != nil || total > len(b) {
+					break // only our own frames are here; cannot happen
+				}
+				f := frame.Decode(b[:total])
+				s.appendLocked(f.Kind, f.Flags, f.Payload)
+				b = b[total:]
+			}
+			putChunk(c)
+		}
+	}
+	start := s.wantWriterLocked()
+	s.mu.Unlock()
+	if start {
+		go s.writeFn()
+	}
+}
+
+// writeLoop drains the queue: everything queued goes out in one writev, then
+// it looks again, and exits when the queue is empty. When the session is
+// closing, it closes the socket after the last byte (or the drain timeout).
+func (s *Session) writeLoop() {
+	for {
+		s.mu.Lock()
+		if len(s.out) == 0 || s.socketDone() {
+			s.writerActive = false
+			if s.closing && !s.socketDone() {
+				s.closeSocketLocked()
+			}
+			end := s.endLocked()
+			s.mu.Unlock()
+			if end {
+				s.finish()
+			}
+			return
+		}
+		s.writing, s.out = s.out, s.writing[:0]
+		s.outBytes = 0
+		closing := s.closing
+		s.mu.Unlock()
+
+		if closing && !s.drainArmed {
+			s.drainArmed = true
+			s.nc.SetWriteDeadline(time.Now().Add(s.drain))
+		}
+		s.iov = s.iov[:0]
+		var n int
+		for _, c := range s.writing {
+			s.iov = append(s.iov, c.b)
+			n += len(c.b)
+		}
+		s.iovTmp = s.iov // WriteTo consumes its receiver; keep s.iov's backing intact
+		_, err := s.iovTmp.WriteTo(s.nc)
+		for i, c := range s.writing {
+			putChunk(c)
+			s.writing[i] = nil
+		}
+		for i := range s.iov {
+			s.iov[i] = nil
+		}
+		s.bytesOut.Add(uint64(n))
+		if err != nil {
+			s.abort(err)
+		}
+	}
+}
+
+// closeWith starts closing the session for reason: no more input is
+// dispatched, no more sends are accepted, what is queued is written
+// (followed by DISCONNECT when notify is set and the peer speaks frames), and
+// then the socket is closed. Only the first call has an effect.
+func (s *Session) closeWith(reason error, notify bool) {
+	s.stopRead.Store(true)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
+	s.closing = true
+	s.reason = reason
+	if notify && s.mode != frame.ModeUnknown {
+		s.lingerOnEnd = true
+	}
+	if notify && s.mode == frame.ModeBinary && !s.socketDone() {
+		if pe, ok := reason.(*ProtocolError); ok && !pe.Remote {
+			s.appendLocked(frame.KindError, 0, frame.AppendError(nil, pe.Code, pe.Message))
+		}
+		s.appendLocked(frame.KindDisconnect, 0, []byte(reason.Error()))
+	} else if notify && s.mode == frame.ModeText {
+		if pe, ok := reason.(*ProtocolError); ok && !pe.Remote {
+			s.appendLocked(frame.KindError, 0, frame.AppendError(nil, pe.Code, pe.Message))
+		}
+	}
+	if s.mode == frame.ModeUnknown {
+		// Nothing can be written to a peer whose mode is unknown.
+		s.dropQueueLocked()
+	}
+	start := false
+	if !s.writerActive && !s.socketDone() {
+		if len(s.out) > 0 {
+			s.writerActive = true
+			start = true
+		} else {
+			s.closeSocketLocked()
+		}
+	}
+	end := s.endLocked()
+	s.mu.Unlock()
+	if start {
+		go s.writeFn()
+	}
+	if end {
+		s.finish()
+	}
+}
+
+// abort closes the socket at once, dropping what is queued: for write
+// errors and hard stops.
+func (s *Session) abort(reason error) {
+	s.stopRead.Store(true)
+	s.mu.Lock()
+	if !s.closing {
+		s.closing = true
+		s.reason = reason
+	}
+	s.dropQueueLocked()
+	if s.lingering {
+		s.nc.Close() // cut the linger short; lingerThenClose finishes
+	} else if !s.sockClosed {
+		s.lingerOnEnd = false
+		s.closeSocketLocked()
+	}
+	end := s.endLocked()
+	s.mu.Unlock()
+	if end {
+		s.finish()
+	}
+}
+
+func (s *Session) dropQueueLocked() {
+	for i, c := range s.out {
+		putChunk(c)
+		s.out[i] = nil
+	}
+	s.out, s.outBytes = s.out[:0], 0
+}
+
+// closeSocketLocked closes the connection. A parked socket leaves the epoll
+// set first, so its descriptor number cannot be mistaken for a new one's.
+//
+// After a last word (ERROR, DISCONNECT) it closes by lingering: shut the
+// write side, discard input for a moment, then close. Closing a socket with
+// unread input makes the kernel send RST, and a peer that receives RST may
+// lose the last word before reading it.
+func (s *Session) closeSocketLocked() {
+	if s.parked {
+		s.poller.Remove(s.fd)
+		s.parked = false
+	}
+	if s.lingerOnEnd {
+		if cw, ok := s.nc.(interface{ CloseWrite() error }); ok {
+			s.lingering = true
+			cw.CloseWrite()
+			go s.lingerThenClose()
+			return
+		}
+	}
+	s.sockClosed = true
+	s.nc.Close()
+}
+
+// socketDone reports whether the socket is closed or closing.
+func (s *Session) socketDone() bool { return s.sockClosed || s.lingering }
+
+// lingerTime bounds how long a closing connection's input is discarded.
+const lingerTime = time.Second
+
+func (s *Session) lingerThenClose() {
+	discardInput(s.nc)
+	s.nc.Close()
+	s.mu.Lock()
+	s.sockClosed = true
+	end := s.endLocked()
+	s.mu.Unlock()
+	if end {
+		s.finish()
+	}
+}
+
+// discardInput reads and drops input until EOF, an error, lingerTime or
+// 256 KiB, whichever comes first.
+func discardInput(nc net.Conn) {
+	nc.SetReadDeadline(time.Now().Add(lingerTime))
+	var b [2048]byte
+	for n := 0; n < 256<<10; {
+		k, err := nc.Read(b[:])
+		n += k
+		if err != nil {
+			return
+		}
+	}
+}
+
+// lingerClose closes a connection that was sent a last word, as
+// closeSocketLocked does for sessions.
+func lingerClose(nc net.Conn) {
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		discardInput(nc)
+	}
+	nc.Close()
+}
+
+// endLocked reports whether the session has fully ended and the caller
+// must run finish: closed, with no reader or writer left.
+func (s *Session) endLocked() bool {
+	if s.ended || !s.sockClosed || s.readerActive || s.writerActive {
+		return false
+	}
+	s.ended = true
+	return true
+}
+
+func (s *Session) finish() {
+	s.pending = nil
+	s.peer.sessionEnded(s, s.reason)
+}
+
+// touch records activity for the idle timeout.
+func (s *Session) touch() { s.lastActivity.Store(time.Now().UnixNano()) }
