@@ -1,0 +1,190 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/msgnet/msgnet/frame"
+)
+
+// fanout measures group broadcast against a managed-mode server: Conns
+// receivers send DATA "JOIN:<group>", then one sender sends DATA
+// "GROUP:<group>:<seq>:<unix-nanos>" at Rate per second, where unix-nanos is
+// the message's intended send time on the wall clock. Each receiver records
+// now minus that time for every delivery.
+func (r *runner) fanout(ctx context.Context) (*Result, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	msgs := newMeter(r.cfg.Conns)
+	prog := r.startProgress(msgs, nil)
+	defer prog.stop()
+
+	cs := opened(r.dialAll(ctx, r.cfg.Conns, 0, nil))
+	if len(cs) == 0 {
+		return nil, r.errNoConns()
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer closeAll(cs)
+	defer cancel()
+	sender, err := r.dial(ctx, r.cfg.Conns)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: sender connection: %w", err)
+	}
+	defer sender.nc.Close()
+
+	join := frame.Append(nil, frame.KindData, 0, []byte("JOIN:"+r.cfg.Group))
+	for _, c := range cs {
+		if _, err := c.nc.Write(join); err != nil {
+			r.errs.add(fmt.Errorf("send JOIN: %w", err))
+		}
+	}
+	// Wall-clock nanoseconds and nanotime are tied once, so that a receiver
+	// turns the timestamp in a message back into the monotonic clock.
+	mono0, wall0 := nanotime(), time.Now().UnixNano()
+	toMono := func(wall int64) int64 { return wall - wall0 + mono0 }
+
+	hist := newShardedHist(len(cs))
+	if !sleepUntil(ctx, nanotime()+int64(r.cfg.JoinWait)) {
+		return nil, ctx.Err()
+	}
+	w := r.planWindow()
+	sched := schedule{first: nanotime() + int64(time.Millisecond), every: 1e9 / r.cfg.Rate}
+	workers := make([]*connWorker, len(cs))
+	for i, c := range cs {
+		cw := newConnWorker(r, ctx, i, c)
+		workers[i] = cw
+		wg.Go(func() {
+			for {
+				f, err := c.r.ReadFrame()
+				if err != nil {
+					cw.fail(err)
+					return
+				}
+				t := nanotime()
+				switch f.Kind {
+				case frame.KindData:
+				case frame.KindError, frame.KindDisconnect:
+					cw.fail(frameError(f))
+					return
+				default:
+					continue
+				}
+				_, ts, ok := parseDelivery(f.Payload)
+				if !ok {
+					continue // not one of ours: a join notice, say
+				}
+				msgs.add(i, 1)
+				if at := toMono(ts); w.contains(at) {
+					hist.record(i, t-at)
+					cw.count++
+				}
+			}
+		})
+	}
+	// The sender's own connection is drained so that the server never
+	// blocks writing to it; what comes back is not measured.
+	senderW := newConnWorker(r, ctx, len(cs), sender)
+	wg.Go(func() {
+		for {
+			f, err := sender.r.ReadFrame()
+			if err != nil {
+				senderW.fail(err)
+				return
+			}
+			if f.Kind == frame.KindError || f.Kind == frame.KindDisconnect {
+				senderW.fail(frameError(f))
+				return
+			}
+		}
+	})
+	wg.Go(func() { r.groupSender(senderW, sched, w.end, func(mono int64) int64 { return mono - mono0 + wall0 }) })
+
+	measured, stats := r.measure(ctx, prog, w)
+	prog.setPhase("drain")
+	sleepUntil(ctx, nanotime()+int64(r.cfg.Drain))
+	prog.setPhase("stop")
+	cancel()
+	closeAll(cs)
+	sender.nc.Close()
+	wg.Wait()
+
+	res := &Result{Rate: r.cfg.Rate, Seconds: measured.seconds(), Server: stats, Histogram: hist.merged()}
+	for _, cw := range workers {
+		res.Messages += cw.count
+	}
+	end := w.end
+	if measured.end < w.end {
+		end = measured.end
+	}
+	res.Sent = int64(sched.dueBy(end-1) - sched.dueBy(w.start-1))
+	res.Expected = res.Sent * int64(len(cs))
+	res.Lost = res.Expected - res.Messages
+	return res, nil
+}
+
+// groupSender sends the GROUP messages on schedule until end, all overdue
+// ones in one Write. toWall converts an intended send time to Unix
+// nanoseconds.
+func (r *runner) groupSender(cw *connWorker, sched schedule, end int64, toWall func(int64) int64) {
+	last := sched.dueBy(end - 1)
+	prefix := "GROUP:" + r.cfg.Group + ":"
+	var buf, payload []byte
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var sent uint64
+	for sent < last {
+		due := min(sched.dueBy(nanotime()), last, sent+maxBatch)
+		if due > sent {
+			buf = buf[:0]
+			for seq := sent; seq < due; seq++ {
+				payload = append(payload[:0], prefix...)
+				payload = strconv.AppendUint(payload, seq, 10)
+				payload = append(payload, ':')
+				payload = strconv.AppendInt(payload, toWall(sched.at(seq)), 10)
+				buf = frame.Append(buf, frame.KindData, 0, payload)
+			}
+			if _, err := cw.c.nc.Write(buf); err != nil {
+				cw.fail(err)
+				return
+			}
+			sent = due
+			continue
+		}
+		timer.Reset(time.Duration(sched.at(sent) - nanotime()))
+		select {
+		case <-timer.C:
+		case <-cw.dead:
+			return
+		case <-cw.ctx.Done():
+			return
+		}
+	}
+}
+
+// parseDelivery finds "<seq>:<unix-nanos>" at the end of a delivered
+// message, whatever the server put before it (the sender's GROUP:<group>:
+// prefix, or a decoration such as "[bench] c1: "): the last two
+// colon-separated fields, each trimmed of spaces.
+func parseDelivery(p []byte) (seq uint64, unixNanos int64, ok bool) {
+	p = bytes.TrimSpace(p)
+	i := bytes.LastIndexByte(p, ':')
+	if i < 0 {
+		return 0, 0, false
+	}
+	ts, err := strconv.ParseInt(string(bytes.TrimSpace(p[i+1:])), 10, 64)
+	if err != nil || ts <= 0 {
+		return 0, 0, false
+	}
+	head := p[:i]
+	j := bytes.LastIndexByte(head, ':')
+	s, err := strconv.ParseUint(string(bytes.TrimSpace(head[j+1:])), 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	return s, ts, true
+}
