@@ -230,9 +230,15 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn) (welcome, *frame.Re
 	}
 }
 
+// ctxErr reports a context's end as the context's error: the socket
+// deadline set from the context can fire a moment before ctx.Err is set.
 func (c *Client) ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	var ne net.Error
+	if dl, ok := ctx.Deadline(); ok && errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
 	}
 	return err
 }
