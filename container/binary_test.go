@@ -18,7 +18,7 @@ var exampleBinary = []byte{
 	0x00,                     // source_sub_id
 	0x04, 'c', 'h', 'a', 't', // message_type
 	0x07, '1', '.', '0', '.', '0', '.', '0', // version
-	0x02,                               // two values
+	0x02,                                // two values
 	0x05, 'c', 'o', 'u', 'n', 't', 0x05, // name "count", type int32
 	0x2a, 0x00, 0x00, 0x00, // 42 little-endian
 	0x03, 'm', 's', 'g', 0x0b, // name "msg", type string
@@ -189,38 +189,44 @@ func allocatedBytes(runs int, f func()) uint64 {
 // bytes are rejected with a handful of small allocations (the error
 // itself), never by allocating what they claim.
 func TestHostileInputsFailFast(t *testing.T) {
+	// 0xc0 0x84 0x3d is a varint of 1,000,000: as values that would be
+	// about 100 MB, as bytes 1 MB. Claims of 2^32-1 are also tried.
 	inputs := map[string][]byte{
-		"count":         hdr(0xff, 0xff, 0xff, 0xff, 0x0f),
-		"string length": {1, 0xff, 0xff, 0xff, 0xff, 0x0f},
-		"bytes length":  hdr(1, 0, 2, 0xff, 0xff, 0xff, 0xff, 0x0f),
-		"array count":   hdr(1, 0, 15, 0xff, 0xff, 0xff, 0xff, 0x0f),
-		"nested count":  hdr(1, 0, 12, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f),
-		// Counts that do fit the input but not the value budget.
-		"value budget": append(hdr(0xa0, 0x8d, 0x06), make([]byte, 2*100000)...),
+		"count":             hdr(0xc0, 0x84, 0x3d),
+		"max count":         hdr(0xff, 0xff, 0xff, 0xff, 0x0f),
+		"string length":     {1, 0xc0, 0x84, 0x3d},
+		"max string length": {1, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"bytes length":      hdr(1, 0, 2, 0xc0, 0x84, 0x3d),
+		"array count":       hdr(1, 0, 15, 0xc0, 0x84, 0x3d),
+		"nested count":      hdr(1, 0, 12, 0, 0, 0, 0, 0, 0, 0xc0, 0x84, 0x3d),
 	}
+	// The value budget alone must also stop counts that do fit the input.
+	inputs["value budget"] = append(hdr(0xa0, 0x8d, 0x06), make([]byte, 2*100000)...)
 	for name, in := range inputs {
-		opts := DecodeOptions{MaxValues: 1000}
-		if _, err := opts.Unmarshal(in); err == nil {
-			t.Fatalf("%s: decoded without error", name)
-		}
-		allocs := testing.AllocsPerRun(100, func() { _, _ = opts.Unmarshal(in) })
-		if allocs > 8 {
-			t.Errorf("%s: %v allocations to reject", name, allocs)
-		}
-		if n := allocatedBytes(100, func() { _, _ = opts.Unmarshal(in) }); n > 2048 {
-			t.Errorf("%s: %d bytes allocated to reject a %d-byte input", name, n, len(in))
+		for _, opts := range []DecodeOptions{{}, {MaxValues: 1000}, {MaxValues: 1 << 30}} {
+			if name == "value budget" && opts.MaxValues != 1000 {
+				continue
+			}
+			if _, err := opts.Unmarshal(in); err == nil {
+				t.Fatalf("%s %+v: decoded without error", name, opts)
+			}
+			allocs := testing.AllocsPerRun(20, func() { _, _ = opts.Unmarshal(in) })
+			if allocs > 8 {
+				t.Errorf("%s %+v: %v allocations to reject", name, opts, allocs)
+			}
+			if n := allocatedBytes(20, func() { _, _ = opts.Unmarshal(in) }); n > 4096 {
+				t.Errorf("%s %+v: %d bytes allocated to reject a %d-byte input", name, opts, n, len(in))
+			}
 		}
 	}
-	text := map[string]string{
-		"text child count": `@data={[a,12,4294967295];};`,
-	}
-	for name, in := range text {
+	for _, in := range []string{`@data={[a,12,1000000];};`, `@data={[a,12,4294967295];};`} {
 		b := []byte(in)
-		if _, err := ParseText(b); err == nil {
-			t.Fatalf("%s: parsed without error", name)
+		opts := DecodeOptions{MaxValues: 1 << 30}
+		if _, err := opts.ParseText(b); err == nil {
+			t.Fatalf("%s: parsed without error", in)
 		}
-		if n := allocatedBytes(100, func() { _, _ = ParseText(b) }); n > 2048 {
-			t.Errorf("%s: %d bytes allocated to reject", name, n)
+		if n := allocatedBytes(20, func() { _, _ = opts.ParseText(b) }); n > 4096 {
+			t.Errorf("%s: %d bytes allocated to reject", in, n)
 		}
 	}
 }
