@@ -140,7 +140,15 @@ func corrupt(codec string, err error) error {
 	return fmt.Errorf("%w (%s): %w", ErrCorrupt, codec, err)
 }
 
-// grow returns dst with at least n bytes of spare capacity.
+// grow returns dst with at least n bytes of spare capacity. Unlike
+// slices.Grow it never allocates more than len(dst)+n bytes, or twice the
+// old capacity when that is larger, so that limits on output size also
+// bound allocation.
 func grow(dst []byte, n int) []byte {
-	return slices.Grow(dst, n)
+	if cap(dst)-len(dst) >= n {
+		return dst
+	}
+	b := make([]byte, len(dst), max(len(dst)+n, 2*cap(dst)))
+	copy(b, dst)
+	return b
 }

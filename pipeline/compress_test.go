@@ -431,6 +431,9 @@ func TestNegativeLimit(t *testing.T) {
 
 // Decompress into a buffer with room must not allocate.
 func TestDecompressNoAllocWithRoom(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the zstd decoder's pools drop items at random under the race detector")
+	}
 	p := jsonish(16<<10, 8)
 	buf := make([]byte, 0, len(p)+1024)
 	for _, c := range allCodecs(t) {
