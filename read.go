@@ -3,7 +3,9 @@ package msgnet
 import (
 	"errors"
 	"io"
+	"os"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/msgnet/msgnet/frame"
@@ -31,8 +33,44 @@ func (s *Session) Readable() {
 
 // readParked reads a parked session's socket until it would block,
 // dispatching what arrives, then parks it again. It holds a pooled buffer
-// only for that time; a partial frame is kept in s.pending.
+// only while reading; a partial frame is kept in s.pending.
+//
+// A hot session (bursts less than hotWindow apart, as under request/response
+// or streaming traffic) does not go back to the epoll set after a burst: its
+// reader waits on the runtime's poller instead, without a buffer, which
+// saves the wake-up, goroutine start and rearm per burst. The idle sweeper
+// demotes it to the epoll set once it has been silent for parkAfter.
 func (s *Session) readParked() {
+	for s.burst() && !s.stopRead.Load() && s.waitHot() {
+	}
+	s.mu.Lock()
+	s.readerActive = false
+	if s.parked {
+		if err := s.poller.Rearm(s.fd, s.gen); err != nil {
+			s.mu.Unlock()
+			s.abort(err)
+			return
+		}
+	}
+	end := s.endLocked()
+	s.mu.Unlock()
+	if end {
+		s.finish()
+	}
+}
+
+const (
+	hotWindow = 2 * time.Millisecond // bursts closer than this keep the reader
+	parkAfter = time.Second          // a hot reader silent this long is parked
+)
+
+// burst reads until the socket would block and reports whether the session
+// is hot enough to keep its reader.
+func (s *Session) burst() (stayHot bool) {
+	now := time.Now()
+	stayHot = now.Sub(s.lastBurst) < hotWindow
+	s.lastBurst = now
+
 	bp := readBufPool.Get().(*[]byte)
 	buf := *bp
 	n := 0
@@ -48,6 +86,12 @@ func (s *Session) readParked() {
 		}
 		s.rdBuf = buf[n:]
 		if err := s.rc.Read(s.rdFn); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// The sweeper demoted us while we were busy.
+				s.nc.SetReadDeadline(time.Time{})
+				stayHot = false
+				continue
+			}
 			s.rdN, s.rdErr = 0, err
 		}
 		s.rdBuf = nil
@@ -60,29 +104,38 @@ func (s *Session) readParked() {
 				err = io.EOF
 			}
 			s.endOfInput(buf[:n], err)
-			n = 0
+			n, stayHot = 0, false
 			break
 		}
-		s.touch()
+		s.lastActivity.Store(time.Now().UnixNano())
 		s.bytesIn.Add(uint64(nr))
 		n = s.ingest(buf, n+nr)
 	}
 	s.keepPending(buf[:n])
 	readBufPool.Put(bp) // buf may have outgrown it; the pooled one is unchanged
+	return stayHot
+}
 
-	s.mu.Lock()
-	s.readerActive = false
-	if s.parked {
-		if err := s.poller.Rearm(s.fd, s.gen); err != nil {
-			s.mu.Unlock()
-			s.abort(err)
-			return
+// waitHot blocks until the socket is readable, on the runtime's poller. It
+// returns false when the sweeper demoted the session or the socket closed.
+func (s *Session) waitHot() bool {
+	s.hotWait.Store(true)
+	err := s.rc.Read(s.waitFn)
+	s.hotWait.Store(false)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.nc.SetReadDeadline(time.Time{})
 		}
+		return false
 	}
-	end := s.endLocked()
-	s.mu.Unlock()
-	if end {
-		s.finish()
+	return true
+}
+
+// demoteIfIdle parks a hot session that has been silent since before
+// limit: it wakes its waiting reader with an expired deadline.
+func (s *Session) demoteIfIdle(limit int64) {
+	if s.hotWait.Load() && s.lastActivity.Load() < limit {
+		s.nc.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 

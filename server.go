@@ -13,9 +13,11 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/msgnet/msgnet/frame"
 	"github.com/msgnet/msgnet/internal/netpoll"
+	"golang.org/x/sys/unix"
 )
 
 // MessageHandler receives one DATA message (or one text line). msg is valid
@@ -184,9 +186,9 @@ func (srv *Server) track(l net.Listener) error {
 	if !srv.started {
 		srv.started = true
 		srv.running.Store(true)
-		if srv.cfg.idleTimeout > 0 {
+		if srv.cfg.idleTimeout > 0 || srv.cfg.park {
 			srv.bgWG.Add(1)
-			go srv.sweepIdle()
+			go srv.sweep()
 		}
 	}
 	return nil
@@ -305,6 +307,14 @@ func (srv *Server) parkLocked(s *Session) bool {
 	s.rdFn = func(fd uintptr) bool {
 		s.rdN, s.rdErr = syscall.Read(int(fd), s.rdBuf)
 		return true
+	}
+	s.waitFn = func(fd uintptr) bool {
+		// RawConn.Read has just reset the runtime's readiness state, so
+		// data that came before the reset raises no new event: look for
+		// it ourselves, without taking it.
+		_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&s.peekBuf[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		return errno != unix.EAGAIN
 	}
 	s.readFn = s.readParked
 	// Mark the reader busy while registering: an event that fires at once
@@ -440,12 +450,16 @@ func (srv *Server) sessionEnded(s *Session, reason error) {
 	srv.sessWG.Done()
 }
 
-// sweepIdle closes sessions that have been silent for the idle timeout. One
-// goroutine checks all sessions, so an idle session costs no timer.
-func (srv *Server) sweepIdle() {
+// sweep closes sessions that have been silent for the idle timeout, and
+// parks hot readers that went quiet. One goroutine checks all sessions, so
+// an idle session costs no timer.
+func (srv *Server) sweep() {
 	defer srv.bgWG.Done()
 	timeout := srv.cfg.idleTimeout
-	tick := min(max(timeout/8, 10*time.Millisecond), time.Second)
+	tick := parkAfter / 4
+	if timeout > 0 {
+		tick = min(max(timeout/8, 10*time.Millisecond), tick)
+	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var idle []*Session
@@ -454,12 +468,15 @@ func (srv *Server) sweepIdle() {
 		case <-srv.stopCh:
 			return
 		case now := <-t.C:
-			limit := now.Add(-timeout).UnixNano()
+			idleLimit := now.Add(-timeout).UnixNano()
+			parkLimit := now.Add(-parkAfter).UnixNano()
 			idle = idle[:0]
 			srv.mu.Lock()
 			for s := range srv.sessions {
-				if s.lastActivity.Load() < limit {
+				if timeout > 0 && s.lastActivity.Load() < idleLimit {
 					idle = append(idle, s)
+				} else if s.parked {
+					s.demoteIfIdle(parkLimit)
 				}
 			}
 			srv.mu.Unlock()

@@ -59,6 +59,11 @@ type Session struct {
 	rdN    int
 	rdErr  error
 	rdFn   func(fd uintptr) bool
+	waitFn func(fd uintptr) bool // reports readability without reading, so RawConn.Read waits on the runtime poller
+
+	peekBuf   [1]byte     // reader-owned, for waitFn
+	lastBurst time.Time   // reader-owned: when the last read burst started
+	hotWait   atomic.Bool // the reader is waiting on the runtime poller
 
 	mu           sync.Mutex
 	mode         frame.Mode

@@ -1,0 +1,165 @@
+package msgnet_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/frame"
+)
+
+// BenchmarkEchoPipelined measures the server's whole echo path over loopback
+// (read, parse, dispatch, queue, writev) with a raw client that keeps a
+// window of frames in flight and allocates nothing itself, so the reported
+// allocs/op are the server's per message. One op is one echoed frame.
+func BenchmarkEchoPipelined(b *testing.B) {
+	for _, size := range []int{64, 1024} {
+		for _, park := range []bool{true, false} {
+			name := map[bool]string{true: "parked", false: "goroutine"}[park]
+			b.Run(name+"/"+sizeName(size), func(b *testing.B) { benchEcho(b, size, 64, park) })
+		}
+	}
+}
+
+func sizeName(n int) string {
+	if n >= 1024 {
+		return itoa(n/1024) + "KiB"
+	}
+	return itoa(n) + "B"
+}
+
+func itoa(n int) string { return string(bytes.TrimLeft([]byte{byte('0' + n/100%10), byte('0' + n/10%10), byte('0' + n%10)}, "0")) }
+
+func benchEcho(b *testing.B, size, window int, park bool) {
+	srv := msgnet.NewServer("bench", msgnet.WithParking(park))
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	nc, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+
+	one := frame.Append(nil, frame.KindData, 0, make([]byte, size))
+	batch := bytes.Repeat(one, window)
+	frameLen := len(one)
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	credits := make(chan int, 4)
+	readErr := make(chan error, 1)
+	b.SetBytes(int64(frameLen))
+	b.ReportAllocs()
+	b.ResetTimer()
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 256<<10)
+		total := b.N * frameLen
+		got := 0
+		for got < total {
+			n, err := nc.Read(buf)
+			if err != nil {
+				readErr <- err
+				return
+			}
+			before := got / frameLen
+			got += n
+			if done := got/frameLen - before; done > 0 {
+				credits <- done
+			}
+		}
+	}()
+	sent, inflight := 0, 0
+	for sent < b.N {
+		for inflight < window && sent < b.N {
+			k := min(window-inflight, b.N-sent)
+			if _, err := nc.Write(batch[:k*frameLen]); err != nil {
+				b.Fatal(err)
+			}
+			sent += k
+			inflight += k
+		}
+		select {
+		case d := <-credits:
+			inflight -= d
+		case err := <-readErr:
+			b.Fatal(err)
+		}
+	}
+	wg.Wait()
+	b.StopTimer()
+	_ = io.EOF
+}
+
+// BenchmarkRoundTrip is one frame in flight: the latency of the whole path.
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, park := range []bool{true, false} {
+		name := map[bool]string{true: "parked", false: "goroutine"}[park]
+		b.Run(name, func(b *testing.B) {
+			srv := msgnet.NewServer("bench", msgnet.WithParking(park))
+			srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
+			if err := srv.Start("127.0.0.1:0"); err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Close()
+			nc, err := net.Dial("tcp", srv.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer nc.Close()
+			one := frame.Append(nil, frame.KindData, 0, make([]byte, 64))
+			buf := make([]byte, len(one))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := nc.Write(one); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(nc, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkClientEcho is the Go client against the server.
+func BenchmarkClientEcho(b *testing.B) {
+	srv := msgnet.NewServer("bench")
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	got := make(chan struct{}, 1024)
+	c := msgnet.NewClient("bench")
+	c.OnMessage(func([]byte) { got <- struct{}{} })
+	if err := c.Connect(context.Background(), srv.Addr().String()); err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	msg := make([]byte, 64)
+	b.ReportAllocs()
+	b.ResetTimer()
+	inflight := 0
+	for i := 0; i < b.N; i++ {
+		for inflight >= 512 {
+			<-got
+			inflight--
+		}
+		if err := c.Send(msg); err != nil {
+			b.Fatal(err)
+		}
+		inflight++
+	}
+	for ; inflight > 0; inflight-- {
+		<-got
+	}
+}
