@@ -475,8 +475,8 @@ func (srv *Server) sweep() {
 			for s := range srv.sessions {
 				if timeout > 0 && s.lastActivity.Load() < idleLimit {
 					idle = append(idle, s)
-				} else if s.parked {
-					s.demoteIfIdle(parkLimit)
+				} else {
+					s.demoteIfIdle(parkLimit) // only parked sessions wait hot
 				}
 			}
 			srv.mu.Unlock()

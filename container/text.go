@@ -341,6 +341,12 @@ func (p *textParser) document() (*Container, error) {
 	if err := p.expect("@data={"); err != nil {
 		return nil, err
 	}
+	// Every item, at any depth, ends with the only "];" it contains, so
+	// this count bounds the top-level items and sizes the slice once. It
+	// is real content, not a claim, and is capped by the value budget.
+	if n := min(strings.Count(p.s[p.pos:], "];"), p.opt.MaxValues); n > 0 {
+		c.Values = make([]Value, 0, n)
+	}
 	for !p.consume("};") {
 		if p.values >= p.opt.MaxValues {
 			return nil, p.fail(ErrLimit, p.pos, "more than %d values", p.opt.MaxValues)

@@ -6,6 +6,7 @@ import (
 	"html"
 	"io"
 	"math"
+	"strings"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 )
@@ -32,7 +33,8 @@ var chartColors = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"
 
 // WriteChart writes an SVG chart of latency against percentile: the x axis
 // is logarithmic in 1/(1-p), marked at 0, 90, 99, 99.9 and 99.99%, the y axis
-// linear in latency from 0, so the tail is as visible as the median.
+// linear in latency from 0, so the tail is as visible as the median. The
+// title may have a second line after a "\n".
 func WriteChart(w io.Writer, title string, series ...ChartSeries) error {
 	bw := bufio.NewWriter(w)
 	// The y range covers every series up to 99.99%.
@@ -50,7 +52,14 @@ func WriteChart(w io.Writer, title string, series ...ChartSeries) error {
 	fmt.Fprintf(bw, `<?xml version="1.0" encoding="UTF-8"?>`+"\n")
 	fmt.Fprintf(bw, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d">`+"\n", chartW, chartH, chartW, chartH)
 	fmt.Fprintf(bw, `<rect width="%d" height="%d" fill="white"/>`+"\n", chartW, chartH)
-	fmt.Fprintf(bw, `<text x="%d" y="28" %s font-size="15" font-weight="bold">%s</text>`+"\n", padL, chartFont, html.EscapeString(title))
+	// The title's first line is bold; further lines (split at "\n") follow.
+	for i, l := range strings.Split(title, "\n") {
+		if i == 0 {
+			fmt.Fprintf(bw, `<text x="%d" y="22" font-family="sans-serif" font-size="14" font-weight="bold">%s</text>`+"\n", padL, html.EscapeString(l))
+		} else {
+			fmt.Fprintf(bw, `<text x="%d" y="%d" %s>%s</text>`+"\n", padL, 22+16*i, chartFont, html.EscapeString(l))
+		}
+	}
 
 	// Grid and axes.
 	xAt := func(nines float64) float64 { return padL + nines/chartNines*chartPlotW }
@@ -98,9 +107,9 @@ func WriteChart(w io.Writer, title string, series ...ChartSeries) error {
 // chartUnit picks the y axis unit for a largest value in nanoseconds.
 func chartUnit(ns float64) (string, float64) {
 	switch {
-	case ns >= 10e9:
+	case ns >= 2e9:
 		return "s", 1e9
-	case ns >= 10e6:
+	case ns >= 2e6:
 		return "ms", 1e6
 	default:
 		return "µs", 1e3

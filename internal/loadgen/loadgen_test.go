@@ -389,6 +389,14 @@ func checkSVG(t *testing.T, path string) {
 			t.Fatalf("%s is not well-formed XML: %v", path, err)
 		}
 		if se, ok := tok.(xml.StartElement); ok {
+			// encoding/xml does not reject a repeated attribute; XML does.
+			seen := map[xml.Name]bool{}
+			for _, a := range se.Attr {
+				if seen[a.Name] {
+					t.Fatalf("%s: attribute %s repeated in <%s>", path, a.Name.Local, se.Name.Local)
+				}
+				seen[a.Name] = true
+			}
 			if root == "" {
 				root = se.Name.Local
 			}

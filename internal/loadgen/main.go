@@ -16,7 +16,7 @@ import (
 )
 
 // DefaultAddr is the address `msgnet bench` dials when --addr is not given.
-const DefaultAddr = "127.0.0.1:9000"
+const DefaultAddr = "127.0.0.1:8080"
 
 // Main runs `msgnet bench` with args (without the "bench" word); returns the
 // exit code: 0 when the run completed (its result may still count errors),
@@ -285,9 +285,9 @@ func writeChartFile(path string, res *Result) error {
 	if err != nil {
 		return err
 	}
-	title := fmt.Sprintf("msgnet bench %s %s: p50 %s, p99 %s, p99.9 %s, max %s (%d samples)",
-		res.Mode, res.Addr, fmtUs(res.Latency.P50), fmtUs(res.Latency.P99),
-		fmtUs(res.Latency.P999), fmtUs(res.Latency.Max), res.Latency.Count)
+	title := fmt.Sprintf("msgnet bench %s\np50 %s, p99 %s, p99.9 %s, max %s (%s samples)",
+		res.describe(), fmtUs(res.Latency.P50), fmtUs(res.Latency.P99),
+		fmtUs(res.Latency.P999), fmtUs(res.Latency.Max), group(res.Latency.Count))
 	err = WriteChart(f, title, ChartSeries{Name: res.latencyName(), Histogram: res.Histogram})
 	if cerr := f.Close(); err == nil {
 		err = cerr
