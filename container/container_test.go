@@ -300,3 +300,19 @@ func TestConvertErrors(t *testing.T) {
 type iotest struct{}
 
 func (iotest) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+// TestNilContainerEncodes: a nil *Container encodes like an empty one in
+// every format instead of panicking.
+func TestNilContainerEncodes(t *testing.T) {
+	var c *Container
+	for _, f := range []Format{Binary, Text, JSON} {
+		got, err := c.Encode(f)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		want, _ := (&Container{}).Encode(f)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: got %q, want %q", f, got, want)
+		}
+	}
+}

@@ -88,7 +88,13 @@ func appendJSONValue(dst []byte, v *Value, depth int) ([]byte, error) {
 	dst = appendJSONField(dst, "name", v.name)
 	dst = append(dst, `,"type":"`...)
 	dst = append(dst, v.typ.String()...)
-	dst = append(dst, `","value":`...)
+	dst = append(dst, '"', ',')
+	if v.typ == TypeString {
+		// The one payload that may need the "_b64" key.
+		dst = appendJSONField(dst, "value", v.str)
+		return append(dst, '}'), nil
+	}
+	dst = append(dst, `"value":`...)
 	switch v.typ {
 	case TypeNull:
 		dst = append(dst, "null"...)
@@ -122,15 +128,6 @@ func appendJSONValue(dst []byte, v *Value, depth int) ([]byte, error) {
 		dst = append(dst, '"')
 		dst = base64.StdEncoding.AppendEncode(dst, v.bin)
 		dst = append(dst, '"')
-	case TypeString:
-		if utf8.ValidString(v.str) {
-			dst = appendJSONString(dst, v.str)
-		} else {
-			// Replace `"value":` by `"value_b64":`.
-			dst = append(dst[:len(dst)-len(`value":`)], `value_b64":"`...)
-			dst = base64.StdEncoding.AppendEncode(dst, []byte(v.str))
-			dst = append(dst, '"')
-		}
 	case TypeContainer:
 		if depth >= MaxDepthLimit {
 			return dst, encodeTooDeep(v.name)

@@ -78,6 +78,9 @@ func mustParseFloat(s string, bits int) float64 {
 // long long codes 13 and 14; floats with strconv's shortest form that reads
 // back to the same bits ('g', -1).
 func (c *Container) AppendText(dst []byte) ([]byte, error) {
+	if c == nil {
+		c = &Container{}
+	}
 	start := len(dst)
 	dst = append(dst, "@header={"...)
 	for i, s := range c.header() {
