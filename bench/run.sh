@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# bench/run.sh: msgnet's echo server side by side with peer echo servers.
+#
+# Builds msgnet (`msgnet serve --mode echo`) and the peers (bench/peers/gnet,
+# bench/peers/stdlib, bench/peers/stdlib --naive), then for each round and
+# each server: starts a fresh server pinned to CPU 0 for every test, runs the
+# load tool pinned to CPU 1 against it on loopback, and keeps its --json
+# result. At the end bench/cmd/report writes the medians across rounds, with
+# ratios to the best peer, the machine and the method into docs/BENCHMARKS.md
+# between <!-- bench:begin --> and <!-- bench:end -->.
+#
+# Tests: throughput at 64 B and 1 KiB (50 conns x 32 in flight), latency
+# (1 conn, 1 in flight), connection rate (8 workers), idle RSS per connection
+# (10,000 conns).
+#
+# Usage:  cd bench && ./run.sh
+# Env:
+#   ROUNDS=3          rounds per server
+#   DURATION=5s       measured window of each test
+#   WARMUP=1s         warm-up before each window
+#   HOLD=$DURATION    how long the idle test holds its connections
+#   IDLE_CONNS=10000  connections of the idle test
+#   SERVERS="msgnet gnet stdlib stdlib-naive"   servers, in table order
+#   OUT=../docs/BENCHMARKS.md                   file to update
+#   COOLDOWN=2        seconds of rest between tests (the machine is shared)
+#   KEEP=1            keep the work directory (binaries, JSON, logs)
+#   PORT=17600        first loopback port; each server start takes the next
+#
+# A smoke run: DURATION=2s ROUNDS=1 ./run.sh
+# A server that does not build or start is skipped with a message.
+
+set -uo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5s}
+WARMUP=${WARMUP:-1s}
+HOLD=${HOLD:-$DURATION}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+SERVERS=${SERVERS:-"msgnet gnet stdlib stdlib-naive"}
+OUT=${OUT:-$ROOT/docs/BENCHMARKS.md}
+COOLDOWN=${COOLDOWN:-2}
+PORT=${PORT:-17600}
+TESTS="tp64 tp1k lat connrate idle"
+TP_CONNS=50
+TP_INFLIGHT=32
+LAT_CONNS=1
+CR_CONNS=8
+PEERS="gnet stdlib stdlib-naive"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/msgnet-bench.XXXXXX")
+BIN=$WORK/bin
+RES=$WORK/results
+LOGS=$WORK/logs
+SKIPPED=$WORK/skipped.tsv
+mkdir -p "$BIN" "$RES" "$LOGS"
+: >"$SKIPPED"
+SPID=""
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
+die() { log "error: $*"; exit 1; }
+
+stop_server() {
+	[ -n "$SPID" ] || return 0
+	kill -TERM "$SPID" 2>/dev/null
+	for _ in $(seq 100); do
+		kill -0 "$SPID" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$SPID" 2>/dev/null
+	wait "$SPID" 2>/dev/null
+	SPID=""
+}
+
+cleanup() {
+	stop_server
+	if [ -n "${KEEP:-}" ]; then
+		log "work directory kept: $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+PIN_SERVER=(taskset -c 0)
+PIN_LOAD=(taskset -c 1)
+if ! command -v taskset >/dev/null || [ "$(nproc)" -lt 2 ]; then
+	log "warning: taskset missing or fewer than 2 CPUs: running unpinned"
+	PIN_SERVER=()
+	PIN_LOAD=()
+fi
+
+# ---- build ----------------------------------------------------------------
+log "building into $BIN"
+(cd "$HERE" && go build -o "$BIN/gnet-peer" ./peers/gnet) || die "cannot build the gnet peer"
+(cd "$HERE" && go build -o "$BIN/stdlib-peer" ./peers/stdlib) || die "cannot build the stdlib peer"
+(cd "$HERE" && go build -o "$BIN/report" ./cmd/report) || die "cannot build the report"
+
+MSGNET_OK=0
+if (cd "$ROOT" && go build -o "$BIN/msgnet" ./cmd/msgnet) >"$LOGS/msgnet-build.log" 2>&1; then
+	MSGNET_OK=1
+else
+	log "msgnet: build of ../cmd/msgnet failed; it will be skipped (see below)"
+	sed 's/^/    /' "$LOGS/msgnet-build.log" | head -20
+fi
+
+# The load tool: `msgnet bench` once cmd/msgnet has it, else the stand-in
+# that runs the same engine (internal/loadgen).
+if [ "$MSGNET_OK" = 1 ] && "$BIN/msgnet" bench help >/dev/null 2>&1; then
+	LOAD=("$BIN/msgnet" bench)
+	LOAD_NAME="msgnet bench"
+else
+	(cd "$HERE" && go build -o "$BIN/loadgen" ./cmd/loadgen) || die "cannot build the load tool"
+	LOAD=("$BIN/loadgen" bench)
+	LOAD_NAME="bench/cmd/loadgen bench (the engine of msgnet bench, internal/loadgen)"
+fi
+log "load tool: $LOAD_NAME"
+
+# msgnet's server flags; --quiet (no per-session log lines) when it has it.
+MSGNET_SERVE_EXTRA=()
+if [ "$MSGNET_OK" = 1 ] && "$BIN/msgnet" serve -h 2>&1 | grep -q -- '-quiet'; then
+	MSGNET_SERVE_EXTRA=(--quiet)
+fi
+
+skip() { # server reason
+	if ! grep -q "^$1	" "$SKIPPED"; then
+		printf '%s\t%s\n' "$1" "$2" >>"$SKIPPED"
+		log "skipping $1: $2"
+	fi
+}
+is_skipped() { grep -q "^$1	" "$SKIPPED"; }
+
+for s in $SERVERS; do
+	case $s in
+	msgnet) [ "$MSGNET_OK" = 1 ] || skip msgnet "go build ../cmd/msgnet failed" ;;
+	gnet | stdlib | stdlib-naive) ;;
+	*) die "unknown server $s (known: msgnet gnet stdlib stdlib-naive)" ;;
+	esac
+done
+
+# server_cmd NAME PORT sets SRV_CMD.
+server_cmd() {
+	local addr=127.0.0.1:$2
+	case $1 in
+	msgnet) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --mode echo --max-connections 20000 "${MSGNET_SERVE_EXTRA[@]}") ;;
+	gnet) SRV_CMD=("$BIN/gnet-peer" --addr "$addr") ;;
+	stdlib) SRV_CMD=("$BIN/stdlib-peer" --addr "$addr") ;;
+	stdlib-naive) SRV_CMD=("$BIN/stdlib-peer" --naive --addr "$addr") ;;
+	esac
+}
+
+port_listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+
+# start_server NAME: starts it on a fresh port, sets SPID and SPORT.
+start_server() {
+	PORT=$((PORT + 1))
+	while port_listening "$PORT"; do PORT=$((PORT + 1)); done
+	SPORT=$PORT
+	server_cmd "$1" "$SPORT"
+	"${PIN_SERVER[@]}" "${SRV_CMD[@]}" >>"$LOGS/$1.server.log" 2>&1 &
+	SPID=$!
+	for _ in $(seq 100); do
+		if ! kill -0 "$SPID" 2>/dev/null; then
+			wait "$SPID" 2>/dev/null
+			SPID=""
+			return 1
+		fi
+		port_listening "$SPORT" && return 0
+		sleep 0.1
+	done
+	stop_server
+	return 1
+}
+
+# test_args TEST sets ARGS.
+test_args() {
+	case $1 in
+	tp64) ARGS=(throughput --size 64 --conns $TP_CONNS --inflight $TP_INFLIGHT --duration "$DURATION" --warmup "$WARMUP") ;;
+	tp1k) ARGS=(throughput --size 1KiB --conns $TP_CONNS --inflight $TP_INFLIGHT --duration "$DURATION" --warmup "$WARMUP") ;;
+	lat) ARGS=(latency --size 64 --conns $LAT_CONNS --duration "$DURATION" --warmup "$WARMUP") ;;
+	connrate) ARGS=(connrate --size 64 --conns $CR_CONNS --duration "$DURATION" --warmup "$WARMUP") ;;
+	idle) ARGS=(idle --conns "$IDLE_CONNS" --hold "$HOLD" --duration 120s) ;;
+	esac
+}
+
+# ---- run ------------------------------------------------------------------
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+T0=$(date +%s)
+log "servers: $SERVERS; rounds: $ROUNDS; window $DURATION after $WARMUP warm-up; idle: $IDLE_CONNS conns for $HOLD"
+for round in $(seq "$ROUNDS"); do
+	for s in $SERVERS; do
+		for t in $TESTS; do
+			is_skipped "$s" && continue
+			if ! start_server "$s"; then
+				skip "$s" "the server did not start listening (log: $(tail -n 3 "$LOGS/$s.server.log" 2>/dev/null | tr '\n' ' '))"
+				continue
+			fi
+			test_args "$t"
+			out=$RES/$s.$t.r$round.json
+			if timeout --kill-after=10 600 "${PIN_LOAD[@]}" "${LOAD[@]}" "${ARGS[@]}" \
+				--addr "127.0.0.1:$SPORT" --pid "$SPID" --json --quiet \
+				>"$out.tmp" 2>>"$LOGS/$s.$t.load.log"; then
+				mv "$out.tmp" "$out"
+				summary=$(grep -E '"(msgs_per_sec|conns_per_sec|p99_us|rss_bytes_per_conn|errors)"' "$out" | tr -d ' \n')
+				log "round $round $s $t: $summary"
+			else
+				rm -f "$out.tmp"
+				log "round $round $s $t: the load tool failed: $(tail -n 2 "$LOGS/$s.$t.load.log" | tr '\n' ' ')"
+			fi
+			stop_server
+			sleep "$COOLDOWN"
+		done
+	done
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+ELAPSED=$(($(date +%s) - T0))
+
+# ---- report ---------------------------------------------------------------
+SERVE_DESC=""
+if ! is_skipped msgnet && [[ " $SERVERS " == *" msgnet "* ]]; then
+	SERVE_DESC="msgnet serve --addr 127.0.0.1:PORT --mode echo --max-connections 20000 ${MSGNET_SERVE_EXTRA[*]}"
+fi
+"$BIN/report" --results "$RES" --out "$OUT" --servers "$SERVERS" --peers "$PEERS" \
+	--skipped "$SKIPPED" --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \
+	--hold "$HOLD" --idle-conns "$IDLE_CONNS" --tp-conns $TP_CONNS --tp-inflight $TP_INFLIGHT \
+	--lat-conns $LAT_CONNS --connrate-conns $CR_CONNS --load-tool "$LOAD_NAME" \
+	--serve-cmd "$SERVE_DESC" --loadavg-before "$LOAD_BEFORE" --loadavg-after "$LOAD_AFTER" \
+	--elapsed "$((ELAPSED / 60)) min $((ELAPSED % 60)) s" || die "report failed"
