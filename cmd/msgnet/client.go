@@ -96,8 +96,11 @@ func chat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		select {
 		case l, ok := <-lines:
 			if !ok {
-				// Give replies to the last lines a moment before leaving.
-				time.Sleep(200 * time.Millisecond)
+				// The server answers in order, so once a PING comes back
+				// every reply to the lines before it has arrived.
+				pctx, cancel := context.WithTimeout(ctx, *timeout)
+				c.Ping(pctx)
+				cancel()
 				c.Close()
 				return 0
 			}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuffer is a bytes.Buffer safe for the server's logger and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startServe runs `msgnet serve` in-process on a free port until the test
+// ends.
+func startServe(t *testing.T, args ...string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncBuffer
+	done := make(chan int)
+	go func() { done <- run(ctx, append([]string{"serve", "--addr", addr}, args...), nil, &logs, &logs) }()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve exited %d; logs:\n%s", code, logs.String())
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not start: %v\n%s", err, logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The README's promise: nc is a working client of `msgnet serve`.
+func TestNetcatGetsEcho(t *testing.T) {
+	nc, err := exec.LookPath("nc")
+	if err != nil {
+		t.Fatal("nc is not installed (.ci/run installs netcat-openbsd)")
+	}
+	addr := startServe(t)
+	host, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(nc, "-q1", host, port)
+	cmd.Stdin = strings.NewReader("hello\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("nc: %v\n%s", err, out)
+	}
+	if string(out) != "Echo: hello\n" {
+		t.Fatalf("nc printed %q, want %q", out, "Echo: hello\n")
+	}
+}
+
+func TestSendAndManagedMode(t *testing.T) {
+	addr := startServe(t)
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"send", "--addr", addr, "--id", "alice", "hi", "BROADCAST"}, nil, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("send exited %d: %s", code, errOut.String())
+	}
+	if got := out.String(); got != "Echo: hi\nBroadcast from alice\n" {
+		t.Fatalf("send printed %q", got)
+	}
+	out.Reset()
+	code = run(context.Background(), []string{"send", "--addr", addr, "PRIVATE:nobody:x"}, nil, &out, &errOut)
+	if code != 0 || out.String() != "ERROR: Session nobody not found\n" {
+		t.Fatalf("private to nobody: %d %q", code, out.String())
+	}
+}
+
+func TestEchoMode(t *testing.T) {
+	addr := startServe(t, "--mode", "echo")
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"send", "--addr", addr, "same bytes"}, nil, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if out.String() != "same bytes\n" {
+		t.Fatalf("got %q", out.String())
+	}
+}
+
+func TestChat(t *testing.T) {
+	addr := startServe(t)
+	var out, errOut syncBuffer
+	code := run(context.Background(), []string{"chat", "--addr", addr}, strings.NewReader("one\ntwo\n"), &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if got := out.String(); got != "Echo: one\nEcho: two\n" {
+		t.Fatalf("chat printed %q", got)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int{"1MiB": 1 << 20, "64KiB": 64 << 10, "1000": 1000, "2 kb": 2000} {
+		if got, err := parseSize(in); got != want || err != nil {
+			t.Errorf("parseSize(%q) = %d, %v", in, got, err)
+		}
+	}
+	if _, err := parseSize("lots"); err == nil {
+		t.Error("parseSize accepted junk")
+	}
+}
+
+func TestUsage(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), nil, nil, &out, &errOut); code != 2 {
+		t.Fatalf("no args: exit %d", code)
+	}
+	if code := run(context.Background(), []string{"bogus"}, nil, &out, &errOut); code != 2 {
+		t.Fatalf("unknown command: exit %d", code)
+	}
+}
