@@ -10,8 +10,24 @@ import (
 
 // Codec names: the tokens peers exchange in the handshake to agree on a
 // compressor, and the values Compressor.Name returns.
+//
+// How Decompress bounds memory, per codec:
+//
+//   - s2, snappy, lz4: every block starts with its decompressed length,
+//     which is checked against the limit before anything is allocated;
+//     then exactly that length is allocated. snappy and lz4 also refuse,
+//     as corrupt, a length beyond what the input could possibly expand to
+//     (22 and 256 times its size), so a short forged input cannot make
+//     them allocate the whole limit.
+//   - zstd: the frame and block headers are walked first. Input whose
+//     headers show it exceeds the limit (declared content sizes, RLE and
+//     raw block sizes) is refused without allocating; frames that declare
+//     their content size, as Compress and every one-shot zstd API write,
+//     get exactly that much. Input without declared sizes gets a
+//     limit-sized buffer, and can make the decoder grow it once more by
+//     about 1.3 times before it stops: about 2.3 × limit in all, at worst.
 const (
-	CodecZstd   = "zstd"   // Zstandard, one frame per payload (RFC 8878)
+	CodecZstd   = "zstd"   // Zstandard frames (RFC 8878); Compress writes one, with its size
 	CodecS2     = "s2"     // S2 block format, a Snappy extension
 	CodecSnappy = "snappy" // standard Snappy block format
 	CodecLZ4    = "lz4"    // uvarint decompressed length, then one LZ4 block
@@ -40,8 +56,8 @@ var ErrInputTooLarge = errors.New("pipeline: input too large to compress")
 //
 // Compress and Decompress append their output to dst and return the
 // extended slice, like the append built-in; dst must not overlap src. On
-// error the returned slice is dst (its contents beyond len(dst) are
-// unspecified).
+// error the returned slice holds exactly dst's contents (possibly in a
+// grown array).
 type Compressor interface {
 	// Name returns the negotiation token, one of the Codec constants for
 	// the built-in codecs.

@@ -477,3 +477,22 @@ func TestCompressConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// Snappy and LZ4 refuse a size prefix the rest of the input could not
+// expand to, before allocating; valid maximally compressed input passes.
+func TestDecompressImpossibleRatio(t *testing.T) {
+	for _, name := range []string{CodecSnappy, CodecLZ4} {
+		c, _ := CompressorByName(name)
+		zeros := make([]byte, 1<<20)
+		comp, _ := c.Compress(nil, zeros)
+		if out, err := c.Decompress(nil, comp, len(zeros)); err != nil || !bytes.Equal(out, zeros) {
+			t.Fatalf("%s: 1 MiB of zeros (%d bytes compressed): %v", name, len(comp), err)
+		}
+		forged := append(appendUvarint(nil, 1<<20), comp[len(comp)-100:]...)
+		var err error
+		alloc := allocDuring(func() { _, err = c.Decompress(nil, forged, 1<<20) })
+		if !errors.Is(err, ErrCorrupt) || alloc > 1024 {
+			t.Errorf("%s: 1 MiB claimed by %d bytes: err %v, allocated %d", name, len(forged), err, alloc)
+		}
+	}
+}

@@ -36,8 +36,11 @@
 //
 //	payload, err = c.Decompress(buf[:0], payload, maxPayload) // on receipt
 //
-// Decompress enforces a limit on the output without allocating much more
-// than the limit, so a decompression bomb fails with ErrTooLarge.
+// Decompress enforces a limit on the output, so a decompression bomb fails
+// with ErrTooLarge. Allocation is bounded by the limit too: nothing is
+// allocated for input that declares a size above it, and at most a small
+// multiple of it for input that hides or misstates its size (details at
+// the Codec constants).
 //
 // # Encryption
 //
