@@ -32,7 +32,9 @@ func sizeName(n int) string {
 	return itoa(n) + "B"
 }
 
-func itoa(n int) string { return string(bytes.TrimLeft([]byte{byte('0' + n/100%10), byte('0' + n/10%10), byte('0' + n%10)}, "0")) }
+func itoa(n int) string {
+	return string(bytes.TrimLeft([]byte{byte('0' + n/100%10), byte('0' + n/10%10), byte('0' + n%10)}, "0"))
+}
 
 func benchEcho(b *testing.B, size, window int, park bool) {
 	srv := msgnet.NewServer("bench", msgnet.WithParking(park))

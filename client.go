@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -19,11 +20,22 @@ import (
 type ClientOption func(*clientConfig)
 
 type clientConfig struct {
-	maxPayload int
-	queueBytes int
-	drain      time.Duration
-	dial       func(ctx context.Context, addr string) (net.Conn, error)
-	logger     *slog.Logger
+	maxPayload     int
+	queueBytes     int
+	drain          time.Duration
+	dial           func(ctx context.Context, addr string) (net.Conn, error)
+	logger         *slog.Logger
+	connectTimeout time.Duration
+
+	reconnect   bool
+	backoffBase time.Duration
+	backoffCap  time.Duration
+	maxAttempts int // 0: forever
+	bufferBytes int
+
+	hbInterval time.Duration // 0: from the welcome's idle timeout
+	hbTimeout  time.Duration
+	hbOff      bool
 }
 
 // WithClientMessageSizeLimit bounds message payloads in both directions
@@ -33,7 +45,7 @@ func WithClientMessageSizeLimit(n int) ClientOption {
 	return func(c *clientConfig) { c.maxPayload = min(max(n, 0), frame.MaxPayloadLimit) }
 }
 
-// WithClientSendQueueBytes bounds the client's queue of unsent bytes
+// WithClientSendQueueBytes bounds the connection's queue of unsent bytes
 // (default 4 MiB); a send beyond it fails with ErrQueueFull.
 func WithClientSendQueueBytes(n int) ClientOption { return func(c *clientConfig) { c.queueBytes = n } }
 
@@ -46,43 +58,129 @@ func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) C
 // WithClientLogger sets where the client logs (default: nowhere).
 func WithClientLogger(l *slog.Logger) ClientOption { return func(c *clientConfig) { c.logger = l } }
 
+// WithConnectTimeout bounds each connection attempt made while reconnecting
+// (default 5s). Connect's own attempts are bounded by its context.
+func WithConnectTimeout(d time.Duration) ClientOption {
+	return func(c *clientConfig) { c.connectTimeout = d }
+}
+
+// WithReconnect makes the client reconnect by itself when a connection is
+// lost: after base, then doubling up to max, each wait jittered (half fixed,
+// half random), trying the addresses given to Connect in turn, for at most
+// attempts rounds (0: forever). The hello carries the same client id.
+func WithReconnect(base, max time.Duration, attempts int) ClientOption {
+	return func(c *clientConfig) {
+		c.reconnect, c.backoffBase, c.backoffCap, c.maxAttempts = true, base, max, attempts
+	}
+}
+
+// WithReconnectBuffer bounds, in payload bytes, what Send buffers while the
+// client is reconnecting (default 1 MiB). Past it Send fails with
+// ErrBufferFull.
+func WithReconnectBuffer(n int) ClientOption { return func(c *clientConfig) { c.bufferBytes = n } }
+
+// WithHeartbeat sends a PING every interval and declares the connection
+// dead (ErrHeartbeatTimeout) when its PONG has not come within timeout.
+// By default the interval is a third of the server's idle timeout (at most
+// 15s) and the timeout equals the interval; an interval of 0 turns
+// heartbeats off.
+func WithHeartbeat(interval, timeout time.Duration) ClientOption {
+	return func(c *clientConfig) {
+		c.hbInterval, c.hbTimeout, c.hbOff = interval, timeout, interval <= 0
+	}
+}
+
+// Client errors and reasons.
+var (
+	// ErrHandshake wraps failures of the hello/welcome exchange.
+	ErrHandshake = errors.New("msgnet: handshake failed")
+	// ErrBufferFull is returned by Send while reconnecting when the
+	// reconnect buffer cannot take the message.
+	ErrBufferFull = errors.New("msgnet: reconnect buffer full")
+	// ErrHeartbeatTimeout ends a connection whose PONG did not come in time.
+	ErrHeartbeatTimeout = errors.New("heartbeat timeout")
+	// ErrReconnectFailed is the reason a client closes after its reconnect
+	// attempts ran out.
+	ErrReconnectFailed = errors.New("msgnet: reconnect attempts exhausted")
+)
+
+// ClientState is where a client is in its life.
+type ClientState int
+
+// Client states.
+const (
+	StateDisconnected ClientState = iota // not connected, not trying
+	StateConnected
+	StateReconnecting
+	StateClosed
+)
+
+func (s ClientState) String() string {
+	return [...]string{"disconnected", "connected", "reconnecting", "closed"}[s]
+}
+
 // Client is a connection to a msgnet server. Create it with NewClient, set
 // its handlers, then Connect.
 //
-//	c := msgnet.NewClient("client_01")
+//	c := msgnet.NewClient("client_01", msgnet.WithReconnect(100*time.Millisecond, 5*time.Second, 0))
 //	c.OnMessage(func(msg []byte) { fmt.Printf("%s\n", msg) })
-//	if err := c.Connect(ctx, "127.0.0.1:8080"); err != nil { ... }
+//	if err := c.Connect(ctx, "10.0.0.1:8080", "10.0.0.2:8080"); err != nil { ... }
 //	defer c.Close()
 //	c.SendString("hello")
+//	reply, err := c.Request(ctx, []byte("status?"))
+//
+// What can be lost when a connection breaks: messages the client had
+// already handed to the socket (written, but not yet read by the server)
+// when the connection died. Messages still in the client's queue, and
+// everything sent while reconnecting (within the buffer bound), are sent
+// on the next connection, in order. Requests are never re-sent: a Request
+// whose connection died returns ErrConnectionLost (it may or may not have
+// been handled), one that was refused before sending returns its error
+// (it was not sent), and otherwise it returns the reply; a Request never
+// outlives its context.
 type Client struct {
 	id  string
 	cfg clientConfig
 	log *slog.Logger
 
 	onMessage    atomic.Pointer[func(msg []byte)]
+	onRequest    atomic.Pointer[func(req []byte) ([]byte, error)]
 	onConnect    atomic.Pointer[func()]
 	onDisconnect atomic.Pointer[func(reason error)]
+	onReconnect  atomic.Pointer[func()]
+	onClosed     atomic.Pointer[func(reason error)]
 	onError      atomic.Pointer[func(err *ProtocolError)]
 
 	mu        sync.Mutex
+	state     ClientState
 	sess      *Session
 	ended     chan struct{} // closed when sess has ended
+	addrs     []string
+	addrNext  int
 	sessionID string
 	serverID  string
-	closed    bool
+	buf       [][]byte // sent while reconnecting
+	bufBytes  int
+	unsent    []byte          // frames salvaged from a dead connection
+	life      context.Context // canceled by Close: ends reconnect attempts
+	endLife   context.CancelFunc
+	wg        sync.WaitGroup
 
 	pingSeq atomic.Uint64
 	pingMu  sync.Mutex
 	pings   map[uint64]chan time.Time
+	hbPong  atomic.Uint64
 }
 
 // NewClient returns a client that introduces itself with clientID.
 func NewClient(clientID string, opts ...ClientOption) *Client {
 	cfg := clientConfig{
-		maxPayload: frame.DefaultMaxPayload,
-		queueBytes: 4 << 20,
-		drain:      5 * time.Second,
-		logger:     slog.New(slog.DiscardHandler),
+		maxPayload:     frame.DefaultMaxPayload,
+		queueBytes:     4 << 20,
+		drain:          5 * time.Second,
+		logger:         slog.New(slog.DiscardHandler),
+		connectTimeout: 5 * time.Second,
+		bufferBytes:    1 << 20,
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -91,7 +189,12 @@ func NewClient(clientID string, opts ...ClientOption) *Client {
 		var d net.Dialer
 		cfg.dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
-	return &Client{id: clientID, cfg: cfg, log: cfg.logger, pings: make(map[uint64]chan time.Time)}
+	if cfg.hbTimeout <= 0 {
+		cfg.hbTimeout = cfg.hbInterval
+	}
+	c := &Client{id: clientID, cfg: cfg, log: cfg.logger, pings: make(map[uint64]chan time.Time)}
+	c.life, c.endLife = context.WithCancel(context.Background())
+	return c
 }
 
 // OnMessage sets the handler for DATA messages from the server. msg is
@@ -99,12 +202,26 @@ func NewClient(clientID string, opts ...ClientOption) *Client {
 // time.
 func (c *Client) OnMessage(h func(msg []byte)) { c.onMessage.Store(&h) }
 
-// OnConnect sets the handler run after each successful handshake.
+// OnRequest sets the handler for requests the server makes
+// (Session.Request); its result is sent back as the reply.
+func (c *Client) OnRequest(h func(req []byte) ([]byte, error)) { c.onRequest.Store(&h) }
+
+// OnConnect sets the handler run after each successful handshake,
+// reconnections included.
 func (c *Client) OnConnect(h func()) { c.onConnect.Store(&h) }
 
-// OnDisconnect sets the handler run when a connection ends, with the
+// OnDisconnect sets the handler run each time a connection ends, with the
 // reason (see DisconnectHandler for the kinds of reason).
 func (c *Client) OnDisconnect(h func(reason error)) { c.onDisconnect.Store(&h) }
+
+// OnReconnect sets the handler run after a lost connection was replaced,
+// once what was buffered meanwhile has been queued on the new one.
+func (c *Client) OnReconnect(h func()) { c.onReconnect.Store(&h) }
+
+// OnClosed sets the handler run once when the client is finished: closed
+// by Close (ErrClientClosed), out of reconnect attempts (ErrReconnectFailed),
+// or disconnected without reconnect enabled.
+func (c *Client) OnClosed(h func(reason error)) { c.onClosed.Store(&h) }
 
 // OnError sets the handler for ERROR frames the server sends while
 // connected.
@@ -113,76 +230,193 @@ func (c *Client) OnError(h func(err *ProtocolError)) { c.onError.Store(&h) }
 // ID is the client id given to NewClient.
 func (c *Client) ID() string { return c.id }
 
-// SessionID is the session id the server assigned in its welcome.
+// SessionID is the session id the server assigned in its last welcome.
 func (c *Client) SessionID() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.sessionID
 }
 
-// IsConnected reports whether the client has an open connection.
-func (c *Client) IsConnected() bool {
+// State reports whether the client is connected, reconnecting or closed.
+func (c *Client) State() ClientState {
 	c.mu.Lock()
-	s := c.sess
-	c.mu.Unlock()
-	return s != nil && s.IsConnected()
+	defer c.mu.Unlock()
+	return c.state
 }
 
-// ErrHandshake wraps failures of the hello/welcome exchange.
-var ErrHandshake = errors.New("msgnet: handshake failed")
+// IsConnected reports whether the client has an open connection.
+func (c *Client) IsConnected() bool { return c.State() == StateConnected }
 
-// Connect dials addr, sends the hello and waits for the welcome, all within
-// ctx. A server that refuses answers with an error that matches its code,
-// e.g. errors.Is(err, ErrServerFull).
-func (c *Client) Connect(ctx context.Context, addr string) error {
+// Connect dials the addresses in turn, sends the hello and waits for the
+// welcome, all within ctx, and returns the first success or every error. A
+// server that refuses answers with an error matching its code, e.g.
+// errors.Is(err, ErrServerFull). With WithReconnect, the same addresses are
+// used to reconnect.
+func (c *Client) Connect(ctx context.Context, addrs ...string) error {
+	if len(addrs) == 0 {
+		return errors.New("msgnet: Connect needs an address")
+	}
 	c.mu.Lock()
-	if c.closed {
+	switch c.state {
+	case StateClosed:
 		c.mu.Unlock()
 		return ErrClientClosed
-	}
-	if c.sess != nil {
+	case StateConnected, StateReconnecting:
 		c.mu.Unlock()
 		return errors.New("msgnet: already connected")
 	}
+	c.addrs = append([]string(nil), addrs...)
 	c.mu.Unlock()
 
+	var errs []error
+	for i, addr := range addrs {
+		s, err := c.dialOne(ctx, addr)
+		if err == nil {
+			c.mu.Lock()
+			c.addrNext = (i + 1) % len(addrs)
+			c.mu.Unlock()
+			return c.install(s, false)
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 1 {
+		return errors.Unwrap(errs[0]) // keep a lone error as it was
+	}
+	return errors.Join(errs...)
+}
+
+// dialOne opens one connection and completes the handshake on it.
+func (c *Client) dialOne(ctx context.Context, addr string) (*Session, error) {
 	nc, err := c.cfg.dial(ctx, addr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	w, r, err := c.handshake(ctx, nc)
 	if err != nil {
 		nc.Close()
-		return err
+		return nil, err
 	}
 	s := newSession(c, w.SessionID, nc, c.cfg.maxPayload, c.cfg.queueBytes, c.cfg.drain)
 	if w.MaxMessageSize > 0 && w.MaxMessageSize < s.maxPayload {
 		s.maxPayload = w.MaxMessageSize
 	}
+	_, mask := grantFeatures(w.Features)
+	s.features.Store(mask)
 	s.mode = frame.ModeBinary
 	s.established = true
+	s.salvage = true
 	s.clientID.Store(&c.id)
 	s.pending = append([]byte(nil), r.Buffered()...)
 	s.readerActive = true
 	s.readFn = s.readBlocking
+	s.serverID = w.ServerID
+	s.idleTimeout = time.Duration(w.IdleTimeoutMS) * time.Millisecond
+	return s, nil
+}
 
+// install makes s the client's connection: what was salvaged and buffered
+// is queued first, in order, then the reader and heartbeat start.
+func (c *Client) install(s *Session, reconnected bool) error {
 	c.mu.Lock()
-	if c.closed {
+	if c.state == StateClosed {
 		c.mu.Unlock()
-		nc.Close()
+		s.nc.Close()
 		return ErrClientClosed
 	}
-	c.sess = s
-	c.ended = make(chan struct{})
-	c.sessionID, c.serverID = w.SessionID, w.ServerID
+	c.sess, c.state = s, StateConnected
+	ended := make(chan struct{})
+	c.ended = ended
+	c.sessionID, c.serverID = s.id, s.serverID
+	requeueData(s, c.unsent)
+	for _, m := range c.buf {
+		s.enqueueForce(frame.KindData, 0, m)
+	}
+	c.unsent, c.buf, c.bufBytes = nil, nil, 0
+	c.wg.Add(1) // the reader, until sessionEnded
 	c.mu.Unlock()
 
 	if h := c.onConnect.Load(); h != nil {
 		(*h)()
 	}
+	if reconnected {
+		if h := c.onReconnect.Load(); h != nil {
+			(*h)()
+		}
+	}
+	if interval, timeout := c.heartbeatTiming(s); interval > 0 {
+		c.wg.Add(1)
+		go c.heartbeat(s, ended, interval, timeout)
+	}
 	go s.readFn()
 	return nil
 }
+
+// requeueData queues the DATA frames among salvaged bytes. Requests,
+// replies and control frames are not re-sent: their callers were already
+// told the connection was lost.
+func requeueData(s *Session, b []byte) {
+	for len(b) >= frame.HeaderLen {
+		total, err := frame.Split(b, frame.MaxPayloadLimit)
+		if err != nil || total > len(b) || total == 0 {
+			return
+		}
+		if f := frame.Decode(b[:total]); f.Kind == frame.KindData && f.Flags == 0 {
+			s.enqueueForce(frame.KindData, 0, f.Payload)
+		}
+		b = b[total:]
+	}
+}
+
+func (c *Client) heartbeatTiming(s *Session) (interval, timeout time.Duration) {
+	if c.cfg.hbOff {
+		return 0, 0
+	}
+	if c.cfg.hbInterval > 0 {
+		return c.cfg.hbInterval, c.cfg.hbTimeout
+	}
+	interval = 15 * time.Second
+	if s.idleTimeout > 0 {
+		interval = min(interval, s.idleTimeout/3)
+	}
+	return interval, interval
+}
+
+// heartbeat pings every interval; a PING unanswered for timeout means the
+// connection is dead (a frozen peer or a half-open TCP connection), so it is
+// closed, which starts a reconnect when enabled.
+func (c *Client) heartbeat(s *Session, ended <-chan struct{}, interval, timeout time.Duration) {
+	defer c.wg.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var outstanding uint64
+	var sentAt time.Time
+	for {
+		select {
+		case <-ended:
+			return
+		case now := <-t.C:
+			if outstanding != 0 && c.hbPong.Load() != outstanding {
+				if now.Sub(sentAt) >= timeout {
+					c.log.Warn("heartbeat timeout", "after", now.Sub(sentAt))
+					s.abort(ErrHeartbeatTimeout)
+					return
+				}
+				continue
+			}
+			outstanding = c.pingSeq.Add(1) | hbBit
+			sentAt = now
+			var p [8]byte
+			binary.BigEndian.PutUint64(p[:], outstanding)
+			s.enqueue(frame.KindPing, 0, p[:])
+		}
+	}
+}
+
+// hbBit marks heartbeat PINGs, so their PONGs are not taken for Ping's.
+const hbBit = 1 << 63
 
 // handshake sends the hello and reads frames until the welcome.
 func (c *Client) handshake(ctx context.Context, nc net.Conn) (welcome, *frame.Reader, error) {
@@ -196,7 +430,7 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn) (welcome, *frame.Re
 		nc.SetDeadline(time.Time{})
 	}()
 
-	hb, _ := json.Marshal(hello{Op: "hello", ClientID: c.id})
+	hb, _ := json.Marshal(hello{Op: "hello", ClientID: c.id, Features: []string{featureRequest}})
 	if err := frame.WriteFrame(nc, frame.KindControl, 0, hb); err != nil {
 		return w, nil, c.ctxErr(ctx, err)
 	}
@@ -243,31 +477,40 @@ func (c *Client) ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
-func (c *Client) current() (*Session, error) {
-	c.mu.Lock()
-	s := c.sess
-	c.mu.Unlock()
-	if s == nil {
-		return nil, ErrNotConnected
-	}
-	return s, nil
-}
-
-// Send queues msg as one DATA message. It never waits on the network; it
-// fails with ErrNotConnected, ErrMessageTooLarge, ErrQueueFull or
-// ErrSessionClosed, and then nothing was queued.
+// Send queues msg as one DATA message. It never waits on the network. While
+// reconnecting it buffers msg (a copy) within WithReconnectBuffer's bound.
+// It fails with ErrNotConnected, ErrMessageTooLarge, ErrQueueFull,
+// ErrBufferFull or ErrClientClosed, and then nothing was queued.
 func (c *Client) Send(msg []byte) error {
-	s, err := c.current()
-	if err != nil {
-		return err
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess != nil {
+		err := c.sess.Send(msg)
+		if err != ErrSessionClosed || !c.cfg.reconnect {
+			return err
+		}
+		// The connection is ending and a reconnect will follow: buffer.
 	}
-	return s.Send(msg)
+	switch {
+	case c.state == StateClosed:
+		return ErrClientClosed
+	case !c.cfg.reconnect || c.state == StateDisconnected && c.sess == nil:
+		return ErrNotConnected
+	case len(msg) > c.cfg.maxPayload:
+		return ErrMessageTooLarge
+	case c.bufBytes+len(msg) > c.cfg.bufferBytes:
+		return ErrBufferFull
+	}
+	c.buf = append(c.buf, append([]byte(nil), msg...))
+	c.bufBytes += len(msg)
+	return nil
 }
 
 // SendString is Send for a string.
 func (c *Client) SendString(msg string) error { return c.Send(unsafeBytes(msg)) }
 
-// SendRaw queues bytes to be written as they are: they must be whole frames.
+// SendRaw queues bytes to be written as they are: they must be whole
+// frames. It is not buffered while reconnecting.
 func (c *Client) SendRaw(data []byte) error {
 	s, err := c.current()
 	if err != nil {
@@ -276,13 +519,47 @@ func (c *Client) SendRaw(data []byte) error {
 	return s.SendRaw(data)
 }
 
+func (c *Client) current() (*Session, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess == nil {
+		if c.state == StateClosed {
+			return nil, ErrClientClosed
+		}
+		return nil, ErrNotConnected
+	}
+	return c.sess, nil
+}
+
+// Request sends msg as a request and waits for the server's reply (from
+// its OnRequest handler) or for ctx to end. It is not buffered while
+// reconnecting (ErrNotConnected). Do not call it from the client's own
+// message handler: the reply is read by the goroutine that handler blocks.
+func (c *Client) Request(ctx context.Context, msg []byte) ([]byte, error) {
+	s, err := c.current()
+	if err != nil {
+		return nil, err
+	}
+	return s.Request(ctx, msg)
+}
+
+// LateReplies counts replies on the current connection that arrived after
+// their request had given up.
+func (c *Client) LateReplies() uint64 {
+	s, err := c.current()
+	if err != nil {
+		return 0
+	}
+	return s.LateReplies()
+}
+
 // Ping sends a PING and returns the round-trip time once the PONG arrives.
 func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
 	s, err := c.current()
 	if err != nil {
 		return 0, err
 	}
-	seq := c.pingSeq.Add(1)
+	seq := c.pingSeq.Add(1) &^ hbBit
 	ch := make(chan time.Time, 1)
 	c.pingMu.Lock()
 	c.pings[seq] = ch
@@ -301,7 +578,7 @@ func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
 	select {
 	case at, ok := <-ch:
 		if !ok {
-			return 0, ErrSessionClosed
+			return 0, ErrConnectionLost
 		}
 		return at.Sub(start), nil
 	case <-ctx.Done():
@@ -309,38 +586,71 @@ func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
 	}
 }
 
-// Close ends the connection gracefully: what is queued is written, then
-// DISCONNECT "client closed". It waits for the connection to end. The client
-// cannot be used afterwards.
+// Close ends the client: what is queued is written, then DISCONNECT
+// "client closed"; a reconnect in progress stops and its buffer is dropped.
+// It waits until the connection has ended. The client cannot be used
+// afterwards.
 func (c *Client) Close() error {
 	c.mu.Lock()
-	c.closed = true
-	s, ended := c.sess, c.ended
-	c.mu.Unlock()
-	if s == nil {
+	if c.state == StateClosed {
+		c.mu.Unlock()
+		c.wg.Wait()
 		return nil
 	}
-	s.closeWith(ErrClientClosed, true)
-	<-ended
+	prev := c.state
+	c.state = StateClosed
+	c.endLife()
+	s, ended := c.sess, c.ended
+	c.buf, c.bufBytes, c.unsent = nil, 0, nil
+	c.mu.Unlock()
+	if s != nil {
+		s.closeWith(ErrClientClosed, true)
+		<-ended
+	}
+	c.wg.Wait()
+	if prev != StateDisconnected || s != nil {
+		c.closed(ErrClientClosed)
+	}
 	return nil
+}
+
+func (c *Client) closed(reason error) {
+	if h := c.onClosed.Load(); h != nil {
+		(*h)(reason)
+	}
 }
 
 // handleFrame implements the client side of the protocol.
 func (c *Client) handleFrame(s *Session, f frame.Frame) error {
-	if f.Flags != 0 {
+	if f.Flags != 0 && (f.Kind != frame.KindData || !s.dataFlagsOK(f.Flags)) {
 		s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeUnknownType, "flags were not negotiated"))
 		return nil
 	}
 	switch f.Kind {
 	case frame.KindData:
-		if h := c.onMessage.Load(); h != nil {
-			(*h)(f.Payload)
+		switch f.Flags {
+		case frame.FlagRequest:
+			var h func([]byte) ([]byte, error)
+			if p := c.onRequest.Load(); p != nil {
+				h = *p
+			}
+			s.handleRequest(f.Payload, h)
+		case frame.FlagReply:
+			s.handleReply(f.Payload)
+		default:
+			if h := c.onMessage.Load(); h != nil {
+				(*h)(f.Payload)
+			}
 		}
 	case frame.KindPing:
 		s.enqueue(frame.KindPong, 0, f.Payload)
 	case frame.KindPong:
 		if len(f.Payload) == 8 {
 			seq := binary.BigEndian.Uint64(f.Payload)
+			if seq&hbBit != 0 {
+				c.hbPong.Store(seq)
+				return nil
+			}
 			c.pingMu.Lock()
 			ch := c.pings[seq]
 			c.pingMu.Unlock()
@@ -375,13 +685,28 @@ func (c *Client) handleFrame(s *Session, f frame.Frame) error {
 
 func (c *Client) handleLine(*Session, []byte) {} // clients always speak frames
 
+// sessionEnded runs when a connection has ended: it salvages what was never
+// written and, unless the client was closed, reconnects or reports the end.
 func (c *Client) sessionEnded(s *Session, reason error) {
 	c.mu.Lock()
 	ended := c.ended
+	reconnect := false
 	if c.sess == s {
 		c.sess = nil
+		switch {
+		case c.state == StateClosed:
+		case c.cfg.reconnect:
+			c.state = StateReconnecting
+			c.unsent = append(s.unsent, c.unsent...)
+			reconnect = true
+			c.wg.Add(1)
+		default:
+			c.state = StateDisconnected
+		}
 	}
+	state := c.state
 	c.mu.Unlock()
+
 	c.pingMu.Lock()
 	for seq, ch := range c.pings {
 		close(ch)
@@ -391,5 +716,71 @@ func (c *Client) sessionEnded(s *Session, reason error) {
 	if h := c.onDisconnect.Load(); h != nil {
 		(*h)(reason)
 	}
+	if state == StateDisconnected {
+		c.closed(reason)
+	}
 	close(ended)
+	if reconnect {
+		go c.reconnectLoop()
+	}
+	c.wg.Done() // the reader's
+}
+
+// reconnectLoop tries the addresses with backoff until one takes, the
+// attempts run out, or the client is closed.
+func (c *Client) reconnectLoop() {
+	defer c.wg.Done()
+	for attempt := 0; c.cfg.maxAttempts == 0 || attempt < c.cfg.maxAttempts; attempt++ {
+		select {
+		case <-time.After(c.backoff(attempt)):
+		case <-c.life.Done():
+			return
+		}
+		c.mu.Lock()
+		addrs, next := c.addrs, c.addrNext
+		c.mu.Unlock()
+		for i := range addrs {
+			idx := (next + i) % len(addrs)
+			ctx, cancel := context.WithTimeout(c.life, c.cfg.connectTimeout)
+			s, err := c.dialOne(ctx, addrs[idx])
+			cancel()
+			if err != nil {
+				c.log.Info("reconnect attempt failed", "addr", addrs[idx], "attempt", attempt+1, "err", err)
+				continue
+			}
+			c.mu.Lock()
+			c.addrNext = (idx + 1) % len(addrs)
+			c.mu.Unlock()
+			if err := c.install(s, true); err == nil {
+				c.log.Info("reconnected", "addr", addrs[idx], "attempt", attempt+1)
+			}
+			return
+		}
+	}
+	c.mu.Lock()
+	giveUp := c.state == StateReconnecting
+	if giveUp {
+		c.state = StateClosed
+		c.endLife()
+		c.buf, c.bufBytes, c.unsent = nil, 0, nil
+	}
+	c.mu.Unlock()
+	if giveUp {
+		c.closed(ErrReconnectFailed)
+	}
+}
+
+// backoff is the wait before a reconnect attempt: base doubling up to the
+// cap, half of it fixed and half random, so that clients cut off together
+// do not all return together.
+func (c *Client) backoff(attempt int) time.Duration {
+	d := c.cfg.backoffBase
+	for i := 0; i < attempt && d < c.cfg.backoffCap; i++ {
+		d *= 2
+	}
+	d = min(d, c.cfg.backoffCap)
+	if d <= 0 {
+		return 0
+	}
+	return d/2 + rand.N(d/2+1)
 }

@@ -36,6 +36,10 @@ var (
 	ErrServerShutdown = errors.New("server shutting down")
 	// ErrClientClosed: the client was closed by its user.
 	ErrClientClosed = errors.New("client closed")
+	// ErrSlowConsumer: the session's send queue was full under the
+	// SlowConsumerDisconnect policy. It is both the session's end reason and
+	// the error the sender got.
+	ErrSlowConsumer = errors.New("slow consumer")
 )
 
 // ProtocolError is an ERROR frame's content, sent or received. Errors.Is

@@ -16,6 +16,7 @@ type config struct {
 	drainTimeout   time.Duration
 	logger         *slog.Logger
 	park           bool
+	slowConsumer   SlowConsumerPolicy
 }
 
 func defaultConfig() config {
@@ -66,3 +67,23 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // Turning it off trades memory per idle connection for nothing; it exists
 // for comparison and for debugging.
 func WithParking(on bool) Option { return func(c *config) { c.park = on } }
+
+// SlowConsumerPolicy says what happens when a send finds a session's queue
+// full: the peer reads slower than it is sent to.
+type SlowConsumerPolicy int
+
+const (
+	// SlowConsumerError fails the send with ErrQueueFull; the session goes
+	// on and the sender decides (the default).
+	SlowConsumerError SlowConsumerPolicy = iota
+	// SlowConsumerDisconnect closes the session at once with reason
+	// ErrSlowConsumer, dropping what it had queued, and fails the send with
+	// ErrSlowConsumer, as NATS does: one slow reader cannot hold memory.
+	SlowConsumerDisconnect
+)
+
+// WithSlowConsumerPolicy sets what a full send queue does (default
+// SlowConsumerError). Either way the sender gets an error.
+func WithSlowConsumerPolicy(p SlowConsumerPolicy) Option {
+	return func(c *config) { c.slowConsumer = p }
+}

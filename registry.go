@@ -1,63 +1,181 @@
 package msgnet
 
-// Sessions returns a snapshot of the open sessions. It holds no lock once it
-// returns, so the caller may send to them freely.
-func (srv *Server) Sessions() []*Session {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	list := make([]*Session, 0, len(srv.sessions))
-	for s := range srv.sessions {
-		list = append(list, s)
+import (
+	"errors"
+	"hash/maphash"
+	"sync"
+)
+
+// ErrNoSession is returned when a session or client id names no open
+// session.
+var ErrNoSession = errors.New("msgnet: no such session")
+
+// registry indexes the open sessions by session id and by client id. It is
+// sharded so that a broadcast walking it, connects and disconnects do not
+// all queue on one lock; a walk holds one shard's read lock at a time and
+// only queues (never writes to the network) while holding it.
+type registry struct {
+	seed   maphash.Seed
+	shards [registryShards]registryShard
+}
+
+const registryShards = 64
+
+type registryShard struct {
+	mu       sync.RWMutex
+	byID     map[string]*Session
+	byClient map[string]*Session // newest session with that client id
+}
+
+func newRegistry() *registry {
+	r := &registry{seed: maphash.MakeSeed()}
+	for i := range r.shards {
+		r.shards[i].byID = make(map[string]*Session)
+		r.shards[i].byClient = make(map[string]*Session)
 	}
+	return r
+}
+
+func (r *registry) shard(key string) *registryShard {
+	return &r.shards[maphash.String(r.seed, key)%registryShards]
+}
+
+func (r *registry) add(s *Session) {
+	sh := r.shard(s.id)
+	sh.mu.Lock()
+	sh.byID[s.id] = s
+	sh.mu.Unlock()
+}
+
+// setClient indexes s under its client id once the hello has named it.
+func (r *registry) setClient(s *Session, cid string) {
+	sh := r.shard(cid)
+	sh.mu.Lock()
+	sh.byClient[cid] = s
+	sh.mu.Unlock()
+}
+
+func (r *registry) remove(s *Session) {
+	sh := r.shard(s.id)
+	sh.mu.Lock()
+	delete(sh.byID, s.id)
+	sh.mu.Unlock()
+	if cid := s.ClientID(); cid != s.id {
+		sh := r.shard(cid)
+		sh.mu.Lock()
+		if sh.byClient[cid] == s {
+			delete(sh.byClient, cid)
+		}
+		sh.mu.Unlock()
+	}
+}
+
+func (r *registry) get(id string) *Session {
+	sh := r.shard(id)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return sh.byID[id]
+}
+
+func (r *registry) getClient(cid string) *Session {
+	sh := r.shard(cid)
+	sh.mu.RLock()
+	s := sh.byClient[cid]
+	sh.mu.RUnlock()
+	if s == nil {
+		// A session without a hello has its session id as client id.
+		s = r.get(cid)
+	}
+	return s
+}
+
+// each calls f for every session, one shard at a time under its read lock;
+// f must not block and must not take registry locks.
+func (r *registry) each(f func(*Session) bool) {
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.RLock()
+		for _, s := range sh.byID {
+			if !f(s) {
+				sh.mu.RUnlock()
+				return
+			}
+		}
+		sh.mu.RUnlock()
+	}
+}
+
+// Sessions returns a snapshot of the open sessions.
+func (srv *Server) Sessions() []*Session {
+	list := make([]*Session, 0, srv.ConnectionCount())
+	srv.reg.each(func(s *Session) bool { list = append(list, s); return true })
 	return list
 }
 
+// Range calls f for each open session until f returns false. f runs while a
+// part of the registry is read-locked: it may send (sends never block) but
+// must not wait, and must not call methods that change the registry.
+func (srv *Server) Range(f func(s *Session) bool) { srv.reg.each(f) }
+
 // Session returns the open session with the given session id.
 func (srv *Server) Session(id string) (*Session, bool) {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	for s := range srv.sessions {
-		if s.id == id {
-			return s, true
-		}
-	}
-	return nil, false
+	s := srv.reg.get(id)
+	return s, s != nil
 }
 
-// SessionByClientID returns an established session whose client id is cid.
+// SessionByClientID returns the newest open session whose client id is cid.
 func (srv *Server) SessionByClientID(cid string) (*Session, bool) {
-	for _, s := range srv.Sessions() {
-		if s.ClientID() == cid {
-			return s, true
-		}
-	}
-	return nil, false
+	s := srv.reg.getClient(cid)
+	return s, s != nil
 }
 
-// Broadcast queues msg on every open session except those in except. It
-// returns how many sessions queued it; sessions whose queue was full or
-// that were closing are returned in failed with their error. It never waits
-// on any session's network.
-func (srv *Server) Broadcast(msg []byte, except ...*Session) (queued int, failed map[*Session]error) {
-	for _, s := range srv.Sessions() {
-		skip := false
+// Delivery reports the outcome of a send to many sessions.
+type Delivery struct {
+	Queued int       // sessions that queued the message
+	Failed []Failure // sessions that did not, and why
+}
+
+// Failure is one session that did not take a message.
+type Failure struct {
+	Session *Session
+	Err     error // ErrQueueFull, ErrSlowConsumer, ErrSessionClosed, ...
+}
+
+func (d *Delivery) add(s *Session, err error) {
+	if err != nil {
+		d.Failed = append(d.Failed, Failure{Session: s, Err: err})
+		return
+	}
+	d.Queued++
+}
+
+// Broadcast queues msg on every open session except those listed. It never
+// waits on a session's network: a slow session's bounded queue absorbs it,
+// or the session is reported in Failed (and, under SlowConsumerDisconnect,
+// disconnected).
+func (srv *Server) Broadcast(msg []byte, except ...*Session) Delivery {
+	var d Delivery
+	srv.reg.each(func(s *Session) bool {
 		for _, e := range except {
 			if e == s {
-				skip = true
-				break
+				return true
 			}
 		}
-		if skip {
-			continue
-		}
-		if err := s.Send(msg); err != nil {
-			if failed == nil {
-				failed = make(map[*Session]error)
-			}
-			failed[s] = err
-			continue
-		}
-		queued++
+		d.add(s, s.Send(msg))
+		return true
+	})
+	return d
+}
+
+// SendTo queues msg on the session whose session id, or else client id, is
+// id. It fails with ErrNoSession when there is none.
+func (srv *Server) SendTo(id string, msg []byte) error {
+	s := srv.reg.get(id)
+	if s == nil {
+		s = srv.reg.getClient(id)
 	}
-	return queued, failed
+	if s == nil {
+		return ErrNoSession
+	}
+	return s.Send(msg)
 }

@@ -38,6 +38,7 @@ type ConnectHandler func(s *Session)
 type DisconnectHandler func(s *Session, reason error)
 
 type handlers struct {
+	request    RequestHandler
 	message    MessageHandler
 	connect    ConnectHandler
 	disconnect DisconnectHandler
@@ -63,11 +64,12 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	sessions  map[*Session]struct{}
 	started   bool
 	stopping  bool
 	poller    *netpoll.Poller
 
+	reg      *registry
+	groups   groups
 	count    atomic.Int64 // open sessions
 	running  atomic.Bool
 	sessWG   sync.WaitGroup // one per session until it has ended
@@ -95,7 +97,8 @@ func NewServer(id string, opts ...Option) *Server {
 		log:       cfg.logger,
 		idPrefix:  hex.EncodeToString(p[:]) + "-",
 		listeners: make(map[net.Listener]struct{}),
-		sessions:  make(map[*Session]struct{}),
+		reg:       newRegistry(),
+		groups:    groups{m: make(map[string]map[*Session]struct{})},
 		done:      make(chan struct{}),
 		stopCh:    make(chan struct{}),
 	}
@@ -116,6 +119,11 @@ func (srv *Server) setHandlers(f func(h *handlers)) {
 
 // OnMessage sets the handler for DATA messages and text lines.
 func (srv *Server) OnMessage(h MessageHandler) { srv.setHandlers(func(x *handlers) { x.message = h }) }
+
+// OnRequest sets the handler for requests from clients that negotiated
+// request/reply (the Go client does). Its return value is sent back as the
+// reply. It runs in the session's order, like OnMessage.
+func (srv *Server) OnRequest(h RequestHandler) { srv.setHandlers(func(x *handlers) { x.request = h }) }
 
 // OnConnect sets the handler run when a session is established.
 func (srv *Server) OnConnect(h ConnectHandler) { srv.setHandlers(func(x *handlers) { x.connect = h }) }
@@ -247,7 +255,8 @@ func (srv *Server) ServeConn(nc net.Conn) {
 	}
 	id := srv.idPrefix + strconv.FormatUint(srv.nextID.Add(1), 10)
 	s := newSession(srv, id, nc, srv.cfg.maxPayload, srv.cfg.queueBytes, srv.cfg.drainTimeout)
-	srv.sessions[s] = struct{}{}
+	s.slowDisconnect = srv.cfg.slowConsumer == SlowConsumerDisconnect
+	srv.reg.add(s)
 	srv.sessWG.Add(1)
 	parked := srv.cfg.park && srv.parkLocked(s)
 	srv.mu.Unlock()
@@ -341,15 +350,28 @@ func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
 	if !s.established && !(s.frames == 1 && f.Kind == frame.KindControl) {
 		srv.establish(s)
 	}
-	if f.Flags != 0 {
+	if f.Flags != 0 && (f.Kind != frame.KindData || !s.dataFlagsOK(f.Flags)) {
 		s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeUnknownType,
 			"flags 0x"+strconv.FormatUint(uint64(f.Flags), 16)+" were not negotiated"))
 		return nil
 	}
 	switch f.Kind {
 	case frame.KindData:
-		if h := srv.handlers.Load().message; h != nil {
-			h(s, f.Payload)
+		switch f.Flags {
+		case frame.FlagRequest:
+			h := srv.handlers.Load().request
+			s.handleRequest(f.Payload, func(req []byte) ([]byte, error) {
+				if h == nil {
+					return nil, ErrNoRequestHandler
+				}
+				return h(s, req)
+			})
+		case frame.FlagReply:
+			s.handleReply(f.Payload)
+		default:
+			if h := srv.handlers.Load().message; h != nil {
+				h(s, f.Payload)
+			}
 		}
 	case frame.KindPing:
 		s.enqueue(frame.KindPong, 0, f.Payload)
@@ -370,17 +392,19 @@ func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
 
 // hello is the client's first CONTROL frame.
 type hello struct {
-	Op       string `json:"op"`
-	ClientID string `json:"client_id"`
+	Op       string   `json:"op"`
+	ClientID string   `json:"client_id"`
+	Features []string `json:"features,omitempty"` // extensions asked for
 }
 
 // welcome is the server's answer to hello.
 type welcome struct {
-	Op             string `json:"op"`
-	SessionID      string `json:"session_id"`
-	ServerID       string `json:"server_id"`
-	MaxMessageSize int    `json:"max_message_size"`
-	IdleTimeoutMS  int64  `json:"idle_timeout_ms"`
+	Op             string   `json:"op"`
+	SessionID      string   `json:"session_id"`
+	ServerID       string   `json:"server_id"`
+	MaxMessageSize int      `json:"max_message_size"`
+	IdleTimeoutMS  int64    `json:"idle_timeout_ms"`
+	Features       []string `json:"features,omitempty"` // extensions granted
 }
 
 func (srv *Server) handleControl(s *Session, p []byte) {
@@ -395,10 +419,14 @@ func (srv *Server) handleControl(s *Session, p []byte) {
 		json.Unmarshal(p, &h) // op parsed above, so p is a JSON object
 		if h.ClientID != "" {
 			s.clientID.Store(&h.ClientID)
+			srv.reg.setClient(s, h.ClientID)
 		}
+		granted, mask := grantFeatures(h.Features)
+		s.features.Store(mask)
 		w, _ := json.Marshal(welcome{
 			Op: "welcome", SessionID: s.id, ServerID: srv.id,
 			MaxMessageSize: srv.cfg.maxPayload, IdleTimeoutMS: srv.cfg.idleTimeout.Milliseconds(),
+			Features: granted,
 		})
 		s.enqueue(frame.KindControl, 0, w)
 		srv.establish(s)
@@ -430,9 +458,8 @@ func (srv *Server) establish(s *Session) {
 
 // sessionEnded is the last step of every session.
 func (srv *Server) sessionEnded(s *Session, reason error) {
-	srv.mu.Lock()
-	delete(srv.sessions, s)
-	srv.mu.Unlock()
+	srv.reg.remove(s)
+	srv.leaveAll(s)
 	srv.count.Add(-1)
 	if s.established {
 		srv.log.Info("session disconnected", "session", s.id, "client", s.ClientID(), "reason", reason)
@@ -471,15 +498,14 @@ func (srv *Server) sweep() {
 			idleLimit := now.Add(-timeout).UnixNano()
 			parkLimit := now.Add(-parkAfter).UnixNano()
 			idle = idle[:0]
-			srv.mu.Lock()
-			for s := range srv.sessions {
+			srv.reg.each(func(s *Session) bool {
 				if timeout > 0 && s.lastActivity.Load() < idleLimit {
 					idle = append(idle, s)
 				} else {
 					s.demoteIfIdle(parkLimit) // only parked sessions wait hot
 				}
-			}
-			srv.mu.Unlock()
+				return true
+			})
 			for i, s := range idle {
 				s.closeWith(ErrIdleTimeout, true)
 				idle[i] = nil
@@ -537,12 +563,9 @@ func (srv *Server) beginStop() []*Session {
 		l.Close()
 		delete(srv.listeners, l)
 	}
-	list := make([]*Session, 0, len(srv.sessions))
-	for s := range srv.sessions {
-		list = append(list, s)
-	}
 	srv.mu.Unlock()
-	return list
+	// No session can be added once stopping is set, so this list is final.
+	return srv.Sessions()
 }
 
 // finishStop stops the background goroutines once sessions have ended.

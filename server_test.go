@@ -267,8 +267,8 @@ func TestQueuedBeforeModeKnown(t *testing.T) {
 			t.Run(mode, func(t *testing.T) {
 				r := dialRaw(t, addr)
 				waitFor(t, "session registered", func() bool { return srv.ConnectionCount() == 1 })
-				if n, failed := srv.Broadcast([]byte("early")); n != 1 || failed != nil {
-					t.Fatalf("broadcast: %d %v", n, failed)
+				if d := srv.Broadcast([]byte("early")); d.Queued != 1 || d.Failed != nil {
+					t.Fatalf("broadcast: %+v", d)
 				}
 				if mode == "text" {
 					r.write([]byte("x\n"))
@@ -442,7 +442,7 @@ func TestClientDisconnectReasonReachesServer(t *testing.T) {
 	if reason := <-reasons; !errors.As(reason, &de) || de.Reason != "client closed" || !de.Remote {
 		t.Fatalf("server got %v", reason)
 	}
-	if err := c.SendString("x"); !errors.Is(err, msgnet.ErrNotConnected) {
+	if err := c.SendString("x"); !errors.Is(err, msgnet.ErrClientClosed) {
 		t.Fatalf("send after close: %v", err)
 	}
 }

@@ -95,6 +95,22 @@ type Session struct {
 	dataMu sync.Mutex
 	data   map[string]string
 
+	groupMu sync.Mutex
+	groups  []string
+	left    bool // ended: may join no group
+
+	slowDisconnect bool // a full queue disconnects instead of failing the send
+
+	features    atomic.Uint32 // negotiated extensions (feat* bits)
+	reqs        requests
+	lateReplies atomic.Uint64
+
+	salvage bool   // client side: keep unsent DATA when the connection dies
+	unsent  []byte // what was queued but never handed to the socket
+
+	serverID    string        // client side: from the welcome
+	idleTimeout time.Duration // client side: the server's, from the welcome
+
 	// Per-session counters, read by monitors without locks.
 	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
 }
@@ -238,6 +254,10 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 	n := frame.HeaderLen + len(payload)
 	if s.outBytes > 0 && s.outBytes+n > s.queueLimit {
 		s.mu.Unlock()
+		if s.slowDisconnect {
+			s.abort(ErrSlowConsumer)
+			return ErrSlowConsumer
+		}
 		return ErrQueueFull
 	}
 	s.appendLocked(kind, flags, payload)
@@ -248,6 +268,18 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		go s.writeFn()
 	}
 	return nil
+}
+
+// enqueueForce queues a message past the queue bound: for what a client
+// buffered while reconnecting, which was accepted under the buffer's bound.
+func (s *Session) enqueueForce(kind frame.Kind, flags frame.Flags, payload []byte) {
+	s.mu.Lock()
+	s.appendLocked(kind, flags, payload)
+	start := s.wantWriterLocked()
+	s.mu.Unlock()
+	if start {
+		go s.writeFn()
+	}
 }
 
 // wantWriterLocked reports whether the caller must start the writer, and
@@ -463,6 +495,9 @@ func (s *Session) abort(reason error) {
 
 func (s *Session) dropQueueLocked() {
 	for i, c := range s.out {
+		if s.salvage {
+			s.unsent = append(s.unsent, c.b...)
+		}
 		putChunk(c)
 		s.out[i] = nil
 	}
@@ -547,6 +582,7 @@ func (s *Session) endLocked() bool {
 
 func (s *Session) finish() {
 	s.pending = nil
+	s.failRequests()
 	s.peer.sessionEnded(s, s.reason)
 }
 

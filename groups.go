@@ -1,0 +1,103 @@
+package msgnet
+
+import (
+	"slices"
+	"sync"
+)
+
+// Groups are named sets of sessions (what chat and game servers call
+// rooms). A session leaves all its groups when it ends.
+type groups struct {
+	mu sync.RWMutex
+	m  map[string]map[*Session]struct{}
+}
+
+// Join adds s to the named group. Joining twice is harmless. A session that
+// has ended cannot join.
+func (srv *Server) Join(s *Session, group string) error {
+	s.groupMu.Lock()
+	defer s.groupMu.Unlock()
+	if s.left {
+		return ErrSessionClosed
+	}
+	if slices.Contains(s.groups, group) {
+		return nil
+	}
+	s.groups = append(s.groups, group)
+	srv.groups.mu.Lock()
+	members := srv.groups.m[group]
+	if members == nil {
+		members = make(map[*Session]struct{})
+		srv.groups.m[group] = members
+	}
+	members[s] = struct{}{}
+	srv.groups.mu.Unlock()
+	return nil
+}
+
+// Leave removes s from the named group.
+func (srv *Server) Leave(s *Session, group string) {
+	s.groupMu.Lock()
+	defer s.groupMu.Unlock()
+	i := slices.Index(s.groups, group)
+	if i < 0 {
+		return
+	}
+	s.groups = slices.Delete(s.groups, i, i+1)
+	srv.removeMember(s, group)
+}
+
+func (srv *Server) removeMember(s *Session, group string) {
+	srv.groups.mu.Lock()
+	if members := srv.groups.m[group]; members != nil {
+		delete(members, s)
+		if len(members) == 0 {
+			delete(srv.groups.m, group)
+		}
+	}
+	srv.groups.mu.Unlock()
+}
+
+// leaveAll removes an ending session from every group.
+func (srv *Server) leaveAll(s *Session) {
+	s.groupMu.Lock()
+	defer s.groupMu.Unlock()
+	s.left = true
+	for _, g := range s.groups {
+		srv.removeMember(s, g)
+	}
+	s.groups = nil
+}
+
+// Groups returns the names of the groups s belongs to.
+func (s *Session) Groups() []string {
+	s.groupMu.Lock()
+	defer s.groupMu.Unlock()
+	return slices.Clone(s.groups)
+}
+
+// GroupMembers returns a snapshot of the sessions in a group.
+func (srv *Server) GroupMembers(group string) []*Session {
+	srv.groups.mu.RLock()
+	defer srv.groups.mu.RUnlock()
+	list := make([]*Session, 0, len(srv.groups.m[group]))
+	for s := range srv.groups.m[group] {
+		list = append(list, s)
+	}
+	return list
+}
+
+// SendGroup queues msg on every member of group except those listed, with
+// Broadcast's guarantees.
+func (srv *Server) SendGroup(group string, msg []byte, except ...*Session) Delivery {
+	var d Delivery
+	srv.groups.mu.RLock()
+	defer srv.groups.mu.RUnlock()
+	for s := range srv.groups.m[group] {
+		if slices.Contains(except, s) {
+			continue
+		}
+		d.add(s, s.Send(msg))
+	}
+	return d
+}

@@ -1,0 +1,198 @@
+package msgnet
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"sync"
+
+	"github.com/msgnet/msgnet/frame"
+)
+
+// Protocol extensions a peer can ask for in its hello ("features") and the
+// server grants in its welcome. An extension's frames are only ever sent to
+// a peer that was granted it.
+const (
+	featureRequest = "request" // request/reply correlation, docs/PROTOCOL.md §6.1
+)
+
+const (
+	featRequest uint32 = 1 << iota
+)
+
+// Errors of request/reply.
+var (
+	// ErrNotNegotiated is returned by Request when the peer did not
+	// negotiate request/reply in the handshake (a core-only peer).
+	ErrNotNegotiated = errors.New("msgnet: peer did not negotiate request/reply")
+	// ErrConnectionLost is returned by a Request whose connection ended
+	// before the reply came. The peer may or may not have handled it.
+	ErrConnectionLost = errors.New("msgnet: connection lost before the reply")
+	// ErrNoRequestHandler is the error a peer replies with when it has no
+	// request handler.
+	ErrNoRequestHandler = errors.New("no request handler")
+)
+
+// RemoteError is a request's failure as reported by the peer's handler.
+type RemoteError struct{ Message string }
+
+func (e *RemoteError) Error() string { return "remote: " + e.Message }
+
+// RequestHandler answers a request. req is valid only until it returns.
+// Returning an error sends the error's text back as a *RemoteError.
+type RequestHandler func(s *Session, req []byte) ([]byte, error)
+
+// replyStatus is the byte after the request id in a reply.
+const (
+	replyOK    byte = 0
+	replyError byte = 1
+)
+
+type reply struct {
+	data []byte
+	err  error
+}
+
+// requests correlates outstanding requests with their replies.
+type requests struct {
+	mu      sync.Mutex
+	next    uint64
+	pending map[uint64]chan reply
+	closed  bool
+}
+
+// Request sends msg as a request and waits for the reply or for ctx to end.
+// A reply that arrives after ctx ended is dropped and counted (LateReplies);
+// it is never delivered to another request.
+//
+// The reply is read by the goroutine that runs this session's handlers: do
+// not call Request on a session from its own message handler, or it waits
+// for itself until ctx ends.
+func (s *Session) Request(ctx context.Context, msg []byte) ([]byte, error) {
+	if s.features.Load()&featRequest == 0 {
+		return nil, ErrNotNegotiated
+	}
+	if len(msg)+8 > s.maxPayload {
+		return nil, ErrMessageTooLarge
+	}
+	ch := make(chan reply, 1)
+	r := &s.reqs
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, ErrSessionClosed
+	}
+	if r.pending == nil {
+		r.pending = make(map[uint64]chan reply)
+	}
+	r.next++
+	id := r.next
+	r.pending[id] = ch
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.pending, id)
+		r.mu.Unlock()
+	}()
+
+	payload := make([]byte, 8, 8+len(msg))
+	binary.BigEndian.PutUint64(payload, id)
+	if err := s.enqueue(frame.KindData, frame.FlagRequest, append(payload, msg...)); err != nil {
+		return nil, err
+	}
+	select {
+	case rep := <-ch:
+		return rep.data, rep.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// LateReplies counts replies that arrived after their request had given up.
+func (s *Session) LateReplies() uint64 { return s.lateReplies.Load() }
+
+// handleReply delivers a reply frame's payload to its waiting request.
+func (s *Session) handleReply(p []byte) {
+	if len(p) < 9 {
+		s.enqueue(frame.KindError, 0, frame.AppendError(nil, codeBadRequest, "reply shorter than its header"))
+		return
+	}
+	id := binary.BigEndian.Uint64(p)
+	s.reqs.mu.Lock()
+	ch := s.reqs.pending[id]
+	delete(s.reqs.pending, id)
+	s.reqs.mu.Unlock()
+	if ch == nil {
+		s.lateReplies.Add(1)
+		return
+	}
+	body := p[9:]
+	if p[8] == replyError {
+		ch <- reply{err: &RemoteError{Message: string(body)}}
+		return
+	}
+	ch <- reply{data: append([]byte(nil), body...)}
+}
+
+// handleRequest runs h on a request frame's payload and queues the reply.
+func (s *Session) handleRequest(p []byte, h func(req []byte) ([]byte, error)) {
+	if len(p) < 8 {
+		s.enqueue(frame.KindError, 0, frame.AppendError(nil, codeBadRequest, "request shorter than its id"))
+		return
+	}
+	var out []byte
+	err := ErrNoRequestHandler
+	if h != nil {
+		out, err = h(p[8:])
+	}
+	rep := make([]byte, 9, 9+len(out))
+	copy(rep, p[:8])
+	if err != nil {
+		rep[8] = replyError
+		rep = append(rep, err.Error()...)
+	} else {
+		rep = append(rep, out...)
+	}
+	if len(rep) > s.maxPayload {
+		rep = append(rep[:8], replyError)
+		rep = append(rep, "reply exceeds the message size limit"...)
+	}
+	s.enqueue(frame.KindData, frame.FlagReply, rep)
+}
+
+// failRequests ends every outstanding request when the session ends.
+func (s *Session) failRequests() {
+	s.reqs.mu.Lock()
+	s.reqs.closed = true
+	for id, ch := range s.reqs.pending {
+		ch <- reply{err: ErrConnectionLost}
+		delete(s.reqs.pending, id)
+	}
+	s.reqs.mu.Unlock()
+}
+
+// codeBadRequest answers a request or reply frame too short to carry its id.
+const codeBadRequest = "bad_request"
+
+// dataFlagsOK reports whether a DATA frame's flags are ones this session
+// negotiated.
+func (s *Session) dataFlagsOK(f frame.Flags) bool {
+	switch f {
+	case 0:
+		return true
+	case frame.FlagRequest, frame.FlagReply:
+		return s.features.Load()&featRequest != 0
+	}
+	return false
+}
+
+// grantFeatures returns the extensions granted from a hello's list.
+func grantFeatures(asked []string) (granted []string, mask uint32) {
+	for _, f := range asked {
+		if f == featureRequest && mask&featRequest == 0 {
+			granted = append(granted, f)
+			mask |= featRequest
+		}
+	}
+	return granted, mask
+}
