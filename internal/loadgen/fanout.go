@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/msgnet/msgnet/frame"
@@ -54,6 +55,7 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	}
 	w := r.planWindow()
 	sched := schedule{first: nanotime() + int64(time.Millisecond), every: 1e9 / r.cfg.Rate}
+	var inWindow atomic.Int64 // deliveries of window messages, for the drain
 	workers := make([]*connWorker, len(cs))
 	for i, c := range cs {
 		cw := newConnWorker(r, ctx, i, c)
@@ -82,6 +84,7 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 				if at := toMono(ts); w.contains(at) {
 					hist.record(i, t-at)
 					cw.count++
+					inWindow.Add(1)
 				}
 			}
 		})
@@ -105,8 +108,17 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	wg.Go(func() { r.groupSender(senderW, sched, w.end, func(mono int64) int64 { return mono - mono0 + wall0 }) })
 
 	measured, stats := r.measure(ctx, prog, w)
+	// Wait for the deliveries still on their way, up to Drain.
 	prog.setPhase("drain")
-	sleepUntil(ctx, nanotime()+int64(r.cfg.Drain))
+	end := w.end
+	if measured.end < w.end {
+		end = measured.end
+	}
+	sent := int64(sched.dueBy(end-1) - sched.dueBy(w.start-1))
+	drainEnd := nanotime() + int64(r.cfg.Drain)
+	for inWindow.Load() < sent*int64(len(cs)) && nanotime() < drainEnd && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
 	prog.setPhase("stop")
 	cancel()
 	closeAll(cs)
@@ -117,11 +129,7 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	for _, cw := range workers {
 		res.Messages += cw.count
 	}
-	end := w.end
-	if measured.end < w.end {
-		end = measured.end
-	}
-	res.Sent = int64(sched.dueBy(end-1) - sched.dueBy(w.start-1))
+	res.Sent = sent
 	res.Expected = res.Sent * int64(len(cs))
 	res.Lost = res.Expected - res.Messages
 	return res, nil

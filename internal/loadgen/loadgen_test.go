@@ -142,7 +142,9 @@ func TestOpenLoopCorrectsCoordinatedOmission(t *testing.T) {
 		}
 		return n
 	}
-	s := startServer(t, serverOpts{stallAt: 200, stallFor: stall})
+	// The stall comes early (the 20th frame) so that it falls inside the
+	// window even when a loaded machine makes every round trip slow.
+	s := startServer(t, serverOpts{stallAt: 20, stallFor: stall})
 	open := run(t, Config{Mode: ModeLatency, Addr: s.addr(), Conns: 1, Rate: 1000, Duration: time.Second})
 	noErrors(t, open)
 	// Frames due in the first two thirds of the stall waited at least a
@@ -151,11 +153,14 @@ func TestOpenLoopCorrectsCoordinatedOmission(t *testing.T) {
 		t.Errorf("open loop: %d samples >= %v, want >= 100", n, stall/3)
 	}
 
-	s2 := startServer(t, serverOpts{stallAt: 200, stallFor: stall})
+	s2 := startServer(t, serverOpts{stallAt: 20, stallFor: stall})
 	closed := run(t, Config{Mode: ModeLatency, Addr: s2.addr(), Conns: 1, Duration: time.Second})
 	noErrors(t, closed)
-	if n := count(closed); n != 1 {
-		t.Errorf("closed loop: %d samples >= %v, want exactly the one stalled round trip", n, stall/3)
+	// The closed loop sees the stall as one slow round trip (more only if
+	// the machine itself stalls): an order of magnitude fewer than the open
+	// loop's.
+	if n, o := count(closed), count(open); n < 1 || n*10 > o {
+		t.Errorf("closed loop: %d samples >= %v, want at least the stalled one and under a tenth of the open loop's %d", n, stall/3, o)
 	}
 }
 
@@ -205,8 +210,20 @@ func TestIdle(t *testing.T) {
 }
 
 func TestIdleNoticesDroppedConnections(t *testing.T) {
-	s := startServer(t, serverOpts{dropAfter: 50 * time.Millisecond})
-	res := run(t, Config{Mode: ModeIdle, Addr: s.addr(), Conns: 10, Hold: 400 * time.Millisecond, Heartbeat: -1})
+	s := startServer(t, serverOpts{})
+	// Once all ten are welcomed, the server drops them: during the hold.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if s.welcomed.Load() == 10 {
+				s.dropAll()
+				return
+			}
+		}
+	}()
+	res := run(t, Config{Mode: ModeIdle, Addr: s.addr(), Conns: 10, Hold: 2 * time.Second, Heartbeat: -1})
+	<-done
 	if res.Connections != 10 || res.Dropped != 10 {
 		t.Errorf("opened %d, dropped %d; want 10 and 10", res.Connections, res.Dropped)
 	}

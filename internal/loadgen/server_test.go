@@ -41,15 +41,15 @@ type testServer struct {
 	echoed     atomic.Int64
 	heartbeats atomic.Int64
 	hellos     atomic.Int64
+	welcomed   atomic.Int64 // welcomes written
 	dataFrames atomic.Int64
 	stalled    atomic.Bool
 }
 
 type serverOpts struct {
 	tls        *tls.Config
-	noWelcome  bool          // ignore hello
-	dropAfter  time.Duration // close each connection this long after accepting it
-	stallAt    int64         // sleep stallFor when the stallAt-th DATA frame arrives
+	noWelcome  bool  // ignore hello
+	stallAt    int64 // sleep stallFor when the stallAt-th DATA frame arrives
 	stallFor   time.Duration
 	joinNotice bool // answer JOIN with a DATA notice, like a chatty server
 }
@@ -94,6 +94,15 @@ func startServer(t *testing.T, opts serverOpts) *testServer {
 
 func (s *testServer) addr() string { return s.ln.Addr().String() }
 
+// dropAll closes every connection the server has.
+func (s *testServer) dropAll() {
+	s.mu.Lock()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+}
+
 func (s *testServer) close() {
 	s.ln.Close()
 	s.mu.Lock()
@@ -134,10 +143,6 @@ func (s *testServer) serve(c *srvConn) {
 		}
 		s.mu.Unlock()
 	}()
-	if s.opts.dropAfter > 0 {
-		tm := time.AfterFunc(s.opts.dropAfter, func() { c.nc.Close() })
-		defer tm.Stop()
-	}
 	rd := frame.NewReader(c.nc, frame.DefaultMaxPayload)
 	var out []byte
 	for {
@@ -200,6 +205,9 @@ func (s *testServer) serve(c *srvConn) {
 		}
 		// Flush when no complete frame is waiting: batched replies.
 		c.send(out, !frameBuffered(rd, frame.DefaultMaxPayload))
+		if f.Kind == frame.KindControl && len(out) > 0 {
+			s.welcomed.Add(1)
+		}
 	}
 }
 
