@@ -21,8 +21,9 @@ import (
 
 // runner holds what every mode shares during one Run.
 type runner struct {
-	cfg  Config
-	errs *errorLog
+	cfg     Config
+	errs    *errorLog
+	loadCPU float64 // the load tool's CPU seconds over the window
 }
 
 // clockBase anchors the monotonic clock used for every measurement.

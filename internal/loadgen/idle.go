@@ -64,6 +64,7 @@ func (r *runner) idle(ctx context.Context) (*Result, error) {
 		wg.Go(func() { r.heartbeats(ctx, cs, every) })
 	}
 	sleepUntil(ctx, holdStart+int64(r.cfg.Hold))
+	r.loadCPU = probe.selfCPU()
 	stats := probe.end()
 	heldFor := nanotime() - holdStart
 	prog.setPhase("stop")

@@ -293,6 +293,10 @@ type Result struct {
 	Latency Summary `json:"latency"`
 	// Server is the server process's resource use, with Config.PID.
 	Server *ServerStats `json:"server,omitempty"`
+	// LoadCPUSeconds is the CPU time the load tool itself used over the
+	// window (idle: over the connecting and the hold), from /proc/self/stat;
+	// close to Seconds times its cores means the load tool was the limit.
+	LoadCPUSeconds float64 `json:"load_cpu_seconds"`
 	// Histogram holds every latency recorded, in nanoseconds.
 	Histogram *hdrhistogram.Histogram `json:"-"`
 }
@@ -383,6 +387,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Conns, res.Size = cfg.Conns, cfg.payloadSize()
 	res.Warmup = cfg.Warmup.Seconds()
 	res.Errors, res.ErrorSamples = r.errs.snapshot()
+	res.LoadCPUSeconds = r.loadCPU
 	res.Latency = Summarize(res.Histogram)
 	if res.Seconds > 0 {
 		res.MsgsPerSec = float64(res.Messages) / res.Seconds

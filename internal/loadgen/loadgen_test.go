@@ -65,6 +65,11 @@ func TestThroughput(t *testing.T) {
 	if res.Seconds <= 0 || res.Seconds > 0.4+1e-9 {
 		t.Errorf("window %v s, want (0, 0.4]", res.Seconds)
 	}
+	// The echo server runs in this process too: the load tool's own CPU
+	// time over a window of full-speed echoing is not zero.
+	if res.LoadCPUSeconds <= 0 {
+		t.Errorf("load tool CPU %v s", res.LoadCPUSeconds)
+	}
 	if res.Server == nil || res.Server.PID != os.Getpid() || res.Server.RSSAfter <= 0 {
 		t.Fatalf("server stats missing: %+v", res.Server)
 	}

@@ -172,7 +172,7 @@ func newFlagSet(mode Mode, stderr io.Writer) (*flag.FlagSet, *options) {
 	fs.BoolVar(&o.json, "json", false, "print the result as one JSON object (progress goes to stderr)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress line")
 	fs.StringVar(&o.chart, "chart", "", "write a latency-percentile chart to this SVG `file`")
-	fs.BoolVar(&o.tls, "tls", false, "connect with TLS")
+	fs.BoolVar(&o.tls, "tls", false, "connect with TLS (implied by the other --tls-* flags)")
 	fs.StringVar(&o.tlsCA, "tls-ca", "", "PEM `file` of CA certificates to verify the server with (default: the system's)")
 	fs.BoolVar(&o.tlsInsecure, "tls-insecure", false, "do not verify the server's certificate")
 	fs.StringVar(&o.tlsServerName, "tls-server-name", "", "server name to verify (default: the host of --addr)")

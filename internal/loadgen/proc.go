@@ -75,11 +75,15 @@ type serverProbe struct {
 	cpu0   time.Duration
 	rss0   int64
 	failed bool
+	self0  time.Duration // the load tool's own CPU time, -1 if unknown
 }
 
 // begin takes the first sample.
 func (r *runner) probeBegin() *serverProbe {
-	p := &serverProbe{r: r, pid: r.cfg.PID}
+	p := &serverProbe{r: r, pid: r.cfg.PID, self0: -1}
+	if c, err := ProcCPU(os.Getpid()); err == nil {
+		p.self0 = c
+	}
 	if p.pid <= 0 {
 		return p
 	}
@@ -94,6 +98,18 @@ func (r *runner) probeBegin() *serverProbe {
 		p.failed = true
 	}
 	return p
+}
+
+// selfCPU returns the load tool's CPU time since begin, or 0 when unknown.
+func (p *serverProbe) selfCPU() float64 {
+	if p.self0 < 0 {
+		return 0
+	}
+	c, err := ProcCPU(os.Getpid())
+	if err != nil {
+		return 0
+	}
+	return (c - p.self0).Seconds()
 }
 
 // end takes the second sample and returns the difference, or nil with no

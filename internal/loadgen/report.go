@@ -50,6 +50,9 @@ func (res *Result) WriteText(w io.Writer) {
 			line("", "%.2f KiB of RSS per connection", s.RSSPerConn/1024)
 		}
 	}
+	if res.LoadCPUSeconds > 0 && res.Seconds > 0 {
+		line("load tool", "%.2f CPU-s (%.0f%% of one core over the window)", res.LoadCPUSeconds, 100*res.LoadCPUSeconds/res.Seconds)
+	}
 }
 
 // describe is the mode with its main parameters.

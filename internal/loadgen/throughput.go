@@ -15,8 +15,9 @@ func (r *runner) planWindow() window {
 }
 
 // measure sleeps through the warm-up and the window w, sampling the server
-// around the window. It returns the window actually measured, shorter than w
-// when ctx ends first, and the server's stats.
+// and the load tool's own CPU time around the window. It returns the window
+// actually measured, shorter than w when ctx ends first, and the server's
+// stats.
 func (r *runner) measure(ctx context.Context, prog *progress, w window) (window, *ServerStats) {
 	prog.setPhase("warmup")
 	if !sleepUntil(ctx, w.start) {
@@ -26,6 +27,7 @@ func (r *runner) measure(ctx context.Context, prog *progress, w window) (window,
 	prog.setPhase("measure")
 	sleepUntil(ctx, w.end)
 	end := min(nanotime(), w.end)
+	r.loadCPU = probe.selfCPU()
 	return window{w.start, end}, probe.end()
 }
 

@@ -326,6 +326,47 @@ func render(data results, cols, peers []string, skips [][2]string, p params) str
 	}
 	b.WriteString("\n")
 
+	// Who was the bottleneck: CPU busy over the window, server and load tool.
+	b.WriteString("### CPU busy over the window (server / load tool, % of one core, median)\n\n")
+	b.WriteString("Near 100% on one side marks the side that limited the test.\n\n| test |")
+	for _, c := range cols {
+		fmt.Fprintf(&b, " %s |", c)
+	}
+	b.WriteString("\n|---|")
+	for range cols {
+		b.WriteString("---:|")
+	}
+	b.WriteString("\n")
+	for _, t := range [][2]string{{"tp64", "throughput 64 B"}, {"tp1k", "throughput 1 KiB"}, {"lat", "latency"}, {"connrate", "connection rate"}} {
+		fmt.Fprintf(&b, "| %s |", t[1])
+		for _, c := range cols {
+			var srvBusy, loadBusy []float64
+			for _, r := range data[c][t[0]] {
+				if r.Seconds <= 0 {
+					continue
+				}
+				if r.Server != nil {
+					srvBusy = append(srvBusy, 100*r.Server.CPUSeconds/r.Seconds)
+				}
+				if r.LoadCPUSeconds > 0 {
+					loadBusy = append(loadBusy, 100*r.LoadCPUSeconds/r.Seconds)
+				}
+			}
+			slices.Sort(srvBusy)
+			slices.Sort(loadBusy)
+			sv, lv := "n/a", "n/a"
+			if len(srvBusy) > 0 {
+				sv = fmt.Sprintf("%.0f%%", median(srvBusy))
+			}
+			if len(loadBusy) > 0 {
+				lv = fmt.Sprintf("%.0f%%", median(loadBusy))
+			}
+			fmt.Fprintf(&b, " %s / %s |", sv, lv)
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
+
 	// Machine.
 	b.WriteString("### Machine\n\n")
 	fmt.Fprintf(&b, "- CPU: %s, %d logical CPUs\n", cpuModel(), runtime.NumCPU())
@@ -348,6 +389,7 @@ func render(data results, cols, peers []string, skips [][2]string, p params) str
 - Latency: %d connection(s), one frame in flight (closed loop), 64 B payload, %s window.
 - Connection rate: %d workers, each in a loop: connect, hello, welcome, one 64 B round trip, close; %s window. Server CPU per connection is the server's CPU time over the window divided by the connections completed.
 - Idle: %s connections opened with hello (at most 64 being opened at once), held for %s; RSS per connection is the growth of the server's VmRSS (/proc/PID/status) from before the first connection to the end of the hold, divided by the connections held. Kernel socket memory is not in RSS.
+- Go servers run with the runtime's default GOMAXPROCS, which follows the CPU affinity: 1 under `+"`taskset -c 0`"+`.
 - Peers: `+"`bench/peers/gnet`"+` (gnet v2 event loops; every complete frame of a wake-up answered with one write), `+"`bench/peers/stdlib`"+` (goroutine per connection, 64 KiB bufio reader and writer, flush when no complete frame is buffered), `+"`bench/peers/stdlib --naive`"+` (goroutine per connection, two reads per frame, one write per reply). All answer hello with welcome and echo DATA unchanged.
 `, p.loadTool, p.tpConns, p.tpInflight, p.warmup, p.duration, p.latConns, p.duration, p.crConns, p.duration, group(p.idleConns), p.hold)
 	if p.serveCmd != "" {
