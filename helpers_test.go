@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -15,7 +16,12 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(farmEnv) != "" {
+		os.Exit(runFarm())
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // engines runs a test once with parked connections and once with a
 // goroutine per connection: the two read paths must behave the same.

@@ -1,0 +1,403 @@
+package msgnet_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/msgnet/msgnet"
+)
+
+// A server killed mid-stream and restarted on the same port: the client
+// reconnects by itself, and everything sent while it was down arrives in
+// order on the new server.
+func TestReconnectAfterServerRestart(t *testing.T) {
+	type recv struct {
+		mu  sync.Mutex
+		got []uint64
+	}
+	record := func(r *recv) msgnet.MessageHandler {
+		return func(_ *msgnet.Session, msg []byte) {
+			r.mu.Lock()
+			r.got = append(r.got, binary.BigEndian.Uint64(msg))
+			r.mu.Unlock()
+		}
+	}
+	var a, b recv
+	srvA := msgnet.NewServer("a")
+	srvA.OnMessage(record(&a))
+	if err := srvA.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	addr := srvA.Addr().String()
+
+	c := msgnet.NewClient("survivor", msgnet.WithReconnect(10*time.Millisecond, 100*time.Millisecond, 0))
+	down := make(chan error, 1)
+	back := make(chan struct{}, 1)
+	c.OnDisconnect(func(reason error) { down <- reason })
+	c.OnReconnect(func() { back <- struct{}{} })
+	if err := c.Connect(context.Background(), addr); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	firstSession := c.SessionID()
+
+	// Stream, then kill the server in the middle of the stream.
+	const total = 3000
+	i := 0
+	for ; i < 1000; i++ {
+		if err := c.Send(seqMsg(i)); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	srvA.Close()
+	reason := <-down
+	if c.State() != msgnet.StateReconnecting {
+		t.Fatalf("state %v after losing the server (%v)", c.State(), reason)
+	}
+	downFrom := i
+	for ; i < 2000; i++ { // while the server is down: buffered
+		if err := c.Send(seqMsg(i)); err != nil {
+			t.Fatalf("send %d while down: %v", i, err)
+		}
+	}
+
+	srvB := msgnet.NewServer("b")
+	srvB.OnMessage(record(&b))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srvB.Serve(l)
+	defer srvB.Close()
+	select {
+	case <-back:
+	case <-time.After(10 * time.Second):
+		t.Fatal("client did not reconnect")
+	}
+	if c.SessionID() == firstSession {
+		t.Fatal("still on the old session")
+	}
+	for ; i < total; i++ { // and after the reconnect
+		if err := c.Send(seqMsg(i)); err != nil {
+			t.Fatalf("send %d after reconnect: %v", i, err)
+		}
+	}
+	waitFor(t, "every message on the new server", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.got) > 0 && b.got[len(b.got)-1] == total-1
+	})
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k := 1; k < len(b.got); k++ {
+		if b.got[k] != b.got[k-1]+1 {
+			t.Fatalf("new server got %d after %d: out of order or a gap", b.got[k], b.got[k-1])
+		}
+	}
+	if b.got[0] > uint64(downFrom) {
+		t.Fatalf("new server starts at %d: messages sent while down (from %d) were lost", b.got[0], downFrom)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	lost := int(b.got[0]) - len(a.got)
+	t.Logf("old server got %d, new server got %d..%d; %d lost in the dead socket", len(a.got), b.got[0], total-1, max(lost, 0))
+	if lost < 0 {
+		t.Logf("%d sent twice (queued again after a write the old server did read)", -lost)
+	}
+}
+
+func TestReconnectBufferBoundAndGiveUp(t *testing.T) {
+	srv := msgnet.NewServer("s")
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	c := msgnet.NewClient("c",
+		msgnet.WithReconnect(time.Millisecond, 5*time.Millisecond, 3),
+		msgnet.WithReconnectBuffer(100))
+	closed := make(chan error, 1)
+	down := make(chan struct{}, 1)
+	c.OnClosed(func(reason error) { closed <- reason })
+	c.OnDisconnect(func(error) { down <- struct{}{} })
+	if err := c.Connect(context.Background(), srv.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	// Hold the reconnect off while the buffer is tested: nothing listens.
+	srv.Close()
+	<-down
+	if err := c.Send(make([]byte, 60)); err != nil && !errors.Is(err, msgnet.ErrClientClosed) {
+		t.Fatalf("first buffered send: %v", err)
+	}
+	if err := c.Send(make([]byte, 60)); !errors.Is(err, msgnet.ErrBufferFull) && !errors.Is(err, msgnet.ErrClientClosed) {
+		t.Fatalf("over the buffer bound: %v", err)
+	}
+	select {
+	case reason := <-closed:
+		if !errors.Is(reason, msgnet.ErrReconnectFailed) {
+			t.Fatalf("closed with %v", reason)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("client never gave up")
+	}
+	if c.State() != msgnet.StateClosed {
+		t.Fatalf("state %v", c.State())
+	}
+	if err := c.Send([]byte("x")); !errors.Is(err, msgnet.ErrClientClosed) {
+		t.Fatalf("send after giving up: %v", err)
+	}
+	c.Close()
+}
+
+func TestConnectTriesAddressesInTurn(t *testing.T) {
+	_, good := echoServer(t)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := l.Addr().String()
+	l.Close()
+	c := msgnet.NewClient("c")
+	if err := c.Connect(context.Background(), dead, good); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c2 := msgnet.NewClient("c2")
+	if err := c2.Connect(context.Background(), dead, dead); err == nil {
+		t.Fatal("connected to nothing")
+	}
+}
+
+// blackholeProxy forwards TCP between a client and a server until told to
+// swallow everything, as a frozen peer or a half-open connection would.
+type blackholeProxy struct {
+	l     net.Listener
+	dead  atomic.Bool
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func newBlackholeProxy(t *testing.T, upstream string) *blackholeProxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &blackholeProxy{l: l}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			down, err := l.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", upstream)
+			if err != nil {
+				down.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, down, up)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go p.pipe(up, down)
+			go p.pipe(down, up)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *blackholeProxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.dead.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if err == io.EOF {
+				dst.(*net.TCPConn).CloseWrite()
+			}
+			return
+		}
+	}
+}
+
+// A peer that stops answering is found dead by heartbeats within three
+// intervals.
+func TestHeartbeatDetectsBlackhole(t *testing.T) {
+	_, addr := echoServer(t)
+	proxy := newBlackholeProxy(t, addr)
+	const interval = 200 * time.Millisecond
+	c := msgnet.NewClient("hb", msgnet.WithHeartbeat(interval, interval))
+	down := make(chan error, 1)
+	c.OnDisconnect(func(reason error) { down <- reason })
+	if err := c.Connect(context.Background(), proxy.l.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Heartbeats keep a quiet but healthy connection alive.
+	time.Sleep(3 * interval)
+	if !c.IsConnected() {
+		t.Fatal("a healthy connection was declared dead")
+	}
+	proxy.dead.Store(true)
+	start := time.Now()
+	select {
+	case reason := <-down:
+		took := time.Since(start)
+		if !errors.Is(reason, msgnet.ErrHeartbeatTimeout) {
+			t.Fatalf("reason %v", reason)
+		}
+		t.Logf("dead connection detected after %v (interval %v)", took, interval)
+		if took > 3*interval {
+			t.Fatalf("detection took %v, more than three intervals", took)
+		}
+	case <-time.After(10 * interval):
+		t.Fatal("dead connection not detected")
+	}
+}
+
+func TestRequestReplyConcurrent(t *testing.T) {
+	engines(t, func(t *testing.T, opts ...msgnet.Option) {
+		srv, addr := startServer(t, opts...)
+		srv.OnRequest(func(s *msgnet.Session, req []byte) ([]byte, error) {
+			if string(req) == "fail" {
+				return nil, errors.New("asked to fail")
+			}
+			return append([]byte("re:"), req...), nil
+		})
+		c := msgnet.NewClient("rr")
+		if err := c.Connect(context.Background(), addr); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		const workers, each = 100, 1000
+		var wg sync.WaitGroup
+		errs := make(chan error, workers)
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				for i := 0; i < each; i++ {
+					req := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, uint32(w)), uint32(i))
+					rep, err := c.Request(context.Background(), req)
+					if err != nil {
+						errs <- err
+						return
+					}
+					if string(rep) != "re:"+string(req) {
+						errs <- errors.New("reply does not match its request")
+						return
+					}
+				}
+			}(w)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		var re *msgnet.RemoteError
+		if _, err := c.Request(context.Background(), []byte("fail")); !errors.As(err, &re) || re.Message != "asked to fail" {
+			t.Fatalf("failing handler: %v", err)
+		}
+	})
+}
+
+func TestRequestTimeoutAndLateReply(t *testing.T) {
+	srv, addr := startServer(t)
+	release := make(chan struct{})
+	srv.OnRequest(func(s *msgnet.Session, req []byte) ([]byte, error) {
+		if string(req) == "slow" {
+			<-release
+		}
+		return req, nil
+	})
+	c := msgnet.NewClient("rr")
+	if err := c.Connect(context.Background(), addr); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.Request(ctx, []byte("slow")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want context.DeadlineExceeded", err)
+	}
+	close(release)
+	// The late reply is dropped and counted; the next request gets its own.
+	if rep, err := c.Request(context.Background(), []byte("next")); err != nil || string(rep) != "next" {
+		t.Fatalf("next request: %q %v", rep, err)
+	}
+	if n := c.LateReplies(); n != 1 {
+		t.Fatalf("LateReplies = %d, want 1", n)
+	}
+}
+
+// The server can ask a client, and never asks a peer that did not
+// negotiate request/reply.
+func TestServerRequestsClient(t *testing.T) {
+	srv, addr := startServer(t)
+	sessions := make(chan *msgnet.Session, 2)
+	srv.OnConnect(func(s *msgnet.Session) { sessions <- s })
+	c := msgnet.NewClient("answerer")
+	c.OnRequest(func(req []byte) ([]byte, error) { return append(req, '!'), nil })
+	if err := c.Connect(context.Background(), addr); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := <-sessions
+	rep, err := s.Request(context.Background(), []byte("ping"))
+	if err != nil || string(rep) != "ping!" {
+		t.Fatalf("server request: %q %v", rep, err)
+	}
+
+	r := dialRaw(t, addr) // a core-only peer
+	r.hello("core")
+	core := <-sessions
+	if _, err := core.Request(context.Background(), []byte("x")); !errors.Is(err, msgnet.ErrNotNegotiated) {
+		t.Fatalf("request to a core-only peer: %v", err)
+	}
+	core.SendString("only data")
+	if got := r.expect(0x10); string(got) != "only data" {
+		t.Fatalf("core peer got %q", got)
+	}
+}
+
+func TestRequestFailsWhenConnectionLost(t *testing.T) {
+	srv, addr := startServer(t)
+	entered := make(chan struct{})
+	srv.OnRequest(func(s *msgnet.Session, req []byte) ([]byte, error) {
+		close(entered)
+		s.Disconnect("going away")
+		return nil, nil
+	})
+	c := msgnet.NewClient("c")
+	if err := c.Connect(context.Background(), addr); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err := c.Request(context.Background(), []byte("x"))
+	<-entered
+	if !errors.Is(err, msgnet.ErrConnectionLost) {
+		t.Fatalf("got %v, want ErrConnectionLost", err)
+	}
+}
