@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgnet/msgnet"
 	"go.uber.org/goleak"
 )
 
@@ -145,4 +146,55 @@ func TestUsage(t *testing.T) {
 	if code := run(context.Background(), []string{"bogus"}, nil, &out, &errOut); code != 2 {
 		t.Fatalf("unknown command: exit %d", code)
 	}
+}
+
+// managedClient connects to a managed server and collects what arrives.
+func managedClient(t *testing.T, addr, id string) (*msgnet.Client, chan string) {
+	t.Helper()
+	got := make(chan string, 16)
+	c := msgnet.NewClient(id)
+	c.OnMessage(func(m []byte) { got <- string(m) })
+	if err := c.Connect(context.Background(), addr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, got
+}
+
+func expectMsg(t *testing.T, got chan string, want string) {
+	t.Helper()
+	select {
+	case m := <-got:
+		if m != want {
+			t.Fatalf("got %q, want %q", m, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("nothing arrived, want %q", want)
+	}
+}
+
+func TestManagedGroupsAndPrivate(t *testing.T) {
+	addr := startServe(t)
+	alice, ag := managedClient(t, addr, "alice")
+	bob, bg := managedClient(t, addr, "bob")
+	_, cg := managedClient(t, addr, "carol")
+
+	alice.SendString("JOIN:lobby")
+	expectMsg(t, ag, "Joined lobby")
+	bob.SendString("JOIN:lobby")
+	expectMsg(t, bg, "Joined lobby")
+	alice.SendString("GROUP:lobby:hi all")
+	expectMsg(t, bg, "[lobby] alice: hi all")
+	bob.SendString("PRIVATE:carol:psst")
+	expectMsg(t, cg, "Private from bob: psst")
+	bob.SendString("GROUP:elsewhere:x")
+	expectMsg(t, bg, "ERROR: not a member of elsewhere")
+	bob.SendString("LEAVE:lobby")
+	expectMsg(t, bg, "Left lobby")
+	alice.SendString("GROUP:lobby:anyone?")
+	alice.SendString("BROADCAST")
+	// Bob left the lobby: the next thing he gets is the broadcast.
+	expectMsg(t, bg, "Broadcast from alice")
+	expectMsg(t, cg, "Broadcast from alice")
+	expectMsg(t, ag, "Broadcast from alice")
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,32 +71,53 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// managed is the seed's "Session Management" example: BROADCAST reaches
-// every session, PRIVATE:<session or client id>:<text> reaches one, and
-// anything else is echoed back as "Echo: <message>".
+// managed is the seed's "Session Management" example, built on the
+// server's registry and groups:
+//
+//	BROADCAST                 every session gets "Broadcast from <client id>"
+//	PRIVATE:<id>:<text>       the session or client id gets "Private from <client id>: <text>"
+//	JOIN:<group>              join a group
+//	LEAVE:<group>             leave it
+//	GROUP:<group>:<text>      the group's other members get "[<group>] <client id>: <text>"
+//	anything else             comes back as "Echo: <message>"
 func managed(srv *msgnet.Server) {
 	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
 		text := string(msg)
+		cmd, rest, _ := strings.Cut(text, ":")
 		switch {
 		case text == "BROADCAST":
 			srv.Broadcast([]byte("Broadcast from " + s.ClientID()))
-		case strings.HasPrefix(text, "PRIVATE:"):
-			target, body, ok := strings.Cut(strings.TrimPrefix(text, "PRIVATE:"), ":")
+		case cmd == "PRIVATE":
+			target, body, ok := strings.Cut(rest, ":")
 			if !ok {
 				s.SendString("ERROR: usage PRIVATE:<id>:<message>")
 				return
 			}
-			t, found := srv.Session(target)
-			if !found {
-				t, found = srv.SessionByClientID(target)
-			}
-			if !found {
+			err := srv.SendTo(target, []byte("Private from "+s.ClientID()+": "+body))
+			switch {
+			case errors.Is(err, msgnet.ErrNoSession):
 				s.SendString("ERROR: Session " + target + " not found")
-				return
-			}
-			if err := t.SendString("Private from " + s.ClientID() + ": " + body); err != nil {
+			case err != nil:
 				s.SendString("ERROR: " + target + ": " + err.Error())
 			}
+		case cmd == "JOIN" && rest != "":
+			if err := srv.Join(s, rest); err == nil {
+				s.SendString("Joined " + rest)
+			}
+		case cmd == "LEAVE" && rest != "":
+			srv.Leave(s, rest)
+			s.SendString("Left " + rest)
+		case cmd == "GROUP":
+			group, body, ok := strings.Cut(rest, ":")
+			if !ok || group == "" {
+				s.SendString("ERROR: usage GROUP:<group>:<message>")
+				return
+			}
+			if !slices.Contains(s.Groups(), group) {
+				s.SendString("ERROR: not a member of " + group)
+				return
+			}
+			srv.SendGroup(group, []byte("["+group+"] "+s.ClientID()+": "+body), s)
 		default:
 			s.SendString("Echo: " + text)
 		}
