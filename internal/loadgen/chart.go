@@ -13,8 +13,8 @@ import (
 
 // ChartSeries is one latency distribution to draw.
 type ChartSeries struct {
-	Name      string
-	Histogram *hdrhistogram.Histogram // nanoseconds
+	Name      string                  // legend text
+	Histogram *hdrhistogram.Histogram // latencies in nanoseconds; nil or empty draws no line
 }
 
 // Chart geometry.

@@ -127,21 +127,21 @@ type Config struct {
 	ProgressInterval time.Duration
 }
 
-// Defaults of Config.
+// Defaults of Config, applied by WithDefaults to zero fields.
 const (
-	DefaultConns           = 50
-	DefaultInflight        = 32
-	DefaultSize            = 64
-	DefaultDuration        = 10 * time.Second
-	DefaultIdleDuration    = 60 * time.Second
-	DefaultHold            = 10 * time.Second
-	DefaultFanoutRate      = 100
-	DefaultGroup           = "bench"
-	DefaultClientID        = "bench"
-	DefaultJoinWait        = 500 * time.Millisecond
-	DefaultDrain           = time.Second
-	DefaultDialConcurrency = 64
-	DefaultDialTimeout     = 5 * time.Second
+	DefaultConns           = 50                     // Config.Conns
+	DefaultInflight        = 32                     // Config.Inflight
+	DefaultSize            = 64                     // Config.Size, bytes
+	DefaultDuration        = 10 * time.Second       // Config.Duration
+	DefaultIdleDuration    = 60 * time.Second       // Config.Duration in idle mode
+	DefaultHold            = 10 * time.Second       // Config.Hold
+	DefaultFanoutRate      = 100                    // Config.Rate in fanout mode, messages/s
+	DefaultGroup           = "bench"                // Config.Group
+	DefaultClientID        = "bench"                // Config.ClientID
+	DefaultJoinWait        = 500 * time.Millisecond // Config.JoinWait
+	DefaultDrain           = time.Second            // Config.Drain
+	DefaultDialConcurrency = 64                     // Config.DialConcurrency
+	DefaultDialTimeout     = 5 * time.Second        // Config.DialTimeout
 )
 
 // WithDefaults returns c with every zero field set to its default.

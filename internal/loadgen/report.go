@@ -47,7 +47,7 @@ func (res *Result) WriteText(w io.Writer) {
 			line("", "%.1f server CPU-µs per connection", s.CPUMicrosPerConn)
 		}
 		if res.Mode == ModeIdle && res.Connections > 0 {
-			line("", "%.2f KiB of RSS per connection", s.RSSPerConn/1024)
+			line("", "%.0f bytes (%.2f KiB) of RSS growth per connection", s.RSSPerConn, s.RSSPerConn/1024)
 		}
 	}
 	if res.LoadCPUSeconds > 0 && res.Seconds > 0 {

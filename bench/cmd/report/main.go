@@ -328,7 +328,10 @@ func render(data results, cols, peers []string, skips [][2]string, p params) str
 
 	// Who was the bottleneck: CPU busy over the window, server and load tool.
 	b.WriteString("### CPU busy over the window (server / load tool, % of one core, median)\n\n")
-	b.WriteString("Near 100% on one side marks the side that limited the test.\n\n| test |")
+	b.WriteString("User plus system CPU time charged to each process over the window, from /proc/PID/stat. ")
+	b.WriteString("Near 100% on one side marks the side that limited the test; the kernel's softirq work for loopback TCP ")
+	b.WriteString("may be charged to neither process, so a saturated side can show less, and on a shared machine a side ")
+	b.WriteString("may also wait for its core.\n\n| test |")
 	for _, c := range cols {
 		fmt.Fprintf(&b, " %s |", c)
 	}
