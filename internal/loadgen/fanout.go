@@ -38,8 +38,10 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	}
 	defer sender.nc.Close()
 
+	// The sender joins too: a server may accept GROUP only from a member
+	// (msgnet's managed mode does). What it gets back is not counted.
 	join := frame.Append(nil, frame.KindData, 0, []byte("JOIN:"+r.cfg.Group))
-	for _, c := range cs {
+	for _, c := range append(cs, sender) {
 		if _, err := c.nc.Write(join); err != nil {
 			r.errs.add(fmt.Errorf("send JOIN: %w", err))
 		}
@@ -90,7 +92,9 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 		})
 	}
 	// The sender's own connection is drained so that the server never
-	// blocks writing to it; what comes back is not measured.
+	// blocks writing to it; what comes back is not measured, except that a
+	// text answer starting with "ERROR" (how a managed server refuses a
+	// command) is reported.
 	senderW := newConnWorker(r, ctx, len(cs), sender)
 	wg.Go(func() {
 		for {
@@ -99,9 +103,12 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 				senderW.fail(err)
 				return
 			}
-			if f.Kind == frame.KindError || f.Kind == frame.KindDisconnect {
+			switch {
+			case f.Kind == frame.KindError || f.Kind == frame.KindDisconnect:
 				senderW.fail(frameError(f))
 				return
+			case f.Kind == frame.KindData && bytes.HasPrefix(f.Payload, []byte("ERROR")):
+				r.errs.add(fmt.Errorf("server to the sender: %.120s", f.Payload))
 			}
 		}
 	})

@@ -238,8 +238,8 @@ func TestIdleNoticesDroppedConnections(t *testing.T) {
 }
 
 func TestFanout(t *testing.T) {
-	for _, notice := range []bool{false, true} {
-		s := startServer(t, serverOpts{joinNotice: notice})
+	for _, opts := range []serverOpts{{}, {joinNotice: true, groupToAll: true}} {
+		s := startServer(t, opts)
 		res := run(t, Config{Mode: ModeFanout, Addr: s.addr(), Conns: 5, Rate: 200,
 			Duration: 500 * time.Millisecond, Warmup: 100 * time.Millisecond, Drain: 2 * time.Second, JoinWait: 100 * time.Millisecond})
 		noErrors(t, res)
@@ -255,6 +255,18 @@ func TestFanout(t *testing.T) {
 		if res.Latency.Count != res.Messages {
 			t.Errorf("%d latencies for %d deliveries", res.Latency.Count, res.Messages)
 		}
+	}
+}
+
+func TestFanoutReportsRefusedSender(t *testing.T) {
+	s := startServer(t, serverOpts{noGroups: true})
+	res := run(t, Config{Mode: ModeFanout, Addr: s.addr(), Conns: 2, Rate: 100,
+		Duration: 200 * time.Millisecond, JoinWait: 50 * time.Millisecond, Drain: 100 * time.Millisecond})
+	if res.Messages != 0 || res.Lost != res.Expected || res.Expected == 0 {
+		t.Errorf("delivered %d, lost %d of %d; want none delivered", res.Messages, res.Lost, res.Expected)
+	}
+	if res.Errors == 0 || len(res.ErrorSamples) == 0 || !strings.Contains(res.ErrorSamples[0], "not a member") {
+		t.Errorf("the server's refusal was not reported: %d errors %v", res.Errors, res.ErrorSamples)
 	}
 }
 

@@ -52,6 +52,10 @@ type serverOpts struct {
 	stallAt    int64 // sleep stallFor when the stallAt-th DATA frame arrives
 	stallFor   time.Duration
 	joinNotice bool // answer JOIN with a DATA notice, like a chatty server
+	// GROUP is accepted only from a member and reaches the other members,
+	// as in msgnet's managed mode; with groupToAll it reaches the sender too.
+	groupToAll bool
+	noGroups   bool // ignore JOIN, so GROUP is always refused
 }
 
 type srvConn struct {
@@ -170,7 +174,7 @@ func (s *testServer) serve(c *srvConn) {
 				time.Sleep(s.opts.stallFor)
 			}
 			switch {
-			case bytes.HasPrefix(f.Payload, []byte("JOIN:")):
+			case bytes.HasPrefix(f.Payload, []byte("JOIN:")) && !s.opts.noGroups:
 				g := string(f.Payload[5:])
 				s.mu.Lock()
 				if s.groups[g] == nil {
@@ -190,11 +194,18 @@ func (s *testServer) serve(c *srvConn) {
 				g, text := string(rest[:i]), rest[i+1:]
 				msg := frame.Append(nil, frame.KindData, 0, fmt.Appendf(nil, "[%s] c%d: %s", g, c.id, text))
 				s.mu.Lock()
+				_, member := s.groups[g][c]
 				members := make([]*srvConn, 0, len(s.groups[g]))
 				for m := range s.groups[g] {
-					members = append(members, m)
+					if m != c || s.opts.groupToAll {
+						members = append(members, m)
+					}
 				}
 				s.mu.Unlock()
+				if !member {
+					out = frame.Append(out, frame.KindData, 0, []byte("ERROR: not a member of "+g))
+					break
+				}
 				for _, m := range members {
 					m.send(msg, true)
 				}
