@@ -39,15 +39,19 @@ func main() {
 			eng.Stop(sctx)
 		}
 	}()
-	err := gnet.Run(srv, srv.addr,
-		gnet.WithMulticore(*multicore),
+	if err := gnet.Run(srv, srv.addr, options(*multicore)...); err != nil {
+		fmt.Fprintln(os.Stderr, "gnet peer:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the engine's settings.
+func options(multicore bool) []gnet.Option {
+	return []gnet.Option{
+		gnet.WithMulticore(multicore),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithReuseAddr(true),
 		gnet.WithLogLevel(logging.WarnLevel),
-	)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "gnet peer:", err)
-		os.Exit(1)
 	}
 }
 
