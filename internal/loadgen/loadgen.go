@@ -384,7 +384,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	res.Mode, res.Addr, res.TLS = cfg.Mode, cfg.Addr, cfg.TLS != nil
-	res.Conns, res.Size = cfg.Conns, cfg.payloadSize()
+	res.Conns = cfg.Conns
+	if cfg.Mode != ModeIdle && cfg.Mode != ModeFanout {
+		res.Size = cfg.payloadSize() // idle sends no DATA; fanout's are text
+	}
 	res.Warmup = cfg.Warmup.Seconds()
 	res.Errors, res.ErrorSamples = r.errs.snapshot()
 	res.LoadCPUSeconds = r.loadCPU
