@@ -289,7 +289,7 @@ func (c *Client) Connect(ctx context.Context, addrs ...string) error {
 }
 
 // dialOne opens one connection and completes the handshake on it.
-func (c *Client) dialOne(ctx context.Context, addr string) (*Session, error) {
+func (c *Client) dialOne(ctx context.Context, addr string) (*clientConn, error) {
 	nc, err := c.cfg.dial(ctx, addr)
 	if err != nil {
 		return nil, err
@@ -312,14 +312,20 @@ func (c *Client) dialOne(ctx context.Context, addr string) (*Session, error) {
 	s.pending = append([]byte(nil), r.Buffered()...)
 	s.readerActive = true
 	s.readFn = s.readBlocking
-	s.serverID = w.ServerID
-	s.idleTimeout = time.Duration(w.IdleTimeoutMS) * time.Millisecond
-	return s, nil
+	return &clientConn{s: s, serverID: w.ServerID, idleTimeout: time.Duration(w.IdleTimeoutMS) * time.Millisecond}, nil
+}
+
+// clientConn is a fresh connection and what its welcome said.
+type clientConn struct {
+	s           *Session
+	serverID    string
+	idleTimeout time.Duration
 }
 
 // install makes s the client's connection: what was salvaged and buffered
 // is queued first, in order, then the reader and heartbeat start.
-func (c *Client) install(s *Session, reconnected bool) error {
+func (c *Client) install(cc *clientConn, reconnected bool) error {
+	s := cc.s
 	c.mu.Lock()
 	if c.state == StateClosed {
 		c.mu.Unlock()
@@ -329,7 +335,7 @@ func (c *Client) install(s *Session, reconnected bool) error {
 	c.sess, c.state = s, StateConnected
 	ended := make(chan struct{})
 	c.ended = ended
-	c.sessionID, c.serverID = s.id, s.serverID
+	c.sessionID, c.serverID = s.id, cc.serverID
 	requeueData(s, c.unsent)
 	for _, m := range c.buf {
 		s.enqueueForce(frame.KindData, 0, m)
@@ -346,7 +352,7 @@ func (c *Client) install(s *Session, reconnected bool) error {
 			(*h)()
 		}
 	}
-	if interval, timeout := c.heartbeatTiming(s); interval > 0 {
+	if interval, timeout := c.heartbeatTiming(cc.idleTimeout); interval > 0 {
 		c.wg.Add(1)
 		go c.heartbeat(s, ended, interval, timeout)
 	}
@@ -370,7 +376,7 @@ func requeueData(s *Session, b []byte) {
 	}
 }
 
-func (c *Client) heartbeatTiming(s *Session) (interval, timeout time.Duration) {
+func (c *Client) heartbeatTiming(serverIdle time.Duration) (interval, timeout time.Duration) {
 	if c.cfg.hbOff {
 		return 0, 0
 	}
@@ -378,8 +384,8 @@ func (c *Client) heartbeatTiming(s *Session) (interval, timeout time.Duration) {
 		return c.cfg.hbInterval, c.cfg.hbTimeout
 	}
 	interval = 15 * time.Second
-	if s.idleTimeout > 0 {
-		interval = min(interval, s.idleTimeout/3)
+	if serverIdle > 0 {
+		interval = min(interval, serverIdle/3)
 	}
 	return interval, interval
 }
@@ -697,7 +703,9 @@ func (c *Client) sessionEnded(s *Session, reason error) {
 		case c.state == StateClosed:
 		case c.cfg.reconnect:
 			c.state = StateReconnecting
-			c.unsent = append(s.unsent, c.unsent...)
+			if e := s.ext.Load(); e != nil {
+				c.unsent = append(e.unsent, c.unsent...)
+			}
 			reconnect = true
 			c.wg.Add(1)
 		default:

@@ -15,15 +15,16 @@ type groups struct {
 // Join adds s to the named group. Joining twice is harmless. A session that
 // has ended cannot join.
 func (srv *Server) Join(s *Session, group string) error {
-	s.groupMu.Lock()
-	defer s.groupMu.Unlock()
-	if s.left {
+	e := s.x()
+	e.groupMu.Lock()
+	defer e.groupMu.Unlock()
+	if e.left {
 		return ErrSessionClosed
 	}
-	if slices.Contains(s.groups, group) {
+	if slices.Contains(e.groups, group) {
 		return nil
 	}
-	s.groups = append(s.groups, group)
+	e.groups = append(e.groups, group)
 	srv.groups.mu.Lock()
 	members := srv.groups.m[group]
 	if members == nil {
@@ -37,13 +38,17 @@ func (srv *Server) Join(s *Session, group string) error {
 
 // Leave removes s from the named group.
 func (srv *Server) Leave(s *Session, group string) {
-	s.groupMu.Lock()
-	defer s.groupMu.Unlock()
-	i := slices.Index(s.groups, group)
+	e := s.ext.Load()
+	if e == nil {
+		return
+	}
+	e.groupMu.Lock()
+	defer e.groupMu.Unlock()
+	i := slices.Index(e.groups, group)
 	if i < 0 {
 		return
 	}
-	s.groups = slices.Delete(s.groups, i, i+1)
+	e.groups = slices.Delete(e.groups, i, i+1)
 	srv.removeMember(s, group)
 }
 
@@ -60,20 +65,30 @@ func (srv *Server) removeMember(s *Session, group string) {
 
 // leaveAll removes an ending session from every group.
 func (srv *Server) leaveAll(s *Session) {
-	s.groupMu.Lock()
-	defer s.groupMu.Unlock()
-	s.left = true
-	for _, g := range s.groups {
+	e := s.ext.Load()
+	if e == nil {
+		// Never used: nothing to leave. A Join racing with the end finds
+		// the session closed through its own checks (sends fail).
+		return
+	}
+	e.groupMu.Lock()
+	defer e.groupMu.Unlock()
+	e.left = true
+	for _, g := range e.groups {
 		srv.removeMember(s, g)
 	}
-	s.groups = nil
+	e.groups = nil
 }
 
 // Groups returns the names of the groups s belongs to.
 func (s *Session) Groups() []string {
-	s.groupMu.Lock()
-	defer s.groupMu.Unlock()
-	return slices.Clone(s.groups)
+	e := s.ext.Load()
+	if e == nil {
+		return nil
+	}
+	e.groupMu.Lock()
+	defer e.groupMu.Unlock()
+	return slices.Clone(e.groups)
 }
 
 // GroupMembers returns a snapshot of the sessions in a group.

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -16,7 +17,15 @@ import (
 // data: large enough that one read syscall carries many small frames.
 const readBufSize = 64 << 10
 
-var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+// smallBufSize is where a burst of a session that is not hot starts: most
+// such bursts are a hello or a chat line, and a connect storm should not
+// hold a 64 KiB buffer per connection being greeted.
+const smallBufSize = 4 << 10
+
+var (
+	readBufPool  = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+	smallBufPool = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
+)
 
 // Readable is called by the server's poller when a parked session has data
 // or was closed by the peer. It starts a reader unless one is running.
@@ -41,12 +50,14 @@ func (s *Session) Readable() {
 // saves the wake-up, goroutine start and rearm per burst. The idle sweeper
 // demotes it to the epoll set once it has been silent for parkAfter.
 func (s *Session) readParked() {
-	for s.burst() && !s.stopRead.Load() && s.waitHot() {
+	r := readerPool.Get().(*reader)
+	for s.burst(r) && !s.stopRead.Load() && s.waitHot(r) {
 	}
+	readerPool.Put(r)
 	s.mu.Lock()
 	s.readerActive = false
 	if s.parked {
-		if err := s.poller.Rearm(s.fd, s.gen); err != nil {
+		if err := s.poller.Rearm(int(s.fd), s.gen); err != nil {
 			s.mu.Unlock()
 			s.abort(err)
 			return
@@ -66,12 +77,16 @@ const (
 
 // burst reads until the socket would block and reports whether the session
 // is hot enough to keep its reader.
-func (s *Session) burst() (stayHot bool) {
-	now := time.Now()
-	stayHot = now.Sub(s.lastBurst) < hotWindow
+func (s *Session) burst(r *reader) (stayHot bool) {
+	now := time.Now().UnixNano()
+	stayHot = now-s.lastBurst < int64(hotWindow)
 	s.lastBurst = now
 
-	bp := readBufPool.Get().(*[]byte)
+	pool := &smallBufPool
+	if stayHot || s.need > smallBufSize {
+		pool = &readBufPool
+	}
+	bp := pool.Get().(*[]byte)
 	buf := *bp
 	n := 0
 	if len(s.pending) > 0 {
@@ -82,20 +97,29 @@ func (s *Session) burst() (stayHot bool) {
 	}
 	for !s.stopRead.Load() {
 		if n == len(buf) {
-			buf = grow(buf, n, s.need)
+			if pool == &smallBufPool && &buf[0] == &(*bp)[0] {
+				// More is coming than a small buffer holds: move up.
+				big := readBufPool.Get().(*[]byte)
+				copy(*big, buf[:n])
+				pool.Put(bp)
+				pool, bp, buf = &readBufPool, big, *big
+			}
+			if n == len(buf) {
+				buf = grow(buf, n, s.need)
+			}
 		}
-		s.rdBuf = buf[n:]
-		if err := s.rc.Read(s.rdFn); err != nil {
+		r.buf = buf[n:]
+		if err := s.rc.Read(r.readFn); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				// The sweeper demoted us while we were busy.
 				s.nc.SetReadDeadline(time.Time{})
 				stayHot = false
 				continue
 			}
-			s.rdN, s.rdErr = 0, err
+			r.n, r.err = 0, err
 		}
-		s.rdBuf = nil
-		nr, err := s.rdN, s.rdErr
+		r.buf = nil
+		nr, err := r.n, r.err
 		if err == unix.EAGAIN {
 			break
 		}
@@ -112,15 +136,15 @@ func (s *Session) burst() (stayHot bool) {
 		n = s.ingest(buf, n+nr)
 	}
 	s.keepPending(buf[:n])
-	readBufPool.Put(bp) // buf may have outgrown it; the pooled one is unchanged
+	pool.Put(bp) // buf may have outgrown it; the pooled one is unchanged
 	return stayHot
 }
 
 // waitHot blocks until the socket is readable, on the runtime's poller. It
 // returns false when the sweeper demoted the session or the socket closed.
-func (s *Session) waitHot() bool {
+func (s *Session) waitHot(r *reader) bool {
 	s.hotWait.Store(true)
-	err := s.rc.Read(s.waitFn)
+	err := s.rc.Read(r.waitFn)
 	s.hotWait.Store(false)
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -130,6 +154,37 @@ func (s *Session) waitHot() bool {
 	}
 	return true
 }
+
+// reader is a parked session's read goroutine's scratch space: the
+// arguments and results of the functions given to RawConn.Read, built once
+// per pooled reader so that a read allocates nothing and an idle session
+// carries none of it.
+type reader struct {
+	buf    []byte
+	n      int
+	err    error
+	peek   [1]byte
+	readFn func(fd uintptr) bool
+	waitFn func(fd uintptr) bool
+}
+
+var readerPool = sync.Pool{New: func() any {
+	r := new(reader)
+	r.readFn = func(fd uintptr) bool {
+		r.n, r.err = syscall.Read(int(fd), r.buf)
+		return true
+	}
+	// waitFn reports readability without reading, so RawConn.Read waits
+	// on the runtime's poller. RawConn.Read has just reset the runtime's
+	// readiness state, so data that came before the reset raises no new
+	// event: look for it ourselves, without taking it.
+	r.waitFn = func(fd uintptr) bool {
+		_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.peek[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		return errno != unix.EAGAIN
+	}
+	return r
+}}
 
 // demoteIfIdle parks a hot session that has been silent since before
 // limit: it wakes its waiting reader with an expired deadline.

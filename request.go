@@ -76,7 +76,7 @@ func (s *Session) Request(ctx context.Context, msg []byte) ([]byte, error) {
 		return nil, ErrMessageTooLarge
 	}
 	ch := make(chan reply, 1)
-	r := &s.reqs
+	r := &s.x().reqs
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -109,7 +109,12 @@ func (s *Session) Request(ctx context.Context, msg []byte) ([]byte, error) {
 }
 
 // LateReplies counts replies that arrived after their request had given up.
-func (s *Session) LateReplies() uint64 { return s.lateReplies.Load() }
+func (s *Session) LateReplies() uint64 {
+	if e := s.ext.Load(); e != nil {
+		return e.lateReplies.Load()
+	}
+	return 0
+}
 
 // handleReply delivers a reply frame's payload to its waiting request.
 func (s *Session) handleReply(p []byte) {
@@ -118,12 +123,13 @@ func (s *Session) handleReply(p []byte) {
 		return
 	}
 	id := binary.BigEndian.Uint64(p)
-	s.reqs.mu.Lock()
-	ch := s.reqs.pending[id]
-	delete(s.reqs.pending, id)
-	s.reqs.mu.Unlock()
+	e := s.x()
+	e.reqs.mu.Lock()
+	ch := e.reqs.pending[id]
+	delete(e.reqs.pending, id)
+	e.reqs.mu.Unlock()
 	if ch == nil {
-		s.lateReplies.Add(1)
+		e.lateReplies.Add(1)
 		return
 	}
 	body := p[9:]
@@ -162,13 +168,20 @@ func (s *Session) handleRequest(p []byte, h func(req []byte) ([]byte, error)) {
 
 // failRequests ends every outstanding request when the session ends.
 func (s *Session) failRequests() {
-	s.reqs.mu.Lock()
-	s.reqs.closed = true
-	for id, ch := range s.reqs.pending {
-		ch <- reply{err: ErrConnectionLost}
-		delete(s.reqs.pending, id)
+	e := s.ext.Load()
+	if e == nil {
+		if s.features.Load()&featRequest == 0 {
+			return // no request can ever be made on this session
+		}
+		e = s.x()
 	}
-	s.reqs.mu.Unlock()
+	e.reqs.mu.Lock()
+	e.reqs.closed = true
+	for id, ch := range e.reqs.pending {
+		ch <- reply{err: ErrConnectionLost}
+		delete(e.reqs.pending, id)
+	}
+	e.reqs.mu.Unlock()
 }
 
 // codeBadRequest answers a request or reply frame too short to carry its id.

@@ -13,11 +13,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/msgnet/msgnet/frame"
 	"github.com/msgnet/msgnet/internal/netpoll"
-	"golang.org/x/sys/unix"
 )
 
 // MessageHandler receives one DATA message (or one text line). msg is valid
@@ -312,19 +310,7 @@ func (srv *Server) parkLocked(s *Session) bool {
 	}
 	var fd int
 	rc.Control(func(f uintptr) { fd = int(f) })
-	s.rc, s.fd, s.parked, s.poller = rc, fd, true, srv.poller
-	s.rdFn = func(fd uintptr) bool {
-		s.rdN, s.rdErr = syscall.Read(int(fd), s.rdBuf)
-		return true
-	}
-	s.waitFn = func(fd uintptr) bool {
-		// RawConn.Read has just reset the runtime's readiness state, so
-		// data that came before the reset raises no new event: look for
-		// it ourselves, without taking it.
-		_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&s.peekBuf[0])), 1,
-			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-		return errno != unix.EAGAIN
-	}
+	s.rc, s.fd, s.parked, s.poller = rc, int32(fd), true, srv.poller
 	s.readFn = s.readParked
 	// Mark the reader busy while registering: an event that fires at once
 	// must not start a reader before s.gen is set.
@@ -418,7 +404,11 @@ func (srv *Server) handleControl(s *Session, p []byte) {
 		var h hello
 		json.Unmarshal(p, &h) // op parsed above, so p is a JSON object
 		if h.ClientID != "" {
-			s.clientID.Store(&h.ClientID)
+			// A fresh pointer: &h.ClientID would keep the whole decoded
+			// hello alive for the session's life.
+			cid := new(string)
+			*cid = h.ClientID
+			s.clientID.Store(cid)
 			srv.reg.setClient(s, h.ClientID)
 		}
 		granted, mask := grantFeatures(h.Features)
@@ -450,7 +440,9 @@ func (srv *Server) handleLine(s *Session, line []byte) {
 // establish runs the connect handler, once, on the session's reader.
 func (srv *Server) establish(s *Session) {
 	s.established = true
-	srv.log.Info("session connected", "session", s.id, "client", s.ClientID(), "remote", s.remoteAddr)
+	if srv.log.Enabled(context.Background(), slog.LevelInfo) {
+		srv.log.Info("session connected", "session", s.id, "client", s.ClientID(), "remote", s.RemoteAddr())
+	}
 	if h := srv.handlers.Load().connect; h != nil {
 		h(s)
 	}
@@ -462,7 +454,9 @@ func (srv *Server) sessionEnded(s *Session, reason error) {
 	srv.leaveAll(s)
 	srv.count.Add(-1)
 	if s.established {
-		srv.log.Info("session disconnected", "session", s.id, "client", s.ClientID(), "reason", reason)
+		if srv.log.Enabled(context.Background(), slog.LevelInfo) {
+			srv.log.Info("session disconnected", "session", s.id, "client", s.ClientID(), "reason", reason)
+		}
 		if h := srv.handlers.Load().disconnect; h != nil {
 			func() {
 				defer func() {

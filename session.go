@@ -37,38 +37,33 @@ type Session struct {
 	peer       peer
 	id         string
 	nc         net.Conn
-	remoteAddr string
-	remotePort int
-	connectAt  time.Time
+	connectAt  int64 // unix nanoseconds
 	maxPayload int
 	queueLimit int
 	drain      time.Duration
 
 	lastActivity atomic.Int64 // unix nanoseconds
 	clientID     atomic.Pointer[string]
-	stopRead     atomic.Bool // set when closing: dispatch no more input
+	stopRead     atomic.Bool   // set when closing: dispatch no more input
+	hotWait      atomic.Bool   // the reader is waiting on the runtime poller
+	features     atomic.Uint32 // negotiated extensions (feat* bits)
 
 	// Parking (server side, plain TCP on Linux): the socket sits in the
 	// server's epoll set while idle; readers are started on readiness.
-	rc     syscall.RawConn
-	poller *netpoll.Poller
-	fd     int
-	gen    uint32
-	parked bool
-	rdBuf  []byte // argument and results of rdFn, a prebuilt closure so a read allocates nothing
-	rdN    int
-	rdErr  error
-	rdFn   func(fd uintptr) bool
-	waitFn func(fd uintptr) bool // reports readability without reading, so RawConn.Read waits on the runtime poller
+	rc        syscall.RawConn
+	poller    *netpoll.Poller
+	fd        int32
+	gen       uint32
+	lastBurst int64 // reader-owned: unix nanoseconds when the last read burst started
 
-	peekBuf   [1]byte     // reader-owned, for waitFn
-	lastBurst time.Time   // reader-owned: when the last read burst started
-	hotWait   atomic.Bool // the reader is waiting on the runtime poller
+	mu       sync.Mutex
+	mode     frame.Mode
+	out      []*chunk // queued bytes, in order
+	outBytes int
+	reason   error
 
-	mu           sync.Mutex
-	mode         frame.Mode
-	out          []*chunk // queued bytes, in order
-	outBytes     int
+	// State bits, guarded by mu.
+	parked       bool
 	writerActive bool
 	readerActive bool
 	closing      bool
@@ -76,22 +71,29 @@ type Session struct {
 	lingering    bool // write side shut, input being discarded before the close
 	lingerOnEnd  bool // close via lingering: a last word was sent while input may still arrive
 	ended        bool
-	reason       error
+
+	slowDisconnect bool // a full queue disconnects instead of failing the send
+	salvage        bool // client side: keep unsent DATA when the connection dies
+	drainArmed     bool // writer-owned: the drain deadline is set
+	established    bool // reader-owned: OnConnect has run
 
 	// Reader-owned: touched only by the goroutine that holds readerActive.
-	pending     []byte // a partial frame or line kept while parked
-	need        int    // total length of the incomplete frame at the head of input
-	frames      int    // frames received, for "hello must come first"
-	established bool   // OnConnect has run
-
-	// Writer-owned: touched only by the goroutine that holds writerActive.
-	writing    []*chunk
-	iov        net.Buffers
-	iovTmp     net.Buffers
-	drainArmed bool
+	pending []byte // a partial frame or line kept while parked
+	need    int    // total length of the incomplete frame at the head of input
+	frames  int    // frames received, for "hello must come first"
 
 	readFn, writeFn func()
 
+	// ext holds what most sessions never use, allocated on first use so an
+	// idle session stays small.
+	ext atomic.Pointer[sessionExt]
+
+	// Per-session counters, read by monitors without locks.
+	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
+}
+
+// sessionExt is the part of a Session allocated only when used.
+type sessionExt struct {
 	dataMu sync.Mutex
 	data   map[string]string
 
@@ -99,43 +101,33 @@ type Session struct {
 	groups  []string
 	left    bool // ended: may join no group
 
-	slowDisconnect bool // a full queue disconnects instead of failing the send
-
-	features    atomic.Uint32 // negotiated extensions (feat* bits)
 	reqs        requests
 	lateReplies atomic.Uint64
 
-	salvage bool   // client side: keep unsent DATA when the connection dies
-	unsent  []byte // what was queued but never handed to the socket
+	unsent []byte // client side: what was queued but never handed to the socket
+}
 
-	serverID    string        // client side: from the welcome
-	idleTimeout time.Duration // client side: the server's, from the welcome
-
-	// Per-session counters, read by monitors without locks.
-	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
+// x returns the session's extension, allocating it on first use.
+func (s *Session) x() *sessionExt {
+	if e := s.ext.Load(); e != nil {
+		return e
+	}
+	s.ext.CompareAndSwap(nil, &sessionExt{})
+	return s.ext.Load()
 }
 
 func newSession(p peer, id string, nc net.Conn, maxPayload, queueLimit int, drain time.Duration) *Session {
+	now := time.Now().UnixNano()
 	s := &Session{
 		peer:       p,
 		id:         id,
 		nc:         nc,
-		connectAt:  time.Now(),
+		connectAt:  now,
 		maxPayload: maxPayload,
 		queueLimit: queueLimit,
 		drain:      drain,
 	}
-	s.lastActivity.Store(s.connectAt.UnixNano())
-	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
-		s.remoteAddr, s.remotePort = ta.IP.String(), ta.Port
-	} else if a := nc.RemoteAddr(); a != nil {
-		host, port, err := net.SplitHostPort(a.String())
-		if err != nil {
-			host = a.String()
-		}
-		s.remoteAddr = host
-		s.remotePort, _ = strconv.Atoi(port)
-	}
+	s.lastActivity.Store(now)
 	s.writeFn = s.writeLoop
 	return s
 }
@@ -153,13 +145,37 @@ func (s *Session) ClientID() string {
 }
 
 // RemoteAddr is the peer's IP address (or the transport's address text).
-func (s *Session) RemoteAddr() string { return s.remoteAddr }
+func (s *Session) RemoteAddr() string {
+	host, _ := s.remoteHostPort()
+	return host
+}
 
 // RemotePort is the peer's port, 0 when the transport has none.
-func (s *Session) RemotePort() int { return s.remotePort }
+func (s *Session) RemotePort() int {
+	_, port := s.remoteHostPort()
+	return port
+}
+
+// remoteHostPort is computed when asked rather than stored: most sessions
+// are never asked, and an idle session should cost as little as possible.
+func (s *Session) remoteHostPort() (string, int) {
+	a := s.nc.RemoteAddr()
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String(), ta.Port
+	}
+	if a == nil {
+		return "", 0
+	}
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String(), 0
+	}
+	n, _ := strconv.Atoi(port)
+	return host, n
+}
 
 // ConnectTime is when the connection was accepted.
-func (s *Session) ConnectTime() time.Time { return s.connectAt }
+func (s *Session) ConnectTime() time.Time { return time.Unix(0, s.connectAt) }
 
 // LastActivity is when bytes were last received from the peer.
 func (s *Session) LastActivity() time.Time { return time.Unix(0, s.lastActivity.Load()) }
@@ -181,20 +197,25 @@ func (s *Session) Mode() frame.Mode {
 
 // SetData stores a per-session value under key.
 func (s *Session) SetData(key, value string) {
-	s.dataMu.Lock()
-	if s.data == nil {
-		s.data = make(map[string]string)
+	e := s.x()
+	e.dataMu.Lock()
+	if e.data == nil {
+		e.data = make(map[string]string)
 	}
-	s.data[key] = value
-	s.dataMu.Unlock()
+	e.data[key] = value
+	e.dataMu.Unlock()
 }
 
 // Data returns the per-session value stored under key, and whether there
 // was one.
 func (s *Session) Data(key string) (string, bool) {
-	s.dataMu.Lock()
-	defer s.dataMu.Unlock()
-	v, ok := s.data[key]
+	e := s.ext.Load()
+	if e == nil {
+		return "", false
+	}
+	e.dataMu.Lock()
+	defer e.dataMu.Unlock()
+	v, ok := e.data[key]
 	return v, ok
 }
 
@@ -376,6 +397,8 @@ func (s *Session) setMode(m frame.Mode) {
 // it looks again, and exits when the queue is empty. When the session is
 // closing, it closes the socket after the last byte (or the drain timeout).
 func (s *Session) writeLoop() {
+	w := writerPool.Get().(*writer)
+	defer writerPool.Put(w)
 	for {
 		s.mu.Lock()
 		if len(s.out) == 0 || s.socketDone() {
@@ -390,7 +413,7 @@ func (s *Session) writeLoop() {
 			}
 			return
 		}
-		s.writing, s.out = s.out, s.writing[:0]
+		w.batch, s.out = s.out, w.batch[:0]
 		s.outBytes = 0
 		closing := s.closing
 		s.mu.Unlock()
@@ -399,26 +422,52 @@ func (s *Session) writeLoop() {
 			s.drainArmed = true
 			s.nc.SetWriteDeadline(time.Now().Add(s.drain))
 		}
-		s.iov = s.iov[:0]
-		var n int
-		for _, c := range s.writing {
-			s.iov = append(s.iov, c.b)
-			n += len(c.b)
-		}
-		s.iovTmp = s.iov // WriteTo consumes its receiver; keep s.iov's backing intact
-		_, err := s.iovTmp.WriteTo(s.nc)
-		for i, c := range s.writing {
-			putChunk(c)
-			s.writing[i] = nil
-		}
-		for i := range s.iov {
-			s.iov[i] = nil
-		}
+		n, err := w.write(s.nc)
 		s.bytesOut.Add(uint64(n))
 		if err != nil {
 			s.abort(err)
 		}
 	}
+}
+
+// writer is a writer goroutine's scratch space, pooled so that a session
+// without a running writer carries none of it.
+type writer struct {
+	batch  []*chunk
+	iov    net.Buffers
+	iovTmp net.Buffers
+}
+
+var writerPool = sync.Pool{New: func() any { return new(writer) }}
+
+// write sends the batch with one system call and recycles its chunks. A
+// single chunk goes out with write(2): writev would make the runtime keep
+// an iovec array for the descriptor from then on, for every session that
+// was ever sent anything.
+func (w *writer) write(nc net.Conn) (int, error) {
+	var n int
+	var err error
+	if len(w.batch) == 1 {
+		n = len(w.batch[0].b)
+		_, err = nc.Write(w.batch[0].b)
+	} else {
+		w.iov = w.iov[:0]
+		for _, c := range w.batch {
+			w.iov = append(w.iov, c.b)
+			n += len(c.b)
+		}
+		w.iovTmp = w.iov // WriteTo consumes its receiver; keep w.iov's backing intact
+		_, err = w.iovTmp.WriteTo(nc)
+	}
+	for i, c := range w.batch {
+		putChunk(c)
+		w.batch[i] = nil
+	}
+	for i := range w.iov {
+		w.iov[i] = nil
+	}
+	w.batch = w.batch[:0]
+	return n, err
 }
 
 // closeWith starts closing the session for reason: no more input is
@@ -496,7 +545,8 @@ func (s *Session) abort(reason error) {
 func (s *Session) dropQueueLocked() {
 	for i, c := range s.out {
 		if s.salvage {
-			s.unsent = append(s.unsent, c.b...)
+			e := s.x()
+			e.unsent = append(e.unsent, c.b...)
 		}
 		putChunk(c)
 		s.out[i] = nil
@@ -513,7 +563,7 @@ func (s *Session) dropQueueLocked() {
 // lose the last word before reading it.
 func (s *Session) closeSocketLocked() {
 	if s.parked {
-		s.poller.Remove(s.fd)
+		s.poller.Remove(int(s.fd))
 		s.parked = false
 	}
 	if s.lingerOnEnd {
