@@ -166,6 +166,8 @@ type Client struct {
 	endLife   context.CancelFunc
 	wg        sync.WaitGroup
 
+	ctr counters
+
 	pingSeq atomic.Uint64
 	pingMu  sync.Mutex
 	pings   map[uint64]chan time.Time
@@ -308,6 +310,7 @@ func (c *Client) dialOne(ctx context.Context, addr string) (*clientConn, error) 
 	s.mode = frame.ModeBinary
 	s.established = true
 	s.salvage = true
+	s.ctr = &c.ctr
 	s.clientID.Store(&c.id)
 	s.pending = append([]byte(nil), r.Buffered()...)
 	s.readerActive = true
@@ -629,7 +632,7 @@ func (c *Client) closed(reason error) {
 // handleFrame implements the client side of the protocol.
 func (c *Client) handleFrame(s *Session, f frame.Frame) error {
 	if f.Flags != 0 && (f.Kind != frame.KindData || !s.dataFlagsOK(f.Flags)) {
-		s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeUnknownType, "flags were not negotiated"))
+		s.sendError(frame.CodeUnknownType, "flags were not negotiated")
 		return nil
 	}
 	switch f.Kind {
@@ -671,9 +674,9 @@ func (c *Client) handleFrame(s *Session, f frame.Frame) error {
 	case frame.KindControl:
 		op, err := frame.ControlOp(f.Payload)
 		if err != nil {
-			s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeBadControl, err.Error()))
+			s.sendError(frame.CodeBadControl, err.Error())
 		} else {
-			s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeBadControl, "unknown op "+op))
+			s.sendError(frame.CodeBadControl, "unknown op "+op)
 		}
 	case frame.KindError:
 		e := frame.ParseError(f.Payload)
@@ -684,7 +687,7 @@ func (c *Client) handleFrame(s *Session, f frame.Frame) error {
 	case frame.KindDisconnect:
 		return &DisconnectError{Reason: string(f.Payload), Remote: true}
 	default:
-		s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeUnknownType, "unknown message kind "+f.Kind.String()))
+		s.sendError(frame.CodeUnknownType, "unknown message kind "+f.Kind.String())
 	}
 	return nil
 }

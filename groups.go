@@ -27,12 +27,16 @@ func (srv *Server) Join(s *Session, group string) error {
 	e.groups = append(e.groups, group)
 	srv.groups.mu.Lock()
 	members := srv.groups.m[group]
-	if members == nil {
+	first := members == nil
+	if first {
 		members = make(map[*Session]struct{})
 		srv.groups.m[group] = members
 	}
 	members[s] = struct{}{}
 	srv.groups.mu.Unlock()
+	if first && srv.bus != nil {
+		srv.bus.GroupUp(group)
+	}
 	return nil
 }
 
@@ -53,14 +57,19 @@ func (srv *Server) Leave(s *Session, group string) {
 }
 
 func (srv *Server) removeMember(s *Session, group string) {
+	last := false
 	srv.groups.mu.Lock()
 	if members := srv.groups.m[group]; members != nil {
 		delete(members, s)
 		if len(members) == 0 {
 			delete(srv.groups.m, group)
+			last = true
 		}
 	}
 	srv.groups.mu.Unlock()
+	if last && srv.bus != nil {
+		srv.bus.GroupDown(group)
+	}
 }
 
 // leaveAll removes an ending session from every group.
@@ -103,8 +112,19 @@ func (srv *Server) GroupMembers(group string) []*Session {
 }
 
 // SendGroup queues msg on every member of group except those listed, with
-// Broadcast's guarantees.
+// Broadcast's guarantees. In a cluster it is also published to the other
+// nodes, for their members.
 func (srv *Server) SendGroup(group string, msg []byte, except ...*Session) Delivery {
+	d := srv.sendGroupLocal(group, msg, except)
+	if srv.bus != nil {
+		if err := srv.bus.Publish(ClusterMessage{Kind: ClusterGroup, Target: group, Origin: srv.id, Payload: msg}); err != nil {
+			srv.log.Warn("cluster group message failed", "group", group, "err", err)
+		}
+	}
+	return d
+}
+
+func (srv *Server) sendGroupLocal(group string, msg []byte, except []*Session) Delivery {
 	var d Delivery
 	srv.groups.mu.RLock()
 	defer srv.groups.mu.RUnlock()

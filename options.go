@@ -17,6 +17,7 @@ type config struct {
 	logger         *slog.Logger
 	park           bool
 	slowConsumer   SlowConsumerPolicy
+	bus            Bus
 }
 
 func defaultConfig() config {

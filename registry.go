@@ -152,30 +152,38 @@ func (d *Delivery) add(s *Session, err error) {
 // Broadcast queues msg on every open session except those listed. It never
 // waits on a session's network: a slow session's bounded queue absorbs it,
 // or the session is reported in Failed (and, under SlowConsumerDisconnect,
-// disconnected).
+// disconnected). In a cluster it is also published to the other nodes,
+// whose deliveries are not counted here.
 func (srv *Server) Broadcast(msg []byte, except ...*Session) Delivery {
+	d := srv.broadcastLocal(msg, except)
+	if srv.bus != nil {
+		if err := srv.bus.Publish(ClusterMessage{Kind: ClusterBroadcast, Origin: srv.id, Payload: msg}); err != nil {
+			srv.log.Warn("cluster broadcast failed", "err", err)
+		}
+	}
+	return d
+}
+
+func (srv *Server) broadcastLocal(msg []byte, except []*Session) Delivery {
 	var d Delivery
 	srv.reg.each(func(s *Session) bool {
-		for _, e := range except {
-			if e == s {
-				return true
-			}
+		if !srv.isExcept(s, except) {
+			d.add(s, s.Send(msg))
 		}
-		d.add(s, s.Send(msg))
 		return true
 	})
 	return d
 }
 
 // SendTo queues msg on the session whose session id, or else client id, is
-// id. It fails with ErrNoSession when there is none.
+// id. It fails with ErrNoSession when there is none. In a cluster, an id not
+// found here is sent to the node the directory names.
 func (srv *Server) SendTo(id string, msg []byte) error {
-	s := srv.reg.get(id)
-	if s == nil {
-		s = srv.reg.getClient(id)
+	if s := srv.lookup(id); s != nil {
+		return s.Send(msg)
 	}
-	if s == nil {
-		return ErrNoSession
+	if srv.bus != nil {
+		return srv.bus.Publish(ClusterMessage{Kind: ClusterDirect, Target: id, Origin: srv.id, Payload: msg})
 	}
-	return s.Send(msg)
+	return ErrNoSession
 }

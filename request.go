@@ -100,10 +100,21 @@ func (s *Session) Request(ctx context.Context, msg []byte) ([]byte, error) {
 	if err := s.enqueue(frame.KindData, frame.FlagRequest, append(payload, msg...)); err != nil {
 		return nil, err
 	}
+	s.ctr.reqSent.Add(1)
 	select {
 	case rep := <-ch:
+		var re *RemoteError
+		switch {
+		case rep.err == nil:
+			s.ctr.reqOK.Add(1)
+		case errors.As(rep.err, &re):
+			s.ctr.reqRemoteErr.Add(1)
+		default:
+			s.ctr.reqLost.Add(1)
+		}
 		return rep.data, rep.err
 	case <-ctx.Done():
+		s.ctr.reqTimeout.Add(1)
 		return nil, ctx.Err()
 	}
 }
@@ -119,7 +130,7 @@ func (s *Session) LateReplies() uint64 {
 // handleReply delivers a reply frame's payload to its waiting request.
 func (s *Session) handleReply(p []byte) {
 	if len(p) < 9 {
-		s.enqueue(frame.KindError, 0, frame.AppendError(nil, codeBadRequest, "reply shorter than its header"))
+		s.sendError(codeBadRequest, "reply shorter than its header")
 		return
 	}
 	id := binary.BigEndian.Uint64(p)
@@ -130,6 +141,7 @@ func (s *Session) handleReply(p []byte) {
 	e.reqs.mu.Unlock()
 	if ch == nil {
 		e.lateReplies.Add(1)
+		s.ctr.lateReplies.Add(1)
 		return
 	}
 	body := p[9:]
@@ -143,13 +155,17 @@ func (s *Session) handleReply(p []byte) {
 // handleRequest runs h on a request frame's payload and queues the reply.
 func (s *Session) handleRequest(p []byte, h func(req []byte) ([]byte, error)) {
 	if len(p) < 8 {
-		s.enqueue(frame.KindError, 0, frame.AppendError(nil, codeBadRequest, "request shorter than its id"))
+		s.sendError(codeBadRequest, "request shorter than its id")
 		return
 	}
 	var out []byte
 	err := ErrNoRequestHandler
 	if h != nil {
 		out, err = h(p[8:])
+	}
+	s.ctr.reqHandled.Add(1)
+	if err != nil {
+		s.ctr.reqHandlerErr.Add(1)
 	}
 	rep := make([]byte, 9, 9+len(out))
 	copy(rep, p[:8])

@@ -68,6 +68,9 @@ type Server struct {
 
 	reg      *registry
 	groups   groups
+	bus      Bus
+	ctr      counters
+	start    time.Time
 	count    atomic.Int64 // open sessions
 	running  atomic.Bool
 	sessWG   sync.WaitGroup // one per session until it has ended
@@ -76,8 +79,6 @@ type Server struct {
 	doneOnce sync.Once
 	stopCh   chan struct{} // closed when stopping starts
 
-	// Counters, read by monitors.
-	accepted, refused atomic.Uint64
 }
 
 // NewServer returns a server with the given id (reported to clients in the
@@ -101,6 +102,8 @@ func NewServer(id string, opts ...Option) *Server {
 		stopCh:    make(chan struct{}),
 	}
 	srv.handlers.Store(&handlers{})
+	srv.bus = cfg.bus
+	srv.start = time.Now()
 	return srv
 }
 
@@ -188,6 +191,11 @@ func (srv *Server) track(l net.Listener) error {
 	if srv.stopping {
 		return ErrServerClosed
 	}
+	if !srv.started && srv.bus != nil {
+		if err := srv.bus.Attach(clusterNode{srv}); err != nil {
+			return err
+		}
+	}
 	srv.listeners[l] = struct{}{}
 	if !srv.started {
 		srv.started = true
@@ -254,11 +262,12 @@ func (srv *Server) ServeConn(nc net.Conn) {
 	id := srv.idPrefix + strconv.FormatUint(srv.nextID.Add(1), 10)
 	s := newSession(srv, id, nc, srv.cfg.maxPayload, srv.cfg.queueBytes, srv.cfg.drainTimeout)
 	s.slowDisconnect = srv.cfg.slowConsumer == SlowConsumerDisconnect
+	s.ctr = &srv.ctr
 	srv.reg.add(s)
 	srv.sessWG.Add(1)
 	parked := srv.cfg.park && srv.parkLocked(s)
 	srv.mu.Unlock()
-	srv.accepted.Add(1)
+	srv.ctr.accepted.Add(1)
 	if !parked {
 		s.readerActive = true
 		s.readFn = s.readBlocking
@@ -270,7 +279,7 @@ func (srv *Server) ServeConn(nc net.Conn) {
 // so that lingering over its close does not hold up accepting.
 func (srv *Server) refuse(nc net.Conn) {
 	defer srv.bgWG.Done()
-	srv.refused.Add(1)
+	srv.ctr.refused.add(frame.CodeServerFull)
 	b := frame.Append(nil, frame.KindError, 0, frame.AppendError(nil, frame.CodeServerFull, "server at max connections"))
 	b = frame.Append(b, frame.KindDisconnect, 0, []byte("server full"))
 	nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -336,9 +345,11 @@ func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
 	if !s.established && !(s.frames == 1 && f.Kind == frame.KindControl) {
 		srv.establish(s)
 	}
+	if f.Kind != frame.KindData {
+		srv.ctr.countIn(f.Kind, frame.HeaderLen+len(f.Payload))
+	}
 	if f.Flags != 0 && (f.Kind != frame.KindData || !s.dataFlagsOK(f.Flags)) {
-		s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeUnknownType,
-			"flags 0x"+strconv.FormatUint(uint64(f.Flags), 16)+" were not negotiated"))
+		s.sendError(frame.CodeUnknownType, "flags 0x"+strconv.FormatUint(uint64(f.Flags), 16)+" were not negotiated")
 		return nil
 	}
 	switch f.Kind {
@@ -356,7 +367,7 @@ func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
 			s.handleReply(f.Payload)
 		default:
 			if h := srv.handlers.Load().message; h != nil {
-				h(s, f.Payload)
+				srv.callMessage(h, s, f.Payload)
 			}
 		}
 	case frame.KindPing:
@@ -366,12 +377,12 @@ func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
 		srv.handleControl(s, f.Payload)
 	case frame.KindError:
 		e := frame.ParseError(f.Payload)
+		srv.ctr.errorsRecv.add(e.Code)
 		srv.log.Info("peer reported an error", "session", s.id, "code", e.Code, "message", e.Message)
 	case frame.KindDisconnect:
 		return &DisconnectError{Reason: string(f.Payload), Remote: true}
 	default:
-		s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeUnknownType,
-			"unknown message kind "+f.Kind.String()))
+		s.sendError(frame.CodeUnknownType, "unknown message kind "+f.Kind.String())
 	}
 	return nil
 }
@@ -396,7 +407,7 @@ type welcome struct {
 func (srv *Server) handleControl(s *Session, p []byte) {
 	op, err := frame.ControlOp(p)
 	if err != nil {
-		s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeBadControl, err.Error()))
+		s.sendError(frame.CodeBadControl, err.Error())
 		return
 	}
 	switch {
@@ -410,6 +421,7 @@ func (srv *Server) handleControl(s *Session, p []byte) {
 			*cid = h.ClientID
 			s.clientID.Store(cid)
 			srv.reg.setClient(s, h.ClientID)
+			srv.clientUp(s, h.ClientID)
 		}
 		granted, mask := grantFeatures(h.Features)
 		s.features.Store(mask)
@@ -421,9 +433,9 @@ func (srv *Server) handleControl(s *Session, p []byte) {
 		s.enqueue(frame.KindControl, 0, w)
 		srv.establish(s)
 	case op == "hello":
-		s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeBadControl, "hello must be the first frame"))
+		s.sendError(frame.CodeBadControl, "hello must be the first frame")
 	default:
-		s.enqueue(frame.KindError, 0, frame.AppendError(nil, frame.CodeBadControl, "unknown op "+strconv.Quote(op)))
+		s.sendError(frame.CodeBadControl, "unknown op "+strconv.Quote(op))
 	}
 }
 
@@ -433,8 +445,20 @@ func (srv *Server) handleLine(s *Session, line []byte) {
 		srv.establish(s)
 	}
 	if h := srv.handlers.Load().message; h != nil {
-		h(s, line)
+		srv.callMessage(h, s, line)
 	}
+}
+
+// callMessage runs the message handler, timing one call in 64 for the
+// handler latency histogram.
+func (srv *Server) callMessage(h MessageHandler, s *Session, msg []byte) {
+	if s.msgsIn.Load()&latencySampleMask != 0 {
+		h(s, msg)
+		return
+	}
+	start := time.Now()
+	h(s, msg)
+	srv.ctr.latency.observe(time.Since(start))
 }
 
 // establish runs the connect handler, once, on the session's reader.
@@ -452,6 +476,17 @@ func (srv *Server) establish(s *Session) {
 func (srv *Server) sessionEnded(s *Session, reason error) {
 	srv.reg.remove(s)
 	srv.leaveAll(s)
+	if srv.bus != nil {
+		if cid := s.ClientID(); cid != s.id {
+			srv.bus.ClientDown(cid, s.id)
+		}
+	}
+	c := &srv.ctr
+	c.endedMsgsIn.Add(s.msgsIn.Load())
+	c.endedMsgsOut.Add(s.msgsOut.Load())
+	c.endedBytesIn.Add(s.bytesIn.Load())
+	c.endedBytesOut.Add(s.bytesOut.Load())
+	c.disconnects.add(ReasonClass(reason))
 	srv.count.Add(-1)
 	if s.established {
 		if srv.log.Enabled(context.Background(), slog.LevelInfo) {
@@ -572,6 +607,9 @@ func (srv *Server) finishStop() {
 		p.Close()
 	}
 	srv.bgWG.Wait()
+	if srv.bus != nil {
+		srv.bus.Close()
+	}
 	srv.doneOnce.Do(func() { close(srv.done) })
 }
 

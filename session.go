@@ -83,6 +83,7 @@ type Session struct {
 	frames  int    // frames received, for "hello must come first"
 
 	readFn, writeFn func()
+	ctr             *counters // the server's or client's
 
 	// ext holds what most sessions never use, allocated on first use so an
 	// idle session stays small.
@@ -275,6 +276,7 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 	n := frame.HeaderLen + len(payload)
 	if s.outBytes > 0 && s.outBytes+n > s.queueLimit {
 		s.mu.Unlock()
+		s.ctr.slowConsumers.Add(1)
 		if s.slowDisconnect {
 			s.abort(ErrSlowConsumer)
 			return ErrSlowConsumer
@@ -285,10 +287,20 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 	start := s.wantWriterLocked()
 	s.mu.Unlock()
 	s.msgsOut.Add(1)
+	if kind != frame.KindData && kind != kindRaw {
+		s.ctr.countOut(kind, n)
+	}
 	if start {
 		go s.writeFn()
 	}
 	return nil
+}
+
+// sendError queues an ERROR frame (a line in text mode) and counts it.
+func (s *Session) sendError(code, message string) {
+	if s.enqueue(frame.KindError, 0, frame.AppendError(nil, code, message)) == nil {
+		s.ctr.errorsSent.add(code)
+	}
 }
 
 // enqueueForce queues a message past the queue bound: for what a client
@@ -486,14 +498,16 @@ func (s *Session) closeWith(reason error, notify bool) {
 	if notify && s.mode != frame.ModeUnknown {
 		s.lingerOnEnd = true
 	}
-	if notify && s.mode == frame.ModeBinary && !s.socketDone() {
+	if notify && s.mode != frame.ModeUnknown && !s.socketDone() {
 		if pe, ok := reason.(*ProtocolError); ok && !pe.Remote {
-			s.appendLocked(frame.KindError, 0, frame.AppendError(nil, pe.Code, pe.Message))
+			p := frame.AppendError(nil, pe.Code, pe.Message)
+			s.appendLocked(frame.KindError, 0, p)
+			s.ctr.errorsSent.add(pe.Code)
+			s.ctr.countOut(frame.KindError, frame.HeaderLen+len(p))
 		}
-		s.appendLocked(frame.KindDisconnect, 0, []byte(reason.Error()))
-	} else if notify && s.mode == frame.ModeText {
-		if pe, ok := reason.(*ProtocolError); ok && !pe.Remote {
-			s.appendLocked(frame.KindError, 0, frame.AppendError(nil, pe.Code, pe.Message))
+		if s.mode == frame.ModeBinary {
+			s.appendLocked(frame.KindDisconnect, 0, []byte(reason.Error()))
+			s.ctr.countOut(frame.KindDisconnect, frame.HeaderLen+len(reason.Error()))
 		}
 	}
 	if s.mode == frame.ModeUnknown {

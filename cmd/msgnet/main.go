@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/msgnet/msgnet/internal/loadgen"
 )
 
 func main() {
@@ -28,6 +30,7 @@ Usage:
   msgnet serve [flags]            run a server (default: managed mode on 127.0.0.1:8080)
   msgnet send --addr A MESSAGE... send messages and print the replies
   msgnet chat --addr A            send stdin lines, print what arrives
+  msgnet bench MODE [flags]       load-test a server: throughput, latency, connrate, idle, fanout
 
 Run 'msgnet COMMAND -h' for a command's flags.
 `
@@ -44,6 +47,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return send(ctx, args[1:], stdout, stderr)
 	case "chat":
 		return chat(ctx, args[1:], stdin, stdout, stderr)
+	case "bench":
+		return loadgen.Main(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

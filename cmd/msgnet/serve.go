@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +28,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	mode := fs.String("mode", "managed", "managed: echo, BROADCAST and PRIVATE:<id>:<text>; echo: payloads back unchanged")
 	drain := fs.Duration("drain-timeout", 5*time.Second, "how long a graceful stop may take")
 	quiet := fs.Bool("quiet", false, "log only warnings and errors")
+	var features []serveFeature
+	for _, newFeature := range serveFeatures {
+		features = append(features, newFeature(fs))
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -36,13 +41,22 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	srv := msgnet.NewServer(*id,
+	opts := []msgnet.Option{
 		msgnet.WithMaxConnections(*maxConns),
 		msgnet.WithMessageSizeLimit(int(limit)),
 		msgnet.WithIdleTimeout(*idle),
 		msgnet.WithDrainTimeout(*drain),
 		msgnet.WithLogger(logger),
-	)
+	}
+	for _, f := range features {
+		more, err := f.options(logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "msgnet serve: %v\n", err)
+			return 2
+		}
+		opts = append(opts, more...)
+	}
+	srv := msgnet.NewServer(*id, opts...)
 	switch *mode {
 	case "echo":
 		srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
@@ -52,14 +66,43 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "msgnet serve: unknown --mode %q (managed or echo)\n", *mode)
 		return 2
 	}
-	if err := srv.Start(*addr); err != nil {
+	l, err := net.Listen("tcp", *addr)
+	if err != nil {
 		fmt.Fprintf(stderr, "msgnet serve: %v\n", err)
 		return 1
 	}
-	logger.Info("server started", "id", *id, "addr", srv.Addr().String(), "mode", *mode)
+	for _, f := range features {
+		if l, err = f.listener(l); err != nil {
+			l.Close()
+			fmt.Fprintf(stderr, "msgnet serve: %v\n", err)
+			return 1
+		}
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	var stops []func()
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
+	for _, f := range features {
+		stop, err := f.start(ctx, srv, logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "msgnet serve: %v\n", err)
+			srv.Close()
+			<-served
+			return 1
+		}
+		if stop != nil {
+			stops = append(stops, stop)
+		}
+	}
+	logger.Info("server started", "id", *id, "addr", l.Addr().String(), "mode", *mode)
 	select {
 	case <-ctx.Done():
-	case <-srv.Done():
+	case err := <-served:
+		served <- err
 	}
 	logger.Info("stopping", "sessions", srv.ConnectionCount())
 	sctx, cancel := context.WithTimeout(context.Background(), *drain+time.Second)
@@ -67,8 +110,35 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := srv.Shutdown(sctx); err != nil {
 		logger.Warn("graceful stop incomplete", "err", err)
 	}
+	if err := <-served; !errors.Is(err, msgnet.ErrServerClosed) {
+		logger.Error("serving failed", "err", err)
+		return 1
+	}
 	logger.Info("server stopped")
 	return 0
+}
+
+// serveFeature is an optional part of `msgnet serve` kept in a file of its
+// own (the monitor, TLS, the cluster). Each file appends a constructor to
+// serveFeatures in an init function; the constructor registers the
+// feature's flags, and serve calls the methods in this order: options
+// before the server is made, listener to wrap the TCP listener, start once
+// it serves (stop runs when serve returns).
+type serveFeature interface {
+	options(log *slog.Logger) ([]msgnet.Option, error)
+	listener(l net.Listener) (net.Listener, error)
+	start(ctx context.Context, srv *msgnet.Server, log *slog.Logger) (stop func(), err error)
+}
+
+var serveFeatures []func(fs *flag.FlagSet) serveFeature
+
+// baseFeature gives a feature the methods it does not need.
+type baseFeature struct{}
+
+func (baseFeature) options(*slog.Logger) ([]msgnet.Option, error) { return nil, nil }
+func (baseFeature) listener(l net.Listener) (net.Listener, error) { return l, nil }
+func (baseFeature) start(context.Context, *msgnet.Server, *slog.Logger) (func(), error) {
+	return nil, nil
 }
 
 // managed is the seed's "Session Management" example, built on the
