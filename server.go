@@ -70,6 +70,8 @@ type Server struct {
 	groups   groups
 	bus      Bus
 	ctr      counters
+	mux      *ContainerMux
+	muxOnce  sync.Once
 	start    time.Time
 	count    atomic.Int64 // open sessions
 	running  atomic.Bool

@@ -31,6 +31,7 @@ Usage:
   msgnet send --addr A MESSAGE... send messages and print the replies
   msgnet chat --addr A            send stdin lines, print what arrives
   msgnet bench MODE [flags]       load-test a server: throughput, latency, connrate, idle, fanout
+  msgnet container --from F --to F  convert a container on stdin (text|binary|json) to stdout
 
 Run 'msgnet COMMAND -h' for a command's flags.
 `
@@ -47,6 +48,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return send(ctx, args[1:], stdout, stderr)
 	case "chat":
 		return chat(ctx, args[1:], stdin, stdout, stderr)
+	case "container":
+		return containerCmd(args[1:], stdin, stdout, stderr)
 	case "bench":
 		return loadgen.Main(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
