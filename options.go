@@ -1,10 +1,13 @@
 package msgnet
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"time"
 
 	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/pipeline"
+	"golang.org/x/time/rate"
 )
 
 // config holds what the options set; defaults come from defaultConfig.
@@ -18,6 +21,19 @@ type config struct {
 	park           bool
 	slowConsumer   SlowConsumerPolicy
 	bus            Bus
+
+	compression       []string // codecs offered to clients, in the server's order
+	compressThreshold int
+	psk               []byte // encryption required when set
+	suites            []string
+	authKey           func(clientID string) []byte
+	authDelay         time.Duration
+	filters           pipeline.Chain
+	tls               *tls.Config
+	handshakeTimeout  time.Duration
+	perIP             int
+	rate              rate.Limit
+	burst             int
 }
 
 func defaultConfig() config {
@@ -29,6 +45,12 @@ func defaultConfig() config {
 		drainTimeout:   5 * time.Second,
 		logger:         slog.New(slog.DiscardHandler),
 		park:           true,
+
+		compression:       pipeline.Codecs(),
+		compressThreshold: 512,
+		suites:            pipeline.Suites(),
+		authDelay:         time.Second,
+		handshakeTimeout:  10 * time.Second,
 	}
 }
 
@@ -87,4 +109,80 @@ const (
 // SlowConsumerError). Either way the sender gets an error.
 func WithSlowConsumerPolicy(p SlowConsumerPolicy) Option {
 	return func(c *config) { c.slowConsumer = p }
+}
+
+// WithCompression sets the codecs the server agrees to when a client asks
+// (default: all of pipeline.Codecs()); none disables compression. The
+// client's order of preference decides among them.
+func WithCompression(codecs ...string) Option {
+	return func(c *config) { c.compression = codecs }
+}
+
+// WithCompressionThreshold sets the smallest payload worth compressing
+// (default 512 bytes); smaller ones, and ones that do not shrink, are sent
+// as they are.
+func WithCompressionThreshold(n int) Option { return func(c *config) { c.compressThreshold = n } }
+
+// WithEncryption requires every client to encrypt its DATA with a key
+// derived from psk (at least 16 bytes) and nonces exchanged in the
+// handshake, for deployments without TLS. Suites are offered in order
+// (default: ChaCha20-Poly1305, AES-256-GCM). Clients that do not ask for
+// encryption are refused with ERROR encryption_required.
+func WithEncryption(psk []byte, suites ...string) Option {
+	return func(c *config) {
+		c.psk = append([]byte(nil), psk...)
+		if len(suites) > 0 {
+			c.suites = suites
+		}
+	}
+}
+
+// WithAuthKey requires every client to prove, in the handshake, that it
+// holds key: it answers a challenge with HMAC-SHA256 over the server's
+// nonce and its client id. The key never crosses the wire.
+func WithAuthKey(key []byte) Option {
+	k := append([]byte(nil), key...)
+	return WithAuthKeys(func(string) []byte { return k })
+}
+
+// WithAuthKeys is WithAuthKey with a key per client id; keyFor returns nil
+// for an unknown client id (refused exactly like a wrong key).
+func WithAuthKeys(keyFor func(clientID string) []byte) Option {
+	return func(c *config) { c.authKey = keyFor }
+}
+
+// WithAuthFailureDelay sets how long a failed authentication waits before
+// it is answered (default 1s), the same whatever failed.
+func WithAuthFailureDelay(d time.Duration) Option { return func(c *config) { c.authDelay = d } }
+
+// WithFilters adds user payload filters on binary sessions: Outbound on
+// every DATA payload sent, before compression and encryption; Inbound, in
+// reverse order, on every one received, after them. Clients must use the
+// matching filters (WithClientFilters) if the filters change the bytes.
+func WithFilters(filters ...pipeline.Filter) Option {
+	return func(c *config) { c.filters = append(c.filters, filters...) }
+}
+
+// WithTLS serves TLS on the listeners given to Start and Serve. TLS
+// sessions keep a goroutine each (they cannot be parked: crypto/tls may
+// hold decrypted bytes no socket event announces). See package tlsconfig
+// for certificates that reload without a restart.
+func WithTLS(cfg *tls.Config) Option { return func(c *config) { c.tls = cfg } }
+
+// WithHandshakeTimeout closes a connection that has not completed its
+// handshake, or without one sent its first whole message, within d (default
+// 10s): a slowloris connection trickling half a header is cut off. 0
+// disables it.
+func WithHandshakeTimeout(d time.Duration) Option { return func(c *config) { c.handshakeTimeout = d } }
+
+// WithMaxConnectionsPerIP bounds the sessions open at once from one IP
+// address (default 0: no limit); connections beyond it are refused with
+// ERROR per_ip_limit.
+func WithMaxConnectionsPerIP(n int) Option { return func(c *config) { c.perIP = n } }
+
+// WithMessageRate limits each session to perSecond messages on average,
+// with bursts of burst (default: no limit). A message over the limit is
+// dropped and answered with ERROR rate_limited.
+func WithMessageRate(perSecond float64, burst int) Option {
+	return func(c *config) { c.rate, c.burst = rate.Limit(perSecond), max(burst, 1) }
 }

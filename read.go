@@ -322,6 +322,10 @@ func (s *Session) fail(err error) {
 		if errors.As(err, &de) && !de.Remote {
 			notify = true
 		}
+		var pe *ProtocolError
+		if errors.As(err, &pe) && !pe.Remote {
+			notify = true
+		}
 		s.closeWith(err, notify)
 	}
 }

@@ -3,8 +3,8 @@ package msgnet
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -62,6 +62,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
+	perIP     map[string]int // open sessions per remote IP, when limited
 	started   bool
 	stopping  bool
 	poller    *netpoll.Poller
@@ -98,6 +99,7 @@ func NewServer(id string, opts ...Option) *Server {
 		log:       cfg.logger,
 		idPrefix:  hex.EncodeToString(p[:]) + "-",
 		listeners: make(map[net.Listener]struct{}),
+		perIP:     make(map[string]int),
 		reg:       newRegistry(),
 		groups:    groups{m: make(map[string]map[*Session]struct{})},
 		done:      make(chan struct{}),
@@ -163,6 +165,9 @@ func (srv *Server) Start(addr string) error {
 	if err != nil {
 		return err
 	}
+	if srv.cfg.tls != nil {
+		l = tls.NewListener(l, srv.cfg.tls)
+	}
 	if err := srv.track(l); err != nil {
 		l.Close()
 		return err
@@ -178,6 +183,9 @@ func (srv *Server) Start(addr string) error {
 // Serve accepts connections on l until the server stops, and returns
 // ErrServerClosed then. It takes ownership of l.
 func (srv *Server) Serve(l net.Listener) error {
+	if srv.cfg.tls != nil {
+		l = tls.NewListener(l, srv.cfg.tls)
+	}
 	if err := srv.track(l); err != nil {
 		l.Close()
 		return err
@@ -202,7 +210,7 @@ func (srv *Server) track(l net.Listener) error {
 	if !srv.started {
 		srv.started = true
 		srv.running.Store(true)
-		if srv.cfg.idleTimeout > 0 || srv.cfg.park {
+		if srv.cfg.idleTimeout > 0 || srv.cfg.park || srv.cfg.handshakeTimeout > 0 {
 			srv.bgWG.Add(1)
 			go srv.sweep()
 		}
@@ -258,12 +266,25 @@ func (srv *Server) ServeConn(nc net.Conn) {
 		srv.count.Add(-1)
 		srv.bgWG.Add(1)
 		srv.mu.Unlock()
-		go srv.refuse(nc)
+		go srv.refuse(nc, frame.CodeServerFull, "server at max connections", "server full")
 		return
+	}
+	if srv.cfg.perIP > 0 {
+		ip := ipOf(nc.RemoteAddr())
+		if srv.perIP[ip] >= srv.cfg.perIP {
+			srv.count.Add(-1)
+			srv.bgWG.Add(1)
+			srv.mu.Unlock()
+			go srv.refuse(nc, CodePerIPLimit, "too many connections from this address", "per-IP connection limit")
+			return
+		}
+		srv.perIP[ip]++
 	}
 	id := srv.idPrefix + strconv.FormatUint(srv.nextID.Add(1), 10)
 	s := newSession(srv, id, nc, srv.cfg.maxPayload, srv.cfg.queueBytes, srv.cfg.drainTimeout)
 	s.slowDisconnect = srv.cfg.slowConsumer == SlowConsumerDisconnect
+	s.held = true
+	s.handshaking.Store(true)
 	s.ctr = &srv.ctr
 	srv.reg.add(s)
 	srv.sessWG.Add(1)
@@ -279,11 +300,11 @@ func (srv *Server) ServeConn(nc net.Conn) {
 
 // refuse answers a connection beyond max connections, on its own goroutine
 // so that lingering over its close does not hold up accepting.
-func (srv *Server) refuse(nc net.Conn) {
+func (srv *Server) refuse(nc net.Conn, code, message, reason string) {
 	defer srv.bgWG.Done()
-	srv.ctr.refused.add(frame.CodeServerFull)
-	b := frame.Append(nil, frame.KindError, 0, frame.AppendError(nil, frame.CodeServerFull, "server at max connections"))
-	b = frame.Append(b, frame.KindDisconnect, 0, []byte("server full"))
+	srv.ctr.refused.add(code)
+	b := frame.Append(nil, frame.KindError, 0, frame.AppendError(nil, code, message))
+	b = frame.Append(b, frame.KindDisconnect, 0, []byte(reason))
 	nc.SetWriteDeadline(time.Now().Add(time.Second))
 	nc.Write(b)
 	lingerClose(nc)
@@ -344,11 +365,16 @@ func (srv *Server) parkLocked(s *Session) bool {
 
 // handleFrame implements the server side of the protocol.
 func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
-	if !s.established && !(s.frames == 1 && f.Kind == frame.KindControl) {
-		srv.establish(s)
-	}
 	if f.Kind != frame.KindData {
 		srv.ctr.countIn(f.Kind, frame.HeaderLen+len(f.Payload))
+	}
+	if !s.established && !srv.inHandshake(s, f) && !srv.establish(s) {
+		return nil
+	}
+	if f.Kind == frame.KindData && s.pipe != nil {
+		if err := s.inbound(&f); err != nil {
+			return s.pipelineError(err)
+		}
 	}
 	if f.Flags != 0 && (f.Kind != frame.KindData || !s.dataFlagsOK(f.Flags)) {
 		s.sendError(frame.CodeUnknownType, "flags 0x"+strconv.FormatUint(uint64(f.Flags), 16)+" were not negotiated")
@@ -368,6 +394,9 @@ func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
 		case frame.FlagReply:
 			s.handleReply(f.Payload)
 		default:
+			if !srv.allowMessage(s) {
+				return nil
+			}
 			if h := srv.handlers.Load().message; h != nil {
 				srv.callMessage(h, s, f.Payload)
 			}
@@ -389,62 +418,13 @@ func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
 	return nil
 }
 
-// hello is the client's first CONTROL frame.
-type hello struct {
-	Op       string   `json:"op"`
-	ClientID string   `json:"client_id"`
-	Features []string `json:"features,omitempty"` // extensions asked for
-}
-
-// welcome is the server's answer to hello.
-type welcome struct {
-	Op             string   `json:"op"`
-	SessionID      string   `json:"session_id"`
-	ServerID       string   `json:"server_id"`
-	MaxMessageSize int      `json:"max_message_size"`
-	IdleTimeoutMS  int64    `json:"idle_timeout_ms"`
-	Features       []string `json:"features,omitempty"` // extensions granted
-}
-
-func (srv *Server) handleControl(s *Session, p []byte) {
-	op, err := frame.ControlOp(p)
-	if err != nil {
-		s.sendError(frame.CodeBadControl, err.Error())
-		return
-	}
-	switch {
-	case op == "hello" && s.frames == 1:
-		var h hello
-		json.Unmarshal(p, &h) // op parsed above, so p is a JSON object
-		if h.ClientID != "" {
-			// A fresh pointer: &h.ClientID would keep the whole decoded
-			// hello alive for the session's life.
-			cid := new(string)
-			*cid = h.ClientID
-			s.clientID.Store(cid)
-			srv.reg.setClient(s, h.ClientID)
-			srv.clientUp(s, h.ClientID)
-		}
-		granted, mask := grantFeatures(h.Features)
-		s.features.Store(mask)
-		w, _ := json.Marshal(welcome{
-			Op: "welcome", SessionID: s.id, ServerID: srv.id,
-			MaxMessageSize: srv.cfg.maxPayload, IdleTimeoutMS: srv.cfg.idleTimeout.Milliseconds(),
-			Features: granted,
-		})
-		s.enqueue(frame.KindControl, 0, w)
-		srv.establish(s)
-	case op == "hello":
-		s.sendError(frame.CodeBadControl, "hello must be the first frame")
-	default:
-		s.sendError(frame.CodeBadControl, "unknown op "+strconv.Quote(op))
-	}
-}
-
 // handleLine implements text mode: every line is a message.
 func (srv *Server) handleLine(s *Session, line []byte) {
-	if !s.established {
-		srv.establish(s)
+	if !s.established && !srv.establish(s) {
+		return
+	}
+	if !srv.allowMessage(s) {
+		return
 	}
 	if h := srv.handlers.Load().message; h != nil {
 		srv.callMessage(h, s, line)
@@ -463,17 +443,6 @@ func (srv *Server) callMessage(h MessageHandler, s *Session, msg []byte) {
 	srv.ctr.latency.observe(time.Since(start))
 }
 
-// establish runs the connect handler, once, on the session's reader.
-func (srv *Server) establish(s *Session) {
-	s.established = true
-	if srv.log.Enabled(context.Background(), slog.LevelInfo) {
-		srv.log.Info("session connected", "session", s.id, "client", s.ClientID(), "remote", s.RemoteAddr())
-	}
-	if h := srv.handlers.Load().connect; h != nil {
-		h(s)
-	}
-}
-
 // sessionEnded is the last step of every session.
 func (srv *Server) sessionEnded(s *Session, reason error) {
 	srv.reg.remove(s)
@@ -489,6 +458,14 @@ func (srv *Server) sessionEnded(s *Session, reason error) {
 	c.endedBytesIn.Add(s.bytesIn.Load())
 	c.endedBytesOut.Add(s.bytesOut.Load())
 	c.disconnects.add(ReasonClass(reason))
+	if srv.cfg.perIP > 0 {
+		ip := ipOf(s.nc.RemoteAddr())
+		srv.mu.Lock()
+		if srv.perIP[ip]--; srv.perIP[ip] <= 0 {
+			delete(srv.perIP, ip)
+		}
+		srv.mu.Unlock()
+	}
 	srv.count.Add(-1)
 	if s.established {
 		if srv.log.Enabled(context.Background(), slog.LevelInfo) {
@@ -513,11 +490,15 @@ func (srv *Server) sessionEnded(s *Session, reason error) {
 // an idle session costs no timer.
 func (srv *Server) sweep() {
 	defer srv.bgWG.Done()
-	timeout := srv.cfg.idleTimeout
+	timeout, hsTimeout := srv.cfg.idleTimeout, srv.cfg.handshakeTimeout
 	tick := parkAfter / 4
 	if timeout > 0 {
 		tick = min(max(timeout/8, 10*time.Millisecond), tick)
 	}
+	if hsTimeout > 0 {
+		tick = min(max(hsTimeout/8, 10*time.Millisecond), tick)
+	}
+	var late []*Session
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var idle []*Session
@@ -528,9 +509,12 @@ func (srv *Server) sweep() {
 		case now := <-t.C:
 			idleLimit := now.Add(-timeout).UnixNano()
 			parkLimit := now.Add(-parkAfter).UnixNano()
-			idle = idle[:0]
+			hsLimit := now.Add(-hsTimeout).UnixNano()
+			idle, late = idle[:0], late[:0]
 			srv.reg.each(func(s *Session) bool {
-				if timeout > 0 && s.lastActivity.Load() < idleLimit {
+				if hsTimeout > 0 && s.handshaking.Load() && s.connectAt < hsLimit {
+					late = append(late, s)
+				} else if timeout > 0 && s.lastActivity.Load() < idleLimit {
 					idle = append(idle, s)
 				} else {
 					s.demoteIfIdle(parkLimit) // only parked sessions wait hot
@@ -540,6 +524,10 @@ func (srv *Server) sweep() {
 			for i, s := range idle {
 				s.closeWith(ErrIdleTimeout, true)
 				idle[i] = nil
+			}
+			for i, s := range late {
+				s.closeWith(ErrHandshakeTimeout, true)
+				late[i] = nil
 			}
 		}
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/msgnet/msgnet/frame"
 	"github.com/msgnet/msgnet/internal/netpoll"
+	"github.com/msgnet/msgnet/pipeline"
+	"golang.org/x/time/rate"
 )
 
 // peer is the side a Session works for: the Server for accepted
@@ -46,6 +48,7 @@ type Session struct {
 	clientID     atomic.Pointer[string]
 	stopRead     atomic.Bool   // set when closing: dispatch no more input
 	hotWait      atomic.Bool   // the reader is waiting on the runtime poller
+	handshaking  atomic.Bool   // not established yet (for the handshake deadline)
 	features     atomic.Uint32 // negotiated extensions (feat* bits)
 
 	// Parking (server side, plain TCP on Linux): the socket sits in the
@@ -56,11 +59,12 @@ type Session struct {
 	gen       uint32
 	lastBurst int64 // reader-owned: unix nanoseconds when the last read burst started
 
-	mu       sync.Mutex
-	mode     frame.Mode
-	out      []*chunk // queued bytes, in order
-	outBytes int
-	reason   error
+	mu     sync.Mutex
+	mode   frame.Mode
+	out    queue // encoded bytes to write, in order
+	early  queue // DATA sent before the session was established, held back
+	reason error
+	pipe   *sessionPipe // negotiated payload stages; nil when none
 
 	// State bits, guarded by mu.
 	parked       bool
@@ -72,6 +76,7 @@ type Session struct {
 	lingerOnEnd  bool // close via lingering: a last word was sent while input may still arrive
 	ended        bool
 
+	held           bool // not established yet: DATA waits in early
 	slowDisconnect bool // a full queue disconnects instead of failing the send
 	salvage        bool // client side: keep unsent DATA when the connection dies
 	drainArmed     bool // writer-owned: the drain deadline is set
@@ -106,6 +111,10 @@ type sessionExt struct {
 	lateReplies atomic.Uint64
 
 	unsent []byte // client side: what was queued but never handed to the socket
+
+	auth      *pendingAuth // server side: a hello waiting for its auth answer (reader-owned)
+	authTimer *time.Timer  // the delayed refusal of a failed auth
+	limiter   *rate.Limiter
 }
 
 // x returns the session's extension, allocating it on first use.
@@ -265,7 +274,7 @@ func putChunk(c *chunk) {
 // enqueue appends one message to the send queue and makes sure a writer
 // will write it.
 func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) error {
-	if len(payload) > s.maxPayload && kind != kindRaw {
+	if kind != kindRaw && len(payload) > s.maxPayload {
 		return ErrMessageTooLarge
 	}
 	s.mu.Lock()
@@ -273,8 +282,12 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		s.mu.Unlock()
 		return ErrSessionClosed
 	}
+	if kind == frame.KindData && len(payload) > s.sendLimitLocked() {
+		s.mu.Unlock()
+		return ErrMessageTooLarge
+	}
 	n := frame.HeaderLen + len(payload)
-	if s.outBytes > 0 && s.outBytes+n > s.queueLimit {
+	if queued := s.out.bytes + s.early.bytes; queued > 0 && queued+n > s.queueLimit {
 		s.mu.Unlock()
 		s.ctr.slowConsumers.Add(1)
 		if s.slowDisconnect {
@@ -283,7 +296,10 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		}
 		return ErrQueueFull
 	}
-	s.appendLocked(kind, flags, payload)
+	if err := s.appendLocked(kind, flags, payload); err != nil {
+		s.mu.Unlock()
+		return err
+	}
 	start := s.wantWriterLocked()
 	s.mu.Unlock()
 	s.msgsOut.Add(1)
@@ -294,6 +310,15 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		go s.writeFn()
 	}
 	return nil
+}
+
+// sendLimitLocked is the largest DATA payload a send accepts: the message
+// size limit, less what encryption adds.
+func (s *Session) sendLimitLocked() int {
+	if p := s.pipe; p != nil && p.p.Sealer != nil {
+		return s.maxPayload - pipeline.Overhead
+	}
+	return s.maxPayload
 }
 
 // sendError queues an ERROR frame (a line in text mode) and counts it.
@@ -318,44 +343,73 @@ func (s *Session) enqueueForce(kind frame.Kind, flags frame.Flags, payload []byt
 // wantWriterLocked reports whether the caller must start the writer, and
 // marks it started. Nothing is written before the peer's mode is known.
 func (s *Session) wantWriterLocked() bool {
-	if s.writerActive || len(s.out) == 0 || s.mode == frame.ModeUnknown || s.socketDone() {
+	if s.writerActive || len(s.out.chunks) == 0 || s.mode == frame.ModeUnknown || s.socketDone() {
 		return false
 	}
 	s.writerActive = true
 	return true
 }
 
-// appendLocked encodes a message into the queue in the session's mode. Before
-// the mode is known, messages are queued as frames and re-encoded if the
-// peer turns out to speak text (setModeLocked).
-func (s *Session) appendLocked(kind frame.Kind, flags frame.Flags, payload []byte) {
+// appendLocked queues one message. While the session is held (not yet
+// established), DATA goes to the early queue as plain frames, to be encoded
+// with whatever the handshake negotiates; everything else (the handshake's
+// own frames) goes straight out.
+func (s *Session) appendLocked(kind frame.Kind, flags frame.Flags, payload []byte) error {
+	if s.held && (kind == frame.KindData || kind == kindRaw) {
+		return s.encodeLocked(&s.early, kind, flags, payload, false)
+	}
+	return s.encodeLocked(&s.out, kind, flags, payload, true)
+}
+
+// encodeLocked encodes a message into q in the session's mode: a line in
+// text mode, a frame otherwise, with DATA passed through the negotiated
+// pipeline when withPipe is set.
+func (s *Session) encodeLocked(q *queue, kind frame.Kind, flags frame.Flags, payload []byte, withPipe bool) error {
 	if s.mode == frame.ModeText {
 		switch kind {
 		case frame.KindData, kindRaw:
-			b := s.reserveLocked(len(payload) + 1)
+			b := q.reserve(len(payload) + 1)
 			b = append(b, payload...)
-			s.commitLocked(append(b, '\n'))
+			q.commit(append(b, '\n'))
 		case frame.KindError:
 			code := frame.ParseError(payload).Code
-			b := s.reserveLocked(len("ERROR ") + len(code) + 1)
-			s.commitLocked(append(append(append(b, "ERROR "...), code...), '\n'))
+			b := q.reserve(len("ERROR ") + len(code) + 1)
+			q.commit(append(append(append(b, "ERROR "...), code...), '\n'))
 		}
 		// Text mode has no PING, CONTROL or DISCONNECT.
-		return
+		return nil
 	}
 	if kind == kindRaw {
-		s.commitLocked(append(s.reserveLocked(len(payload)), payload...))
-		return
+		q.commit(append(q.reserve(len(payload)), payload...))
+		return nil
 	}
-	b := s.reserveLocked(frame.HeaderLen + len(payload))
-	s.commitLocked(append(frame.AppendHeader(b, kind, flags, len(payload)), payload...))
+	if withPipe && s.pipe != nil && kind == frame.KindData {
+		b := q.reserve(frame.HeaderLen + len(payload) + pipeline.Overhead)
+		at := len(b)
+		out, fl, err := s.pipe.p.Outbound(b[:at+frame.HeaderLen], kind, flags, payload)
+		if err != nil {
+			return err
+		}
+		frame.PutHeader(out[at:], kind, fl, len(out)-at-frame.HeaderLen)
+		q.commit(out)
+		return nil
+	}
+	b := q.reserve(frame.HeaderLen + len(payload))
+	q.commit(append(frame.AppendHeader(b, kind, flags, len(payload)), payload...))
+	return nil
 }
 
-// reserveLocked returns the tail of the queue with room for n more bytes;
-// commitLocked stores what was appended to it.
-func (s *Session) reserveLocked(n int) []byte {
-	if k := len(s.out); k > 0 {
-		c := s.out[k-1]
+// queue is a list of chunks of encoded bytes.
+type queue struct {
+	chunks []*chunk
+	bytes  int
+}
+
+// reserve returns the tail of the queue with room for n more bytes;
+// commit stores what was appended to it.
+func (q *queue) reserve(n int) []byte {
+	if k := len(q.chunks); k > 0 {
+		c := q.chunks[k-1]
 		if cap(c.b)-len(c.b) >= n {
 			return c.b
 		}
@@ -366,43 +420,117 @@ func (s *Session) reserveLocked(n int) []byte {
 	} else {
 		c = &chunk{b: make([]byte, 0, n)}
 	}
-	s.out = append(s.out, c)
+	q.chunks = append(q.chunks, c)
 	return c.b
 }
 
-func (s *Session) commitLocked(b []byte) {
-	c := s.out[len(s.out)-1]
-	s.outBytes += len(b) - len(c.b)
+func (q *queue) commit(b []byte) {
+	c := q.chunks[len(q.chunks)-1]
+	q.bytes += len(b) - len(c.b)
 	c.b = b
 }
 
+// take empties the queue and returns its chunks.
+func (q *queue) take() []*chunk {
+	c := q.chunks
+	q.chunks, q.bytes = nil, 0
+	return c
+}
+
+// reencodeLocked moves the frames of chunks into q, encoded afresh in the
+// session's current mode (and pipeline), and recycles the chunks. Only the
+// session's own frames are ever in a queue, so they always split cleanly.
+func (s *Session) reencodeLocked(q *queue, chunks []*chunk, withPipe bool) {
+	for _, c := range chunks {
+		for b := c.b; len(b) >= frame.HeaderLen; {
+			total, err := frame.Split(b, frame.MaxPayloadLimit)
+			if err != nil || total == 0 || total > len(b) {
+				break
+			}
+			f := frame.Decode(b[:total])
+			s.encodeLocked(q, f.Kind, f.Flags, f.Payload, withPipe)
+			b = b[total:]
+		}
+		putChunk(c)
+	}
+}
+
 // setMode records the peer's mode once sniffed and lets the writer start on
-// what was queued meanwhile.
+// what was queued meanwhile (re-encoded as lines for a text peer).
 func (s *Session) setMode(m frame.Mode) {
 	s.mu.Lock()
 	s.mode = m
-	if m == frame.ModeText && len(s.out) > 0 {
-		// Re-encode what was queued as frames into lines.
-		old := s.out
-		s.out, s.outBytes = nil, 0
-		for _, c := range old {
-			for b := c.b; len(b) >= frame.HeaderLen; {
-				total, err := frame.Split(b, frame.MaxPayloadLimit)
-				if err != nil || total > len(b) {
-					break // only our own frames are here; cannot happen
-				}
-				f := frame.Decode(b[:total])
-				s.appendLocked(f.Kind, f.Flags, f.Payload)
-				b = b[total:]
-			}
-			putChunk(c)
-		}
+	if m == frame.ModeText {
+		s.reencodeLocked(&s.out, s.out.take(), false)
+		s.reencodeLocked(&s.early, s.early.take(), false)
 	}
 	start := s.wantWriterLocked()
 	s.mu.Unlock()
 	if start {
 		go s.writeFn()
 	}
+}
+
+// establishWith ends the hold: the negotiated pipeline is installed, the
+// handshake's answer (if any) is queued, and then the DATA held back is
+// queued after it, through the pipeline. All of it happens under one lock,
+// so no send can slip in between.
+func (s *Session) establishWith(pipe *sessionPipe, answer []byte) {
+	s.handshaking.Store(false)
+	s.mu.Lock()
+	if pipe != nil {
+		s.pipe = pipe
+	}
+	if answer != nil {
+		s.encodeLocked(&s.out, frame.KindControl, 0, answer, false)
+		s.msgsOut.Add(1)
+		s.ctr.countOut(frame.KindControl, frame.HeaderLen+len(answer))
+	}
+	s.releaseLocked()
+	start := s.wantWriterLocked()
+	s.mu.Unlock()
+	if start {
+		go s.writeFn()
+	}
+}
+
+func (s *Session) releaseLocked() {
+	if !s.held {
+		return
+	}
+	s.held = false
+	if s.mode == frame.ModeText {
+		for _, c := range s.early.take() {
+			s.out.commit(append(s.out.reserve(len(c.b)), c.b...))
+			putChunk(c)
+		}
+		return
+	}
+	s.reencodeLocked(&s.out, s.early.take(), true)
+}
+
+// sessionPipe is a session's negotiated payload stages and the reader's
+// buffer for undoing them.
+type sessionPipe struct {
+	p     pipeline.Pipeline
+	inbuf []byte // reader-owned
+}
+
+// inbound undoes the negotiated stages on a received DATA frame. The result
+// aliases a reader-owned buffer, valid until the next frame.
+func (s *Session) inbound(f *frame.Frame) error {
+	p := s.pipe
+	if p == nil || f.Kind != frame.KindData {
+		return nil
+	}
+	out, err := p.p.Inbound(p.inbuf[:0], f.Kind, f.Flags, f.Payload)
+	if err != nil {
+		return err
+	}
+	p.inbuf = out[:0]
+	f.Payload = out
+	f.Flags &^= frame.FlagCompressed | frame.FlagEncrypted
+	return nil
 }
 
 // writeLoop drains the queue: everything queued goes out in one writev, then
@@ -413,7 +541,7 @@ func (s *Session) writeLoop() {
 	defer writerPool.Put(w)
 	for {
 		s.mu.Lock()
-		if len(s.out) == 0 || s.socketDone() {
+		if len(s.out.chunks) == 0 || s.socketDone() {
 			s.writerActive = false
 			if s.closing && !s.socketDone() {
 				s.closeSocketLocked()
@@ -425,8 +553,8 @@ func (s *Session) writeLoop() {
 			}
 			return
 		}
-		w.batch, s.out = s.out, w.batch[:0]
-		s.outBytes = 0
+		w.batch, s.out.chunks = s.out.chunks, w.batch[:0]
+		s.out.bytes = 0
 		closing := s.closing
 		s.mu.Unlock()
 
@@ -495,18 +623,21 @@ func (s *Session) closeWith(reason error, notify bool) {
 	}
 	s.closing = true
 	s.reason = reason
+	s.releaseLocked() // what was held is written before the last word
 	if notify && s.mode != frame.ModeUnknown {
 		s.lingerOnEnd = true
 	}
 	if notify && s.mode != frame.ModeUnknown && !s.socketDone() {
 		if pe, ok := reason.(*ProtocolError); ok && !pe.Remote {
 			p := frame.AppendError(nil, pe.Code, pe.Message)
-			s.appendLocked(frame.KindError, 0, p)
+			s.encodeLocked(&s.out, frame.KindError, 0, p, false)
+			s.msgsOut.Add(1)
 			s.ctr.errorsSent.add(pe.Code)
 			s.ctr.countOut(frame.KindError, frame.HeaderLen+len(p))
 		}
 		if s.mode == frame.ModeBinary {
-			s.appendLocked(frame.KindDisconnect, 0, []byte(reason.Error()))
+			s.encodeLocked(&s.out, frame.KindDisconnect, 0, []byte(reason.Error()), false)
+			s.msgsOut.Add(1)
 			s.ctr.countOut(frame.KindDisconnect, frame.HeaderLen+len(reason.Error()))
 		}
 	}
@@ -516,7 +647,7 @@ func (s *Session) closeWith(reason error, notify bool) {
 	}
 	start := false
 	if !s.writerActive && !s.socketDone() {
-		if len(s.out) > 0 {
+		if len(s.out.chunks) > 0 {
 			s.writerActive = true
 			start = true
 		} else {
@@ -557,15 +688,16 @@ func (s *Session) abort(reason error) {
 }
 
 func (s *Session) dropQueueLocked() {
-	for i, c := range s.out {
+	for _, c := range s.out.take() {
 		if s.salvage {
 			e := s.x()
 			e.unsent = append(e.unsent, c.b...)
 		}
 		putChunk(c)
-		s.out[i] = nil
 	}
-	s.out, s.outBytes = s.out[:0], 0
+	for _, c := range s.early.take() {
+		putChunk(c)
+	}
 }
 
 // closeSocketLocked closes the connection. A parked socket leaves the epoll
@@ -646,6 +778,9 @@ func (s *Session) endLocked() bool {
 
 func (s *Session) finish() {
 	s.pending = nil
+	if e := s.ext.Load(); e != nil && e.authTimer != nil {
+		e.authTimer.Stop()
+	}
 	s.failRequests()
 	s.peer.sessionEnded(s, s.reason)
 }

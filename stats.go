@@ -173,7 +173,7 @@ type SessionInfo struct {
 func (s *Session) Info() SessionInfo {
 	host, port := s.remoteHostPort()
 	s.mu.Lock()
-	mode, queued, parked := s.mode, s.outBytes, s.parked && !s.hotWait.Load()
+	mode, queued, parked := s.mode, s.out.bytes+s.early.bytes, s.parked && !s.hotWait.Load()
 	s.mu.Unlock()
 	return SessionInfo{
 		ID: s.id, ClientID: s.ClientID(), RemoteAddr: host, RemotePort: port,
@@ -227,7 +227,7 @@ func (srv *Server) Stats() Stats {
 		st.BytesIn += s.bytesIn.Load()
 		st.BytesOut += s.bytesOut.Load()
 		s.mu.Lock()
-		st.QueueBytes += s.outBytes
+		st.QueueBytes += s.out.bytes + s.early.bytes
 		s.mu.Unlock()
 		return true
 	})

@@ -1,0 +1,325 @@
+package msgnet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/pipeline"
+	"golang.org/x/time/rate"
+)
+
+// The handshake (docs/PROTOCOL.md, sections 3 and 6): the client's hello
+// names what it would like; with authentication on, the server answers a
+// challenge that the client must meet; the server's welcome says what was
+// granted. Until then the session is held: DATA sent to it waits (see
+// Session.appendLocked).
+
+// hello is the client's first CONTROL frame.
+type hello struct {
+	Op          string     `json:"op"`
+	ClientID    string     `json:"client_id"`
+	Features    []string   `json:"features,omitempty"`    // extensions asked for
+	Compression []string   `json:"compression,omitempty"` // codecs, in the client's order of preference
+	Encryption  *helloSeal `json:"encryption,omitempty"`
+	Auth        string     `json:"auth,omitempty"` // "hmac-sha256" when the client holds a key
+}
+
+type helloSeal struct {
+	Suites []string `json:"suites"`
+	Nonce  []byte   `json:"nonce"` // 32 random bytes, base64 in JSON
+}
+
+// welcome is the server's answer to hello.
+type welcome struct {
+	Op             string       `json:"op"`
+	SessionID      string       `json:"session_id"`
+	ServerID       string       `json:"server_id"`
+	MaxMessageSize int          `json:"max_message_size"`
+	IdleTimeoutMS  int64        `json:"idle_timeout_ms"`
+	Features       []string     `json:"features,omitempty"`    // extensions granted
+	Compression    string       `json:"compression,omitempty"` // the codec chosen
+	Encryption     *welcomeSeal `json:"encryption,omitempty"`
+}
+
+type welcomeSeal struct {
+	Suite string `json:"suite"`
+	Nonce []byte `json:"nonce"`
+}
+
+// challenge asks the client to prove it holds its key.
+type challenge struct {
+	Op     string `json:"op"`
+	Method string `json:"method"`
+	Nonce  []byte `json:"nonce"`
+}
+
+// authAnswer meets a challenge.
+type authAnswer struct {
+	Op  string `json:"op"`
+	MAC []byte `json:"mac"`
+}
+
+type pendingAuth struct {
+	hello hello
+	nonce []byte
+}
+
+// Protocol error codes of the handshake and its extensions.
+const (
+	CodeAuthFailed         = "auth_failed"
+	CodeAuthRequired       = "auth_required"
+	CodeEncryptionRequired = "encryption_required"
+	CodeDecryptFailed      = "decrypt_failed"
+	CodeBadCompression     = "bad_compression"
+	CodeFilterFailed       = "filter_failed"
+	CodeRateLimited        = "rate_limited"
+	CodePerIPLimit         = "per_ip_limit"
+	CodeHandshakeTimeout   = "handshake_timeout"
+)
+
+// ErrHandshakeTimeout ends a session that did not complete its handshake
+// (or, without one, send its first message) in time.
+var ErrHandshakeTimeout = errors.New("handshake timeout")
+
+// inHandshake reports whether f is part of a handshake still under way.
+func (srv *Server) inHandshake(s *Session, f frame.Frame) bool {
+	if f.Kind != frame.KindControl {
+		return false
+	}
+	if s.frames == 1 {
+		return true
+	}
+	e := s.ext.Load()
+	return e != nil && e.auth != nil
+}
+
+func (srv *Server) handleControl(s *Session, p []byte) {
+	op, err := frame.ControlOp(p)
+	if err != nil {
+		if !s.established && !srv.establish(s) {
+			return
+		}
+		s.sendError(frame.CodeBadControl, err.Error())
+		return
+	}
+	var pending *pendingAuth
+	if e := s.ext.Load(); e != nil {
+		pending = e.auth
+	}
+	switch {
+	case op == "hello" && s.frames == 1:
+		var h hello
+		json.Unmarshal(p, &h) // op parsed above, so p is a JSON object
+		if h.ClientID != "" {
+			// A fresh pointer: &h.ClientID would keep the whole decoded
+			// hello alive for the session's life.
+			cid := new(string)
+			*cid = h.ClientID
+			s.clientID.Store(cid)
+		}
+		if srv.cfg.authKey != nil {
+			nonce, err := pipeline.NewChallenge()
+			if err != nil {
+				s.closeWith(&ProtocolError{Code: CodeAuthFailed, Message: "no randomness"}, true)
+				return
+			}
+			s.x().auth = &pendingAuth{hello: h, nonce: nonce}
+			c, _ := json.Marshal(challenge{Op: "challenge", Method: "hmac-sha256", Nonce: nonce})
+			s.enqueue(frame.KindControl, 0, c)
+			return
+		}
+		srv.finishHello(s, &h)
+	case op == "auth" && pending != nil:
+		s.x().auth = nil
+		var a authAnswer
+		json.Unmarshal(p, &a)
+		key := srv.cfg.authKey(pending.hello.ClientID)
+		if key == nil || !pipeline.VerifyAuth(key, pending.nonce, pending.hello.ClientID, a.MAC) {
+			srv.refuseAuth(s)
+			return
+		}
+		srv.finishHello(s, &pending.hello)
+	case pending != nil:
+		srv.refuseAuth(s)
+	case op == "hello":
+		s.sendError(frame.CodeBadControl, "hello must be the first frame")
+	default:
+		if !s.established && !srv.establish(s) {
+			return
+		}
+		s.sendError(frame.CodeBadControl, "unknown op "+strconv.Quote(op))
+	}
+}
+
+// refuseAuth closes a session whose authentication failed, after a fixed
+// delay: the same for a wrong key, an unknown client id and a malformed
+// answer, so that timing tells an attacker nothing, and slow enough to make
+// guessing expensive.
+func (srv *Server) refuseAuth(s *Session) {
+	s.stopRead.Store(true)
+	e := s.x()
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		return
+	}
+	e.authTimer = time.AfterFunc(srv.cfg.authDelay, func() {
+		s.closeWith(&ProtocolError{Code: CodeAuthFailed, Message: "authentication failed"}, true)
+	})
+}
+
+// finishHello grants what the hello asked for and can be granted, answers
+// with the welcome and establishes the session.
+func (srv *Server) finishHello(s *Session, h *hello) {
+	granted, mask := grantFeatures(h.Features)
+	s.features.Store(mask)
+	w := welcome{
+		Op: "welcome", SessionID: s.id, ServerID: srv.id,
+		MaxMessageSize: srv.cfg.maxPayload, IdleTimeoutMS: srv.cfg.idleTimeout.Milliseconds(),
+		Features: granted,
+	}
+	pipe := srv.basePipe()
+	if name := pipeline.Negotiate(srv.cfg.compression, h.Compression); name != "" {
+		if c, ok := pipeline.CompressorByName(name); ok {
+			pipe = orNewPipe(pipe, srv.cfg.maxPayload)
+			pipe.p.Compressor, pipe.p.Threshold = c, srv.cfg.compressThreshold
+			w.Compression = name
+		}
+	}
+	if srv.cfg.psk != nil {
+		if h.Encryption == nil || len(h.Encryption.Nonce) != pipeline.HandshakeNonceSize {
+			s.closeWith(&ProtocolError{Code: CodeEncryptionRequired, Message: "this server requires encryption"}, true)
+			return
+		}
+		suite := pipeline.Negotiate(srv.cfg.suites, h.Encryption.Suites)
+		if suite == "" {
+			s.closeWith(&ProtocolError{Code: CodeEncryptionRequired, Message: "no cipher suite in common"}, true)
+			return
+		}
+		nonce, err := pipeline.NewNonce()
+		if err != nil {
+			s.closeWith(&ProtocolError{Code: CodeEncryptionRequired, Message: "no randomness"}, true)
+			return
+		}
+		sealer, opener, err := pipeline.NewSessionKeys(srv.cfg.psk, h.Encryption.Nonce, nonce, suite, pipeline.RoleServer)
+		if err != nil {
+			s.closeWith(&ProtocolError{Code: CodeEncryptionRequired, Message: err.Error()}, true)
+			return
+		}
+		pipe = orNewPipe(pipe, srv.cfg.maxPayload)
+		pipe.p.Sealer, pipe.p.Opener = sealer, opener
+		w.Encryption = &welcomeSeal{Suite: suite, Nonce: nonce}
+	}
+	if h.ClientID != "" {
+		srv.reg.setClient(s, h.ClientID)
+		srv.clientUp(s, h.ClientID)
+	}
+	b, _ := json.Marshal(w)
+	s.establishWith(pipe, b)
+	srv.connected(s)
+}
+
+func orNewPipe(p *sessionPipe, maxPayload int) *sessionPipe {
+	if p == nil {
+		p = &sessionPipe{p: pipeline.Pipeline{MaxPayload: maxPayload}}
+	}
+	return p
+}
+
+// basePipe is the pipeline every binary session gets: the user's filters.
+func (srv *Server) basePipe() *sessionPipe {
+	if len(srv.cfg.filters) == 0 {
+		return nil
+	}
+	return &sessionPipe{p: pipeline.Pipeline{Filters: srv.cfg.filters, MaxPayload: srv.cfg.maxPayload}}
+}
+
+// establish makes a session that skipped the handshake (no hello, or text
+// mode) established, unless the server requires a handshake, in which case
+// it closes the session and reports false.
+func (srv *Server) establish(s *Session) bool {
+	switch {
+	case srv.cfg.authKey != nil:
+		s.closeWith(&ProtocolError{Code: CodeAuthRequired, Message: "this server requires authentication"}, true)
+		return false
+	case srv.cfg.psk != nil:
+		s.closeWith(&ProtocolError{Code: CodeEncryptionRequired, Message: "this server requires encryption"}, true)
+		return false
+	}
+	var pipe *sessionPipe
+	if s.readerMode() == frame.ModeBinary {
+		pipe = srv.basePipe()
+	}
+	s.establishWith(pipe, nil)
+	srv.connected(s)
+	return true
+}
+
+// connected runs the connect handler, once, on the session's reader.
+func (srv *Server) connected(s *Session) {
+	s.established = true
+	if srv.cfg.rate > 0 {
+		s.x().limiter = rate.NewLimiter(srv.cfg.rate, srv.cfg.burst)
+	}
+	if srv.log.Enabled(context.Background(), slog.LevelInfo) {
+		srv.log.Info("session connected", "session", s.id, "client", s.ClientID(), "remote", s.RemoteAddr())
+	}
+	if h := srv.handlers.Load().connect; h != nil {
+		h(s)
+	}
+}
+
+// allowMessage applies the per-session message rate limit: a message over
+// it is dropped and answered with ERROR rate_limited.
+func (srv *Server) allowMessage(s *Session) bool {
+	if srv.cfg.rate <= 0 {
+		return true
+	}
+	if e := s.ext.Load(); e != nil && e.limiter != nil && !e.limiter.Allow() {
+		s.sendError(CodeRateLimited, "message rate limit exceeded; message dropped")
+		return false
+	}
+	return true
+}
+
+// pipelineError decides what a failure to undo the payload stages means.
+// Errors that break the stream's security end the session; the others drop
+// the message and say so.
+func (s *Session) pipelineError(err error) error {
+	switch {
+	case errors.Is(err, pipeline.ErrNotNegotiated):
+		s.sendError(frame.CodeUnknownType, err.Error())
+		return nil
+	case errors.Is(err, pipeline.ErrDecrypt), errors.Is(err, pipeline.ErrNotEncrypted):
+		return &ProtocolError{Code: CodeDecryptFailed, Message: err.Error()}
+	case errors.Is(err, pipeline.ErrTooLarge):
+		return &ProtocolError{Code: frame.CodeMessageTooLarge, Message: "decompressed payload exceeds the size limit"}
+	case errors.Is(err, pipeline.ErrCorrupt):
+		s.sendError(CodeBadCompression, err.Error())
+		return nil
+	}
+	s.sendError(CodeFilterFailed, err.Error())
+	return nil
+}
+
+// ipOf is the key for the per-IP connection limit.
+func ipOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	if a == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
