@@ -1,0 +1,399 @@
+package monitor_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/monitor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// Counters move by exactly the traffic sent, and no counter goes down in
+// scrapes taken while the traffic flows.
+func TestMetricsFollowTraffic(t *testing.T) {
+	srv := echoServer(t)
+	base, hc := serveMonitor(t, srv)
+	before := scrape(t, hc, base)
+
+	// Scrape in a loop while the traffic flows; no counter may go down.
+	stop := make(chan struct{})
+	var scrapes int
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		prev := before
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			cur := scrape(t, hc, base)
+			scrapes++
+			for k, v := range cur {
+				if isCounter(k) && v < prev[k] {
+					t.Errorf("%s went down from %v to %v", k, prev[k], v)
+				}
+			}
+			prev = cur
+		}
+	}()
+
+	const n, size = 100, 10
+	c, got := connect(t, srv, "alice")
+	msg := bytes.Repeat([]byte("x"), size)
+	for i := 0; i < n; i++ {
+		if err := c.Send(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	receive(t, got, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d scrapes while traffic flowed", scrapes)
+
+	frameBytes := float64(n * (frame.HeaderLen + size))
+	var after metrics
+	// The echo can reach the client a moment before the server has
+	// counted it as sent; wait for that count, then check every count.
+	waitFor(t, "100 DATA frames counted as sent", func() bool {
+		after = scrape(t, hc, base)
+		return after[`msgnet_frames_sent_total{kind="DATA"}`]-before[`msgnet_frames_sent_total{kind="DATA"}`] >= n
+	})
+	checkDeltas(t, before, after, map[string]float64{
+		`msgnet_frames_received_total{kind="DATA"}`:    n,
+		`msgnet_frames_sent_total{kind="DATA"}`:        n,
+		`msgnet_received_bytes_total{kind="DATA"}`:     frameBytes,
+		`msgnet_sent_bytes_total{kind="DATA"}`:         frameBytes,
+		`msgnet_frames_received_total{kind="PING"}`:    1,
+		`msgnet_frames_sent_total{kind="PONG"}`:        1,
+		`msgnet_received_bytes_total{kind="PING"}`:     after[`msgnet_sent_bytes_total{kind="PONG"}`] - before[`msgnet_sent_bytes_total{kind="PONG"}`],
+		`msgnet_frames_received_total{kind="CONTROL"}`: 1, // hello
+		`msgnet_frames_sent_total{kind="CONTROL"}`:     1, // welcome
+		`msgnet_connections_accepted_total`:            1,
+	})
+	if v := after["msgnet_sessions_open"]; v != 1 {
+		t.Errorf("msgnet_sessions_open = %v, want 1", v)
+	}
+	if v := after["msgnet_server_running"]; v != 1 {
+		t.Errorf("msgnet_server_running = %v, want 1", v)
+	}
+
+	// The client leaves: the session ends with the client's DISCONNECT.
+	c.Close()
+	waitFor(t, "the session to end", func() bool {
+		after = scrape(t, hc, base)
+		return after["msgnet_sessions_open"] == 0
+	})
+	checkDeltas(t, before, after, map[string]float64{
+		`msgnet_disconnects_total{reason="peer_disconnect"}`: 1,
+		`msgnet_frames_received_total{kind="DISCONNECT"}`:    1,
+		`msgnet_frames_received_total{kind="DATA"}`:          n, // the ended session's counts stay
+		`msgnet_frames_sent_total{kind="DATA"}`:              n,
+	})
+}
+
+// isCounter says whether a flattened series is a counter (or a histogram's
+// cumulative part), which must never go down.
+func isCounter(series string) bool {
+	name, _, _ := strings.Cut(series, "{")
+	return strings.HasSuffix(name, "_total") || strings.HasSuffix(name, "_bucket") ||
+		strings.HasSuffix(name, "_count") || strings.HasSuffix(name, "_sum")
+}
+
+// The collector passes the client library's linter, with every metric
+// family present (cluster included) and a histogram with observations.
+func TestCollectorLint(t *testing.T) {
+	bus := &fakeBus{stats: msgnet.ClusterStats{
+		Nodes:     3,
+		Published: map[string]uint64{"broadcast": 4, "group": 2},
+		Received:  map[string]uint64{"direct": 7},
+		Errors:    1,
+	}}
+	srv := echoServer(t, msgnet.WithBus(bus))
+	c, got := connect(t, srv, "lint")
+	for i := 0; i < 200; i++ {
+		c.SendString("m")
+	}
+	receive(t, got, 200)
+	gone, _ := connect(t, srv, "gone") // for a disconnect
+	gone.Close()
+	waitFor(t, "a session to end", func() bool { return srv.ConnectionCount() == 1 })
+	col := monitor.NewCollector(srv)
+	problems, err := testutil.CollectAndLint(col)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+	// Every metric the collector describes is collected here.
+	names := map[string]bool{}
+	descs := make(chan *prometheus.Desc, 100)
+	col.Describe(descs)
+	close(descs)
+	for d := range descs {
+		s := d.String()
+		_, rest, _ := strings.Cut(s, `fqName: "`)
+		name, _, _ := strings.Cut(rest, `"`)
+		names[name] = true
+	}
+	for name := range names {
+		if testutil.CollectAndCount(col, name) == 0 {
+			t.Errorf("%s is described but not collected", name)
+		}
+	}
+	if len(names) != 23 {
+		t.Errorf("%d metrics described, want 23 (update docs/MONITORING.md when this changes)", len(names))
+	}
+}
+
+// The cluster's counters come from the bus's Stats.
+func TestClusterMetrics(t *testing.T) {
+	bus := &fakeBus{stats: msgnet.ClusterStats{
+		Nodes:     3,
+		Published: map[string]uint64{"broadcast": 4, "group": 2},
+		Received:  map[string]uint64{"direct": 7},
+		Errors:    1,
+	}}
+	srv := startServer(t, msgnet.WithBus(bus))
+	base, hc := serveMonitor(t, srv)
+	m := scrape(t, hc, base)
+	want := map[string]float64{
+		"msgnet_cluster_nodes": 3,
+		`msgnet_cluster_messages_published_total{kind="broadcast"}`: 4,
+		`msgnet_cluster_messages_published_total{kind="group"}`:     2,
+		`msgnet_cluster_messages_published_total{kind="direct"}`:    0,
+		`msgnet_cluster_messages_received_total{kind="direct"}`:     7,
+		"msgnet_cluster_errors_total":                               1,
+	}
+	checkDeltas(t, metrics{}, m, want)
+
+	// Without a bus there is no cluster metric.
+	plain := startServer(t)
+	base2, hc2 := serveMonitor(t, plain)
+	for k := range scrape(t, hc2, base2) {
+		if strings.HasPrefix(k, "msgnet_cluster_") {
+			t.Errorf("%s exported without a cluster", k)
+		}
+	}
+}
+
+// The handler latency histogram is in seconds: a handler that sleeps 2ms
+// has no observation at or below 1ms, and all of them at or below 1 hour.
+func TestHandlerLatencyHistogram(t *testing.T) {
+	srv := startServer(t)
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
+		time.Sleep(2 * time.Millisecond)
+		s.Send(msg)
+	})
+	base, hc := serveMonitor(t, srv)
+	c, got := connect(t, srv, "slow")
+	for i := 0; i < 130; i++ { // one call in 64 is timed
+		c.SendString("m")
+	}
+	receive(t, got, 130)
+	m := scrape(t, hc, base)
+	st := srv.Stats().HandlerLatency
+	count := m["msgnet_message_handler_duration_seconds_count"]
+	if count < 2 || count != float64(st.Count) {
+		t.Fatalf("histogram count %v; Stats says %d; want >= 2 and equal", count, st.Count)
+	}
+	if v := m[`msgnet_message_handler_duration_seconds_bucket{le="0.001048576"}`]; v != 0 {
+		t.Errorf("%v observations at or below 1.05ms from a handler that sleeps 2ms", v)
+	}
+	if v := m[`msgnet_message_handler_duration_seconds_bucket{le="+Inf"}`]; v != count {
+		t.Errorf("+Inf bucket %v, count %v", v, count)
+	}
+	if v := m[`msgnet_message_handler_duration_seconds_bucket{le="8.589934592"}`]; v != count {
+		t.Errorf("bucket le=8.59s holds %v of %v observations of ~2ms", v, count)
+	}
+	sum := m["msgnet_message_handler_duration_seconds_sum"]
+	if sum < 0.002*count || sum != st.Sum.Seconds() {
+		t.Errorf("sum %vs for %v calls of >= 2ms; Stats says %v", sum, count, st.Sum)
+	}
+}
+
+// Refusals, ERROR frames both ways and request outcomes are counted by
+// label.
+func TestErrorAndRequestCounters(t *testing.T) {
+	srv := echoServer(t, msgnet.WithMaxConnections(1))
+	srv.OnRequest(func(s *msgnet.Session, req []byte) ([]byte, error) {
+		if string(req) == "fail" {
+			return nil, errors.New("no")
+		}
+		return req, nil
+	})
+	base, hc := serveMonitor(t, srv)
+	before := scrape(t, hc, base)
+	c, _ := connect(t, srv, "first")
+
+	// A second connection is refused: the server is full.
+	c2 := msgnet.NewClient("second")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c2.Connect(ctx, srv.Addr().String()); !errors.Is(err, msgnet.ErrServerFull) {
+		t.Fatalf("second connect: %v, want ErrServerFull", err)
+	}
+	c2.Close()
+
+	// Requests: two answered, one with a handler error.
+	if _, err := c.Request(ctx, []byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Request(ctx, []byte("fail")); err == nil {
+		t.Fatal("request answered by a failing handler succeeded")
+	}
+
+	// ERROR frames from the peer: one of msgnet's codes, one not.
+	for _, code := range []string{frame.CodeBadControl, "made_up_code"} {
+		raw := frame.Append(nil, frame.KindError, 0, frame.AppendError(nil, code, "test"))
+		if err := c.SendRaw(raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A frame kind the server does not know draws ERROR unknown_type.
+	if err := c.SendRaw(frame.Append(nil, frame.Kind(0x7e), 0, nil)); err != nil {
+		t.Fatal(err)
+	}
+	var after metrics
+	waitFor(t, "the ERROR frames to be counted", func() bool {
+		after = scrape(t, hc, base)
+		return after[`msgnet_errors_received_total{code="other"}`]-before[`msgnet_errors_received_total{code="other"}`] >= 1 &&
+			after[`msgnet_errors_sent_total{code="unknown_type"}`]-before[`msgnet_errors_sent_total{code="unknown_type"}`] >= 1
+	})
+	checkDeltas(t, before, after, map[string]float64{
+		`msgnet_connections_refused_total{reason="server_full"}`: 1,
+		`msgnet_connections_accepted_total`:                      1,
+		`msgnet_requests_handled_total{outcome="ok"}`:            1,
+		`msgnet_requests_handled_total{outcome="error"}`:         1,
+		`msgnet_errors_received_total{code="bad_control"}`:       1,
+		`msgnet_errors_received_total{code="other"}`:             1,
+		`msgnet_errors_sent_total{code="unknown_type"}`:          1,
+		`msgnet_frames_received_total{kind="ERROR"}`:             2,
+		`msgnet_frames_received_total{kind="KIND(0x7E)"}`:        1,
+	})
+	if _, ok := after[`msgnet_errors_received_total{code="made_up_code"}`]; ok {
+		t.Error("a code made up by a peer became a label value")
+	}
+
+	// Requests the server sends: one answered, one that times out.
+	s, ok := srv.SessionByClientID("first")
+	if !ok {
+		t.Fatal("no session for client first")
+	}
+	release := make(chan struct{})
+	c.OnRequest(func(req []byte) ([]byte, error) {
+		if string(req) == "hang" {
+			<-release
+		}
+		return req, nil
+	})
+	if _, err := s.Request(ctx, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
+	_, err := s.Request(short, []byte("hang"))
+	cancelShort()
+	close(release)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hanging request: %v, want a deadline error", err)
+	}
+	waitFor(t, "the late reply", func() bool {
+		after = scrape(t, hc, base)
+		return after["msgnet_late_replies_total"]-before["msgnet_late_replies_total"] >= 1
+	})
+	checkDeltas(t, before, after, map[string]float64{
+		`msgnet_requests_sent_total`:                         2,
+		`msgnet_requests_completed_total{outcome="ok"}`:      1,
+		`msgnet_requests_completed_total{outcome="timeout"}`: 1,
+		`msgnet_late_replies_total`:                          1,
+	})
+}
+
+// A peer that stops reading fills its send queue: the queue gauge shows
+// the bytes waiting and each refused send is a slow-consumer event.
+func TestSendQueueAndSlowConsumer(t *testing.T) {
+	const queueLimit = 256 << 10
+	srv := startServer(t, msgnet.WithSendQueueBytes(queueLimit))
+	base, hc := serveMonitor(t, srv)
+	before := scrape(t, hc, base)
+
+	// A text-mode peer that never reads.
+	nc, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	joined := make(chan *msgnet.Session, 1)
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) { joined <- s })
+	if _, err := nc.Write([]byte("hello\n")); err != nil {
+		t.Fatal(err)
+	}
+	var s *msgnet.Session
+	select {
+	case s = <-joined:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message from the raw peer")
+	}
+
+	// Send until the queue refuses. The writer takes the whole queue for
+	// each write and the kernel's buffers for the socket grow for a while,
+	// so fill again until the queue stays full: the bytes a scrape reports
+	// are then the bytes the session holds.
+	line := bytes.Repeat([]byte("y"), 32<<10)
+	refused := 0
+	var after metrics
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for n := refused; refused == n; {
+			if err := s.Send(line); errors.Is(err, msgnet.ErrQueueFull) {
+				refused++
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		after = scrape(t, hc, base)
+		q := after["msgnet_send_queue_bytes"]
+		if q > 0 && q == float64(s.Info().QueueBytes) {
+			if q > queueLimit {
+				t.Errorf("msgnet_send_queue_bytes = %v, over the bound %d", q, queueLimit)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the send queue never stayed full; last scrape: %v bytes", q)
+		}
+	}
+	checkDeltas(t, before, after, map[string]float64{
+		"msgnet_slow_consumer_events_total": float64(refused),
+	})
+	t.Logf("%d refusals, %v bytes queued", refused, after["msgnet_send_queue_bytes"])
+}
+
+// fakeBus is a cluster bus that only reports fixed traffic.
+type fakeBus struct{ stats msgnet.ClusterStats }
+
+func (b *fakeBus) Attach(msgnet.ClusterNode) error     { return nil }
+func (b *fakeBus) Publish(msgnet.ClusterMessage) error { return nil }
+func (b *fakeBus) ClientUp(string, string)             {}
+func (b *fakeBus) ClientDown(string, string)           {}
+func (b *fakeBus) GroupUp(string)                      {}
+func (b *fakeBus) GroupDown(string)                    {}
+func (b *fakeBus) Stats() msgnet.ClusterStats          { return b.stats }
+func (b *fakeBus) Close() error                        { return nil }
