@@ -1,0 +1,390 @@
+// Package transporttest is a table of protocol cases (limits, bad input,
+// text mode, max connections) that every msgnet transport must handle
+// exactly as TCP does. A transport's tests call Run with a function that
+// serves a msgnet server on that transport and returns how to dial it.
+package transporttest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/frame"
+)
+
+// Limits of the servers the cases run against.
+const (
+	MaxPayload = 1024 // message size limit
+	MaxConns   = 3    // max connections
+)
+
+// Timeout bounds every wait of a case; generous, for loaded machines.
+const Timeout = 10 * time.Second
+
+// Dial opens a connection to the server under test.
+type Dial func(ctx context.Context) (net.Conn, error)
+
+// Serve exposes srv on the transport under test and returns how to dial
+// it. It must register its own cleanup with t.Cleanup; the cases shut srv
+// down before that cleanup runs.
+type Serve func(t *testing.T, srv *msgnet.Server) Dial
+
+// TCP serves srv on a loopback TCP listener.
+func TCP(t *testing.T, srv *msgnet.Server) Dial {
+	t.Helper()
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	addr := srv.Addr().String()
+	return func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+}
+
+// Server is the msgnet server a case runs against: it echoes every
+// message and records why sessions ended.
+type Server struct {
+	*msgnet.Server
+	Dial  Dial
+	Ended chan error // disconnect reasons, in order
+}
+
+// NewServer starts an echo server with MaxPayload and MaxConns on the
+// transport, and shuts it down when the test ends (before the transport's
+// own cleanup runs).
+func NewServer(t *testing.T, serve Serve, opts ...msgnet.Option) *Server {
+	t.Helper()
+	opts = append([]msgnet.Option{
+		msgnet.WithMessageSizeLimit(MaxPayload),
+		msgnet.WithMaxConnections(MaxConns),
+		msgnet.WithLogger(slog.New(slog.DiscardHandler)),
+	}, opts...)
+	srv := &Server{Server: msgnet.NewServer("transporttest", opts...), Ended: make(chan error, 64)}
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
+	srv.OnDisconnect(func(s *msgnet.Session, reason error) {
+		select {
+		case srv.Ended <- reason:
+		default:
+		}
+	})
+	srv.Dial = serve(t, srv.Server)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return srv
+}
+
+// Peer drives a connection by hand: it writes exactly the bytes a case
+// chooses and reads frames or lines with a deadline.
+type Peer struct {
+	t  testing.TB
+	NC net.Conn
+	fr *frame.Reader
+	br *bufio.Reader
+}
+
+// Connect dials the server and closes the connection when the test ends.
+func (s *Server) Connect(t testing.TB) *Peer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	nc, err := s.Dial(ctx)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &Peer{t: t, NC: nc}
+}
+
+// Write writes b in one Write call.
+func (p *Peer) Write(b []byte) {
+	p.t.Helper()
+	p.NC.SetWriteDeadline(time.Now().Add(Timeout))
+	if _, err := p.NC.Write(b); err != nil {
+		p.t.Fatalf("write: %v", err)
+	}
+}
+
+// Frame reads the next frame.
+func (p *Peer) Frame() (frame.Frame, error) {
+	if p.fr == nil {
+		p.fr = frame.NewReader(p.NC, 16<<20)
+	}
+	p.NC.SetReadDeadline(time.Now().Add(Timeout))
+	return p.fr.ReadFrame()
+}
+
+// Expect reads the next frame and checks its kind and, unless payload is
+// nil, its payload.
+func (p *Peer) Expect(kind frame.Kind, payload []byte) frame.Frame {
+	p.t.Helper()
+	f, err := p.Frame()
+	if err != nil {
+		p.t.Fatalf("reading %v: %v", kind, err)
+	}
+	if f.Kind != kind || payload != nil && !bytes.Equal(f.Payload, payload) {
+		p.t.Fatalf("got %v %q, want %v %q", f.Kind, f.Payload, kind, payload)
+	}
+	return f
+}
+
+// ExpectError reads an ERROR frame with code.
+func (p *Peer) ExpectError(code string) {
+	p.t.Helper()
+	f := p.Expect(frame.KindError, nil)
+	if got := frame.ParseError(f.Payload).Code; got != code {
+		p.t.Fatalf("ERROR code %q (%s), want %q", got, f.Payload, code)
+	}
+}
+
+// ExpectEOF checks that the server ended the stream cleanly.
+func (p *Peer) ExpectEOF() {
+	p.t.Helper()
+	if p.br != nil {
+		p.NC.SetReadDeadline(time.Now().Add(Timeout))
+		if line, err := p.br.ReadString('\n'); err != io.EOF {
+			p.t.Fatalf("got %q, %v; want EOF", line, err)
+		}
+		return
+	}
+	f, err := p.Frame()
+	if err != io.EOF {
+		p.t.Fatalf("got %v %q, %v; want EOF", f.Kind, f.Payload, err)
+	}
+}
+
+// Line reads the next text mode line, without its "\n".
+func (p *Peer) Line() string {
+	p.t.Helper()
+	if p.br == nil {
+		p.br = bufio.NewReader(p.NC)
+	}
+	p.NC.SetReadDeadline(time.Now().Add(Timeout))
+	line, err := p.br.ReadString('\n')
+	if err != nil {
+		p.t.Fatalf("reading a line: %q, %v", line, err)
+	}
+	return strings.TrimSuffix(line, "\n")
+}
+
+// Ping checks that the session is alive: PING, then PONG with the payload.
+func (p *Peer) Ping(payload string) {
+	p.t.Helper()
+	p.Write(frame.Append(nil, frame.KindPing, 0, []byte(payload)))
+	p.Expect(frame.KindPong, []byte(payload))
+}
+
+// Await waits until cond holds, checking it often, or fails after Timeout.
+func Await(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(Timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// ExpectEnded waits for the next session end and checks its reason.
+func (s *Server) ExpectEnded(t testing.TB, check func(error) bool, want string) {
+	t.Helper()
+	select {
+	case reason := <-s.Ended:
+		if !check(reason) {
+			t.Fatalf("session ended with %v, want %s", reason, want)
+		}
+	case <-time.After(Timeout):
+		t.Fatalf("no session ended; want one ending with %s", want)
+	}
+}
+
+// Case is one behaviour every transport must show.
+type Case struct {
+	Name string
+	Run  func(t *testing.T, s *Server)
+}
+
+// Cases is the table. Each case gets a fresh server.
+var Cases = []Case{
+	{"hello_welcome", func(t *testing.T, s *Server) {
+		p := s.Connect(t)
+		p.Write(frame.Append(nil, frame.KindControl, 0, []byte(`{"op":"hello","client_id":"tt1"}`)))
+		f := p.Expect(frame.KindControl, nil)
+		var w struct {
+			Op        string `json:"op"`
+			SessionID string `json:"session_id"`
+			Max       int    `json:"max_message_size"`
+		}
+		if err := json.Unmarshal(f.Payload, &w); err != nil || w.Op != "welcome" || w.SessionID == "" || w.Max != MaxPayload {
+			t.Fatalf("welcome %s (%v)", f.Payload, err)
+		}
+		p.Write(frame.Append(nil, frame.KindData, 0, []byte("x")))
+		p.Expect(frame.KindData, []byte("x"))
+		if ss, ok := s.SessionByClientID("tt1"); !ok || ss.ID() != w.SessionID {
+			t.Fatalf("session by client id: %v", ss)
+		}
+	}},
+	{"oversized_frame", func(t *testing.T, s *Server) {
+		p := s.Connect(t)
+		p.Ping("up")
+		// The header announces one byte more than the limit; only a few
+		// payload bytes follow: the server decides from the header.
+		b := frame.AppendHeader(nil, frame.KindData, 0, MaxPayload+1)
+		p.Write(append(b, "partial"...))
+		p.ExpectError(frame.CodeMessageTooLarge)
+		p.Expect(frame.KindDisconnect, nil)
+		p.ExpectEOF()
+		s.ExpectEnded(t, func(err error) bool {
+			var pe *msgnet.ProtocolError
+			return errors.As(err, &pe) && pe.Code == frame.CodeMessageTooLarge
+		}, "message_too_large")
+	}},
+	{"largest_frame_passes", func(t *testing.T, s *Server) {
+		p := s.Connect(t)
+		big := bytes.Repeat([]byte("m"), MaxPayload)
+		p.Write(frame.Append(nil, frame.KindData, 0, big))
+		p.Expect(frame.KindData, big)
+	}},
+	{"bad_magic_after_binary", func(t *testing.T, s *Server) {
+		p := s.Connect(t)
+		p.Ping("binary")
+		bad := frame.Append(nil, frame.KindData, 0, []byte("hi"))
+		copy(bad, "XSGI")
+		p.Write(bad)
+		p.ExpectError(frame.CodeBadFrame)
+		p.Expect(frame.KindDisconnect, nil)
+		p.ExpectEOF()
+	}},
+	{"short_length", func(t *testing.T, s *Server) {
+		p := s.Connect(t)
+		b := frame.Append(nil, frame.KindData, 0, []byte("hi"))
+		b[7] = 9 // length 9 < 10
+		p.Write(b)
+		p.ExpectError(frame.CodeBadFrame)
+		p.Expect(frame.KindDisconnect, nil)
+		p.ExpectEOF()
+	}},
+	{"unknown_kind_goes_on", func(t *testing.T, s *Server) {
+		p := s.Connect(t)
+		p.Write(frame.Append(nil, frame.Kind(0x77), 0, []byte("?")))
+		p.ExpectError(frame.CodeUnknownType)
+		p.Write(frame.Append(nil, frame.KindData, 0, []byte("after")))
+		p.Expect(frame.KindData, []byte("after"))
+	}},
+	{"unagreed_flag_goes_on", func(t *testing.T, s *Server) {
+		p := s.Connect(t)
+		p.Write(frame.Append(nil, frame.KindData, frame.FlagCompressed, []byte("z")))
+		p.ExpectError(frame.CodeUnknownType)
+		p.Ping("still")
+	}},
+	{"bad_control_goes_on", func(t *testing.T, s *Server) {
+		p := s.Connect(t)
+		p.Write(frame.Append(nil, frame.KindControl, 0, []byte(`{"no_op":1}`)))
+		p.ExpectError(frame.CodeBadControl)
+		p.Ping("still")
+	}},
+	{"several_frames_in_one_write", func(t *testing.T, s *Server) {
+		p := s.Connect(t)
+		var b []byte
+		b = frame.Append(b, frame.KindData, 0, []byte("one"))
+		b = frame.Append(b, frame.KindData, 0, []byte("two"))
+		b = frame.Append(b, frame.KindPing, 0, []byte("three"))
+		p.Write(b)
+		p.Expect(frame.KindData, []byte("one"))
+		p.Expect(frame.KindData, []byte("two"))
+		p.Expect(frame.KindPong, []byte("three"))
+	}},
+	{"frame_split_across_writes", func(t *testing.T, s *Server) {
+		p := s.Connect(t)
+		b := frame.Append(nil, frame.KindData, 0, []byte("split in three"))
+		p.Write(b[:3])
+		p.Write(b[3:12])
+		p.Write(b[12:])
+		p.Expect(frame.KindData, []byte("split in three"))
+	}},
+	{"text_mode_lines", func(t *testing.T, s *Server) {
+		p := s.Connect(t)
+		p.Write([]byte("hello\n"))
+		if got := p.Line(); got != "hello" {
+			t.Fatalf("got %q", got)
+		}
+		p.Write([]byte("two\r\nlines\n"))
+		for _, want := range []string{"two", "lines"} {
+			if got := p.Line(); got != want {
+				t.Fatalf("got %q, want %q", got, want)
+			}
+		}
+	}},
+	{"text_line_too_long", func(t *testing.T, s *Server) {
+		p := s.Connect(t)
+		p.Write([]byte("short\n"))
+		p.Line()
+		p.Write(bytes.Repeat([]byte("a"), MaxPayload+2))
+		if got := p.Line(); got != "ERROR "+frame.CodeMessageTooLarge {
+			t.Fatalf("got %q", got)
+		}
+		p.ExpectEOF()
+	}},
+	{"peer_disconnect_frame", func(t *testing.T, s *Server) {
+		p := s.Connect(t)
+		p.Ping("x")
+		p.Write(frame.Append(nil, frame.KindDisconnect, 0, []byte("bye")))
+		p.ExpectEOF()
+		s.ExpectEnded(t, func(err error) bool {
+			var de *msgnet.DisconnectError
+			return errors.As(err, &de) && de.Remote && de.Reason == "bye"
+		}, `DISCONNECT "bye"`)
+	}},
+	{"peer_close_is_peer_closed", func(t *testing.T, s *Server) {
+		p := s.Connect(t)
+		p.Ping("x")
+		p.NC.Close()
+		s.ExpectEnded(t, func(err error) bool { return errors.Is(err, msgnet.ErrPeerClosed) }, "ErrPeerClosed")
+		Await(t, "no connections", func() bool { return s.ConnectionCount() == 0 })
+	}},
+	{"max_connections", func(t *testing.T, s *Server) {
+		var peers []*Peer
+		for i := range MaxConns {
+			p := s.Connect(t)
+			p.Ping(fmt.Sprint(i))
+			peers = append(peers, p)
+		}
+		over := s.Connect(t)
+		over.ExpectError(frame.CodeServerFull)
+		over.Expect(frame.KindDisconnect, []byte("server full"))
+		over.ExpectEOF()
+		if st := s.Stats(); st.Refused[frame.CodeServerFull] == 0 {
+			t.Errorf("refusal not counted: %+v", st.Refused)
+		}
+		peers[0].NC.Close()
+		Await(t, "a free slot", func() bool { return s.ConnectionCount() < MaxConns })
+		again := s.Connect(t)
+		again.Ping("again")
+		peers[1].Ping("others unaffected")
+	}},
+}
+
+// Run runs every case against fresh servers on the transport.
+func Run(t *testing.T, serve Serve) {
+	for _, c := range Cases {
+		t.Run(c.Name, func(t *testing.T) {
+			c.Run(t, NewServer(t, serve))
+		})
+	}
+}
