@@ -334,31 +334,59 @@ func TestSendQueueAndSlowConsumer(t *testing.T) {
 	base, hc := serveMonitor(t, srv)
 	before := scrape(t, hc, base)
 
-	// A text-mode peer that never reads.
+	s := rawPeer(t, srv)
+	var after metrics
+	refused := fillQueue(t, s, func() bool {
+		after = scrape(t, hc, base)
+		q := after["msgnet_send_queue_bytes"]
+		return q > 0 && q == float64(s.Info().QueueBytes)
+	})
+	if q := after["msgnet_send_queue_bytes"]; q > queueLimit {
+		t.Errorf("msgnet_send_queue_bytes = %v, over the bound %d", q, queueLimit)
+	}
+	checkDeltas(t, before, after, map[string]float64{
+		"msgnet_slow_consumer_events_total": float64(refused),
+	})
+	t.Logf("%d refusals, %v bytes queued", refused, after["msgnet_send_queue_bytes"])
+}
+
+// rawPeer opens a text-mode connection to srv that never reads, and
+// returns its session.
+func rawPeer(t *testing.T, srv *msgnet.Server) *msgnet.Session {
+	t.Helper()
+	old := map[string]bool{}
+	for _, s := range srv.Sessions() {
+		old[s.ID()] = true
+	}
 	nc, err := net.Dial("tcp", srv.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	joined := make(chan *msgnet.Session, 1)
-	srv.OnMessage(func(s *msgnet.Session, msg []byte) { joined <- s })
-	if _, err := nc.Write([]byte("hello\n")); err != nil {
+	t.Cleanup(func() { nc.Close() })
+	if _, err := nc.Write([]byte("hello\n")); err != nil { // text mode: the server may write
 		t.Fatal(err)
 	}
 	var s *msgnet.Session
-	select {
-	case s = <-joined:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no message from the raw peer")
-	}
+	waitFor(t, "the raw peer's session in text mode", func() bool {
+		for _, x := range srv.Sessions() {
+			if !old[x.ID()] && x.Info().Mode == "text" {
+				s = x
+				return true
+			}
+		}
+		return false
+	})
+	return s
+}
 
-	// Send until the queue refuses. The writer takes the whole queue for
-	// each write and the kernel's buffers for the socket grow for a while,
-	// so fill again until the queue stays full: the bytes a scrape reports
-	// are then the bytes the session holds.
+// fillQueue sends 32 KiB lines to s until its queue refuses one, and again
+// until full() holds: the writer takes the whole queue for each write, and
+// the kernel's buffers for the socket grow for a while, so a queue that
+// refused a send may be empty a moment later. It returns the refusals.
+func fillQueue(t *testing.T, s *msgnet.Session, full func() bool) int {
+	t.Helper()
 	line := bytes.Repeat([]byte("y"), 32<<10)
 	refused := 0
-	var after metrics
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		for n := refused; refused == n; {
@@ -368,22 +396,13 @@ func TestSendQueueAndSlowConsumer(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		after = scrape(t, hc, base)
-		q := after["msgnet_send_queue_bytes"]
-		if q > 0 && q == float64(s.Info().QueueBytes) {
-			if q > queueLimit {
-				t.Errorf("msgnet_send_queue_bytes = %v, over the bound %d", q, queueLimit)
-			}
-			break
+		if full() {
+			return refused
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the send queue never stayed full; last scrape: %v bytes", q)
+			t.Fatal("the send queue never stayed full")
 		}
 	}
-	checkDeltas(t, before, after, map[string]float64{
-		"msgnet_slow_consumer_events_total": float64(refused),
-	})
-	t.Logf("%d refusals, %v bytes queued", refused, after["msgnet_send_queue_bytes"])
 }
 
 // fakeBus is a cluster bus that only reports fixed traffic.
