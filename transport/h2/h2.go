@@ -131,8 +131,23 @@ func newServerConn(w http.ResponseWriter, r *http.Request, rc *http.ResponseCont
 		closed: make(chan struct{}),
 	}
 	c.cond.L = &c.mu
-	c.r = streamconn.NewReader(r.Body, readChunk, c.rdl)
+	c.r = streamconn.NewReader(requestBody{r.Body, r.Context()}, readChunk, c.rdl)
 	return c
+}
+
+// requestBody reports a stream the client reset or abandoned as the end
+// of input, as TCP reports a closed connection.
+type requestBody struct {
+	body io.Reader
+	ctx  context.Context
+}
+
+func (b requestBody) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	if err != nil && err != io.EOF && b.ctx.Err() != nil {
+		err = io.EOF
+	}
+	return n, err
 }
 
 func (c *serverConn) Read(p []byte) (int, error) { return c.r.Read(p) }
