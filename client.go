@@ -2,6 +2,7 @@ package msgnet
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -9,11 +10,13 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/pipeline"
 )
 
 // ClientOption configures a Client.
@@ -36,7 +39,47 @@ type clientConfig struct {
 	hbInterval time.Duration // 0: from the welcome's idle timeout
 	hbTimeout  time.Duration
 	hbOff      bool
+
+	compression []string // codecs to ask for, in order of preference
+	psk         []byte
+	suites      []string
+	authKey     []byte
+	filters     pipeline.Chain
+	tls         *tls.Config
 }
+
+// WithClientCompression asks the server to compress DATA with the first of
+// codecs (names from pipeline.Codecs) that it supports; a server that
+// supports none of them is used without compression.
+func WithClientCompression(codecs ...string) ClientOption {
+	return func(c *clientConfig) { c.compression = codecs }
+}
+
+// WithClientEncryption encrypts DATA with a key derived from psk, which
+// the server must share (WithEncryption). Suites are offered in order
+// (default: ChaCha20-Poly1305, AES-256-GCM). A server that does not agree
+// to encrypt is refused: Connect fails rather than fall back to plaintext.
+func WithClientEncryption(psk []byte, suites ...string) ClientOption {
+	return func(c *clientConfig) {
+		c.psk = append([]byte(nil), psk...)
+		c.suites = suites
+	}
+}
+
+// WithClientAuthKey answers a server's authentication challenge with key.
+func WithClientAuthKey(key []byte) ClientOption {
+	return func(c *clientConfig) { c.authKey = append([]byte(nil), key...) }
+}
+
+// WithClientFilters adds payload filters matching the server's WithFilters.
+func WithClientFilters(filters ...pipeline.Filter) ClientOption {
+	return func(c *clientConfig) { c.filters = append(c.filters, filters...) }
+}
+
+// WithClientTLS connects over TLS with cfg (RootCAs, and a client
+// certificate for mutual TLS; ServerName defaults to the address's host).
+// It wraps the dialer.
+func WithClientTLS(cfg *tls.Config) ClientOption { return func(c *clientConfig) { c.tls = cfg } }
 
 // WithClientMessageSizeLimit bounds message payloads in both directions
 // (default 1 MiB); the server's own limit, learnt in the welcome, also
@@ -191,6 +234,26 @@ func NewClient(clientID string, opts ...ClientOption) *Client {
 		var d net.Dialer
 		cfg.dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
+	if cfg.tls != nil {
+		dial, tcfg := cfg.dial, cfg.tls
+		cfg.dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			nc, err := dial(ctx, addr)
+			if err != nil {
+				return nil, err
+			}
+			c := tcfg
+			if c.ServerName == "" && !c.InsecureSkipVerify {
+				c = c.Clone()
+				c.ServerName, _, _ = net.SplitHostPort(addr)
+			}
+			tc := tls.Client(nc, c)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				nc.Close()
+				return nil, err
+			}
+			return tc, nil
+		}
+	}
 	if cfg.hbTimeout <= 0 {
 		cfg.hbTimeout = cfg.hbInterval
 	}
@@ -296,12 +359,13 @@ func (c *Client) dialOne(ctx context.Context, addr string) (*clientConn, error) 
 	if err != nil {
 		return nil, err
 	}
-	w, r, err := c.handshake(ctx, nc)
+	w, r, pipe, err := c.handshake(ctx, nc)
 	if err != nil {
 		nc.Close()
 		return nil, err
 	}
 	s := newSession(c, w.SessionID, nc, c.cfg.maxPayload, c.cfg.queueBytes, c.cfg.drain)
+	s.pipe = pipe
 	if w.MaxMessageSize > 0 && w.MaxMessageSize < s.maxPayload {
 		s.maxPayload = w.MaxMessageSize
 	}
@@ -427,8 +491,9 @@ func (c *Client) heartbeat(s *Session, ended <-chan struct{}, interval, timeout 
 // hbBit marks heartbeat PINGs, so their PONGs are not taken for Ping's.
 const hbBit = 1 << 63
 
-// handshake sends the hello and reads frames until the welcome.
-func (c *Client) handshake(ctx context.Context, nc net.Conn) (welcome, *frame.Reader, error) {
+// handshake sends the hello, meets a challenge if the server sends one,
+// and reads frames until the welcome; it returns the negotiated pipeline.
+func (c *Client) handshake(ctx context.Context, nc net.Conn) (welcome, *frame.Reader, *sessionPipe, error) {
 	var w welcome
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
@@ -439,9 +504,26 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn) (welcome, *frame.Re
 		nc.SetDeadline(time.Time{})
 	}()
 
-	hb, _ := json.Marshal(hello{Op: "hello", ClientID: c.id, Features: []string{featureRequest}})
+	h := hello{Op: "hello", ClientID: c.id, Features: []string{featureRequest}, Compression: c.cfg.compression}
+	var clientNonce []byte
+	if c.cfg.psk != nil {
+		n, err := pipeline.NewNonce()
+		if err != nil {
+			return w, nil, nil, err
+		}
+		clientNonce = n
+		suites := c.cfg.suites
+		if len(suites) == 0 {
+			suites = pipeline.Suites()
+		}
+		h.Encryption = &helloSeal{Suites: suites, Nonce: n}
+	}
+	if c.cfg.authKey != nil {
+		h.Auth = "hmac-sha256"
+	}
+	hb, _ := json.Marshal(h)
 	if err := frame.WriteFrame(nc, frame.KindControl, 0, hb); err != nil {
-		return w, nil, c.ctxErr(ctx, err)
+		return w, nil, nil, c.ctxErr(ctx, err)
 	}
 	r := frame.NewReader(nc, c.cfg.maxPayload)
 	var refusal *ProtocolError
@@ -449,28 +531,78 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn) (welcome, *frame.Re
 		f, err := r.ReadFrame()
 		if err != nil {
 			if refusal != nil {
-				return w, nil, refusal
+				return w, nil, nil, refusal
 			}
-			return w, nil, fmt.Errorf("%w: %w", ErrHandshake, c.ctxErr(ctx, err))
+			return w, nil, nil, fmt.Errorf("%w: %w", ErrHandshake, c.ctxErr(ctx, err))
 		}
 		switch f.Kind {
 		case frame.KindControl:
-			if op, _ := frame.ControlOp(f.Payload); op == "welcome" {
-				if err := json.Unmarshal(f.Payload, &w); err != nil {
-					return w, nil, fmt.Errorf("%w: bad welcome: %v", ErrHandshake, err)
+			switch op, _ := frame.ControlOp(f.Payload); op {
+			case "challenge":
+				var ch challenge
+				if json.Unmarshal(f.Payload, &ch) != nil || len(ch.Nonce) == 0 {
+					return w, nil, nil, fmt.Errorf("%w: bad challenge", ErrHandshake)
 				}
-				return w, r, nil
+				if c.cfg.authKey == nil {
+					return w, nil, nil, fmt.Errorf("%w: the server requires authentication and no key is set (WithClientAuthKey)", ErrHandshake)
+				}
+				a, _ := json.Marshal(authAnswer{Op: "auth", MAC: pipeline.AuthResponse(c.cfg.authKey, ch.Nonce, c.id)})
+				if err := frame.WriteFrame(nc, frame.KindControl, 0, a); err != nil {
+					return w, nil, nil, c.ctxErr(ctx, err)
+				}
+			case "welcome":
+				if err := json.Unmarshal(f.Payload, &w); err != nil {
+					return w, nil, nil, fmt.Errorf("%w: bad welcome: %v", ErrHandshake, err)
+				}
+				pipe, err := c.pipelineFor(&w, clientNonce)
+				if err != nil {
+					return w, nil, nil, err
+				}
+				return w, r, pipe, nil
 			}
 		case frame.KindError:
 			e := frame.ParseError(f.Payload)
 			refusal = &ProtocolError{Code: e.Code, Message: e.Message, Remote: true}
 		case frame.KindDisconnect:
 			if refusal != nil {
-				return w, nil, refusal
+				return w, nil, nil, refusal
 			}
-			return w, nil, &DisconnectError{Reason: string(f.Payload), Remote: true}
+			return w, nil, nil, &DisconnectError{Reason: string(f.Payload), Remote: true}
 		}
 	}
+}
+
+// pipelineFor builds the payload stages the welcome granted. It refuses a
+// welcome that grants what was not asked for, or drops encryption that was:
+// a man in the middle must not be able to downgrade the connection.
+func (c *Client) pipelineFor(w *welcome, clientNonce []byte) (*sessionPipe, error) {
+	var pipe *sessionPipe
+	if len(c.cfg.filters) > 0 {
+		pipe = orNewPipe(pipe, c.cfg.maxPayload)
+		pipe.p.Filters = c.cfg.filters
+	}
+	if w.Compression != "" {
+		comp, ok := pipeline.CompressorByName(w.Compression)
+		if !ok || !slices.Contains(c.cfg.compression, w.Compression) {
+			return nil, fmt.Errorf("%w: server chose compression %q, which was not offered", ErrHandshake, w.Compression)
+		}
+		pipe = orNewPipe(pipe, c.cfg.maxPayload)
+		pipe.p.Compressor, pipe.p.Threshold = comp, 512
+	}
+	switch {
+	case c.cfg.psk != nil && w.Encryption == nil:
+		return nil, fmt.Errorf("%w: the server did not agree to encryption", ErrHandshake)
+	case c.cfg.psk == nil && w.Encryption != nil:
+		return nil, fmt.Errorf("%w: the server chose encryption, which was not asked for", ErrHandshake)
+	case c.cfg.psk != nil:
+		sealer, opener, err := pipeline.NewSessionKeys(c.cfg.psk, clientNonce, w.Encryption.Nonce, w.Encryption.Suite, pipeline.RoleClient)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrHandshake, err)
+		}
+		pipe = orNewPipe(pipe, c.cfg.maxPayload)
+		pipe.p.Sealer, pipe.p.Opener = sealer, opener
+	}
+	return pipe, nil
 }
 
 // ctxErr reports a context's end as the context's error: the socket
@@ -631,6 +763,11 @@ func (c *Client) closed(reason error) {
 
 // handleFrame implements the client side of the protocol.
 func (c *Client) handleFrame(s *Session, f frame.Frame) error {
+	if f.Kind == frame.KindData && s.pipe != nil {
+		if err := s.inbound(&f); err != nil {
+			return s.pipelineError(err)
+		}
+	}
 	if f.Flags != 0 && (f.Kind != frame.KindData || !s.dataFlagsOK(f.Flags)) {
 		s.sendError(frame.CodeUnknownType, "flags were not negotiated")
 		return nil

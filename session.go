@@ -743,9 +743,12 @@ func (s *Session) lingerThenClose() {
 }
 
 // discardInput reads and drops input until EOF, an error, lingerTime or
-// 256 KiB, whichever comes first.
+// 256 KiB, whichever comes first. The time limit closes the connection
+// rather than setting a read deadline, which the hot-reader demotion may
+// clear concurrently; the caller closes it anyway.
 func discardInput(nc net.Conn) {
-	nc.SetReadDeadline(time.Now().Add(lingerTime))
+	t := time.AfterFunc(lingerTime, func() { nc.Close() })
+	defer t.Stop()
 	var b [2048]byte
 	for n := 0; n < 256<<10; {
 		k, err := nc.Read(b[:])

@@ -272,7 +272,7 @@ func (c *counters) countOut(k frame.Kind, n int) {
 
 // ReasonClass names the kind of a session's end reason, as counted in
 // Stats.Disconnects: "peer_closed", "peer_disconnect", "disconnect",
-// "idle_timeout", "shutdown", "closed", "slow_consumer", "heartbeat_timeout",
+// "idle_timeout", "handshake_timeout", "shutdown", "closed", "slow_consumer", "heartbeat_timeout",
 // "handler_panic", "protocol:<code>", "client_closed" or "error".
 func ReasonClass(reason error) string {
 	var pe *ProtocolError
@@ -291,6 +291,8 @@ func ReasonClass(reason error) string {
 		return "slow_consumer"
 	case errors.Is(reason, ErrHeartbeatTimeout):
 		return "heartbeat_timeout"
+	case errors.Is(reason, ErrHandshakeTimeout):
+		return "handshake_timeout"
 	case errors.Is(reason, ErrClientClosed):
 		return "client_closed"
 	case errors.As(reason, &hp):
