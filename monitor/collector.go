@@ -106,7 +106,13 @@ type collector struct {
 	// Prometheus takes it for a restart. So a counter is exported as the
 	// larger of what Stats says and what was exported before.
 	mu   sync.Mutex
-	last map[string]float64
+	last map[seriesKey]float64
+}
+
+// seriesKey names one series of the collector's metrics.
+type seriesKey struct {
+	desc   *prometheus.Desc
+	labels string
 }
 
 // NewCollector returns a Prometheus collector of srv's counters, for a
@@ -119,7 +125,7 @@ type collector struct {
 // register each through prometheus.WrapRegistererWith with a label of your
 // choice. The metrics are listed in docs/MONITORING.md.
 func NewCollector(srv *msgnet.Server) prometheus.Collector {
-	return &collector{srv: srv, last: make(map[string]float64)}
+	return &collector{srv: srv, last: make(map[seriesKey]float64)}
 }
 
 // Describe implements prometheus.Collector.
@@ -182,7 +188,7 @@ func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64) {
 // counter exports one counter series, never lower than it was last
 // exported (see collector.last). c.mu is held.
 func (c *collector) counter(ch chan<- prometheus.Metric, d *prometheus.Desc, n uint64, labels ...string) {
-	key := d.String() + "\xff" + strings.Join(labels, "\xff")
+	key := seriesKey{d, strings.Join(labels, "\xff")}
 	v := math.Max(float64(n), c.last[key])
 	c.last[key] = v
 	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
