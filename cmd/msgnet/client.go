@@ -12,20 +12,25 @@ import (
 	"github.com/msgnet/msgnet"
 )
 
-func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *string, *string, *time.Duration) {
+func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *string, *string, *time.Duration, *clientSecurity) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "server address")
 	id := fs.String("id", "msgnet-cli", "client id sent in the hello")
 	timeout := fs.Duration("timeout", 5*time.Second, "connect timeout; for send, also how long to wait for replies")
-	return fs, addr, id, timeout
+	return fs, addr, id, timeout, addClientSecurityFlags(fs)
 }
 
 // send sends each argument as a message and prints what comes back, until
 // as many replies as messages arrived or the timeout passes without one.
 func send(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs, addr, id, timeout := clientFlags("send", stderr)
+	fs, addr, id, timeout, sec := clientFlags("send", stderr)
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	opts, err := sec.options()
+	if err != nil {
+		fmt.Fprintf(stderr, "msgnet send: %v\n", err)
 		return 2
 	}
 	if fs.NArg() == 0 {
@@ -33,7 +38,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	replies := make(chan string, 64)
-	c := msgnet.NewClient(*id)
+	c := msgnet.NewClient(*id, opts...)
 	c.OnMessage(func(msg []byte) { replies <- string(msg) })
 	cctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -64,12 +69,17 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // chat sends each line of stdin and prints every message that arrives.
 func chat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs, addr, id, timeout := clientFlags("chat", stderr)
+	fs, addr, id, timeout, sec := clientFlags("chat", stderr)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	opts, err := sec.options()
+	if err != nil {
+		fmt.Fprintf(stderr, "msgnet chat: %v\n", err)
+		return 2
+	}
 	var outMu sync.Mutex
-	c := msgnet.NewClient(*id)
+	c := msgnet.NewClient(*id, opts...)
 	c.OnMessage(func(msg []byte) {
 		outMu.Lock()
 		fmt.Fprintf(stdout, "%s\n", msg)

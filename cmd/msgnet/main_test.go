@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/tlsconfig"
 	"go.uber.org/goleak"
 )
 
@@ -197,4 +199,33 @@ func TestManagedGroupsAndPrivate(t *testing.T) {
 	expectMsg(t, bg, "Broadcast from alice")
 	expectMsg(t, cg, "Broadcast from alice")
 	expectMsg(t, ag, "Broadcast from alice")
+}
+
+// TLS with mutual authentication and an auth key, end to end through the
+// command's flags.
+func TestServeTLSAndAuthFlags(t *testing.T) {
+	dir := t.TempDir()
+	files, err := tlsconfig.WriteTestFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := dir + "/auth.key"
+	os.WriteFile(keyFile, []byte("correct horse battery staple\n"), 0o600)
+	addr := startServe(t, "--tls-cert", files.ServerCert, "--tls-key", files.ServerKey,
+		"--tls-client-ca", files.CA, "--auth-key-file", keyFile)
+	var out, errOut bytes.Buffer
+	args := []string{"send", "--addr", addr, "--tls-ca", files.CA, "--tls-cert", files.ClientCert,
+		"--tls-key", files.ClientKey, "--auth-key-file", keyFile, "secure hello"}
+	if code := run(context.Background(), args, nil, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if out.String() != "Echo: secure hello\n" {
+		t.Fatalf("got %q", out.String())
+	}
+	// Without the client certificate the connection is refused.
+	errOut.Reset()
+	args = []string{"send", "--addr", addr, "--tls-ca", files.CA, "--auth-key-file", keyFile, "--timeout", "2s", "x"}
+	if code := run(context.Background(), args, nil, &out, &errOut); code == 0 {
+		t.Fatal("a client without a certificate got through mutual TLS")
+	}
 }

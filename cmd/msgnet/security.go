@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/tlsconfig"
+)
+
+func init() { serveFeatures = append(serveFeatures, newSecurityFeature) }
+
+// securityFeature adds TLS, authentication, encryption and abuse limits to
+// `msgnet serve`.
+type securityFeature struct {
+	baseFeature
+	cert, key, clientCA *string
+	authKeyFile         *string
+	pskFile             *string
+	perIP               *int
+	rate                *float64
+	burst               *int
+	handshake           *time.Duration
+	compress            *string
+
+	reloader *tlsconfig.Reloader
+}
+
+func newSecurityFeature(fs *flag.FlagSet) serveFeature {
+	return &securityFeature{
+		cert:        fs.String("tls-cert", "", "serve TLS with this PEM certificate (reloaded when the file changes, or on SIGHUP)"),
+		key:         fs.String("tls-key", "", "PEM private key for --tls-cert"),
+		clientCA:    fs.String("tls-client-ca", "", "require client certificates signed by these PEM CAs (mutual TLS)"),
+		authKeyFile: fs.String("auth-key-file", "", "require clients to prove they hold the key in this file (HMAC challenge)"),
+		pskFile:     fs.String("encryption-key-file", "", "require clients to encrypt DATA with a key derived from this file's contents (16+ bytes)"),
+		perIP:       fs.Int("max-connections-per-ip", 0, "most sessions from one IP address (0: no limit)"),
+		rate:        fs.Float64("message-rate", 0, "messages per second allowed per session (0: no limit)"),
+		burst:       fs.Int("message-burst", 100, "burst allowed above --message-rate"),
+		handshake:   fs.Duration("handshake-timeout", 10*time.Second, "close connections that have not completed the handshake (or sent a first message) by then"),
+		compress:    fs.String("compression", "zstd,s2,lz4,snappy", "codecs granted to clients that ask (empty: none)"),
+	}
+}
+
+func (f *securityFeature) options(*slog.Logger) ([]msgnet.Option, error) {
+	opts := []msgnet.Option{
+		msgnet.WithHandshakeTimeout(*f.handshake),
+		msgnet.WithMaxConnectionsPerIP(*f.perIP),
+	}
+	var codecs []string
+	if *f.compress != "" {
+		codecs = strings.Split(*f.compress, ",")
+	}
+	opts = append(opts, msgnet.WithCompression(codecs...))
+	if *f.rate > 0 {
+		opts = append(opts, msgnet.WithMessageRate(*f.rate, *f.burst))
+	}
+	if *f.authKeyFile != "" {
+		k, err := readKey(*f.authKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, msgnet.WithAuthKey(k))
+	}
+	if *f.pskFile != "" {
+		k, err := readKey(*f.pskFile)
+		if err != nil {
+			return nil, err
+		}
+		if len(k) < 16 {
+			return nil, errors.New("--encryption-key-file: the key must be at least 16 bytes")
+		}
+		opts = append(opts, msgnet.WithEncryption(k))
+	}
+	if (*f.cert == "") != (*f.key == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	if *f.clientCA != "" && *f.cert == "" {
+		return nil, errors.New("--tls-client-ca needs --tls-cert and --tls-key")
+	}
+	if *f.cert != "" {
+		r, err := tlsconfig.New(*f.cert, *f.key, *f.clientCA)
+		if err != nil {
+			return nil, err
+		}
+		f.reloader = r
+	}
+	return opts, nil
+}
+
+func (f *securityFeature) listener(l net.Listener) (net.Listener, error) {
+	if f.reloader == nil {
+		return l, nil
+	}
+	return tls.NewListener(l, f.reloader.Config()), nil
+}
+
+// start reloads the certificates on SIGHUP.
+func (f *securityFeature) start(ctx context.Context, _ *msgnet.Server, log *slog.Logger) (func(), error) {
+	if f.reloader == nil {
+		return nil, nil
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				if err := f.reloader.Reload(); err != nil {
+					log.Error("certificate reload failed; keeping the old ones", "err", err)
+				} else {
+					log.Info("certificates reloaded")
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(hup); close(done) }, nil
+}
+
+// readKey reads a key file, without a trailing newline.
+func readKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(strings.TrimRight(string(b), "\r\n")), nil
+}
+
+// clientSecurity holds the client flags of send and chat.
+type clientSecurity struct {
+	tls                  *bool
+	ca, cert, key, sni   *string
+	insecure             *bool
+	authKeyFile, pskFile *string
+	compress             *string
+}
+
+func addClientSecurityFlags(fs *flag.FlagSet) *clientSecurity {
+	return &clientSecurity{
+		tls:         fs.Bool("tls", false, "connect over TLS"),
+		ca:          fs.String("tls-ca", "", "PEM CAs to verify the server with (default: the system's)"),
+		cert:        fs.String("tls-cert", "", "client certificate for mutual TLS"),
+		key:         fs.String("tls-key", "", "key for --tls-cert"),
+		sni:         fs.String("tls-server-name", "", "name to verify the server's certificate against (default: the host of --addr)"),
+		insecure:    fs.Bool("tls-insecure", false, "do not verify the server's certificate (testing only)"),
+		authKeyFile: fs.String("auth-key-file", "", "answer the server's authentication challenge with this key"),
+		pskFile:     fs.String("encryption-key-file", "", "encrypt DATA with this pre-shared key"),
+		compress:    fs.String("compression", "", "ask for compression: codecs in order of preference, e.g. s2,zstd"),
+	}
+}
+
+func (c *clientSecurity) options() ([]msgnet.ClientOption, error) {
+	var opts []msgnet.ClientOption
+	if *c.tls || *c.ca != "" || *c.cert != "" {
+		cfg, err := tlsconfig.ClientConfig(*c.ca, *c.cert, *c.key)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ServerName = *c.sni
+		cfg.InsecureSkipVerify = *c.insecure
+		opts = append(opts, msgnet.WithClientTLS(cfg))
+	}
+	if *c.authKeyFile != "" {
+		k, err := readKey(*c.authKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, msgnet.WithClientAuthKey(k))
+	}
+	if *c.pskFile != "" {
+		k, err := readKey(*c.pskFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, msgnet.WithClientEncryption(k))
+	}
+	if *c.compress != "" {
+		opts = append(opts, msgnet.WithClientCompression(strings.Split(*c.compress, ",")...))
+	}
+	return opts, nil
+}
