@@ -16,15 +16,24 @@ import (
 var (
 	// frameKinds are the kinds of the core protocol.
 	frameKinds = []string{"DATA", "PING", "PONG", "CONTROL", "ERROR", "HEARTBEAT", "DISCONNECT"}
-	// sentCodes are the ERROR codes msgnet itself sends.
+	// sentCodes are the ERROR codes msgnet itself sends. Codes the core
+	// adds later are exported all the same when sent; listing them here
+	// makes their series start at 0 and keeps them out of "other" when a
+	// peer sends them.
 	sentCodes = []string{
 		frame.CodeBadFrame, frame.CodeMessageTooLarge, frame.CodeUnknownType,
-		frame.CodeBadControl, frame.CodeServerFull, "bad_request", "bad_container",
+		frame.CodeBadControl, "bad_request", "bad_container",
+		msgnet.CodeAuthFailed, msgnet.CodeAuthRequired, msgnet.CodeEncryptionRequired,
+		msgnet.CodeDecryptFailed, msgnet.CodeBadCompression, msgnet.CodeFilterFailed,
+		msgnet.CodeRateLimited, msgnet.CodeHandshakeTimeout,
 	}
+	// refusalCodes are the codes a connection can be refused with (counted
+	// as refusals, not as ERROR frames sent).
+	refusalCodes = []string{frame.CodeServerFull, msgnet.CodePerIPLimit}
 	// receivedCodes: a peer may send any code. Received codes other than
 	// msgnet's own and "unknown" (an ERROR payload that did not parse) are
 	// counted as "other", so that a peer cannot create series at will.
-	receivedCodes   = append(slices.Clone(sentCodes), "unknown", otherCode)
+	receivedCodes   = slices.Concat(sentCodes, refusalCodes, []string{"unknown", otherCode})
 	requestOutcomes = []string{"ok", "remote_error", "timeout", "lost"}
 	clusterKinds    = []string{"broadcast", "group", "direct"}
 )
@@ -56,7 +65,7 @@ var (
 	descBytesIn = newDesc("received_bytes_total",
 		"Bytes received from peers, frame headers included, by frame kind.", "kind")
 	descBytesOut = newDesc("sent_bytes_total",
-		"Bytes of frames queued for peers, frame headers included, by frame kind.", "kind")
+		"Bytes written to peers, frame headers included, by frame kind; kinds other than DATA count when queued.", "kind")
 	descQueue = newDesc("send_queue_bytes",
 		"Bytes waiting in the send queues of the open sessions.")
 	descSlow = newDesc("slow_consumer_events_total",
@@ -153,7 +162,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(ch, descQueue, float64(st.QueueBytes))
 
 	c.counter(ch, descAccepted, st.Accepted)
-	c.counterMap(ch, descRefused, st.Refused, []string{frame.CodeServerFull}, nil)
+	c.counterMap(ch, descRefused, st.Refused, refusalCodes, nil)
 	c.counterMap(ch, descFramesIn, st.FramesIn, frameKinds, nil)
 	c.counterMap(ch, descFramesOut, st.FramesOut, frameKinds, nil)
 	c.counterMap(ch, descBytesIn, st.KindBytesIn, frameKinds, nil)
