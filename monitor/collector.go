@@ -129,8 +129,8 @@ type seriesKey struct {
 //
 //	reg.MustRegister(monitor.NewCollector(srv))
 //
-// It reads srv.Stats() when scraped and holds no other state, so it costs
-// nothing between scrapes. To tell several servers apart in one registry,
+// It reads srv.Stats() when scraped, and costs nothing between scrapes
+// (it keeps only the last value of each counter it exported). To tell several servers apart in one registry,
 // register each through prometheus.WrapRegistererWith with a label of your
 // choice. The metrics are listed in docs/MONITORING.md.
 func NewCollector(srv *msgnet.Server) prometheus.Collector {
