@@ -1,0 +1,394 @@
+// Tests of msgnet.js that need no WebSocket: the frame codec, the
+// container JSON form (against output of Go's container package), and the
+// client's protocol logic driven through a fake WebSocket.
+// Run: node --test web/
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  Client, FrameDecoder, Kind, ProtocolError, backoff, base64Decode, base64Encode,
+  concatBytes, containerFromJSON, containerToJSON, decodeContainer, encodeContainer,
+  encodeFrame, formatFloat, parseError, value,
+} from './msgnet.js';
+import { GOLDEN_ALL, GOLDEN_DOC } from './testdata/golden.js';
+
+const hex = (b) => Buffer.from(b).toString('hex');
+const text = (b) => new TextDecoder().decode(b);
+
+test('encodeFrame matches the protocol example', () => {
+  assert.equal(hex(encodeFrame(Kind.DATA, 'hi')), '4d534749' + '0000000c' + '0010' + '6869');
+  assert.equal(hex(encodeFrame(Kind.PING)), '4d534749' + '0000000a' + '0001');
+  assert.equal(hex(encodeFrame(Kind.DATA, new Uint8Array([1]), 0x04)), '4d534749' + '0000000b' + '0410' + '01');
+});
+
+test('FrameDecoder: several frames in one message', () => {
+  const d = new FrameDecoder();
+  const msg = concatBytes([encodeFrame(Kind.DATA, 'one'), encodeFrame(Kind.PING, 'two'), encodeFrame(Kind.DATA, '')]);
+  const fs = d.push(msg.buffer);
+  assert.deepEqual(fs.map((f) => [f.kind, text(f.payload)]), [[Kind.DATA, 'one'], [Kind.PING, 'two'], [Kind.DATA, '']]);
+  assert.equal(d.buffered, 0);
+});
+
+test('FrameDecoder: a frame split across pushes', () => {
+  const d = new FrameDecoder();
+  const f = encodeFrame(Kind.DATA, 'split frame');
+  for (const cut of [1, 4, 9, 10, 15]) {
+    assert.deepEqual(d.push(f.subarray(0, cut)), []);
+    assert.equal(d.buffered, cut);
+    const got = d.push(f.subarray(cut));
+    assert.equal(got.length, 1);
+    assert.equal(text(got[0].payload), 'split frame');
+  }
+  // A whole frame and the start of the next; the caller's buffer may be
+  // reused afterwards.
+  const two = concatBytes([f, f.subarray(0, 6)]);
+  assert.equal(d.push(two).length, 1);
+  two.fill(0);
+  assert.equal(text(d.push(f.subarray(6))[0].payload), 'split frame');
+});
+
+test('FrameDecoder: bad input', () => {
+  const bad = encodeFrame(Kind.DATA, 'x');
+  bad[0] = 0x58;
+  assert.throws(() => new FrameDecoder().push(bad), (e) => e instanceof ProtocolError && e.code === 'bad_frame');
+  const short = encodeFrame(Kind.DATA, 'x');
+  short[7] = 9;
+  assert.throws(() => new FrameDecoder().push(short), { code: 'bad_frame' });
+  // Too large is decided from the header alone.
+  const d = new FrameDecoder({ maxPayload: 100 });
+  const header = encodeFrame(Kind.DATA, new Uint8Array(101)).subarray(0, 10);
+  assert.throws(() => d.push(header), { code: 'message_too_large' });
+  assert.throws(() => d.push(encodeFrame(Kind.DATA, 'ok')), { code: 'message_too_large' }, 'stays failed');
+  assert.equal(new FrameDecoder({ maxPayload: 100 }).push(encodeFrame(Kind.DATA, new Uint8Array(100))).length, 1);
+});
+
+test('parseError', () => {
+  assert.deepEqual(parseError(new TextEncoder().encode('{"code":"server_full","message":"m"}')), { code: 'server_full', message: 'm' });
+  assert.deepEqual(parseError(new TextEncoder().encode('nope')), { code: '', message: 'nope' });
+});
+
+test('container JSON: Go output reads back and is written back byte for byte', () => {
+  for (const g of [GOLDEN_ALL, GOLDEN_DOC]) {
+    const c = containerFromJSON(g);
+    assert.equal(containerToJSON(c), g);
+    assert.equal(text(encodeContainer(decodeContainer(new TextEncoder().encode(g)))), g);
+  }
+});
+
+test('container JSON: JavaScript forms of the values', () => {
+  const c = containerFromJSON(GOLDEN_ALL);
+  const get = (name) => c.values.find((v) => v.name === name).value;
+  assert.equal(c.header.target_id, 'srv');
+  assert.deepEqual(c.header.source_sub_id, new Uint8Array([0xff, 0xfe]));
+  assert.equal(get('null'), null);
+  assert.equal(get('t'), true);
+  assert.equal(get('i16'), -32768);
+  assert.equal(get('u32'), 4294967295);
+  assert.equal(get('i64'), -(2n ** 63n));
+  assert.equal(get('u64'), 2n ** 64n - 1n);
+  assert.equal(get('big'), 9007199254740993n); // beyond 2^53: exact only as a bigint
+  assert.equal(get('f32'), Math.fround(0.1));
+  assert.equal(get('f64'), 0.1);
+  assert.ok(Object.is(get('negz'), -0));
+  assert.ok(Number.isNaN(get('nan')));
+  assert.equal(get('ninf'), -Infinity);
+  assert.deepEqual(get('bytes'), new Uint8Array([0, 1, 2, 255]));
+  assert.equal(get('s'), 'hi "there"\\\n\r\t\u0001 \u2028\u2029 é 日本 🎉');
+  assert.deepEqual(get('raw'), new Uint8Array([0xff, 0x00, 0x6f, 0x6b]));
+  assert.deepEqual(c.values.find((v) => v.name instanceof Uint8Array).name, new Uint8Array([0xfe, 0x6e, 0x61, 0x6d, 0x65]));
+  assert.deepEqual(get('inner'), { values: [{ name: 'x', type: 'int16', value: -1 }] });
+  assert.equal(get('innerH').header.source_id, 'in');
+  assert.equal(get('arr')[2].value[0].value, true);
+});
+
+test('container JSON: built in JavaScript, as Go writes it', () => {
+  const c = {
+    header: { target_id: 'srv', source_id: 'c1', message_type: 'chat', version: '1.0.0.0' },
+    values: [value('count', 'int32', 42), value('msg', 'string', 'hi there')],
+  };
+  assert.equal(containerToJSON(c), GOLDEN_DOC);
+  // Accepted input forms: numbers and strings for 64-bit integers, a
+  // Uint8Array string that is valid UTF-8 is written as text.
+  const d = containerFromJSON(containerToJSON({
+    values: [
+      value('a', 'int64', 5), value('b', 'uint64', '18446744073709551615'), value('c', 'string', new TextEncoder().encode('ok')),
+      value('n', 'null'), value('nest', 'container', { values: [] }), value('e', 'array', []),
+    ],
+  }));
+  assert.deepEqual(d.values.map((v) => v.value), [5n, 2n ** 64n - 1n, 'ok', null, { values: [] }, []]);
+  assert.deepEqual(d.header, { target_id: '', target_sub_id: '', source_id: '', source_sub_id: '', message_type: '', version: '' });
+});
+
+test('container JSON: what is refused', () => {
+  assert.throws(() => containerToJSON({ values: [value('x', 'int16', 40000)] }), RangeError);
+  assert.throws(() => containerToJSON({ values: [value('x', 'int32', 1.5)] }), RangeError);
+  assert.throws(() => containerToJSON({ values: [value('x', 'uint64', -1n)] }), RangeError);
+  assert.throws(() => containerToJSON({ values: [value('x', 'int64', 2 ** 60)] }), RangeError, 'unsafe integer');
+  assert.throws(() => containerToJSON({ values: [value('x', 'decimal', 1)] }), TypeError);
+  assert.throws(() => containerToJSON({ values: [value('x', 'bool', 1)] }), RangeError);
+  assert.throws(() => containerFromJSON('{"values":[{"name":"x","type":"int32","vaule":1}]}'), SyntaxError);
+  assert.throws(() => containerFromJSON('{"values":[{"name":"x","type":"int32","value_b64":"AA=="}]}'), SyntaxError);
+  assert.throws(() => containerFromJSON('{"values":[{"name":"x","type":"int16","value":32768}]}'), SyntaxError);
+  assert.throws(() => containerFromJSON('{"values":[{"name":"x","type":"uint8","value":1}]}'), SyntaxError);
+  assert.throws(() => containerFromJSON('{"values":[{"name":"x","type":"int32"}]}'), SyntaxError);
+  assert.throws(() => containerFromJSON('{"headers":{}}'), SyntaxError);
+  assert.throws(() => containerFromJSON('{"values":[{"name":"x","type":"bytes","value":"A"}]}'), SyntaxError);
+  // Lenient where Go's reader is: numbers for 64-bit, strings for small ints, no values.
+  assert.equal(containerFromJSON('{"values":[{"value":7,"type":"int64","name":"x"}]}').values[0].value, 7n);
+  assert.equal(containerFromJSON('{"values":[{"name":"x","type":"uint16","value":"7"}]}').values[0].value, 7);
+  assert.deepEqual(containerFromJSON('{"values":null}').values, []);
+});
+
+test('formatFloat writes what Go writes', () => {
+  const cases = [
+    [0.1, false, '0.1'], [1e6, false, '1e+06'], [123456, false, '123456'], [1234567, false, '1.234567e+06'],
+    [1e21, false, '1e+21'], [1e20, false, '1e+20'], [0.0001, false, '0.0001'], [0.00001, false, '1e-05'],
+    [1.5e-7, false, '1.5e-07'], [100, false, '100'], [1e100, false, '1e+100'], [5e-324, false, '5e-324'],
+    [-2.5, false, '-2.5'], [-0, false, '-0'], [123456.789, false, '123456.789'], [1234567.5, false, '1.2345675e+06'],
+    [0.1, true, '0.1'], [3.4028234663852886e38, true, '3.4028235e+38'], [1e-45, true, '1e-45'], [16777216, true, '1.6777216e+07'],
+    [NaN, false, '"NaN"'], [Infinity, true, '"Infinity"'], [-Infinity, false, '"-Infinity"'],
+  ];
+  for (const [f, f32, want] of cases) assert.equal(formatFloat(f, f32), want, `${f} (${f32 ? 32 : 64})`);
+  // Every float written reads back to the same value.
+  for (let i = 0; i < 2000; i++) {
+    const f = (Math.random() - 0.5) * 10 ** Math.floor(Math.random() * 40 - 20);
+    assert.equal(Number(formatFloat(f)), f);
+    const g = Math.fround(f);
+    assert.equal(Math.fround(Number(formatFloat(g, true))), g);
+  }
+});
+
+test('base64 agrees with Buffer', () => {
+  for (let n = 0; n < 40; n++) {
+    const b = new Uint8Array(n).map(() => Math.floor(Math.random() * 256));
+    const s = base64Encode(b);
+    assert.equal(s, Buffer.from(b).toString('base64'));
+    assert.deepEqual(base64Decode(s), b);
+  }
+  assert.throws(() => base64Decode('AAA'), SyntaxError);
+  assert.throws(() => base64Decode('A=AA'), SyntaxError);
+});
+
+test('backoff: doubles, capped, half fixed and half random', () => {
+  assert.equal(backoff(0, 100, 5000, () => 0), 50);
+  assert.equal(backoff(0, 100, 5000, () => 1), 100);
+  assert.equal(backoff(3, 100, 5000, () => 0), 400);
+  assert.equal(backoff(10, 100, 5000, () => 0.5), 3750);
+  assert.equal(backoff(1000, 100, 5000, () => 1), 5000);
+});
+
+// ---------------------------------------------------------------- client
+
+// FakeWebSocket stands in for a browser WebSocket; the test plays the
+// server through it.
+class FakeWebSocket {
+  static sockets = [];
+  static refuse = false;
+  constructor(url, protocols) {
+    this.url = url;
+    this.protocols = protocols;
+    this.readyState = 0;
+    this.sent = [];
+    this.decoder = new FrameDecoder();
+    this.frames = []; // what the client sent, decoded
+    this.closed = null;
+    FakeWebSocket.sockets.push(this);
+    setTimeout(() => {
+      if (this.readyState !== 0) return;
+      this.readyState = 1;
+      this.onopen?.({});
+    }, 1);
+  }
+  send(data) {
+    assert.equal(this.readyState, 1, 'send on a socket that is not open');
+    const b = new Uint8Array(data);
+    this.sent.push(b);
+    this.frames.push(...this.decoder.push(b));
+  }
+  close(code = 1000, reason = '') {
+    if (this.readyState >= 2) return;
+    this.readyState = 3;
+    this.closed = { code, reason };
+    setTimeout(() => this.onclose?.({ code, reason }), 1);
+  }
+  // server side
+  deliver(...frames) {
+    const b = concatBytes(frames);
+    this.onmessage?.({ data: b.buffer.slice(b.byteOffset, b.byteOffset + b.length) });
+  }
+  drop(code = 1006) {
+    this.readyState = 3;
+    this.onclose?.({ code, reason: '' });
+  }
+  welcome(extra = {}) {
+    const w = { op: 'welcome', session_id: `s-${FakeWebSocket.sockets.length}`, server_id: 'fake', max_message_size: 1024, idle_timeout_ms: 0, ...extra };
+    this.deliver(encodeFrame(Kind.CONTROL, JSON.stringify(w)));
+  }
+}
+
+async function until(what, cond, ms = 5000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+function newClient(opts = {}) {
+  FakeWebSocket.sockets = [];
+  return new Client('ws://fake/ws', { WebSocket: FakeWebSocket, heartbeat: 0, clientId: 'web_1', ...opts });
+}
+
+test('client: hello, welcome with a message in the same WebSocket message, send, ping', async () => {
+  const c = newClient();
+  const got = [];
+  c.onmessage = (m) => got.push(m.text());
+  let opened = null;
+  c.onopen = (w) => (opened = w);
+  const p = c.connect();
+  assert.equal(c.state, 'connecting');
+  c.sendText('early'); // waits for the welcome
+  await until('the hello', () => FakeWebSocket.sockets[0]?.frames.length === 1);
+  const ws = FakeWebSocket.sockets[0];
+  assert.deepEqual(ws.protocols, ['msgnet']);
+  const hello = ws.frames[0];
+  assert.equal(hello.kind, Kind.CONTROL);
+  assert.deepEqual(JSON.parse(text(hello.payload)), { op: 'hello', client_id: 'web_1' });
+  ws.deliver(
+    encodeFrame(Kind.CONTROL, JSON.stringify({ op: 'welcome', session_id: 'abc-1', server_id: 'srv', max_message_size: 256, idle_timeout_ms: 30000 })),
+    encodeFrame(Kind.DATA, 'first'),
+    encodeFrame(Kind.DATA, 'second'),
+  );
+  const w = await p;
+  assert.equal(w.session_id, 'abc-1');
+  assert.equal(opened.server_id, 'srv');
+  assert.equal(c.state, 'open');
+  assert.equal(c.sessionId, 'abc-1');
+  assert.deepEqual(got, ['first', 'second']);
+  assert.equal(text(ws.frames[1].payload), 'early');
+
+  c.sendContainer({ values: [value('n', 'int32', 1)] });
+  assert.deepEqual(decodeContainer(ws.frames[2].payload).values, [{ name: 'n', type: 'int32', value: 1 }]);
+  assert.throws(() => c.send(new Uint8Array(257)), { code: 'message_too_large' }, 'limit from the welcome');
+  c.send(new Uint8Array(256));
+  ws.frames.pop();
+
+  const rtt = c.ping();
+  await until('the PING', () => ws.frames.length === 4);
+  const ping = ws.frames[3];
+  assert.equal(ping.kind, Kind.PING);
+  assert.equal(ping.payload.length, 8);
+  ws.deliver(encodeFrame(Kind.PONG, ping.payload));
+  assert.ok((await rtt) >= 0);
+
+  // The server's PING is answered with its payload.
+  ws.deliver(encodeFrame(Kind.PING, 'srv-ping'));
+  assert.equal(ws.frames[4].kind, Kind.PONG);
+  assert.equal(text(ws.frames[4].payload), 'srv-ping');
+
+  // A container received.
+  let cont = null;
+  c.onmessage = (m) => (cont = m.container());
+  ws.deliver(encodeFrame(Kind.DATA, encodeContainer({ header: { source_id: 'go' }, values: [value('big', 'uint64', 2n ** 64n - 1n)] })));
+  assert.equal(cont.header.source_id, 'go');
+  assert.equal(cont.values[0].value, 2n ** 64n - 1n);
+
+  c.close('bye');
+  assert.equal(c.state, 'closed');
+  const last = ws.frames[ws.frames.length - 1];
+  assert.equal(last.kind, Kind.DISCONNECT);
+  assert.equal(text(last.payload), 'bye');
+  assert.deepEqual(ws.closed, { code: 1000, reason: 'client closed' });
+  assert.throws(() => c.sendText('after'), /closed/);
+});
+
+test('client: server_full refuses connect', async () => {
+  const c = newClient();
+  const p = c.connect();
+  await until('a socket', () => FakeWebSocket.sockets[0]?.frames.length === 1);
+  const ws = FakeWebSocket.sockets[0];
+  ws.deliver(
+    encodeFrame(Kind.ERROR, JSON.stringify({ code: 'server_full', message: 'server at max connections' })),
+    encodeFrame(Kind.DISCONNECT, 'server full'),
+  );
+  ws.close(1000);
+  await assert.rejects(p, (e) => e instanceof ProtocolError && e.code === 'server_full');
+  assert.equal(c.state, 'closed');
+  assert.equal(FakeWebSocket.sockets.length, 1, 'a refused first connect is not retried');
+});
+
+test('client: bad frame from the server is an error and a lost connection', async () => {
+  const c = newClient({ reconnect: false });
+  const errors = [];
+  c.onerror = (e) => errors.push(e.code);
+  let closed = null;
+  c.onclose = (e) => (closed = e);
+  const p = c.connect();
+  await until('a socket', () => FakeWebSocket.sockets[0]?.frames.length === 1);
+  const ws = FakeWebSocket.sockets[0];
+  ws.welcome();
+  await p;
+  const bad = encodeFrame(Kind.DATA, 'x');
+  bad[1] = 0;
+  ws.deliver(bad);
+  assert.deepEqual(errors, ['bad_frame']);
+  assert.equal(closed.willReconnect, false);
+  assert.equal(c.state, 'closed');
+});
+
+test('client: reconnects with backoff, sends what was buffered, in order, in one message', async () => {
+  const c = newClient({ reconnect: { base: 5, max: 20 } });
+  const events = [];
+  c.onclose = (e) => events.push(`close ${e.code} ${e.willReconnect}`);
+  c.onreconnect = (w) => events.push(`reconnect ${w.session_id}`);
+  c.onstatechange = (s) => events.push(s);
+  const p = c.connect();
+  await until('a socket', () => FakeWebSocket.sockets[0]?.frames.length === 1);
+  FakeWebSocket.sockets[0].welcome();
+  await p;
+  FakeWebSocket.sockets[0].drop();
+  assert.equal(c.state, 'reconnecting');
+  c.sendText('b1');
+  c.sendText('b2');
+  // The first retry fails before a welcome: retried again, silently.
+  await until('a second socket', () => FakeWebSocket.sockets[1]?.frames.length === 1);
+  FakeWebSocket.sockets[1].drop();
+  await until('a third socket', () => FakeWebSocket.sockets[2]?.frames.length === 1);
+  const ws = FakeWebSocket.sockets[2];
+  assert.deepEqual(JSON.parse(text(ws.frames[0].payload)), { op: 'hello', client_id: 'web_1' });
+  ws.welcome({ session_id: 'again' });
+  assert.equal(c.state, 'open');
+  assert.equal(ws.sent.length, 2, 'hello, then the buffer in one message');
+  assert.deepEqual(ws.frames.slice(1).map((f) => text(f.payload)), ['b1', 'b2']);
+  assert.deepEqual(events, ['connecting', 'open', 'close 1006 true', 'reconnecting', 'open', 'reconnect again']);
+  c.close();
+});
+
+test('client: a heartbeat PING left unanswered drops the connection', async () => {
+  const c = newClient({ heartbeat: 10, heartbeatTimeout: 30, reconnect: false });
+  let closed = null;
+  c.onclose = (e) => (closed = e);
+  const p = c.connect();
+  await until('a socket', () => FakeWebSocket.sockets[0]?.frames.length === 1);
+  const ws = FakeWebSocket.sockets[0];
+  ws.welcome();
+  await p;
+  await until('a heartbeat PING', () => ws.frames.some((f) => f.kind === Kind.PING));
+  // Answered PINGs keep it up.
+  const first = ws.frames.find((f) => f.kind === Kind.PING);
+  ws.deliver(encodeFrame(Kind.PONG, first.payload));
+  await until('the connection to be dropped', () => closed !== null);
+  assert.match(closed.reason, /heartbeat timeout/);
+  assert.ok(ws.frames.filter((f) => f.kind === Kind.PING).length >= 2);
+  assert.equal(c.state, 'closed');
+});
+
+test('client: a pending ping fails when the connection is lost', async () => {
+  const c = newClient({ reconnect: false });
+  const p = c.connect();
+  await until('a socket', () => FakeWebSocket.sockets[0]?.frames.length === 1);
+  FakeWebSocket.sockets[0].welcome();
+  await p;
+  const rtt = c.ping(5000);
+  FakeWebSocket.sockets[0].drop();
+  await assert.rejects(rtt, /connection lost/);
+});
