@@ -218,11 +218,12 @@ func (s *Server) ExpectEnded(t testing.TB, check func(error) bool, want string) 
 type Case struct {
 	Name string
 	Run  func(t *testing.T, s *Server)
+	Opts []msgnet.Option // server options beyond the defaults
 }
 
 // Cases is the table. Each case gets a fresh server.
 var Cases = []Case{
-	{"hello_welcome", func(t *testing.T, s *Server) {
+	{Name: "hello_welcome", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		p.Write(frame.Append(nil, frame.KindControl, 0, []byte(`{"op":"hello","client_id":"tt1"}`)))
 		f := p.Expect(frame.KindControl, nil)
@@ -240,7 +241,7 @@ var Cases = []Case{
 			t.Fatalf("session by client id: %v", ss)
 		}
 	}},
-	{"oversized_frame", func(t *testing.T, s *Server) {
+	{Name: "oversized_frame", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		p.Ping("up")
 		// The header announces one byte more than the limit; only a few
@@ -255,13 +256,13 @@ var Cases = []Case{
 			return errors.As(err, &pe) && pe.Code == frame.CodeMessageTooLarge
 		}, "message_too_large")
 	}},
-	{"largest_frame_passes", func(t *testing.T, s *Server) {
+	{Name: "largest_frame_passes", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		big := bytes.Repeat([]byte("m"), MaxPayload)
 		p.Write(frame.Append(nil, frame.KindData, 0, big))
 		p.Expect(frame.KindData, big)
 	}},
-	{"bad_magic_after_binary", func(t *testing.T, s *Server) {
+	{Name: "bad_magic_after_binary", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		p.Ping("binary")
 		bad := frame.Append(nil, frame.KindData, 0, []byte("hi"))
@@ -271,7 +272,7 @@ var Cases = []Case{
 		p.Expect(frame.KindDisconnect, nil)
 		p.ExpectEOF()
 	}},
-	{"short_length", func(t *testing.T, s *Server) {
+	{Name: "short_length", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		b := frame.Append(nil, frame.KindData, 0, []byte("hi"))
 		b[7] = 9 // length 9 < 10
@@ -280,26 +281,26 @@ var Cases = []Case{
 		p.Expect(frame.KindDisconnect, nil)
 		p.ExpectEOF()
 	}},
-	{"unknown_kind_goes_on", func(t *testing.T, s *Server) {
+	{Name: "unknown_kind_goes_on", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		p.Write(frame.Append(nil, frame.Kind(0x77), 0, []byte("?")))
 		p.ExpectError(frame.CodeUnknownType)
 		p.Write(frame.Append(nil, frame.KindData, 0, []byte("after")))
 		p.Expect(frame.KindData, []byte("after"))
 	}},
-	{"unagreed_flag_goes_on", func(t *testing.T, s *Server) {
+	{Name: "unagreed_flag_goes_on", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		p.Write(frame.Append(nil, frame.KindData, frame.FlagCompressed, []byte("z")))
 		p.ExpectError(frame.CodeUnknownType)
 		p.Ping("still")
 	}},
-	{"bad_control_goes_on", func(t *testing.T, s *Server) {
+	{Name: "bad_control_goes_on", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		p.Write(frame.Append(nil, frame.KindControl, 0, []byte(`{"no_op":1}`)))
 		p.ExpectError(frame.CodeBadControl)
 		p.Ping("still")
 	}},
-	{"several_frames_in_one_write", func(t *testing.T, s *Server) {
+	{Name: "several_frames_in_one_write", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		var b []byte
 		b = frame.Append(b, frame.KindData, 0, []byte("one"))
@@ -310,7 +311,7 @@ var Cases = []Case{
 		p.Expect(frame.KindData, []byte("two"))
 		p.Expect(frame.KindPong, []byte("three"))
 	}},
-	{"frame_split_across_writes", func(t *testing.T, s *Server) {
+	{Name: "frame_split_across_writes", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		b := frame.Append(nil, frame.KindData, 0, []byte("split in three"))
 		p.Write(b[:3])
@@ -318,7 +319,7 @@ var Cases = []Case{
 		p.Write(b[12:])
 		p.Expect(frame.KindData, []byte("split in three"))
 	}},
-	{"text_mode_lines", func(t *testing.T, s *Server) {
+	{Name: "text_mode_lines", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		p.Write([]byte("hello\n"))
 		if got := p.Line(); got != "hello" {
@@ -331,7 +332,7 @@ var Cases = []Case{
 			}
 		}
 	}},
-	{"text_line_too_long", func(t *testing.T, s *Server) {
+	{Name: "text_line_too_long", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		p.Write([]byte("short\n"))
 		p.Line()
@@ -341,7 +342,7 @@ var Cases = []Case{
 		}
 		p.ExpectEOF()
 	}},
-	{"peer_disconnect_frame", func(t *testing.T, s *Server) {
+	{Name: "peer_disconnect_frame", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		p.Ping("x")
 		p.Write(frame.Append(nil, frame.KindDisconnect, 0, []byte("bye")))
@@ -351,14 +352,34 @@ var Cases = []Case{
 			return errors.As(err, &de) && de.Remote && de.Reason == "bye"
 		}, `DISCONNECT "bye"`)
 	}},
-	{"peer_close_is_peer_closed", func(t *testing.T, s *Server) {
+	{Name: "peer_close_is_peer_closed", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		p.Ping("x")
 		p.NC.Close()
 		s.ExpectEnded(t, func(err error) bool { return errors.Is(err, msgnet.ErrPeerClosed) }, "ErrPeerClosed")
 		Await(t, "no connections", func() bool { return s.ConnectionCount() == 0 })
 	}},
-	{"max_connections", func(t *testing.T, s *Server) {
+	{Name: "idle_timeout", Opts: []msgnet.Option{msgnet.WithIdleTimeout(300 * time.Millisecond)}, Run: func(t *testing.T, s *Server) {
+		if !s.IsRunning() {
+			// A server used only through ServeConn never starts the
+			// sweeper that enforces the idle timeout (msgnet core): serve
+			// TCP as well, as a deployment of both would.
+			t.Log("server not started by ServeConn alone: starting a TCP listener so the idle sweeper runs")
+			if err := s.Start("127.0.0.1:0"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := s.Connect(t)
+		p.Ping("then silence")
+		start := time.Now()
+		p.Expect(frame.KindDisconnect, []byte(msgnet.ErrIdleTimeout.Error()))
+		p.ExpectEOF()
+		if d := time.Since(start); d < 250*time.Millisecond {
+			t.Fatalf("closed after %v, before the idle timeout", d)
+		}
+		s.ExpectEnded(t, func(err error) bool { return errors.Is(err, msgnet.ErrIdleTimeout) }, "ErrIdleTimeout")
+	}},
+	{Name: "max_connections", Run: func(t *testing.T, s *Server) {
 		var peers []*Peer
 		for i := range MaxConns {
 			p := s.Connect(t)
@@ -384,7 +405,7 @@ var Cases = []Case{
 func Run(t *testing.T, serve Serve) {
 	for _, c := range Cases {
 		t.Run(c.Name, func(t *testing.T) {
-			c.Run(t, NewServer(t, serve))
+			c.Run(t, NewServer(t, serve, c.Opts...))
 		})
 	}
 }
