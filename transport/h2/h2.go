@@ -260,8 +260,9 @@ type DialOption func(*dialConfig)
 // (for http:// URLs that means h2c with prior knowledge, e.g. an
 // http.Transport whose Protocols have only UnencryptedHTTP2 set). Sessions
 // dialled with one client share its connections: many sessions, one TCP
-// connection. Without it, each Dial makes its own connection, closed when
-// the session ends.
+// connection (an *http.ClientConn as the client's Transport keeps them
+// on exactly one). Without it, each Dial makes its own connection, closed
+// when the session ends.
 func WithClient(c *http.Client) DialOption { return func(d *dialConfig) { d.client = c } }
 
 // WithHeader adds header fields to the request (e.g. Authorization).
@@ -298,21 +299,25 @@ func Dial(ctx context.Context, rawURL string, opts ...DialOption) (net.Conn, err
 		return nil, fmt.Errorf("h2: URL scheme %q is not http or https", u.Scheme)
 	}
 	client := cfg.client
-	var own *http.Transport
+	var own *http.ClientConn
 	if client == nil {
+		// A connection of our own, for this stream only: closed with it.
 		var p http.Protocols
+		tr := &http.Transport{TLSClientConfig: cfg.tls, Protocols: &p}
 		if name == "h2" {
 			p.SetHTTP2(true)
+			// Through a CONNECT tunnel; a cleartext proxy would speak
+			// HTTP/1.1 to us, which cannot carry a stream.
+			tr.Proxy = http.ProxyFromEnvironment
 		} else {
 			p.SetUnencryptedHTTP2(true)
 		}
-		own = &http.Transport{
-			Protocols:       &p,
-			TLSClientConfig: cfg.tls,
-			// One stream per connection: the connection closes when the
-			// session's stream ends.
-			DisableKeepAlives: true,
-			Proxy:             http.ProxyFromEnvironment,
+		addr := u.Host
+		if u.Port() == "" {
+			addr = net.JoinHostPort(u.Hostname(), map[string]string{"h2": "443", "h2c": "80"}[name])
+		}
+		if own, err = tr.NewClientConn(ctx, u.Scheme, addr); err != nil {
+			return nil, err
 		}
 		client = &http.Client{Transport: own}
 	}
@@ -326,6 +331,9 @@ func Dial(ctx context.Context, rawURL string, opts ...DialOption) (net.Conn, err
 	if err != nil {
 		stop()
 		cancel()
+		if own != nil {
+			own.Close()
+		}
 		return nil, err
 	}
 	for k, v := range cfg.header {
@@ -339,7 +347,7 @@ func Dial(ctx context.Context, rawURL string, opts ...DialOption) (net.Conn, err
 		bodyW.Close()
 		bodyR.Close()
 		if own != nil {
-			own.CloseIdleConnections()
+			own.Close()
 		}
 		return nil, err
 	}
@@ -378,7 +386,7 @@ type clientConn struct {
 	resp   *http.Response
 	bodyW  net.Conn // our end of the request body pipe
 	cancel context.CancelFunc
-	own    *http.Transport
+	own    *http.ClientConn // the connection, when it is the stream's own
 	r      *streamconn.Reader
 	rdl    *streamconn.Deadline
 	local  net.Addr
@@ -415,10 +423,7 @@ func (c *clientConn) Close() error {
 		c.resp.Body.Close()
 		c.cancel()
 		if c.own != nil {
-			go func() {
-				<-c.r.Ended()
-				c.own.CloseIdleConnections()
-			}()
+			c.own.Close()
 		}
 	})
 	if !first {

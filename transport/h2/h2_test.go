@@ -232,8 +232,9 @@ func TestGoClient(t *testing.T) {
 	}
 }
 
-// TestSharedClient: sessions dialled with one http.Client share one
-// HTTP/2 connection, each on its own stream.
+// TestSharedClient: sessions dialled with one http.Client whose
+// transport is one http.ClientConn share its HTTP/2 connection, each on
+// its own stream.
 func TestSharedClient(t *testing.T) {
 	srv := newServer(t)
 	srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
@@ -242,11 +243,15 @@ func TestSharedClient(t *testing.T) {
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
 	tr := &http.Transport{Protocols: &p}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr}
-
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	cc, err := tr.NewClientConn(ctx, "http", hs.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := &http.Client{Transport: cc}
+
 	var conns []net.Conn
 	for i := range 3 {
 		nc, err := hs.dial(ctx, h2.WithClient(client))
@@ -469,5 +474,33 @@ func TestDeadlines(t *testing.T) {
 	nc.Close()
 	if err := <-woke; !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("read woken by Close: %v", err)
+	}
+}
+
+// TestDialContextEndsOpeningOnly: cancelling the dial context after Dial
+// returned does not end the stream.
+func TestDialContextEndsOpeningOnly(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			srv := newServer(t)
+			srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
+			hs := tr.serve(t, srv)
+			shutdown(t, srv)
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			nc, err := hs.dial(ctx)
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			nc.SetDeadline(time.Now().Add(timeout))
+			if _, err := nc.Write(frame.Append(nil, frame.KindData, 0, []byte("still here"))); err != nil {
+				t.Fatal(err)
+			}
+			f, err := frame.NewReader(nc, 1024).ReadFrame()
+			if err != nil || string(f.Payload) != "still here" {
+				t.Fatalf("after the dial context ended: %q, %v", f.Payload, err)
+			}
+		})
 	}
 }

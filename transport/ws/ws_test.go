@@ -461,3 +461,27 @@ func TestPeerVanishes(t *testing.T) {
 }
 
 var _ io.Reader = (*ws.Conn)(nil)
+
+// TestDialContextEndsOpeningOnly: cancelling the dial context after Dial
+// returned does not end the connection.
+func TestDialContextEndsOpeningOnly(t *testing.T) {
+	srv := newServer(t)
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
+	hs := serveWS(t, srv)
+	shutdown(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	nc, err := ws.Dial(ctx, wsURL(hs))
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(timeout))
+	if _, err := nc.Write(frame.Append(nil, frame.KindData, 0, []byte("still here"))); err != nil {
+		t.Fatal(err)
+	}
+	f, err := frame.NewReader(nc, 1024).ReadFrame()
+	if err != nil || string(f.Payload) != "still here" {
+		t.Fatalf("after the dial context ended: %q, %v", f.Payload, err)
+	}
+}

@@ -162,20 +162,30 @@ func (r *Reader) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	if r.cur == nil {
+		var c []byte
 		select {
-		case c := <-r.chunks:
-			r.cur = c
+		case c = <-r.chunks:
 		case <-r.ended:
-			return 0, r.err
 		case <-r.stop:
-			return 0, r.cerr
 		case <-ctx.Done():
-			select {
-			case <-r.stop:
-				return 0, r.cerr
-			default:
-				return 0, os.ErrDeadlineExceeded
+		}
+		// Close wins over whatever woke us with it: closing the source to
+		// end the pump makes it fail at the same moment.
+		select {
+		case <-r.stop:
+			if c != nil {
+				r.taken <- struct{}{}
 			}
+			return 0, r.cerr
+		default:
+		}
+		switch {
+		case c != nil:
+			r.cur = c
+		case ctx.Err() != nil:
+			return 0, os.ErrDeadlineExceeded
+		default:
+			return 0, r.err // ended
 		}
 	}
 	n := copy(p, r.cur)
