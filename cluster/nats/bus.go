@@ -1,0 +1,549 @@
+// Package natsbus joins msgnet servers into a cluster over NATS: it
+// implements msgnet.Bus. Broadcasts, group messages and direct messages
+// published by one node reach the sessions of the others; a directory,
+// kept by announcements and healed by heartbeats, says which node holds
+// which client id; each node publishes its load for balancers.
+//
+//	bus, err := natsbus.New(natsbus.WithURL("nats://10.0.0.5:4222"))
+//	// or, with no NATS to run: an embedded server routed to the others
+//	bus, err := natsbus.New(natsbus.WithEmbedded(natsbus.Embedded{
+//		ClusterListen: "10.0.0.1:6222",
+//		Routes:        []string{"nats-route://10.0.0.2:6222"},
+//	}))
+//	srv := msgnet.NewServer("node-1", msgnet.WithBus(bus)) // ids differ per node
+//
+// The server attaches the bus when it starts serving and closes it when it
+// stops. What the cluster guarantees, and the wire format, are in
+// docs/CLUSTER.md.
+package natsbus
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/msgnet/msgnet"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Errors.
+var (
+	// ErrNotAttached is returned by Publish before a server attached the bus.
+	ErrNotAttached = errors.New("natsbus: not attached to a server")
+	// ErrClosed is returned by Publish and Attach after Close.
+	ErrClosed = errors.New("natsbus: closed")
+)
+
+// Bus is a msgnet.Bus on NATS. Create it with New and give it to one
+// server with msgnet.WithBus.
+type Bus struct {
+	cfg      config
+	log      *slog.Logger
+	ns       *server.Server // embedded server, or nil
+	nc       *nats.Conn
+	in       chan *nats.Msg // every subscription delivers here, in arrival order
+	instance string         // random per Bus: tells a restarted node from its previous life
+
+	// Set by Attach, then read-only.
+	node     msgnet.ClusterNode
+	id       string
+	subjB    string // broadcast
+	subjA    string // direct to a session id not in the directory: every node
+	subjD    string // directory announcements
+	subjL    string // load heartbeats
+	subjSelf string // this node's inbox
+	attached atomic.Bool
+	closed   atomic.Bool
+
+	mu       sync.RWMutex
+	groups   map[string]*groupSub
+	local    map[string]entry // client id -> this node's session
+	remote   map[string]entry // client id -> newest known session on another node
+	sessions map[string]string
+	peers    map[string]*peer
+	self     peer
+	warned   map[string]bool
+
+	clock atomic.Uint64 // hybrid logical clock for directory stamps
+
+	pub, recv [4]atomic.Uint64 // by msgnet.ClusterMessageKind
+	errs      atomic.Uint64
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type groupSub struct {
+	n   int // GroupUp minus GroupDown: subscribed while positive
+	sub *nats.Subscription
+}
+
+// entry is where a client id is connected.
+type entry struct {
+	node    string
+	session string
+	stamp   uint64
+}
+
+// newer is the cluster's order on connections of one client id: the
+// larger stamp wins, then the larger node id.
+func (e entry) newer(o entry) bool {
+	if e.stamp != o.stamp {
+		return e.stamp > o.stamp
+	}
+	return e.node > o.node
+}
+
+// peer is another node as heard through its heartbeats.
+type peer struct {
+	instance string
+	inbox    string
+	seen     time.Time // local clock
+	load     msgnet.NodeLoad
+	at       int64 // the load's timestamp, sender's clock
+	hasLoad  bool
+	inRate   float64
+	outRate  float64
+}
+
+// NodeInfo is a node's last published load, with the message rates
+// derived from its last two heartbeats.
+type NodeInfo struct {
+	msgnet.NodeLoad
+	InRate  float64       // messages received per second
+	OutRate float64       // messages sent per second
+	Self    bool          // this bus's own node
+	Age     time.Duration // since its last heartbeat arrived
+}
+
+// New connects to NATS (WithURL) or starts an embedded server
+// (WithEmbedded) and returns a bus to give to msgnet.WithBus. It fails if
+// NATS cannot be reached.
+func New(opts ...Option) (*Bus, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	switch {
+	case cfg.embedded != nil && len(cfg.urls) > 0:
+		return nil, errors.New("natsbus: WithURL and WithEmbedded exclude each other")
+	case cfg.embedded == nil && len(cfg.urls) == 0:
+		return nil, errors.New("natsbus: need WithURL or WithEmbedded")
+	case cfg.heartbeat <= 0:
+		return nil, errors.New("natsbus: heartbeat interval must be positive")
+	case cfg.pending <= 0:
+		return nil, errors.New("natsbus: pending limit must be positive")
+	case cfg.prefix == "" || strings.ContainsAny(cfg.prefix, " \t\r\n*>") ||
+		strings.HasPrefix(cfg.prefix, ".") || strings.HasSuffix(cfg.prefix, ".") || strings.Contains(cfg.prefix, ".."):
+		return nil, fmt.Errorf("natsbus: prefix %q is not a subject", cfg.prefix)
+	}
+	if cfg.ttl <= 0 {
+		cfg.ttl = 3 * cfg.heartbeat
+	}
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	b := &Bus{
+		cfg:      cfg,
+		log:      cfg.log,
+		in:       make(chan *nats.Msg, cfg.pending),
+		instance: hex.EncodeToString(rnd[:]),
+		groups:   make(map[string]*groupSub),
+		local:    make(map[string]entry),
+		remote:   make(map[string]entry),
+		sessions: make(map[string]string),
+		peers:    make(map[string]*peer),
+		warned:   make(map[string]bool),
+		stop:     make(chan struct{}),
+	}
+	nopts := []nats.Option{
+		nats.Name("msgnet"),
+		nats.NoEcho(), // a node never receives what it published itself
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			b.errs.Add(1)
+			b.warnOnce("nats:"+err.Error(), "cluster: NATS error", "err", err)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil && !b.closed.Load() {
+				b.log.Warn("cluster: NATS connection lost", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.log.Info("cluster: NATS reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+	}
+	url := strings.Join(cfg.urls, ",")
+	if cfg.embedded != nil {
+		ns, err := startEmbedded(*cfg.embedded, cfg.log)
+		if err != nil {
+			return nil, err
+		}
+		b.ns = ns
+		nopts = append(nopts, nats.InProcessServer(ns))
+		url = ""
+	}
+	nc, err := nats.Connect(url, append(nopts, cfg.natsOpts...)...)
+	if err != nil {
+		if b.ns != nil {
+			b.ns.Shutdown()
+			b.ns.WaitForShutdown()
+		}
+		return nil, fmt.Errorf("natsbus: connect: %w", err)
+	}
+	b.nc = nc
+	return b, nil
+}
+
+// Attach implements msgnet.Bus: it subscribes to the cluster's subjects
+// and starts the heartbeat and the delivery goroutine.
+func (b *Bus) Attach(node msgnet.ClusterNode) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	id := node.NodeID()
+	if id == "" || len(id) > 255 {
+		return errors.New("natsbus: a node id must be 1 to 255 bytes")
+	}
+	if !b.attached.CompareAndSwap(false, true) {
+		return errors.New("natsbus: already attached")
+	}
+	b.node, b.id = node, id
+	p := b.cfg.prefix
+	b.subjB, b.subjA, b.subjD, b.subjL = p+".b", p+".a", p+".d", p+".l"
+	b.subjSelf = b.inbox(id)
+	for _, subj := range []string{b.subjSelf, b.subjD, b.subjL, b.subjB, b.subjA} {
+		if _, err := b.nc.ChanSubscribe(subj, b.in); err != nil {
+			return fmt.Errorf("natsbus: subscribe %s: %w", subj, err)
+		}
+	}
+	b.mu.Lock()
+	b.self = peer{instance: b.instance, inbox: b.subjSelf}
+	b.mu.Unlock()
+	b.wg.Add(2)
+	go b.dispatch()
+	go b.heartbeat()
+	return nil
+}
+
+func (b *Bus) inbox(node string) string { return b.cfg.prefix + ".n." + token(node) }
+
+func (b *Bus) groupSubject(group string) string { return b.cfg.prefix + ".g." + token(group) }
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// send encodes and publishes one message. nats.go copies it into its
+// write buffer, so the buffer is reused at once.
+func (b *Bus) send(subj string, kind byte, target string, body []byte) error {
+	bp := bufPool.Get().(*[]byte)
+	data := appendMsg((*bp)[:0], kind, b.id, target, body)
+	err := b.nc.Publish(subj, data)
+	if cap(data) <= 64<<10 {
+		*bp = data[:0]
+		bufPool.Put(bp)
+	}
+	if err != nil {
+		b.errs.Add(1)
+	}
+	return err
+}
+
+func (b *Bus) sendJSON(subj string, kind byte, target string, v any) {
+	body, err := json.Marshal(v)
+	if err == nil {
+		err = b.send(subj, kind, target, body)
+	}
+	if err != nil && !b.closed.Load() {
+		b.log.Warn("cluster: control message not sent", "subject", subj, "err", err)
+	}
+}
+
+// Publish implements msgnet.Bus. It never waits for other nodes: the
+// message is copied into the NATS connection's buffer (see docs/CLUSTER.md
+// for when that buffer writes to the socket inline). A direct message goes
+// to the node the directory names; a target that is not in the directory
+// but has the form of a session id goes to every node (only its holder
+// delivers it), and anything else fails with msgnet.ErrNoSession.
+func (b *Bus) Publish(m msgnet.ClusterMessage) error {
+	if !b.attached.Load() {
+		return ErrNotAttached
+	}
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	var subj string
+	switch m.Kind {
+	case msgnet.ClusterBroadcast:
+		subj = b.subjB
+	case msgnet.ClusterGroup:
+		subj = b.groupSubject(m.Target)
+	case msgnet.ClusterDirect:
+		var ok bool
+		if subj, ok = b.route(m.Target); !ok {
+			return msgnet.ErrNoSession
+		}
+	default:
+		return fmt.Errorf("natsbus: unknown message kind %d", m.Kind)
+	}
+	if len(m.Target) > 0xffff {
+		return errors.New("natsbus: target longer than 65535 bytes")
+	}
+	if err := b.send(subj, byte(m.Kind), m.Target, m.Payload); err != nil {
+		return fmt.Errorf("natsbus: publish: %w", err)
+	}
+	b.pub[m.Kind].Add(1)
+	return nil
+}
+
+// route finds the subject for a direct message to a client or session id.
+func (b *Bus) route(target string) (string, bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	e, ok := b.remote[target]
+	if !ok {
+		if cid, found := b.sessions[target]; found {
+			e, ok = b.remote[cid]
+		}
+	}
+	if ok {
+		if p := b.peers[e.node]; p != nil {
+			return p.inbox, true
+		}
+		return b.inbox(e.node), true
+	}
+	if looksLikeSessionID(target) && len(b.peers) > 0 {
+		return b.subjA, true
+	}
+	return "", false
+}
+
+// ClientUp implements msgnet.Bus: the session is recorded and announced;
+// the nodes holding an older session of the client id kick it.
+func (b *Bus) ClientUp(clientID, sessionID string) {
+	if !b.attached.Load() || b.closed.Load() {
+		return
+	}
+	stamp := b.tick()
+	b.mu.Lock()
+	b.local[clientID] = entry{node: b.id, session: sessionID, stamp: stamp}
+	if r, ok := b.remote[clientID]; ok {
+		// Older than stamp (the clock has seen it): its node kicks it
+		// when our announcement arrives.
+		delete(b.remote, clientID)
+		delete(b.sessions, r.session)
+	}
+	b.mu.Unlock()
+	b.sendJSON(b.subjD, kindUp, clientID, dirEvent{Instance: b.instance, Session: sessionID, Stamp: stamp})
+}
+
+// ClientDown implements msgnet.Bus.
+func (b *Bus) ClientDown(clientID, sessionID string) {
+	if !b.attached.Load() || b.closed.Load() {
+		return
+	}
+	b.mu.Lock()
+	l, ok := b.local[clientID]
+	ok = ok && l.session == sessionID
+	if ok {
+		delete(b.local, clientID)
+	}
+	b.mu.Unlock()
+	if ok {
+		b.sendJSON(b.subjD, kindDown, clientID, dirEvent{Instance: b.instance, Session: sessionID, Stamp: l.stamp})
+	}
+}
+
+// GroupUp implements msgnet.Bus: the node subscribes to the group's subject.
+func (b *Bus) GroupUp(group string) { b.groupDelta(group, 1) }
+
+// GroupDown implements msgnet.Bus: the node unsubscribes.
+func (b *Bus) GroupDown(group string) { b.groupDelta(group, -1) }
+
+// groupDelta counts ups and downs rather than trusting their order: the
+// server may report a join and the following leave from two goroutines.
+func (b *Bus) groupDelta(group string, d int) {
+	if !b.attached.Load() || b.closed.Load() {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	g := b.groups[group]
+	if g == nil {
+		g = &groupSub{}
+		b.groups[group] = g
+	}
+	g.n += d
+	switch {
+	case g.n > 0 && g.sub == nil:
+		sub, err := b.nc.ChanSubscribe(b.groupSubject(group), b.in)
+		if err != nil {
+			b.errs.Add(1)
+			b.log.Warn("cluster: group subscription failed", "group", group, "err", err)
+		}
+		g.sub = sub
+	case g.n <= 0 && g.sub != nil:
+		g.sub.Unsubscribe()
+		g.sub = nil
+	}
+	if g.n == 0 && g.sub == nil {
+		delete(b.groups, group)
+	}
+}
+
+// Stats implements msgnet.Bus.
+func (b *Bus) Stats() msgnet.ClusterStats {
+	st := msgnet.ClusterStats{
+		Published: make(map[string]uint64, 3),
+		Received:  make(map[string]uint64, 3),
+		Errors:    b.errs.Load(),
+	}
+	for k, name := range kindNames {
+		st.Published[name] = b.pub[k].Load()
+		st.Received[name] = b.recv[k].Load()
+	}
+	b.mu.RLock()
+	st.Nodes = len(b.peers) + 1
+	b.mu.RUnlock()
+	return st
+}
+
+var kindNames = map[msgnet.ClusterMessageKind]string{
+	msgnet.ClusterBroadcast: "broadcast",
+	msgnet.ClusterGroup:     "group",
+	msgnet.ClusterDirect:    "direct",
+}
+
+// Nodes returns the nodes known alive, this one included, with their last
+// published load and message rates: what a balancer needs.
+func (b *Bus) Nodes() []NodeInfo {
+	now := time.Now()
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	out := make([]NodeInfo, 0, len(b.peers)+1)
+	if b.self.hasLoad {
+		out = append(out, NodeInfo{NodeLoad: b.self.load, InRate: b.self.inRate, OutRate: b.self.outRate, Self: true, Age: now.Sub(b.self.seen)})
+	}
+	for _, p := range b.peers {
+		if p.hasLoad {
+			out = append(out, NodeInfo{NodeLoad: p.load, InRate: p.inRate, OutRate: p.outRate, Age: now.Sub(p.seen)})
+		}
+	}
+	return out
+}
+
+// Loads returns the nodes' last published loads, this one included: a
+// source for balance.WithLoadSource.
+func (b *Bus) Loads() []msgnet.NodeLoad {
+	nodes := b.Nodes()
+	out := make([]msgnet.NodeLoad, len(nodes))
+	for i, n := range nodes {
+		out[i] = n.NodeLoad
+	}
+	return out
+}
+
+// Lookup says which node holds a client id (or a session id that
+// connected with a hello), as far as this node's directory knows.
+func (b *Bus) Lookup(id string) (node string, ok bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if e, found := b.local[id]; found {
+		return e.node, true
+	}
+	if e, found := b.remote[id]; found {
+		return e.node, true
+	}
+	if cid, found := b.sessions[id]; found {
+		return b.remote[cid].node, true
+	}
+	for _, e := range b.local {
+		if e.session == id {
+			return e.node, true
+		}
+	}
+	return "", false
+}
+
+// ClusterAddr is where the embedded server accepts routes, or nil.
+func (b *Bus) ClusterAddr() string {
+	if b.ns == nil {
+		return ""
+	}
+	if a := b.ns.ClusterAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// ClientURL is the embedded server's client URL when Embedded.ClientListen
+// was set, for other programs (a LoadWatcher, another bus); else "".
+func (b *Bus) ClientURL() string {
+	if b.ns == nil || b.ns.Addr() == nil {
+		return ""
+	}
+	return b.ns.ClientURL()
+}
+
+// Close implements msgnet.Bus: it tells the other nodes this one is
+// leaving, so they drop its directory entries at once, then disconnects
+// and stops an embedded server.
+func (b *Bus) Close() error {
+	b.closeOnce.Do(func() {
+		wasAttached := b.attached.Load()
+		b.closed.Store(true)
+		close(b.stop)
+		b.wg.Wait()
+		if wasAttached && !b.nc.IsClosed() {
+			b.sendJSON(b.subjD, kindBye, "", byeBody{Instance: b.instance})
+			b.nc.FlushTimeout(time.Second)
+		}
+		b.nc.Close()
+		if b.ns != nil {
+			b.ns.Shutdown()
+			b.ns.WaitForShutdown()
+		}
+	})
+	return b.closeErr
+}
+
+// tick returns a stamp for a new local connection: later than the wall
+// clock and than every stamp seen from other nodes, so a client that moves
+// from node A to node B is newer on B even if B's clock is behind A's.
+func (b *Bus) tick() uint64 {
+	for {
+		last := b.clock.Load()
+		next := max(uint64(time.Now().UnixNano()), last+1)
+		if b.clock.CompareAndSwap(last, next) {
+			return next
+		}
+	}
+}
+
+func (b *Bus) observe(stamp uint64) {
+	for {
+		last := b.clock.Load()
+		if stamp <= last || b.clock.CompareAndSwap(last, stamp) {
+			return
+		}
+	}
+}
+
+func (b *Bus) warnOnce(key, msg string, args ...any) {
+	b.mu.Lock()
+	seen := b.warned[key]
+	b.warned[key] = true
+	b.mu.Unlock()
+	if !seen {
+		b.log.Warn(msg, args...)
+	}
+}

@@ -1,0 +1,272 @@
+package natsbus
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/msgnet/msgnet"
+	"github.com/nats-io/nats-server/v2/server"
+	"go.uber.org/goleak"
+)
+
+// natsServerEnv makes the test binary run a NATS server instead of the
+// tests: the external-server tests start it as a separate process.
+const natsServerEnv = "NATSBUS_TEST_NATS_SERVER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(natsServerEnv) != "" {
+		os.Exit(runNATSServer())
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// runNATSServer serves NATS on a loopback port chosen by the OS, prints
+// its URL, and stops when stdin closes.
+func runNATSServer() int {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		fmt.Fprintln(os.Stderr, "nats server not ready")
+		return 1
+	}
+	fmt.Println(ns.ClientURL())
+	io.Copy(io.Discard, os.Stdin)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	return 0
+}
+
+// startExternalNATS runs a NATS server in a child process and returns its
+// URL; the process stops when the test ends.
+func startExternalNATS(t *testing.T) (url string, kill func()) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), natsServerEnv+"=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	kill = func() {
+		once.Do(func() {
+			stdin.Close()
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	t.Cleanup(kill)
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("external nats-server: %v", err)
+	}
+	return strings.TrimSpace(line), kill
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, d time.Duration, cond func() bool, format string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v: "+format, append([]any{d}, args...)...)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// testNode is a msgnet server with a NATS bus, speaking a small command
+// language on its sessions:
+//
+//	B:<text>           broadcast text
+//	P:<id>:<text>      text to a session or client id; "ERR:<error>" back on failure
+//	J:<group>          join; "joined:<group>" back
+//	G:<group>:<text>   text to the group's other members
+type testNode struct {
+	id   string
+	srv  *msgnet.Server
+	bus  *Bus
+	addr string
+}
+
+func startNode(t testing.TB, id string, opts ...Option) *testNode {
+	t.Helper()
+	bus, err := New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := msgnet.NewServer(id, msgnet.WithBus(bus), msgnet.WithMaxConnections(0), msgnet.WithIdleTimeout(0))
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
+		cmd, rest, _ := strings.Cut(string(msg), ":")
+		switch cmd {
+		case "B":
+			srv.Broadcast([]byte(rest))
+		case "P":
+			target, text, _ := strings.Cut(rest, ":")
+			if err := srv.SendTo(target, []byte(text)); err != nil {
+				s.SendString("ERR:" + err.Error())
+			}
+		case "J":
+			if err := srv.Join(s, rest); err == nil {
+				s.SendString("joined:" + rest)
+			}
+		case "G":
+			group, text, _ := strings.Cut(rest, ":")
+			srv.SendGroup(group, []byte(text), s)
+		}
+	})
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		bus.Close()
+		t.Fatal(err)
+	}
+	n := &testNode{id: id, srv: srv, bus: bus, addr: srv.Addr().String()}
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *testNode) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n.srv.Shutdown(ctx)
+}
+
+// embeddedRoutes is the option for a node with an embedded NATS server on
+// loopback, routed to the given nodes.
+func embeddedRoutes(to ...*testNode) Option {
+	var routes []string
+	for _, n := range to {
+		routes = append(routes, "nats-route://"+n.bus.ClusterAddr())
+	}
+	return WithEmbedded(Embedded{ClusterListen: "127.0.0.1:0", Routes: routes})
+}
+
+// waitCluster waits until every node hears every other.
+func waitCluster(t testing.TB, nodes ...*testNode) {
+	t.Helper()
+	eventually(t, 20*time.Second, func() bool {
+		for _, n := range nodes {
+			if n.bus.Stats().Nodes != len(nodes) {
+				return false
+			}
+		}
+		return true
+	}, "cluster of %d did not form", len(nodes))
+}
+
+// waitInterest waits until every node's NATS server routes subject to
+// want subscribers (its own and its routes'): a group joined on a node
+// gets cluster messages only once its subscription has spread.
+func waitInterest(t testing.TB, subject string, want int, nodes ...*testNode) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() bool {
+		for _, n := range nodes {
+			if n.bus.ns == nil || n.bus.ns.GlobalAccount().Interest(subject) != want {
+				return false
+			}
+		}
+		return true
+	}, "interest in %s did not reach %d", subject, want)
+}
+
+// recorder keeps what a client received.
+type recorder struct {
+	mu      sync.Mutex
+	msgs    []string
+	reasons []error
+}
+
+func (r *recorder) add(msg []byte) {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, string(msg))
+	r.mu.Unlock()
+}
+
+func (r *recorder) count(msg string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.msgs {
+		if m == msg {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *recorder) has(msg string) bool { return r.count(msg) > 0 }
+
+func (r *recorder) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.msgs)
+}
+
+func (r *recorder) disconnected(reason error) {
+	r.mu.Lock()
+	r.reasons = append(r.reasons, reason)
+	r.mu.Unlock()
+}
+
+func (r *recorder) reasonsText() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, e := range r.reasons {
+		out = append(out, e.Error())
+	}
+	return out
+}
+
+// client connects a recording client to addr.
+func client(t testing.TB, id, addr string, opts ...msgnet.ClientOption) (*msgnet.Client, *recorder) {
+	t.Helper()
+	c, r := newClient(t, id, opts...)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx, addr); err != nil {
+		t.Fatal(err)
+	}
+	return c, r
+}
+
+func newClient(t testing.TB, id string, opts ...msgnet.ClientOption) (*msgnet.Client, *recorder) {
+	r := &recorder{}
+	c := msgnet.NewClient(id, opts...)
+	c.OnMessage(r.add)
+	c.OnDisconnect(r.disconnected)
+	t.Cleanup(func() { c.Close() })
+	return c, r
+}
+
+func send(t testing.TB, c *msgnet.Client, msg string) {
+	t.Helper()
+	if err := c.SendString(msg); err != nil {
+		t.Fatalf("%s: send %q: %v", c.ID(), msg, err)
+	}
+}
