@@ -104,6 +104,7 @@ func TestJSClientEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tcp.Close()
+	awaitJoined(t, srv, "go_tcp")
 
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, node, append(nodeArgs, filepath.Join("testdata", "e2e.mjs"), wsURL(hs))...)

@@ -325,6 +325,7 @@ func TestBrowserMeetsTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tc.Close()
+	awaitJoined(t, srv, "tcp_peer")
 
 	browser := rawDial(t, wsURL(hs), nil)
 	writeMsg(t, browser, websocket.MessageText, []byte("hello from the browser"))
@@ -484,4 +485,14 @@ func TestDialContextEndsOpeningOnly(t *testing.T) {
 	if err != nil || string(f.Payload) != "still here" {
 		t.Fatalf("after the dial context ended: %q, %v", f.Payload, err)
 	}
+}
+
+// awaitJoined waits until the client's session has joined its group: the
+// connect handler runs after the welcome, so after Connect returns.
+func awaitJoined(t *testing.T, srv *msgnet.Server, clientID string) {
+	t.Helper()
+	transporttest.Await(t, clientID+" in its group", func() bool {
+		ss, ok := srv.SessionByClientID(clientID)
+		return ok && len(ss.Groups()) == 1
+	})
 }
