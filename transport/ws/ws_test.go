@@ -496,3 +496,28 @@ func awaitJoined(t *testing.T, srv *msgnet.Server, clientID string) {
 		return ok && len(ss.Groups()) == 1
 	})
 }
+
+// TestCompression: with WithCompression, permessage-deflate is negotiated
+// with a client that offers it, and frames pass unchanged.
+func TestCompression(t *testing.T) {
+	srv := newServer(t)
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
+	hs := serveWS(t, srv, ws.WithCompression(websocket.CompressionNoContextTakeover))
+	shutdown(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, wsURL(hs), &websocket.DialOptions{CompressionMode: websocket.CompressionNoContextTakeover})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); !strings.Contains(ext, "permessage-deflate") {
+		t.Fatalf("extensions %q", ext)
+	}
+	payload := bytes.Repeat([]byte("compressible "), 400)
+	writeMsg(t, c, websocket.MessageBinary, frame.Append(nil, frame.KindData, 0, payload))
+	_, m := readMsg(t, c)
+	if fs := splitFrames(t, m); len(fs) != 1 || !bytes.Equal(fs[0].Payload, payload) {
+		t.Fatalf("echo differs")
+	}
+}
