@@ -503,7 +503,7 @@ func (b *Bus) Close() error {
 		b.closed.Store(true)
 		close(b.stop)
 		b.wg.Wait()
-		if wasAttached && !b.nc.IsClosed() {
+		if wasAttached && b.nc.IsConnected() {
 			b.sendJSON(b.subjD, kindBye, "", byeBody{Instance: b.instance})
 			b.nc.FlushTimeout(time.Second)
 		}

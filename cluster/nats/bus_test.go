@@ -1,24 +1,304 @@
 package natsbus
 
 import (
+	"bytes"
+	"errors"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/msgnet/msgnet"
 )
 
-func TestTwoNodesSmoke(t *testing.T) {
+func TestWireRoundTrip(t *testing.T) {
+	for _, c := range []struct {
+		kind           byte
+		origin, target string
+		body           []byte
+	}{
+		{kindBroadcast, "n", "", []byte("hi")},
+		{kindGroup, "node-1", "room with spaces.and.dots", nil},
+		{kindDirect, strings.Repeat("x", 255), strings.Repeat("t", 70000)[:65535], bytes.Repeat([]byte{0}, 1000)},
+	} {
+		b := appendMsg(nil, c.kind, c.origin, c.target, c.body)
+		m, err := parseMsg(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.kind != c.kind || m.origin != c.origin || m.target != c.target || !bytes.Equal(m.body, c.body) {
+			t.Fatalf("round trip changed the message: %+v", m)
+		}
+	}
+	// The documented example: broadcast "hi" from node "n".
+	if got := appendMsg(nil, kindBroadcast, "n", "", []byte("hi")); !bytes.Equal(got, []byte{1, 1, 1, 'n', 0, 0, 'h', 'i'}) {
+		t.Fatalf("encoding % x", got)
+	}
+	for _, bad := range [][]byte{nil, {1}, {2, 1, 1, 'n', 0, 0}, {1, 1, 0, 0, 0}, {1, 1, 1, 'n', 0}, {1, 1, 1, 'n', 0, 5, 'a'}} {
+		if _, err := parseMsg(bad); err == nil {
+			t.Fatalf("parsed % x", bad)
+		}
+	}
+}
+
+func TestTokens(t *testing.T) {
+	for in, want := range map[string]string{
+		"lobby":   "lobby",
+		"node-1_": "node-1_",
+		"":        "~",
+		"a.b":     "~YS5i",
+		"*":       "~Kg",
+		"a b>":    "~YSBiPg",
+		"~x":      "~fng",
+	} {
+		if got := token(in); got != want {
+			t.Errorf("token(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for id, want := range map[string]bool{"9f3a01c2-17": true, "9f3a01c2-": false, "9F3A01C2-1": false, "alice": false, "9f3a01c2x17": false} {
+		if looksLikeSessionID(id) != want {
+			t.Errorf("looksLikeSessionID(%q) != %v", id, want)
+		}
+	}
+}
+
+func TestNewChecksOptions(t *testing.T) {
+	for _, opts := range [][]Option{
+		nil,
+		{WithURL("nats://127.0.0.1:1"), WithEmbedded(Embedded{})},
+		{WithEmbedded(Embedded{}), WithPrefix("a..b")},
+		{WithEmbedded(Embedded{}), WithPrefix("a.*")},
+		{WithEmbedded(Embedded{}), WithHeartbeat(0)},
+		{WithEmbedded(Embedded{Routes: []string{"nats-route://127.0.0.1:1"}})}, // routes without a cluster port
+	} {
+		if b, err := New(opts...); err == nil {
+			b.Close()
+			t.Fatalf("New accepted %d options", len(opts))
+		}
+	}
+	if _, err := New(WithURL("nats://127.0.0.1:1")); err == nil {
+		t.Fatal("New connected to nothing")
+	}
+}
+
+func TestUnattachedAndClosed(t *testing.T) {
+	b, err := New(WithEmbedded(Embedded{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(msgnet.ClusterMessage{Kind: msgnet.ClusterBroadcast}); !errors.Is(err, ErrNotAttached) {
+		t.Fatalf("publish before attach: %v", err)
+	}
+	b.ClientUp("c", "s") // ignored
+	b.GroupUp("g")
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	srv := msgnet.NewServer("x", msgnet.WithBus(b))
+	if err := srv.Start("127.0.0.1:0"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("serving with a closed bus: %v", err)
+	}
+}
+
+func TestPrivateAndBroadcastAcrossTwoNodes(t *testing.T) {
 	a := startNode(t, "a", embeddedRoutes(), WithHeartbeat(100*time.Millisecond))
 	b := startNode(t, "b", embeddedRoutes(a), WithHeartbeat(100*time.Millisecond))
 	waitCluster(t, a, b)
 	ca, ra := client(t, "alice", a.addr)
 	cb, rb := client(t, "bob", b.addr)
 	eventually(t, 5*time.Second, func() bool {
-		_, ok1 := a.bus.Lookup("bob")
-		_, ok2 := b.bus.Lookup("alice")
-		return ok1 && ok2
+		n1, ok1 := a.bus.Lookup("bob")
+		n2, ok2 := b.bus.Lookup("alice")
+		return ok1 && ok2 && n1 == "b" && n2 == "a"
 	}, "directory")
 	send(t, ca, "B:hello")
 	eventually(t, 5*time.Second, func() bool { return rb.has("hello") && ra.has("hello") }, "broadcast")
 	send(t, cb, "P:alice:hi alice")
-	eventually(t, 5*time.Second, func() bool { return ra.has("hi alice") }, "private")
-	t.Log(a.bus.Stats(), b.bus.Stats(), a.bus.Nodes())
+	send(t, cb, "P:"+ca.SessionID()+":hi session")
+	send(t, ca, "P:nobody:x")
+	eventually(t, 5*time.Second, func() bool {
+		return ra.has("hi alice") && ra.has("hi session") && ra.has("ERR:"+msgnet.ErrNoSession.Error())
+	}, "private messages; alice got %q", ra.all())
+	if ra.count("hello") != 1 || rb.count("hello") != 1 {
+		t.Fatalf("broadcast counts %d, %d", ra.count("hello"), rb.count("hello"))
+	}
+	sa, sb := a.bus.Stats(), b.bus.Stats()
+	if sa.Nodes != 2 || sa.Published["broadcast"] != 1 || sb.Received["broadcast"] != 1 ||
+		sb.Published["direct"] != 2 || sa.Received["direct"] != 2 {
+		t.Fatalf("stats a %+v, b %+v", sa, sb)
+	}
+}
+
+// Text-mode sessions send no hello, so the directory does not know them:
+// a direct message to such a session id goes to every node, and only the
+// holder delivers it.
+func TestDirectToSessionWithoutHello(t *testing.T) {
+	a := startNode(t, "a", embeddedRoutes(), WithHeartbeat(100*time.Millisecond))
+	b := startNode(t, "b", embeddedRoutes(a), WithHeartbeat(100*time.Millisecond))
+	waitCluster(t, a, b)
+	got := make(chan string, 1)
+	b.srv.OnConnect(func(s *msgnet.Session) { got <- s.ID() })
+	nc := dialText(t, b.addr)
+	sid := <-got
+	ca, _ := client(t, "alice", a.addr)
+	send(t, ca, "P:"+sid+":to a text session")
+	if line := nc.line(t); line != "to a text session" {
+		t.Fatalf("text session read %q", line)
+	}
+}
+
+func TestNewestConnectionWins(t *testing.T) {
+	a := startNode(t, "a", embeddedRoutes(), WithHeartbeat(100*time.Millisecond))
+	b := startNode(t, "b", embeddedRoutes(a), WithHeartbeat(100*time.Millisecond))
+	waitCluster(t, a, b)
+	old, rOld := client(t, "dup", a.addr)
+	eventually(t, 5*time.Second, func() bool { n, ok := b.bus.Lookup("dup"); return ok && n == "a" }, "b learns dup")
+	closed := make(chan error, 1)
+	old.OnClosed(func(reason error) { closed <- reason })
+	_, rNew := client(t, "dup", b.addr)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the older connection of dup was not disconnected")
+	}
+	if r := rOld.reasonsText(); len(r) != 1 || r[0] != msgnet.ErrKicked.Error() {
+		t.Fatalf("older connection ended with %q, want %q", r, msgnet.ErrKicked)
+	}
+	eventually(t, 5*time.Second, func() bool { n, ok := a.bus.Lookup("dup"); return ok && n == "b" }, "a points dup to b")
+	other, _ := client(t, "other", a.addr)
+	send(t, other, "P:dup:to the newest")
+	eventually(t, 5*time.Second, func() bool { return rNew.has("to the newest") }, "private to the newest")
+	if _, ok := a.srv.SessionByClientID("dup"); ok {
+		t.Fatal("node a still holds dup")
+	}
+}
+
+// A node that dies without a word is dropped after the TTL, with its
+// directory entries.
+func TestDeadNodeExpires(t *testing.T) {
+	a := startNode(t, "a", embeddedRoutes(), WithHeartbeat(50*time.Millisecond))
+	b := startNode(t, "b", embeddedRoutes(a), WithHeartbeat(50*time.Millisecond))
+	waitCluster(t, a, b)
+	client(t, "eve", b.addr)
+	eventually(t, 5*time.Second, func() bool { _, ok := a.bus.Lookup("eve"); return ok }, "a learns eve")
+	start := time.Now()
+	b.bus.ns.Shutdown() // b's NATS dies: no goodbye, no more heartbeats
+	eventually(t, 5*time.Second, func() bool { return a.bus.Stats().Nodes == 1 }, "b not expired")
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Fatalf("b dropped after %v, before its TTL (150ms) could pass", d)
+	}
+	if _, ok := a.bus.Lookup("eve"); ok {
+		t.Fatal("eve still in a's directory")
+	}
+	if err := a.srv.SendTo("eve", []byte("x")); !errors.Is(err, msgnet.ErrNoSession) {
+		t.Fatalf("SendTo an expired entry: %v", err)
+	}
+	if len(a.bus.Nodes()) != 1 {
+		t.Fatalf("nodes %+v", a.bus.Nodes())
+	}
+}
+
+// A node that stops says goodbye: the others drop it at once.
+func TestGracefulLeave(t *testing.T) {
+	a := startNode(t, "a", embeddedRoutes(), WithHeartbeat(100*time.Millisecond), WithTTL(time.Hour))
+	b := startNode(t, "b", embeddedRoutes(a), WithHeartbeat(100*time.Millisecond), WithTTL(time.Hour))
+	waitCluster(t, a, b)
+	client(t, "eve", b.addr)
+	eventually(t, 5*time.Second, func() bool { _, ok := a.bus.Lookup("eve"); return ok }, "a learns eve")
+	b.stop()
+	eventually(t, 5*time.Second, func() bool { _, ok := a.bus.Lookup("eve"); return !ok && a.bus.Stats().Nodes == 1 }, "b not dropped")
+}
+
+// A node joining late learns the directory from the others, and a node
+// restarted with the same id replaces its previous life's entries.
+func TestDirectorySyncOnJoinAndRestart(t *testing.T) {
+	hb := WithHeartbeat(100 * time.Millisecond)
+	a := startNode(t, "a", embeddedRoutes(), hb)
+	client(t, "early", a.addr)
+	b := startNode(t, "b", embeddedRoutes(a), hb)
+	client(t, "bert", b.addr)
+	waitCluster(t, a, b)
+	eventually(t, 5*time.Second, func() bool {
+		n, ok := b.bus.Lookup("early")
+		m, ok2 := a.bus.Lookup("bert")
+		return ok && n == "a" && ok2 && m == "b"
+	}, "late joiner's directory")
+
+	// b restarts: a new bus instance under the same node id, within the TTL.
+	b.bus.ns.Shutdown()
+	b.srv.Close()
+	b2 := startNode(t, "b", embeddedRoutes(a), hb, WithTTL(time.Hour))
+	client(t, "bianca", b2.addr)
+	eventually(t, 5*time.Second, func() bool {
+		_, bert := a.bus.Lookup("bert")
+		n, ok := a.bus.Lookup("bianca")
+		m, ok2 := b2.bus.Lookup("early")
+		return !bert && ok && n == "b" && ok2 && m == "a"
+	}, "restart: a should forget bert and learn bianca, b2 should learn early")
+}
+
+func TestGroupSubscriptionFollowsMembership(t *testing.T) {
+	a := startNode(t, "a", embeddedRoutes(), WithHeartbeat(100*time.Millisecond))
+	b := startNode(t, "b", embeddedRoutes(a), WithHeartbeat(100*time.Millisecond))
+	waitCluster(t, a, b)
+	ca, _ := client(t, "alice", a.addr)
+	cb, rb := client(t, "bob", b.addr)
+	subj := "msgnet.g.~cm9vbSAx" // "room 1"
+	send(t, cb, "J:room 1")
+	eventually(t, 5*time.Second, func() bool { return rb.has("joined:room 1") }, "join")
+	waitInterest(t, subj, 1, a, b)
+	send(t, ca, "J:room 1")
+	waitInterest(t, subj, 2, a, b)
+	send(t, ca, "G:room 1:hi room")
+	eventually(t, 5*time.Second, func() bool { return rb.has("hi room") }, "group message")
+	// bob's session ends: b has no member left and unsubscribes.
+	cb.Close()
+	waitInterest(t, subj, 1, a, b)
+	// Ups and downs reported out of order still balance.
+	b.bus.GroupDown("x")
+	b.bus.GroupUp("x")
+	b.bus.mu.Lock()
+	n := len(b.bus.groups)
+	b.bus.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("groups left subscribed: %d", n)
+	}
+}
+
+func TestExternalNATSServer(t *testing.T) {
+	url, kill := startExternalNATS(t)
+	hb := WithHeartbeat(100 * time.Millisecond)
+	x1 := startNode(t, "x1", WithURL(url), hb, WithPrefix("ext.msgnet"))
+	x2 := startNode(t, "x2", WithURL(url), hb, WithPrefix("ext.msgnet"))
+	waitCluster(t, x1, x2)
+	c1, r1 := client(t, "one", x1.addr)
+	c2, r2 := client(t, "two", x2.addr)
+	eventually(t, 5*time.Second, func() bool {
+		_, ok1 := x1.bus.Lookup("two")
+		_, ok2 := x2.bus.Lookup("one")
+		return ok1 && ok2
+	}, "directory")
+	send(t, c1, "B:ext broadcast")
+	send(t, c2, "P:one:ext private")
+	send(t, c1, "J:g")
+	send(t, c2, "J:g")
+	eventually(t, 5*time.Second, func() bool { return r1.has("joined:g") && r2.has("joined:g") }, "joins")
+	// One NATS server: once it has answered a flush, it has every
+	// subscription sent before.
+	for _, n := range []*testNode{x1, x2} {
+		if err := n.bus.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(t, c1, "G:g:ext group")
+	eventually(t, 5*time.Second, func() bool {
+		return r2.count("ext broadcast") == 1 && r1.count("ext private") == 1 && r2.count("ext group") == 1
+	}, "two got %q, one got %q", r2.all(), r1.all())
+
+	// The NATS server dies; the nodes keep serving their own sessions and
+	// say so in their stats.
+	kill()
+	eventually(t, 5*time.Second, func() bool { return x1.bus.nc.IsReconnecting() }, "x1 did not notice")
+	send(t, c1, "B:local only")
+	eventually(t, 5*time.Second, func() bool { return r1.has("local only") }, "local broadcast without NATS")
 }

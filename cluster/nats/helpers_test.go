@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -269,4 +270,33 @@ func send(t testing.TB, c *msgnet.Client, msg string) {
 	if err := c.SendString(msg); err != nil {
 		t.Fatalf("%s: send %q: %v", c.ID(), msg, err)
 	}
+}
+
+// textConn is a text-mode connection (no hello).
+type textConn struct {
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+func dialText(t testing.TB, addr string) *textConn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	if _, err := nc.Write([]byte("hi\n")); err != nil { // the first line fixes text mode
+		t.Fatal(err)
+	}
+	return &textConn{nc: nc, r: bufio.NewReader(nc)}
+}
+
+func (c *textConn) line(t testing.TB) string {
+	t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	l, err := c.r.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSuffix(l, "\n")
 }
