@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/msgnet/msgnet"
+)
+
+// freePort returns a loopback address whose port the OS just handed out.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Two `msgnet serve` nodes joined by routes between their embedded NATS
+// servers: a PRIVATE message crosses from one node to the other, both ways.
+func TestServeClusterPrivateCrossesNodes(t *testing.T) {
+	route := freePort(t)
+	a := startServe(t, "--id", "node-a", "--quiet", "--cluster-listen", route, "--cluster-heartbeat", "100ms")
+	b := startServe(t, "--id", "node-b", "--quiet", "--cluster-listen", "127.0.0.1:0",
+		"--cluster-routes", "nats-route://"+route, "--cluster-heartbeat", "100ms")
+	alice, ag := managedClient(t, a, "alice")
+	bob, bg := managedClient(t, b, "bob")
+	privateCrosses(t, alice, ag, "bob", bg)
+	privateCrosses(t, bob, bg, "alice", ag)
+}
+
+// privateCrosses sends PRIVATE:<to>:... from c until it arrives: until the
+// sender's node has heard of the target, the answer is that it is not found.
+func privateCrosses(t *testing.T, c *msgnet.Client, own chan string, to string, got chan string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for try := 0; time.Now().Before(deadline); try++ {
+		text := "hello #" + strconv.Itoa(try)
+		if err := c.SendString("PRIVATE:" + to + ":" + text); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-got:
+			if want := "Private from " + c.ID() + ": " + text; m != want {
+				t.Fatalf("%s got %q, want %q", to, m, want)
+			}
+			return
+		case m := <-own:
+			if m != "ERROR: Session "+to+" not found" {
+				t.Fatalf("%s got %q", c.ID(), m)
+			}
+			time.Sleep(20 * time.Millisecond)
+		case <-time.After(5 * time.Second):
+			t.Fatal("neither the message nor an error arrived")
+		}
+	}
+	t.Fatalf("the private message from %s never reached %s on the other node", c.ID(), to)
+}
+
+func TestServeClusterFlagErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"--cluster", "nats://127.0.0.1:1", "--cluster-listen", "127.0.0.1:0"},
+		{"--cluster-routes", "nats-route://127.0.0.1:1"},
+		{"--cluster", "nats://127.0.0.1:1"}, // nothing listens there
+	} {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), append([]string{"serve", "--addr", "127.0.0.1:0", "--quiet"}, args...), nil, &out, &errOut)
+		if code != 2 || !bytes.Contains(errOut.Bytes(), []byte("msgnet serve:")) {
+			t.Fatalf("serve %v: exit %d, %q", args, code, errOut.String())
+		}
+	}
+}
