@@ -27,9 +27,16 @@ var (
 	smallBufPool = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
 )
 
+// pollTarget is a Session as the poller sees it: a separate type, so that
+// the poller's Readable callback is not part of Session's API.
+type pollTarget Session
+
 // Readable is called by the server's poller when a parked session has data
-// or was closed by the peer. It starts a reader unless one is running.
-func (s *Session) Readable() {
+// or was closed by the peer.
+func (p *pollTarget) Readable() { (*Session)(p).readable() }
+
+// readable starts a reader unless one is running.
+func (s *Session) readable() {
 	s.mu.Lock()
 	if s.readerActive || s.socketDone() {
 		s.mu.Unlock()
@@ -46,14 +53,17 @@ func (s *Session) Readable() {
 //
 // A hot session (bursts less than hotWindow apart, as under request/response
 // or streaming traffic) does not go back to the epoll set after a burst: its
-// reader waits on the runtime's poller instead, without a buffer, which
-// saves the wake-up, goroutine start and rearm per burst. The idle sweeper
+// reader switches to a plain blocking read loop (readHot), which costs the
+// same system calls per burst as a goroutine-per-connection server and
+// saves the wake-up, goroutine start and rearm of parking. The sweeper
 // demotes it to the epoll set once it has been silent for parkAfter.
 func (s *Session) readParked() {
 	r := readerPool.Get().(*reader)
-	for s.burst(r) && !s.stopRead.Load() && s.waitHot(r) {
-	}
+	hot := s.burst(r)
 	readerPool.Put(r)
+	if hot && !s.stopRead.Load() {
+		s.readHot()
+	}
 	s.mu.Lock()
 	s.readerActive = false
 	if s.parked {
@@ -68,6 +78,45 @@ func (s *Session) readParked() {
 	if end {
 		s.finish()
 	}
+}
+
+// readHot reads with blocking reads on the runtime's poller, holding a
+// buffer, until the session is demoted (its read deadline is expired by the
+// sweeper), closes, or stops reading.
+func (s *Session) readHot() {
+	bp := readBufPool.Get().(*[]byte)
+	buf := *bp
+	n := 0
+	if len(s.pending) > 0 {
+		if s.need > len(buf) {
+			buf = make([]byte, s.need)
+		}
+		n = copy(buf, s.pending)
+	}
+	s.hotWait.Store(true)
+	for !s.stopRead.Load() {
+		if n == len(buf) {
+			buf = grow(buf, n, s.need)
+		}
+		nr, err := s.nc.Read(buf[n:])
+		if nr > 0 {
+			s.lastActivity.Store(time.Now().UnixNano())
+			s.bytesIn.Add(uint64(nr))
+			n = s.ingest(buf, n+nr)
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				s.nc.SetReadDeadline(time.Time{}) // demoted: park
+				break
+			}
+			s.endOfInput(buf[:n], err)
+			n = 0
+			break
+		}
+	}
+	s.hotWait.Store(false)
+	s.keepPending(buf[:n])
+	readBufPool.Put(bp)
 }
 
 const (
@@ -140,32 +189,15 @@ func (s *Session) burst(r *reader) (stayHot bool) {
 	return stayHot
 }
 
-// waitHot blocks until the socket is readable, on the runtime's poller. It
-// returns false when the sweeper demoted the session or the socket closed.
-func (s *Session) waitHot(r *reader) bool {
-	s.hotWait.Store(true)
-	err := s.rc.Read(r.waitFn)
-	s.hotWait.Store(false)
-	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			s.nc.SetReadDeadline(time.Time{})
-		}
-		return false
-	}
-	return true
-}
-
 // reader is a parked session's read goroutine's scratch space: the
-// arguments and results of the functions given to RawConn.Read, built once
+// argument and results of the function given to RawConn.Read, built once
 // per pooled reader so that a read allocates nothing and an idle session
 // carries none of it.
 type reader struct {
 	buf    []byte
 	n      int
 	err    error
-	peek   [1]byte
 	readFn func(fd uintptr) bool
-	waitFn func(fd uintptr) bool
 }
 
 var readerPool = sync.Pool{New: func() any {
@@ -173,15 +205,6 @@ var readerPool = sync.Pool{New: func() any {
 	r.readFn = func(fd uintptr) bool {
 		r.n, r.err = syscall.Read(int(fd), r.buf)
 		return true
-	}
-	// waitFn reports readability without reading, so RawConn.Read waits
-	// on the runtime's poller. RawConn.Read has just reset the runtime's
-	// readiness state, so data that came before the reset raises no new
-	// event: look for it ourselves, without taking it.
-	r.waitFn = func(fd uintptr) bool {
-		_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.peek[0])), 1,
-			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-		return errno != unix.EAGAIN
 	}
 	return r
 }}

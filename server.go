@@ -74,7 +74,8 @@ type Server struct {
 	mux      *ContainerMux
 	muxOnce  sync.Once
 	start    time.Time
-	count    atomic.Int64 // open sessions
+	count    atomic.Int64  // open sessions
+	pollGen  atomic.Uint32 // generations of poller registrations
 	running  atomic.Bool
 	sessWG   sync.WaitGroup // one per session until it has ended
 	bgWG     sync.WaitGroup // accept loops, poller, sweeper
@@ -201,19 +202,31 @@ func (srv *Server) track(l net.Listener) error {
 	if srv.stopping {
 		return ErrServerClosed
 	}
-	if !srv.started && srv.bus != nil {
+	if err := srv.startLocked(); err != nil {
+		return err
+	}
+	srv.listeners[l] = struct{}{}
+	return nil
+}
+
+// startLocked does what the first Serve, Start or ServeConn does: attach
+// the cluster bus and start the sweeper (idle and handshake timeouts,
+// parking of quiet hot readers). A server fed only by ServeConn (WebSocket,
+// HTTP/2) starts here too.
+func (srv *Server) startLocked() error {
+	if srv.started {
+		return nil
+	}
+	if srv.bus != nil {
 		if err := srv.bus.Attach(clusterNode{srv}); err != nil {
 			return err
 		}
 	}
-	srv.listeners[l] = struct{}{}
-	if !srv.started {
-		srv.started = true
-		srv.running.Store(true)
-		if srv.cfg.idleTimeout > 0 || srv.cfg.park || srv.cfg.handshakeTimeout > 0 {
-			srv.bgWG.Add(1)
-			go srv.sweep()
-		}
+	srv.started = true
+	srv.running.Store(true)
+	if srv.cfg.idleTimeout > 0 || srv.cfg.park || srv.cfg.handshakeTimeout > 0 {
+		srv.bgWG.Add(1)
+		go srv.sweep()
 	}
 	return nil
 }
@@ -262,6 +275,12 @@ func (srv *Server) ServeConn(nc net.Conn) {
 		nc.Close()
 		return
 	}
+	if err := srv.startLocked(); err != nil {
+		srv.mu.Unlock()
+		srv.log.Error("cannot start serving", "err", err)
+		nc.Close()
+		return
+	}
 	if n := srv.count.Add(1); srv.cfg.maxConnections > 0 && n > int64(srv.cfg.maxConnections) {
 		srv.count.Add(-1)
 		srv.bgWG.Add(1)
@@ -292,9 +311,14 @@ func (srv *Server) ServeConn(nc net.Conn) {
 	srv.mu.Unlock()
 	srv.ctr.accepted.Add(1)
 	if !parked {
-		s.readerActive = true
+		s.mu.Lock()
+		start := !s.socketDone()
+		s.readerActive = start
 		s.readFn = s.readBlocking
-		go s.readFn()
+		s.mu.Unlock()
+		if start {
+			go s.readFn()
+		}
 	}
 }
 
@@ -342,24 +366,21 @@ func (srv *Server) parkLocked(s *Session) bool {
 	}
 	var fd int
 	rc.Control(func(f uintptr) { fd = int(f) })
+	// Under the session lock: the session is already in the registry, so a
+	// shutdown or the sweeper may close it meanwhile; and a readiness event
+	// may start a reader before Add returns (it waits for the lock).
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.socketDone() {
+		return true // closed already; nothing to read
+	}
 	s.rc, s.fd, s.parked, s.poller = rc, int32(fd), true, srv.poller
 	s.readFn = s.readParked
-	// Mark the reader busy while registering: an event that fires at once
-	// must not start a reader before s.gen is set.
-	s.readerActive = true
-	gen, err := srv.poller.Add(fd, s)
-	if err != nil {
-		s.readerActive = false
+	s.gen = srv.pollGen.Add(1)
+	if err := srv.poller.Add(fd, (*pollTarget)(s), s.gen); err != nil {
 		s.parked = false
 		return false
 	}
-	s.gen = gen
-	s.mu.Lock()
-	s.readerActive = false
-	s.mu.Unlock()
-	// Data may have arrived between Add and now and been ignored above;
-	// rearming makes the poller look again.
-	srv.poller.Rearm(fd, gen)
 	return true
 }
 

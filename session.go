@@ -47,7 +47,7 @@ type Session struct {
 	lastActivity atomic.Int64 // unix nanoseconds
 	clientID     atomic.Pointer[string]
 	stopRead     atomic.Bool   // set when closing: dispatch no more input
-	hotWait      atomic.Bool   // the reader is waiting on the runtime poller
+	hotWait      atomic.Bool   // a hot reader holds the socket in a blocking read loop
 	handshaking  atomic.Bool   // not established yet (for the handshake deadline)
 	features     atomic.Uint32 // negotiated extensions (feat* bits)
 
@@ -709,7 +709,7 @@ func (s *Session) dropQueueLocked() {
 // lose the last word before reading it.
 func (s *Session) closeSocketLocked() {
 	if s.parked {
-		s.poller.Remove(int(s.fd))
+		s.poller.Forget(int(s.fd))
 		s.parked = false
 	}
 	if s.lingerOnEnd {

@@ -51,13 +51,15 @@ func New() (*Poller, error) {
 
 const watchEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 
-// Add starts watching fd for r, armed. The returned generation must be given
-// to Rearm.
-func (p *Poller) Add(fd int, r Readable) (gen uint32, err error) {
+// Add starts watching fd for r, armed, under generation gen (which Rearm
+// must be given). Callers choose gen, distinct from the generation of any
+// earlier registration of the same descriptor number, and set up whatever
+// r needs before calling Add: r may be called before Add returns.
+func (p *Poller) Add(fd int, r Readable, gen uint32) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return 0, ErrClosed
+		return ErrClosed
 	}
 	if fd >= len(p.slots) {
 		n := max(2*len(p.slots), fd+1, 1024)
@@ -65,14 +67,13 @@ func (p *Poller) Add(fd int, r Readable) (gen uint32, err error) {
 		copy(slots, p.slots)
 		p.slots = slots
 	}
-	gen = p.slots[fd].gen + 1
 	p.slots[fd] = slot{gen: gen, r: r}
 	ev := unix.EpollEvent{Events: watchEvents, Fd: int32(fd), Pad: int32(gen)}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		p.slots[fd].r = nil
-		return 0, err
+		return err
 	}
-	return gen, nil
+	return nil
 }
 
 // Rearm watches fd again after a readiness report. If data is already
@@ -82,14 +83,22 @@ func (p *Poller) Rearm(fd int, gen uint32) error {
 	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
 }
 
-// Remove stops watching fd. It must be called before fd is closed, so that
-// a new socket given the same number is not confused with this one.
-func (p *Poller) Remove(fd int) error {
+// Forget stops reporting fd, which its owner is about to close: closing a
+// descriptor takes it out of the epoll set, so no system call is needed.
+// An event already fetched for it is dropped, and one for a new socket
+// that reuses the number is told apart by its generation.
+func (p *Poller) Forget(fd int) {
 	p.mu.Lock()
 	if fd < len(p.slots) {
 		p.slots[fd].r = nil
 	}
 	p.mu.Unlock()
+}
+
+// Remove stops watching fd and takes it out of the epoll set, for an fd
+// that stays open.
+func (p *Poller) Remove(fd int) error {
+	p.Forget(fd)
 	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 }
 

@@ -12,7 +12,10 @@ type Poller struct{}
 func New() (*Poller, error) { return nil, ErrClosed }
 
 // Add is never reached on this platform.
-func (p *Poller) Add(fd int, r Readable) (uint32, error) { return 0, ErrClosed }
+func (p *Poller) Add(fd int, r Readable, gen uint32) error { return ErrClosed }
+
+// Forget is never reached on this platform.
+func (p *Poller) Forget(fd int) {}
 
 // Rearm is never reached on this platform.
 func (p *Poller) Rearm(fd int, gen uint32) error { return ErrClosed }
