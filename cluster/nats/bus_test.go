@@ -3,11 +3,13 @@ package natsbus
 import (
 	"bytes"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/balance"
 )
 
 func TestWireRoundTrip(t *testing.T) {
@@ -294,6 +296,34 @@ func TestExternalNATSServer(t *testing.T) {
 	eventually(t, 5*time.Second, func() bool {
 		return r2.count("ext broadcast") == 1 && r1.count("ext private") == 1 && r2.count("ext group") == 1
 	}, "two got %q, one got %q", r2.all(), r1.all())
+
+	// A balancer outside the cluster follows the published loads and
+	// sends new clients to the node with fewer sessions.
+	w, err := WatchLoads(WithURL(url), hb, WithPrefix("ext.msgnet"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i := range 3 {
+		client(t, "extra-"+strconv.Itoa(i), x1.addr)
+	}
+	eventually(t, 5*time.Second, func() bool {
+		byAddr := map[string]int{}
+		for _, l := range w.Loads() {
+			byAddr[l.Addr] = l.Sessions
+		}
+		return len(byAddr) == 2 && byAddr[x1.addr] == 4 && byAddr[x2.addr] == 1
+	}, "watched loads %+v", w.Nodes())
+	pool, err := balance.New([]string{x1.addr, x2.addr}, balance.WithStrategy(balance.LeastLoaded), balance.WithLoadSource(w.Loads))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	for range 3 { // x2 has 1 session and the pool's probe; x1 has 4 and a probe
+		if a, err := pool.Pick(""); err != nil || a != x2.addr {
+			t.Fatalf("least loaded picked %s (%v), want %s; loads %+v", a, err, x2.addr, w.Loads())
+		}
+	}
 
 	// The NATS server dies; the nodes keep serving their own sessions and
 	// say so in their stats.

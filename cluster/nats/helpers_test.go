@@ -123,6 +123,31 @@ func startNode(t testing.TB, id string, opts ...Option) *testNode {
 		t.Fatal(err)
 	}
 	srv := msgnet.NewServer(id, msgnet.WithBus(bus), msgnet.WithMaxConnections(0), msgnet.WithIdleTimeout(0))
+	commands(srv)
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		bus.Close()
+		t.Fatal(err)
+	}
+	n := &testNode{id: id, srv: srv, bus: bus, addr: srv.Addr().String()}
+	t.Cleanup(n.stop)
+	return n
+}
+
+// startPlain is a node without a bus: the single-server path.
+func startPlain(t testing.TB, id string) *testNode {
+	t.Helper()
+	srv := msgnet.NewServer(id, msgnet.WithMaxConnections(0), msgnet.WithIdleTimeout(0))
+	commands(srv)
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	n := &testNode{id: id, srv: srv, addr: srv.Addr().String()}
+	t.Cleanup(n.stop)
+	return n
+}
+
+// commands installs the command language described at testNode.
+func commands(srv *msgnet.Server) {
 	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
 		cmd, rest, _ := strings.Cut(string(msg), ":")
 		switch cmd {
@@ -142,13 +167,6 @@ func startNode(t testing.TB, id string, opts ...Option) *testNode {
 			srv.SendGroup(group, []byte(text), s)
 		}
 	})
-	if err := srv.Start("127.0.0.1:0"); err != nil {
-		bus.Close()
-		t.Fatal(err)
-	}
-	n := &testNode{id: id, srv: srv, bus: bus, addr: srv.Addr().String()}
-	t.Cleanup(n.stop)
-	return n
 }
 
 func (n *testNode) stop() {
