@@ -99,23 +99,36 @@ func (srv *Server) inHandshake(s *Session, f frame.Frame) bool {
 	return e != nil && e.auth != nil
 }
 
+// controlMsg is any CONTROL frame from a client, decoded once: the op, and
+// the fields of the ops a server understands (hello, auth).
+type controlMsg struct {
+	Op          *string    `json:"op"`
+	ClientID    string     `json:"client_id"`
+	Features    []string   `json:"features"`
+	Compression []string   `json:"compression"`
+	Encryption  *helloSeal `json:"encryption"`
+	Auth        string     `json:"auth"`
+	MAC         []byte     `json:"mac"`
+}
+
 func (srv *Server) handleControl(s *Session, p []byte) {
-	op, err := frame.ControlOp(p)
-	if err != nil {
+	var m controlMsg
+	if err := json.Unmarshal(p, &m); err != nil || m.Op == nil {
 		if !s.established && !srv.establish(s) {
 			return
 		}
-		s.sendError(frame.CodeBadControl, err.Error())
+		s.sendError(frame.CodeBadControl, frame.ErrBadControl.Error())
 		return
 	}
+	op := *m.Op
 	var pending *pendingAuth
 	if e := s.ext.Load(); e != nil {
 		pending = e.auth
 	}
 	switch {
 	case op == "hello" && s.frames == 1:
-		var h hello
-		json.Unmarshal(p, &h) // op parsed above, so p is a JSON object
+		h := hello{Op: op, ClientID: m.ClientID, Features: m.Features, Compression: m.Compression,
+			Encryption: m.Encryption, Auth: m.Auth}
 		if h.ClientID != "" {
 			// A fresh pointer: &h.ClientID would keep the whole decoded
 			// hello alive for the session's life.
@@ -137,10 +150,8 @@ func (srv *Server) handleControl(s *Session, p []byte) {
 		srv.finishHello(s, &h)
 	case op == "auth" && pending != nil:
 		s.x().auth = nil
-		var a authAnswer
-		json.Unmarshal(p, &a)
 		key := srv.cfg.authKey(pending.hello.ClientID)
-		if key == nil || !pipeline.VerifyAuth(key, pending.nonce, pending.hello.ClientID, a.MAC) {
+		if key == nil || !pipeline.VerifyAuth(key, pending.nonce, pending.hello.ClientID, m.MAC) {
 			srv.refuseAuth(s)
 			return
 		}

@@ -144,7 +144,7 @@ done
 server_cmd() {
 	local addr=127.0.0.1:$2
 	case $1 in
-	msgnet) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --mode echo --max-connections 20000 "${MSGNET_SERVE_EXTRA[@]}") ;;
+	msgnet) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --mode echo --quiet --max-connections 20000 "${MSGNET_SERVE_EXTRA[@]}") ;;
 	gnet) SRV_CMD=("$BIN/gnet-peer" --addr "$addr") ;;
 	stdlib) SRV_CMD=("$BIN/stdlib-peer" --addr "$addr") ;;
 	stdlib-naive) SRV_CMD=("$BIN/stdlib-peer" --naive --addr "$addr") ;;
