@@ -220,7 +220,7 @@ ELAPSED=$(($(date +%s) - T0))
 # ---- report ---------------------------------------------------------------
 SERVE_DESC=""
 if ! is_skipped msgnet && [[ " $SERVERS " == *" msgnet "* ]]; then
-	SERVE_DESC="msgnet serve --addr 127.0.0.1:PORT --mode echo --max-connections 20000 ${MSGNET_SERVE_EXTRA[*]}"
+	SERVE_DESC="msgnet serve --addr 127.0.0.1:PORT --mode echo --quiet --max-connections 20000 ${MSGNET_SERVE_EXTRA[*]}"
 fi
 "$BIN/report" --results "$RES" --out "$OUT" --servers "$SERVERS" --peers "$PEERS" \
 	--skipped "$SKIPPED" --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \
