@@ -147,12 +147,17 @@ func BenchmarkClientEcho(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	msg := make([]byte, 64)
 	b.ReportAllocs()
+	pumpEcho(b, c, got, make([]byte, 64), 512)
+}
+
+// pumpEcho sends b.N copies of msg with up to window in flight and waits
+// for every echo (one token on got per echo).
+func pumpEcho(b *testing.B, c *msgnet.Client, got <-chan struct{}, msg []byte, window int) {
 	b.ResetTimer()
 	inflight := 0
 	for i := 0; i < b.N; i++ {
-		for inflight >= 512 {
+		for inflight >= window {
 			<-got
 			inflight--
 		}
@@ -202,21 +207,7 @@ func BenchmarkPipelineEcho(b *testing.B) {
 			defer c.Close()
 			b.SetBytes(int64(len(payload)))
 			b.ReportAllocs()
-			b.ResetTimer()
-			inflight := 0
-			for i := 0; i < b.N; i++ {
-				for inflight >= 256 {
-					<-got
-					inflight--
-				}
-				if err := c.Send(payload); err != nil {
-					b.Fatal(err)
-				}
-				inflight++
-			}
-			for ; inflight > 0; inflight-- {
-				<-got
-			}
+			pumpEcho(b, c, got, payload, 256)
 		})
 	}
 }
