@@ -1,0 +1,142 @@
+package web_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/web"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// timeout bounds each wait in these tests; generous for a loaded machine.
+const timeout = 20 * time.Second
+
+// managed installs the commands of `msgnet serve`'s managed mode
+// (cmd/msgnet/serve.go), which the page's chat speaks: JOIN:<group>,
+// LEAVE:<group>, GROUP:<group>:<text>, PRIVATE:<id>:<text>, BROADCAST,
+// and anything else comes back as "Echo: <text>".
+func managed(srv *msgnet.Server) {
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
+		text := string(msg)
+		cmd, rest, _ := strings.Cut(text, ":")
+		switch {
+		case text == "BROADCAST":
+			srv.Broadcast([]byte("Broadcast from " + s.ClientID()))
+		case cmd == "PRIVATE":
+			target, body, ok := strings.Cut(rest, ":")
+			if !ok {
+				s.SendString("ERROR: usage PRIVATE:<id>:<message>")
+				return
+			}
+			if err := srv.SendTo(target, []byte("Private from "+s.ClientID()+": "+body)); errors.Is(err, msgnet.ErrNoSession) {
+				s.SendString("ERROR: Session " + target + " not found")
+			}
+		case cmd == "JOIN" && rest != "":
+			if err := srv.Join(s, rest); err == nil {
+				s.SendString("Joined " + rest)
+			}
+		case cmd == "LEAVE" && rest != "":
+			srv.Leave(s, rest)
+			s.SendString("Left " + rest)
+		case cmd == "GROUP":
+			group, body, ok := strings.Cut(rest, ":")
+			if !ok || group == "" {
+				s.SendString("ERROR: usage GROUP:<group>:<message>")
+				return
+			}
+			if !slices.Contains(s.Groups(), group) {
+				s.SendString("ERROR: not a member of " + group)
+				return
+			}
+			srv.SendGroup(group, []byte("["+group+"] "+s.ClientID()+": "+body), s)
+		default:
+			s.SendString("Echo: " + text)
+		}
+	})
+}
+
+// startServer starts a managed-mode server on a loopback TCP port and the
+// page's handler on a loopback HTTP server; both stop when the test ends
+// (msgnet first, which closes the WebSocket sessions, then HTTP).
+func startServer(t *testing.T) (*msgnet.Server, *httptest.Server) {
+	t.Helper()
+	srv := msgnet.NewServer("web_test", msgnet.WithLogger(slog.New(slog.DiscardHandler)))
+	managed(srv)
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(web.Handler(srv))
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return srv, hs
+}
+
+// tcpClient is a Go client on TCP whose messages arrive on a channel.
+type tcpClient struct {
+	*msgnet.Client
+	msgs chan string
+}
+
+func dialTCP(t *testing.T, srv *msgnet.Server, id string) *tcpClient {
+	t.Helper()
+	c := &tcpClient{Client: msgnet.NewClient(id), msgs: make(chan string, 64)}
+	c.OnMessage(func(msg []byte) {
+		select {
+		case c.msgs <- string(msg):
+		default:
+			t.Errorf("%s: message dropped, channel full: %q", id, msg)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := c.Connect(ctx, srv.Addr().String()); err != nil {
+		t.Fatalf("%s: connect: %v", id, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// expect waits for the message want, failing on another one or on time out.
+func (c *tcpClient) expect(t *testing.T, want string) {
+	t.Helper()
+	select {
+	case got := <-c.msgs:
+		if got != want {
+			t.Fatalf("%s got %q, want %q", c.ID(), got, want)
+		}
+	case <-time.After(timeout):
+		t.Fatalf("%s: no %q within %v", c.ID(), want, timeout)
+	}
+}
+
+// eventually polls cond until it holds, or fails with what the last try
+// reported.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v; last: %s", what, timeout, last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
