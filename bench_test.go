@@ -176,7 +176,7 @@ func pumpEcho(b *testing.B, c *msgnet.Client, got <-chan struct{}, msg []byte, w
 // flight. MB/s counts payload bytes one way.
 func BenchmarkPipelineEcho(b *testing.B) {
 	psk := []byte("benchmark pre-shared key, 32 B..")
-	payload := bytes.Repeat([]byte(`{"user":"alice","x":12,"y":34},`), 33)[:1024]
+	payload := bytes.Repeat([]byte(`{"user":"alice","x":12,"y":34},`), 40)[:1024]
 	cases := []struct {
 		name string
 		srv  []msgnet.Option
