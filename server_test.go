@@ -499,3 +499,22 @@ func TestServeReturnsErrServerClosed(t *testing.T) {
 	srv.Wait()
 	c.Close()
 }
+
+// A server fed only through ServeConn (as the WebSocket and HTTP/2
+// transports feed it) still runs its sweeper: idle timeouts hold.
+func TestServeConnOnlyServerEnforcesTimeouts(t *testing.T) {
+	srv := msgnet.NewServer("pipes", msgnet.WithIdleTimeout(150*time.Millisecond))
+	defer srv.Close()
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
+	client, server := net.Pipe()
+	defer client.Close()
+	srv.ServeConn(server)
+	if !srv.IsRunning() {
+		t.Fatal("a server serving a connection does not say it is running")
+	}
+	r := &raw{t: t, nc: client, r: frame.NewReader(client, 1<<20)}
+	r.hello("piped")
+	if got := string(r.expect(frame.KindDisconnect)); got != "idle timeout" {
+		t.Fatalf("DISCONNECT %q", got)
+	}
+}
