@@ -290,16 +290,11 @@ func (p *Pool) newProbe(n *node) *msgnet.Client {
 	return c
 }
 
+// setHealth records a check's outcome. Only the node's watch goroutine
+// replaces n.probe, and it closes the last one when the pool closes.
 func (p *Pool) setHealth(n *node, probe *msgnet.Client, healthy bool, rtt time.Duration) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if p.life.Err() != nil {
-		// Closing: watch closes what is in n.probe; close this one too.
-		if probe != nil && probe != n.probe {
-			go probe.Close()
-		}
-		return
-	}
 	n.probe = probe
 	n.healthy = healthy && probe != nil && probe.IsConnected()
 	if !healthy {

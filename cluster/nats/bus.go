@@ -52,7 +52,8 @@ type Bus struct {
 	in       chan *nats.Msg // every subscription delivers here, in arrival order
 	instance string         // random per Bus: tells a restarted node from its previous life
 
-	// Set by Attach, then read-only.
+	// Set by Attach, then read-only; attached is set last.
+	attachMu sync.Mutex
 	node     msgnet.ClusterNode
 	id       string
 	subjB    string // broadcast
@@ -80,7 +81,6 @@ type Bus struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
-	closeErr  error
 }
 
 type groupSub struct {
@@ -208,15 +208,17 @@ func New(opts ...Option) (*Bus, error) {
 // Attach implements msgnet.Bus: it subscribes to the cluster's subjects
 // and starts the heartbeat and the delivery goroutine.
 func (b *Bus) Attach(node msgnet.ClusterNode) error {
+	b.attachMu.Lock()
+	defer b.attachMu.Unlock()
 	if b.closed.Load() {
 		return ErrClosed
+	}
+	if b.node != nil {
+		return errors.New("natsbus: already attached")
 	}
 	id := node.NodeID()
 	if id == "" || len(id) > 255 {
 		return errors.New("natsbus: a node id must be 1 to 255 bytes")
-	}
-	if !b.attached.CompareAndSwap(false, true) {
-		return errors.New("natsbus: already attached")
 	}
 	b.node, b.id = node, id
 	p := b.cfg.prefix
@@ -233,6 +235,7 @@ func (b *Bus) Attach(node msgnet.ClusterNode) error {
 	b.wg.Add(2)
 	go b.dispatch()
 	go b.heartbeat()
+	b.attached.Store(true) // after the fields above: readers check it first
 	return nil
 }
 
@@ -485,8 +488,9 @@ func (b *Bus) ClusterAddr() string {
 	return ""
 }
 
-// ClientURL is the embedded server's client URL when Embedded.ClientListen
-// was set, for other programs (a LoadWatcher, another bus); else "".
+// ClientURL is the embedded server's NATS client URL, for other programs
+// (a LoadWatcher, tools), when it has a client port (Embedded.ClientListen,
+// or the loopback port a server with ClusterListen opens); else "".
 func (b *Bus) ClientURL() string {
 	if b.ns == nil || b.ns.Addr() == nil {
 		return ""
@@ -499,8 +503,10 @@ func (b *Bus) ClientURL() string {
 // and stops an embedded server.
 func (b *Bus) Close() error {
 	b.closeOnce.Do(func() {
-		wasAttached := b.attached.Load()
+		b.attachMu.Lock() // an Attach in progress finishes first
 		b.closed.Store(true)
+		b.attachMu.Unlock()
+		wasAttached := b.attached.Load()
 		close(b.stop)
 		b.wg.Wait()
 		if wasAttached && b.nc.IsConnected() {
@@ -513,7 +519,7 @@ func (b *Bus) Close() error {
 			b.ns.WaitForShutdown()
 		}
 	})
-	return b.closeErr
+	return nil
 }
 
 // tick returns a stamp for a new local connection: later than the wall

@@ -103,8 +103,8 @@ func TestUnattachedAndClosed(t *testing.T) {
 }
 
 func TestPrivateAndBroadcastAcrossTwoNodes(t *testing.T) {
-	a := startNode(t, "a", embeddedRoutes(), WithHeartbeat(100*time.Millisecond))
-	b := startNode(t, "b", embeddedRoutes(a), WithHeartbeat(100*time.Millisecond))
+	a := startNode(t, "a", with(embeddedRoutes())...)
+	b := startNode(t, "b", with(embeddedRoutes(a))...)
 	waitCluster(t, a, b)
 	ca, ra := client(t, "alice", a.addr)
 	cb, rb := client(t, "bob", b.addr)
@@ -124,6 +124,15 @@ func TestPrivateAndBroadcastAcrossTwoNodes(t *testing.T) {
 	if ra.count("hello") != 1 || rb.count("hello") != 1 {
 		t.Fatalf("broadcast counts %d, %d", ra.count("hello"), rb.count("hello"))
 	}
+	// a sees b's published load.
+	eventually(t, 5*time.Second, func() bool {
+		for _, n := range a.bus.Nodes() {
+			if !n.Self && n.Node == "b" && n.Addr == b.addr && n.Sessions == 1 && n.MsgsIn >= 2 {
+				return true
+			}
+		}
+		return false
+	}, "b's load as seen by a: %+v", a.bus.Nodes())
 	sa, sb := a.bus.Stats(), b.bus.Stats()
 	if sa.Nodes != 2 || sa.Published["broadcast"] != 1 || sb.Received["broadcast"] != 1 ||
 		sb.Published["direct"] != 2 || sa.Received["direct"] != 2 {
@@ -135,8 +144,8 @@ func TestPrivateAndBroadcastAcrossTwoNodes(t *testing.T) {
 // a direct message to such a session id goes to every node, and only the
 // holder delivers it.
 func TestDirectToSessionWithoutHello(t *testing.T) {
-	a := startNode(t, "a", embeddedRoutes(), WithHeartbeat(100*time.Millisecond))
-	b := startNode(t, "b", embeddedRoutes(a), WithHeartbeat(100*time.Millisecond))
+	a := startNode(t, "a", with(embeddedRoutes())...)
+	b := startNode(t, "b", with(embeddedRoutes(a))...)
 	waitCluster(t, a, b)
 	got := make(chan string, 1)
 	b.srv.OnConnect(func(s *msgnet.Session) { got <- s.ID() })
@@ -150,8 +159,8 @@ func TestDirectToSessionWithoutHello(t *testing.T) {
 }
 
 func TestNewestConnectionWins(t *testing.T) {
-	a := startNode(t, "a", embeddedRoutes(), WithHeartbeat(100*time.Millisecond))
-	b := startNode(t, "b", embeddedRoutes(a), WithHeartbeat(100*time.Millisecond))
+	a := startNode(t, "a", with(embeddedRoutes())...)
+	b := startNode(t, "b", with(embeddedRoutes(a))...)
 	waitCluster(t, a, b)
 	old, rOld := client(t, "dup", a.addr)
 	eventually(t, 5*time.Second, func() bool { n, ok := b.bus.Lookup("dup"); return ok && n == "a" }, "b learns dup")
@@ -172,6 +181,36 @@ func TestNewestConnectionWins(t *testing.T) {
 	eventually(t, 5*time.Second, func() bool { return rNew.has("to the newest") }, "private to the newest")
 	if _, ok := a.srv.SessionByClientID("dup"); ok {
 		t.Fatal("node a still holds dup")
+	}
+}
+
+// Two connections of one client id made at once on two nodes: both nodes
+// apply the same order, so exactly one survives, and both directories
+// name its node.
+func TestSimultaneousDuplicatesConverge(t *testing.T) {
+	a := startNode(t, "a", with(embeddedRoutes())...)
+	b := startNode(t, "b", with(embeddedRoutes(a))...)
+	waitCluster(t, a, b)
+	for i := range 10 {
+		id := "twin-" + strconv.Itoa(i)
+		ca, _ := newClient(t, id)
+		cb, _ := newClient(t, id)
+		errs := make(chan error, 2)
+		go func() { errs <- ca.Connect(t.Context(), a.addr) }()
+		go func() { errs <- cb.Connect(t.Context(), b.addr) }()
+		<-errs // one of them may be kicked before its Connect returns
+		<-errs
+		eventually(t, 5*time.Second, func() bool {
+			_, onA := a.srv.SessionByClientID(id)
+			_, onB := b.srv.SessionByClientID(id)
+			if onA == onB { // both, or neither yet
+				return false
+			}
+			want := map[bool]string{true: "a", false: "b"}[onA]
+			na, okA := a.bus.Lookup(id)
+			nb, okB := b.bus.Lookup(id)
+			return okA && okB && na == want && nb == want && ca.IsConnected() == onA && cb.IsConnected() == onB
+		}, "%s: no single winner", id)
 	}
 }
 
@@ -214,10 +253,9 @@ func TestGracefulLeave(t *testing.T) {
 // A node joining late learns the directory from the others, and a node
 // restarted with the same id replaces its previous life's entries.
 func TestDirectorySyncOnJoinAndRestart(t *testing.T) {
-	hb := WithHeartbeat(100 * time.Millisecond)
-	a := startNode(t, "a", embeddedRoutes(), hb)
+	a := startNode(t, "a", with(embeddedRoutes(), WithTTL(time.Hour))...) // b2 must be told apart by its instance, not by expiry
 	client(t, "early", a.addr)
-	b := startNode(t, "b", embeddedRoutes(a), hb)
+	b := startNode(t, "b", with(embeddedRoutes(a))...)
 	client(t, "bert", b.addr)
 	waitCluster(t, a, b)
 	eventually(t, 5*time.Second, func() bool {
@@ -229,7 +267,7 @@ func TestDirectorySyncOnJoinAndRestart(t *testing.T) {
 	// b restarts: a new bus instance under the same node id, within the TTL.
 	b.bus.ns.Shutdown()
 	b.srv.Close()
-	b2 := startNode(t, "b", embeddedRoutes(a), hb, WithTTL(time.Hour))
+	b2 := startNode(t, "b", with(embeddedRoutes(a))...)
 	client(t, "bianca", b2.addr)
 	eventually(t, 5*time.Second, func() bool {
 		_, bert := a.bus.Lookup("bert")
@@ -240,8 +278,8 @@ func TestDirectorySyncOnJoinAndRestart(t *testing.T) {
 }
 
 func TestGroupSubscriptionFollowsMembership(t *testing.T) {
-	a := startNode(t, "a", embeddedRoutes(), WithHeartbeat(100*time.Millisecond))
-	b := startNode(t, "b", embeddedRoutes(a), WithHeartbeat(100*time.Millisecond))
+	a := startNode(t, "a", with(embeddedRoutes())...)
+	b := startNode(t, "b", with(embeddedRoutes(a))...)
 	waitCluster(t, a, b)
 	ca, _ := client(t, "alice", a.addr)
 	cb, rb := client(t, "bob", b.addr)
@@ -269,9 +307,8 @@ func TestGroupSubscriptionFollowsMembership(t *testing.T) {
 
 func TestExternalNATSServer(t *testing.T) {
 	url, kill := startExternalNATS(t)
-	hb := WithHeartbeat(100 * time.Millisecond)
-	x1 := startNode(t, "x1", WithURL(url), hb, WithPrefix("ext.msgnet"))
-	x2 := startNode(t, "x2", WithURL(url), hb, WithPrefix("ext.msgnet"))
+	x1 := startNode(t, "x1", with(WithURL(url), WithPrefix("ext.msgnet"))...)
+	x2 := startNode(t, "x2", with(WithURL(url), WithPrefix("ext.msgnet"))...)
 	waitCluster(t, x1, x2)
 	c1, r1 := client(t, "one", x1.addr)
 	c2, r2 := client(t, "two", x2.addr)
@@ -299,7 +336,7 @@ func TestExternalNATSServer(t *testing.T) {
 
 	// A balancer outside the cluster follows the published loads and
 	// sends new clients to the node with fewer sessions.
-	w, err := WatchLoads(WithURL(url), hb, WithPrefix("ext.msgnet"))
+	w, err := WatchLoads(with(WithURL(url), WithPrefix("ext.msgnet"))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,10 +29,9 @@ func nodeOf(nodes []*testNode, id string) string {
 }
 
 func TestThreeNodeCluster(t *testing.T) {
-	hb := WithHeartbeat(100 * time.Millisecond)
-	n1 := startNode(t, "node-1", embeddedRoutes(), hb)
-	n2 := startNode(t, "node-2", embeddedRoutes(n1), hb)
-	n3 := startNode(t, "node-3", embeddedRoutes(n1), hb)
+	n1 := startNode(t, "node-1", with(embeddedRoutes())...)
+	n2 := startNode(t, "node-2", with(embeddedRoutes(n1))...)
+	n3 := startNode(t, "node-3", with(embeddedRoutes(n1))...)
 	nodes := []*testNode{n1, n2, n3}
 	waitCluster(t, nodes...)
 
@@ -43,12 +42,12 @@ func TestThreeNodeCluster(t *testing.T) {
 	}
 	defer pool.Close()
 
-	// 30 users spread by their ids; the even ones are members of "room",
+	// 45 users spread by their ids; the even ones are members of "room",
 	// which they join again after a failover (groups are per session).
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var users []*user
-	for i := range 30 {
+	for i := range 45 {
 		u := &user{id: fmt.Sprintf("user-%02d", i), member: i%2 == 0}
 		u.c, u.r = newClient(t, u.id, msgnet.WithReconnect(10*time.Millisecond, 100*time.Millisecond, 0))
 		if u.member {

@@ -175,6 +175,13 @@ func (n *testNode) stop() {
 	n.srv.Shutdown(ctx)
 }
 
+// fast is the heartbeat of most tests: 100ms, with a TTL of 1s so that a
+// busy test machine does not expire a live node.
+var fast = []Option{WithHeartbeat(100 * time.Millisecond), WithTTL(time.Second)}
+
+// with appends options to fast.
+func with(opts ...Option) []Option { return append(append([]Option(nil), fast...), opts...) }
+
 // embeddedRoutes is the option for a node with an embedded NATS server on
 // loopback, routed to the given nodes.
 func embeddedRoutes(to ...*testNode) Option {
