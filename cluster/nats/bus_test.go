@@ -369,3 +369,44 @@ func TestExternalNATSServer(t *testing.T) {
 	send(t, c1, "B:local only")
 	eventually(t, 5*time.Second, func() bool { return r1.has("local only") }, "local broadcast without NATS")
 }
+
+// What one node publishes (broadcast, group and direct messages mixed)
+// reaches a session on another node in the order it was published.
+func TestOrderFromOneNodeAcrossKinds(t *testing.T) {
+	a := startNode(t, "a", with(embeddedRoutes())...)
+	b := startNode(t, "b", with(embeddedRoutes(a))...)
+	waitCluster(t, a, b)
+	ca, ra := client(t, "alice", a.addr)
+	cb, rb := client(t, "bob", b.addr)
+	send(t, ca, "J:g")
+	send(t, cb, "J:g")
+	eventually(t, 5*time.Second, func() bool { return ra.has("joined:g") && rb.has("joined:g") }, "joins")
+	waitInterest(t, "msgnet.g.g", 2, a, b)
+	eventually(t, 5*time.Second, func() bool { _, ok := a.bus.Lookup("bob"); return ok }, "a learns bob")
+	const n = 600
+	for i := range n {
+		switch i % 3 {
+		case 0:
+			send(t, ca, "P:bob:"+strconv.Itoa(i))
+		case 1:
+			send(t, ca, "B:"+strconv.Itoa(i))
+		case 2:
+			send(t, ca, "G:g:"+strconv.Itoa(i))
+		}
+	}
+	eventually(t, 10*time.Second, func() bool { return rb.has(strconv.Itoa(n - 1)) }, "last message")
+	var got []int
+	for _, m := range rb.all() {
+		if v, err := strconv.Atoi(m); err == nil {
+			got = append(got, v)
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("bob got %d messages, want %d", len(got), n)
+	}
+	for i, v := range got {
+		if v != i {
+			t.Fatalf("message %d is %d: order lost (%v...)", i, v, got[max(0, i-3):min(len(got), i+3)])
+		}
+	}
+}
