@@ -178,14 +178,32 @@ function drawChart(now) {
   g.beginPath();
   g.rect(left, top - 2, pw, ph + 4);
   g.clip();
-  for (const [key, color] of [['in', '--in'], ['out', '--out']]) {
-    g.strokeStyle = css.getPropertyValue(color).trim();
-    g.lineWidth = 2;
-    g.lineJoin = 'round';
+  // In: a solid line over a light area; out: a dashed line, so both show
+  // where they are equal (an echo server's are).
+  const path = (key) => {
     g.beginPath();
     samples.forEach((s, i) => (i === 0 ? g.moveTo(x(s.t), y(s[key])) : g.lineTo(x(s.t), y(s[key]))));
-    g.stroke();
+  };
+  g.lineWidth = 2;
+  g.lineJoin = 'round';
+  if (samples.length > 1) {
+    path('in');
+    g.lineTo(x(samples.at(-1).t), y(0));
+    g.lineTo(x(samples[0].t), y(0));
+    g.closePath();
+    g.globalAlpha = 0.12;
+    g.fillStyle = css.getPropertyValue('--in').trim();
+    g.fill();
+    g.globalAlpha = 1;
   }
+  path('in');
+  g.strokeStyle = css.getPropertyValue('--in').trim();
+  g.stroke();
+  path('out');
+  g.setLineDash([6, 4]);
+  g.strokeStyle = css.getPropertyValue('--out').trim();
+  g.stroke();
+  g.setLineDash([]);
   g.restore();
   canvas.dataset.samples = String(samples.length);
 }
