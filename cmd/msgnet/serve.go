@@ -68,12 +68,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
+		srv.Close() // releases what the features' options started (a cluster bus)
 		fmt.Fprintf(stderr, "msgnet serve: %v\n", err)
 		return 1
 	}
 	for _, f := range features {
 		if l, err = f.listener(l); err != nil {
 			l.Close()
+			srv.Close()
 			fmt.Fprintf(stderr, "msgnet serve: %v\n", err)
 			return 1
 		}
