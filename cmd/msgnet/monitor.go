@@ -11,6 +11,7 @@ import (
 
 	"github.com/msgnet/msgnet"
 	"github.com/msgnet/msgnet/monitor"
+	"github.com/msgnet/msgnet/web"
 )
 
 func init() { serveFeatures = append(serveFeatures, newMonitorFeature) }
@@ -50,7 +51,7 @@ func (f *monitorFeature) start(ctx context.Context, srv *msgnet.Server, log *slo
 		return nil, err
 	}
 	hs := &http.Server{
-		Handler:           monitor.New(srv, monitor.WithPprof(*f.pprof)),
+		Handler:           monitor.New(srv, monitor.WithPprof(*f.pprof), monitor.WithPage("/", web.Handler(srv))),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

@@ -174,3 +174,23 @@ func TestServeMonitorFlags(t *testing.T) {
 		t.Errorf("taken --monitor address: exit %d, %q", code, errOut.String())
 	}
 }
+
+// The monitor listener also serves the live page and its WebSocket chat.
+func TestServeMonitorLivePage(t *testing.T) {
+	_, mon, hc := startMonitored(t)
+	code, body := httpGet(t, hc, "http://"+mon+"/")
+	if code != http.StatusOK || !strings.Contains(body, "msgnet") || !strings.Contains(body, "id=\"sessions\"") {
+		t.Fatalf("/: %d\n%s", code, body)
+	}
+	if code, _ := httpGet(t, hc, "http://"+mon+"/msgnet.js"); code != http.StatusOK {
+		t.Fatalf("/msgnet.js: %d", code)
+	}
+	code, body = httpGet(t, hc, "http://"+mon+"/api/sessions")
+	if code != http.StatusOK || !strings.HasPrefix(strings.TrimSpace(body), "{") && !strings.HasPrefix(strings.TrimSpace(body), "[") {
+		t.Fatalf("/api/sessions: %d %s", code, body)
+	}
+	// /metrics is still the monitor's.
+	if code, body := httpGet(t, hc, "http://"+mon+"/metrics"); code != http.StatusOK || !strings.Contains(body, "msgnet_") {
+		t.Fatalf("/metrics under the page: %d", code)
+	}
+}
