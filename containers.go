@@ -15,8 +15,9 @@ type ContainerHandler func(s *Session, c *container.Container)
 // ContainerErrorHandler is told of a DATA payload that is not a container.
 type ContainerErrorHandler func(s *Session, payload []byte, err error)
 
-// codeBadContainer is the ERROR code for a payload that does not decode.
-const codeBadContainer = "bad_container"
+// CodeBadContainer is the ERROR code for a DATA payload that the container
+// handlers cannot decode or route.
+const CodeBadContainer = "bad_container"
 
 // ContainerMux decodes DATA payloads as containers and routes them by
 // message type, like an http.ServeMux for containers. Its ServeMessage
@@ -98,7 +99,7 @@ func (m *ContainerMux) ServeMessage(s *Session, msg []byte) {
 		}
 		err = &routeError{c.MessageType}
 	}
-	s.sendError(codeBadContainer, err.Error())
+	s.sendError(CodeBadContainer, err.Error())
 	if onError != nil {
 		onError(s, msg, err)
 	}

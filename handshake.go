@@ -83,6 +83,26 @@ const (
 	CodeHandshakeTimeout   = "handshake_timeout"
 )
 
+// ErrorCodes lists every ERROR code msgnet sends, for monitors that want a
+// fixed set of labels.
+var ErrorCodes = []string{
+	frame.CodeBadFrame, frame.CodeMessageTooLarge, frame.CodeUnknownType, frame.CodeBadControl,
+	frame.CodeServerFull, CodeBadRequest, CodeBadContainer, CodeAuthFailed, CodeAuthRequired,
+	CodeEncryptionRequired, CodeDecryptFailed, CodeBadCompression, CodeFilterFailed,
+	CodeRateLimited, CodePerIPLimit, CodeHandshakeTimeout,
+}
+
+// knownCode folds a code a peer sent into msgnet's set, so that a peer
+// cannot make the error counters grow without bound.
+func knownCode(code string) string {
+	for _, c := range ErrorCodes {
+		if c == code {
+			return c
+		}
+	}
+	return "other"
+}
+
 // ErrHandshakeTimeout ends a session that did not complete its handshake
 // (or, without one, send its first message) in time.
 var ErrHandshakeTimeout = errors.New("handshake timeout")

@@ -130,7 +130,7 @@ func (s *Session) LateReplies() uint64 {
 // handleReply delivers a reply frame's payload to its waiting request.
 func (s *Session) handleReply(p []byte) {
 	if len(p) < 9 {
-		s.sendError(codeBadRequest, "reply shorter than its header")
+		s.sendError(CodeBadRequest, "reply shorter than its header")
 		return
 	}
 	id := binary.BigEndian.Uint64(p)
@@ -155,7 +155,7 @@ func (s *Session) handleReply(p []byte) {
 // handleRequest runs h on a request frame's payload and queues the reply.
 func (s *Session) handleRequest(p []byte, h func(req []byte) ([]byte, error)) {
 	if len(p) < 8 {
-		s.sendError(codeBadRequest, "request shorter than its id")
+		s.sendError(CodeBadRequest, "request shorter than its id")
 		return
 	}
 	var out []byte
@@ -200,8 +200,9 @@ func (s *Session) failRequests() {
 	e.reqs.mu.Unlock()
 }
 
-// codeBadRequest answers a request or reply frame too short to carry its id.
-const codeBadRequest = "bad_request"
+// CodeBadRequest answers a request or reply frame too short to carry its
+// id.
+const CodeBadRequest = "bad_request"
 
 // dataFlagsOK reports whether a DATA frame's flags are ones this session
 // negotiated.

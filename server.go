@@ -429,7 +429,7 @@ func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
 		srv.handleControl(s, f.Payload)
 	case frame.KindError:
 		e := frame.ParseError(f.Payload)
-		srv.ctr.errorsRecv.add(e.Code)
+		srv.ctr.errorsRecv.add(knownCode(e.Code))
 		srv.log.Info("peer reported an error", "session", s.id, "code", e.Code, "message", e.Message)
 	case frame.KindDisconnect:
 		return &DisconnectError{Reason: string(f.Payload), Remote: true}
@@ -466,18 +466,22 @@ func (srv *Server) callMessage(h MessageHandler, s *Session, msg []byte) {
 
 // sessionEnded is the last step of every session.
 func (srv *Server) sessionEnded(s *Session, reason error) {
+	// Leaving the registry and folding the session's counts into the
+	// totals is one step for Stats, so that no total ever goes down.
+	c := &srv.ctr
+	c.fold.Lock()
 	srv.reg.remove(s)
+	c.endedMsgsIn.Add(s.msgsIn.Load())
+	c.endedMsgsOut.Add(s.msgsOut.Load())
+	c.endedBytesIn.Add(s.bytesIn.Load())
+	c.endedBytesOut.Add(s.bytesOut.Load())
+	c.fold.Unlock()
 	srv.leaveAll(s)
 	if srv.bus != nil {
 		if cid := s.ClientID(); cid != s.id {
 			srv.bus.ClientDown(cid, s.id)
 		}
 	}
-	c := &srv.ctr
-	c.endedMsgsIn.Add(s.msgsIn.Load())
-	c.endedMsgsOut.Add(s.msgsOut.Load())
-	c.endedBytesIn.Add(s.bytesIn.Load())
-	c.endedBytesOut.Add(s.bytesOut.Load())
 	c.disconnects.add(ReasonClass(reason))
 	if srv.cfg.perIP > 0 {
 		ip := ipOf(s.nc.RemoteAddr())

@@ -66,6 +66,8 @@ type Session struct {
 	reason error
 	pipe   *sessionPipe // negotiated payload stages; nil when none
 
+	writingBytes int // the batch the writer is writing, for monitors
+
 	// State bits, guarded by mu.
 	parked       bool
 	writerActive bool
@@ -541,6 +543,7 @@ func (s *Session) writeLoop() {
 	defer writerPool.Put(w)
 	for {
 		s.mu.Lock()
+		s.writingBytes = 0
 		if len(s.out.chunks) == 0 || s.socketDone() {
 			s.writerActive = false
 			if s.closing && !s.socketDone() {
@@ -554,7 +557,7 @@ func (s *Session) writeLoop() {
 			return
 		}
 		w.batch, s.out.chunks = s.out.chunks, w.batch[:0]
-		s.out.bytes = 0
+		s.writingBytes, s.out.bytes = s.out.bytes, 0
 		closing := s.closing
 		s.mu.Unlock()
 

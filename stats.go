@@ -25,6 +25,9 @@ type counters struct {
 	kindBytesIn, kindBytesOut [256]atomic.Uint64
 
 	// Totals of sessions that have ended; open sessions are summed live.
+	// fold makes a session's end (leave the registry, add to these) one
+	// step for Stats.
+	fold                                                   sync.RWMutex
 	endedMsgsIn, endedMsgsOut, endedBytesIn, endedBytesOut atomic.Uint64
 
 	slowConsumers atomic.Uint64
@@ -173,8 +176,9 @@ type SessionInfo struct {
 func (s *Session) Info() SessionInfo {
 	host, port := s.remoteHostPort()
 	s.mu.Lock()
-	mode, queued, parked := s.mode, s.out.bytes+s.early.bytes, s.parked && !s.hotWait.Load()
+	mode, parked := s.mode, s.parked && !s.hotWait.Load()
 	s.mu.Unlock()
+	queued := s.queuedBytes()
 	return SessionInfo{
 		ID: s.id, ClientID: s.ClientID(), RemoteAddr: host, RemotePort: port,
 		Transport: transportName(s.nc), Mode: mode.String(),
@@ -183,6 +187,14 @@ func (s *Session) Info() SessionInfo {
 		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
 		QueueBytes: queued, Groups: s.Groups(), Parked: parked,
 	}
+}
+
+// queuedBytes is what the session has yet to hand to the socket: its queues
+// and the batch its writer is writing.
+func (s *Session) queuedBytes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.bytes + s.early.bytes + s.writingBytes
 }
 
 // transportName names a connection's transport. Transports other than TCP
@@ -202,6 +214,8 @@ func transportName(c any) string {
 // sessions; call it from a monitor, not per message.
 func (srv *Server) Stats() Stats {
 	c := &srv.ctr
+	c.fold.RLock()
+	defer c.fold.RUnlock()
 	st := Stats{
 		ID: srv.id, Start: srv.start, Running: srv.IsRunning(),
 		Accepted: c.accepted.Load(), Refused: c.refused.snapshot(),
@@ -226,9 +240,7 @@ func (srv *Server) Stats() Stats {
 		st.MsgsOut += s.msgsOut.Load()
 		st.BytesIn += s.bytesIn.Load()
 		st.BytesOut += s.bytesOut.Load()
-		s.mu.Lock()
-		st.QueueBytes += s.out.bytes + s.early.bytes
-		s.mu.Unlock()
+		st.QueueBytes += s.queuedBytes()
 		return true
 	})
 	st.FramesIn, st.KindBytesIn = kindCounts(&c.kindIn, &c.kindBytesIn, st.MsgsIn, st.BytesIn)

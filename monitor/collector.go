@@ -20,13 +20,7 @@ var (
 	// adds later are exported all the same when sent; listing them here
 	// makes their series start at 0 and keeps them out of "other" when a
 	// peer sends them.
-	sentCodes = []string{
-		frame.CodeBadFrame, frame.CodeMessageTooLarge, frame.CodeUnknownType,
-		frame.CodeBadControl, "bad_request", "bad_container",
-		msgnet.CodeAuthFailed, msgnet.CodeAuthRequired, msgnet.CodeEncryptionRequired,
-		msgnet.CodeDecryptFailed, msgnet.CodeBadCompression, msgnet.CodeFilterFailed,
-		msgnet.CodeRateLimited, msgnet.CodeHandshakeTimeout,
-	}
+	sentCodes = sendCodes()
 	// refusalCodes are the codes a connection can be refused with (counted
 	// as refusals, not as ERROR frames sent).
 	refusalCodes = []string{frame.CodeServerFull, msgnet.CodePerIPLimit}
@@ -243,4 +237,15 @@ func latencyHistogram(h msgnet.Histogram) prometheus.Metric {
 		}
 	}
 	return prometheus.MustNewConstHistogram(descLatency, cum, h.Sum.Seconds(), buckets)
+}
+
+// sendCodes is msgnet.ErrorCodes less the refusal codes.
+func sendCodes() []string {
+	var codes []string
+	for _, c := range msgnet.ErrorCodes {
+		if c != frame.CodeServerFull && c != msgnet.CodePerIPLimit {
+			codes = append(codes, c)
+		}
+	}
+	return codes
 }
