@@ -176,7 +176,9 @@ func (s ClientState) String() string {
 // already handed to the socket (written, but not yet read by the server)
 // when the connection died. Messages still in the client's queue, and
 // everything sent while reconnecting (within the buffer bound), are sent
-// on the next connection, in order. Requests are never re-sent: a Request
+// on the next connection, in order, except that on a connection with
+// compression, encryption or filters the queued frames were already
+// transformed for it and are dropped with it. Requests are never re-sent: a Request
 // whose connection died returns ErrConnectionLost (it may or may not have
 // been handled), one that was refused before sending returns its error
 // (it was not sent), and otherwise it returns the reply; a Request never
@@ -729,8 +731,10 @@ func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
 
 // Close ends the client: what is queued is written, then DISCONNECT
 // "client closed"; a reconnect in progress stops and its buffer is dropped.
-// It waits until the connection has ended. The client cannot be used
-// afterwards.
+// It waits until the connection has ended, so it must not be called from
+// the client's own handlers (OnMessage, OnConnect, ...), which run on the
+// goroutine it waits for: call `go c.Close()` there. The client cannot be
+// used afterwards.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.state == StateClosed {
@@ -843,7 +847,10 @@ func (c *Client) sessionEnded(s *Session, reason error) {
 		case c.state == StateClosed:
 		case c.cfg.reconnect:
 			c.state = StateReconnecting
-			if e := s.ext.Load(); e != nil {
+			// Frames that went through compression, encryption or user
+			// filters cannot be re-sent on a new connection (its keys and
+			// counters differ): only plain DATA is salvaged.
+			if e := s.ext.Load(); e != nil && s.pipe == nil {
 				c.unsent = append(e.unsent, c.unsent...)
 			}
 			reconnect = true

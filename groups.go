@@ -74,12 +74,7 @@ func (srv *Server) removeMember(s *Session, group string) {
 
 // leaveAll removes an ending session from every group.
 func (srv *Server) leaveAll(s *Session) {
-	e := s.ext.Load()
-	if e == nil {
-		// Never used: nothing to leave. A Join racing with the end finds
-		// the session closed through its own checks (sends fail).
-		return
-	}
+	e := s.x() // so that a Join after the end finds it marked
 	e.groupMu.Lock()
 	defer e.groupMu.Unlock()
 	e.left = true

@@ -66,7 +66,9 @@ func (s *Session) readParked() {
 	}
 	s.mu.Lock()
 	s.readerActive = false
-	if s.parked {
+	// Once reading has stopped the close path owns the socket; rearming
+	// would only report the unread input again and again.
+	if s.parked && !s.stopRead.Load() {
 		if err := s.poller.Rearm(int(s.fd), s.gen); err != nil {
 			s.mu.Unlock()
 			s.abort(err)
@@ -349,6 +351,10 @@ func (s *Session) fail(err error) {
 		if errors.As(err, &pe) && !pe.Remote {
 			notify = true
 		}
+		if s.salvage && errors.As(err, &de) && de.Remote {
+			s.abort(err) // the server said goodbye: keep what is queued
+			return
+		}
 		s.closeWith(err, notify)
 	}
 }
@@ -375,6 +381,12 @@ func (s *Session) endOfInput(rest []byte, err error) {
 	}
 	if errors.Is(err, unix.ECONNRESET) {
 		err = ErrPeerClosed
+	}
+	if s.salvage {
+		// The peer is gone or going: keep what is still queued for the
+		// next connection rather than write it into this one.
+		s.abort(err)
+		return
 	}
 	s.closeWith(err, false)
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/pipeline"
 )
 
 // Protocol extensions a peer can ask for in its hello ("features") and the
@@ -175,7 +176,11 @@ func (s *Session) handleRequest(p []byte, h func(req []byte) ([]byte, error)) {
 	} else {
 		rep = append(rep, out...)
 	}
-	if len(rep) > s.maxPayload {
+	limit := s.maxPayload
+	if p := s.pipe; p != nil && p.p.Sealer != nil { // s.pipe is set by this reader
+		limit -= pipeline.Overhead
+	}
+	if len(rep) > limit {
 		rep = append(rep[:8], replyError)
 		rep = append(rep, "reply exceeds the message size limit"...)
 	}

@@ -303,6 +303,7 @@ func (srv *Server) ServeConn(nc net.Conn) {
 	s := newSession(srv, id, nc, srv.cfg.maxPayload, srv.cfg.queueBytes, srv.cfg.drainTimeout)
 	s.slowDisconnect = srv.cfg.slowConsumer == SlowConsumerDisconnect
 	s.held = true
+	s.secure = srv.cfg.authKey != nil || srv.cfg.psk != nil
 	s.handshaking.Store(true)
 	s.ctr = &srv.ctr
 	srv.reg.add(s)

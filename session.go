@@ -79,6 +79,7 @@ type Session struct {
 	ended        bool
 
 	held           bool // not established yet: DATA waits in early
+	secure         bool // the server requires a handshake (auth or encryption)
 	slowDisconnect bool // a full queue disconnects instead of failing the send
 	salvage        bool // client side: keep unsent DATA when the connection dies
 	drainArmed     bool // writer-owned: the drain deadline is set
@@ -290,12 +291,18 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 	}
 	n := frame.HeaderLen + len(payload)
 	if queued := s.out.bytes + s.early.bytes; queued > 0 && queued+n > s.queueLimit {
-		s.mu.Unlock()
 		s.ctr.slowConsumers.Add(1)
 		if s.slowDisconnect {
-			s.abort(ErrSlowConsumer)
+			// Refuse further sends now; close on another goroutine, since
+			// the caller may be walking the registry or a group (Broadcast)
+			// and the session's end takes those locks.
+			s.closing, s.reason = true, ErrSlowConsumer
+			s.mu.Unlock()
+			s.stopRead.Store(true)
+			go s.abort(ErrSlowConsumer)
 			return ErrSlowConsumer
 		}
+		s.mu.Unlock()
 		return ErrQueueFull
 	}
 	if err := s.appendLocked(kind, flags, payload); err != nil {
@@ -626,7 +633,20 @@ func (s *Session) closeWith(reason error, notify bool) {
 	}
 	s.closing = true
 	s.reason = reason
+	if s.held && s.secure {
+		// Never completed a handshake the server requires: what was held
+		// for it is not for this peer.
+		for _, c := range s.early.take() {
+			putChunk(c)
+		}
+		s.held = false
+	}
 	s.releaseLocked() // what was held is written before the last word
+	if s.writerActive && !s.socketDone() {
+		// A writer blocked on a peer that stopped reading must not hold
+		// the close forever.
+		s.nc.SetWriteDeadline(time.Now().Add(s.drain))
+	}
 	if notify && s.mode != frame.ModeUnknown {
 		s.lingerOnEnd = true
 	}
