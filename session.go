@@ -290,7 +290,9 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		return ErrMessageTooLarge
 	}
 	n := frame.HeaderLen + len(payload)
-	if queued := s.out.bytes + s.early.bytes; queued > 0 && queued+n > s.queueLimit {
+	// The bound covers everything not yet handed to the socket, the batch
+	// being written included, so it bounds the memory a slow peer holds.
+	if queued := s.out.bytes + s.early.bytes + s.writingBytes; queued > 0 && queued+n > s.queueLimit {
 		s.ctr.slowConsumers.Add(1)
 		if s.slowDisconnect {
 			// Refuse further sends now; close on another goroutine, since
