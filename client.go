@@ -215,7 +215,7 @@ type Client struct {
 
 	pingSeq atomic.Uint64
 	pingMu  sync.Mutex
-	pings   map[uint64]chan time.Time
+	pings   map[uint64]pingWait
 	hbPong  atomic.Uint64
 }
 
@@ -259,7 +259,7 @@ func NewClient(clientID string, opts ...ClientOption) *Client {
 	if cfg.hbTimeout <= 0 {
 		cfg.hbTimeout = cfg.hbInterval
 	}
-	c := &Client{id: clientID, cfg: cfg, log: cfg.logger, pings: make(map[uint64]chan time.Time)}
+	c := &Client{id: clientID, cfg: cfg, log: cfg.logger, pings: make(map[uint64]pingWait)}
 	c.life, c.endLife = context.WithCancel(context.Background())
 	return c
 }
@@ -490,6 +490,12 @@ func (c *Client) heartbeat(s *Session, ended <-chan struct{}, interval, timeout 
 	}
 }
 
+// pingWait is a Ping waiting for its PONG on one connection.
+type pingWait struct {
+	s  *Session
+	ch chan time.Time
+}
+
 // hbBit marks heartbeat PINGs, so their PONGs are not taken for Ping's.
 const hbBit = 1 << 63
 
@@ -705,7 +711,7 @@ func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
 	seq := c.pingSeq.Add(1) &^ hbBit
 	ch := make(chan time.Time, 1)
 	c.pingMu.Lock()
-	c.pings[seq] = ch
+	c.pings[seq] = pingWait{s: s, ch: ch}
 	c.pingMu.Unlock()
 	defer func() {
 		c.pingMu.Lock()
@@ -802,11 +808,11 @@ func (c *Client) handleFrame(s *Session, f frame.Frame) error {
 				return nil
 			}
 			c.pingMu.Lock()
-			ch := c.pings[seq]
+			w := c.pings[seq]
 			c.pingMu.Unlock()
-			if ch != nil {
+			if w.s == s {
 				select {
-				case ch <- time.Now():
+				case w.ch <- time.Now():
 				default:
 				}
 			}
@@ -863,9 +869,11 @@ func (c *Client) sessionEnded(s *Session, reason error) {
 	c.mu.Unlock()
 
 	c.pingMu.Lock()
-	for seq, ch := range c.pings {
-		close(ch)
-		delete(c.pings, seq)
+	for seq, w := range c.pings {
+		if w.s == s { // only this connection's: a new one may have its own
+			close(w.ch)
+			delete(c.pings, seq)
+		}
 	}
 	c.pingMu.Unlock()
 	if h := c.onDisconnect.Load(); h != nil {

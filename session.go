@@ -538,7 +538,11 @@ func (s *Session) inbound(f *frame.Frame) error {
 	if err != nil {
 		return err
 	}
-	p.inbuf = out[:0]
+	if cap(out) <= 64<<10 {
+		p.inbuf = out[:0]
+	} else {
+		p.inbuf = nil // one large message must not stay with an idle session
+	}
 	f.Payload = out
 	f.Flags &^= frame.FlagCompressed | frame.FlagEncrypted
 	return nil
