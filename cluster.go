@@ -1,9 +1,6 @@
 package msgnet
 
-import (
-	"errors"
-	"slices"
-)
+import "errors"
 
 // Bus joins servers into a cluster: broadcasts, group messages and direct
 // messages published by one node are delivered by the others to their own
@@ -156,5 +153,3 @@ func (srv *Server) clientUp(s *Session, cid string) {
 	}
 	srv.bus.ClientUp(cid, s.id)
 }
-
-func (srv *Server) isExcept(s *Session, except []*Session) bool { return slices.Contains(except, s) }

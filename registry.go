@@ -3,6 +3,7 @@ package msgnet
 import (
 	"errors"
 	"hash/maphash"
+	"slices"
 	"sync"
 )
 
@@ -167,7 +168,7 @@ func (srv *Server) Broadcast(msg []byte, except ...*Session) Delivery {
 func (srv *Server) broadcastLocal(msg []byte, except []*Session) Delivery {
 	var d Delivery
 	srv.reg.each(func(s *Session) bool {
-		if !srv.isExcept(s, except) {
+		if !slices.Contains(except, s) {
 			d.add(s, s.Send(msg))
 		}
 		return true

@@ -119,7 +119,9 @@ func TestReconnectBufferBoundAndGiveUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := msgnet.NewClient("c",
-		msgnet.WithReconnect(time.Millisecond, 5*time.Millisecond, 3),
+		// Backoffs long enough that the sends below certainly happen while
+		// it reconnects (the first attempt waits at least 50ms).
+		msgnet.WithReconnect(100*time.Millisecond, 200*time.Millisecond, 3),
 		msgnet.WithReconnectBuffer(100))
 	closed := make(chan error, 1)
 	down := make(chan struct{}, 1)
@@ -131,10 +133,13 @@ func TestReconnectBufferBoundAndGiveUp(t *testing.T) {
 	// Hold the reconnect off while the buffer is tested: nothing listens.
 	srv.Close()
 	<-down
-	if err := c.Send(make([]byte, 60)); err != nil && !errors.Is(err, msgnet.ErrClientClosed) {
+	if st := c.State(); st != msgnet.StateReconnecting {
+		t.Fatalf("state %v", st)
+	}
+	if err := c.Send(make([]byte, 60)); err != nil {
 		t.Fatalf("first buffered send: %v", err)
 	}
-	if err := c.Send(make([]byte, 60)); !errors.Is(err, msgnet.ErrBufferFull) && !errors.Is(err, msgnet.ErrClientClosed) {
+	if err := c.Send(make([]byte, 60)); !errors.Is(err, msgnet.ErrBufferFull) {
 		t.Fatalf("over the buffer bound: %v", err)
 	}
 	select {

@@ -2,15 +2,13 @@ package web_test
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http/httptest"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/managed"
 	"github.com/msgnet/msgnet/web"
 	"go.uber.org/goleak"
 )
@@ -20,57 +18,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // timeout bounds each wait in these tests; generous for a loaded machine.
 const timeout = 20 * time.Second
 
-// managed installs the commands of `msgnet serve`'s managed mode
-// (cmd/msgnet/serve.go), which the page's chat speaks: JOIN:<group>,
-// LEAVE:<group>, GROUP:<group>:<text>, PRIVATE:<id>:<text>, BROADCAST,
-// and anything else comes back as "Echo: <text>".
-func managed(srv *msgnet.Server) {
-	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
-		text := string(msg)
-		cmd, rest, _ := strings.Cut(text, ":")
-		switch {
-		case text == "BROADCAST":
-			srv.Broadcast([]byte("Broadcast from " + s.ClientID()))
-		case cmd == "PRIVATE":
-			target, body, ok := strings.Cut(rest, ":")
-			if !ok {
-				s.SendString("ERROR: usage PRIVATE:<id>:<message>")
-				return
-			}
-			if err := srv.SendTo(target, []byte("Private from "+s.ClientID()+": "+body)); errors.Is(err, msgnet.ErrNoSession) {
-				s.SendString("ERROR: Session " + target + " not found")
-			}
-		case cmd == "JOIN" && rest != "":
-			if err := srv.Join(s, rest); err == nil {
-				s.SendString("Joined " + rest)
-			}
-		case cmd == "LEAVE" && rest != "":
-			srv.Leave(s, rest)
-			s.SendString("Left " + rest)
-		case cmd == "GROUP":
-			group, body, ok := strings.Cut(rest, ":")
-			if !ok || group == "" {
-				s.SendString("ERROR: usage GROUP:<group>:<message>")
-				return
-			}
-			if !slices.Contains(s.Groups(), group) {
-				s.SendString("ERROR: not a member of " + group)
-				return
-			}
-			srv.SendGroup(group, []byte("["+group+"] "+s.ClientID()+": "+body), s)
-		default:
-			s.SendString("Echo: " + text)
-		}
-	})
-}
-
 // startServer starts a managed-mode server on a loopback TCP port and the
 // page's handler on a loopback HTTP server; both stop when the test ends
 // (msgnet first, which closes the WebSocket sessions, then HTTP).
 func startServer(t *testing.T) (*msgnet.Server, *httptest.Server) {
 	t.Helper()
 	srv := msgnet.NewServer("web_test", msgnet.WithLogger(slog.New(slog.DiscardHandler)))
-	managed(srv)
+	managed.Install(srv) // the handler msgnet serve runs
 	if err := srv.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,6 @@ func init() { serveFeatures = append(serveFeatures, newSecurityFeature) }
 // securityFeature adds TLS, authentication, encryption and abuse limits to
 // `msgnet serve`.
 type securityFeature struct {
-	baseFeature
 	cert, key, clientCA *string
 	authKeyFile         *string
 	pskFile             *string

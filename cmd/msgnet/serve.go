@@ -8,12 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/managed"
 )
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -61,7 +61,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "echo":
 		srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
 	case "managed":
-		managed(srv)
+		managed.Install(srv)
 	default:
 		fmt.Fprintf(stderr, "msgnet serve: unknown --mode %q (managed or echo)\n", *mode)
 		return 2
@@ -141,59 +141,6 @@ func (baseFeature) options(*slog.Logger) ([]msgnet.Option, error) { return nil, 
 func (baseFeature) listener(l net.Listener) (net.Listener, error) { return l, nil }
 func (baseFeature) start(context.Context, *msgnet.Server, *slog.Logger) (func(), error) {
 	return nil, nil
-}
-
-// managed is the seed's "Session Management" example, built on the
-// server's registry and groups:
-//
-//	BROADCAST                 every session gets "Broadcast from <client id>"
-//	PRIVATE:<id>:<text>       the session or client id gets "Private from <client id>: <text>"
-//	JOIN:<group>              join a group
-//	LEAVE:<group>             leave it
-//	GROUP:<group>:<text>      the group's other members get "[<group>] <client id>: <text>"
-//	anything else             comes back as "Echo: <message>"
-func managed(srv *msgnet.Server) {
-	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
-		text := string(msg)
-		cmd, rest, _ := strings.Cut(text, ":")
-		switch {
-		case text == "BROADCAST":
-			srv.Broadcast([]byte("Broadcast from " + s.ClientID()))
-		case cmd == "PRIVATE":
-			target, body, ok := strings.Cut(rest, ":")
-			if !ok {
-				s.SendString("ERROR: usage PRIVATE:<id>:<message>")
-				return
-			}
-			err := srv.SendTo(target, []byte("Private from "+s.ClientID()+": "+body))
-			switch {
-			case errors.Is(err, msgnet.ErrNoSession):
-				s.SendString("ERROR: Session " + target + " not found")
-			case err != nil:
-				s.SendString("ERROR: " + target + ": " + err.Error())
-			}
-		case cmd == "JOIN" && rest != "":
-			if err := srv.Join(s, rest); err == nil {
-				s.SendString("Joined " + rest)
-			}
-		case cmd == "LEAVE" && rest != "":
-			srv.Leave(s, rest)
-			s.SendString("Left " + rest)
-		case cmd == "GROUP":
-			group, body, ok := strings.Cut(rest, ":")
-			if !ok || group == "" {
-				s.SendString("ERROR: usage GROUP:<group>:<message>")
-				return
-			}
-			if !slices.Contains(s.Groups(), group) {
-				s.SendString("ERROR: not a member of " + group)
-				return
-			}
-			srv.SendGroup(group, []byte("["+group+"] "+s.ClientID()+": "+body), s)
-		default:
-			s.SendString("Echo: " + text)
-		}
-	})
 }
 
 // sizeFlag parses byte sizes such as 1MiB, 64KiB, 512KB or 1000.

@@ -422,6 +422,20 @@ func closeAll(conns []*client) {
 }
 
 // errNoConns is returned when no connection at all could be opened.
+// openConns starts a message-driven mode: a meter of messages with its
+// progress line, and the mode's Conns connections dialled, of which those
+// that opened are returned. The caller stops the progress line.
+func (r *runner) openConns(ctx context.Context) ([]*client, *meter, *progress, error) {
+	msgs := newMeter(r.cfg.Conns)
+	prog := r.startProgress(msgs, nil)
+	cs := opened(r.dialAll(ctx, r.cfg.Conns, 0, nil))
+	if len(cs) == 0 {
+		prog.stop()
+		return nil, nil, nil, r.errNoConns()
+	}
+	return cs, msgs, prog, nil
+}
+
 func (r *runner) errNoConns() error {
 	_, samples := r.errs.snapshot()
 	if len(samples) > 0 {

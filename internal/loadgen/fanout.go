@@ -20,14 +20,11 @@ import (
 func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	msgs := newMeter(r.cfg.Conns)
-	prog := r.startProgress(msgs, nil)
-	defer prog.stop()
-
-	cs := opened(r.dialAll(ctx, r.cfg.Conns, 0, nil))
-	if len(cs) == 0 {
-		return nil, r.errNoConns()
+	cs, msgs, prog, err := r.openConns(ctx)
+	if err != nil {
+		return nil, err
 	}
+	defer prog.stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer closeAll(cs)

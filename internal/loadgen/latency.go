@@ -14,14 +14,11 @@ import (
 func (r *runner) closedLoop(ctx context.Context) (*Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	msgs := newMeter(r.cfg.Conns)
-	prog := r.startProgress(msgs, nil)
-	defer prog.stop()
-
-	cs := opened(r.dialAll(ctx, r.cfg.Conns, 0, nil))
-	if len(cs) == 0 {
-		return nil, r.errNoConns()
+	cs, msgs, prog, err := r.openConns(ctx)
+	if err != nil {
+		return nil, err
 	}
+	defer prog.stop()
 	hist := newShardedHist(len(cs))
 	w := r.planWindow()
 	var wg sync.WaitGroup
@@ -128,14 +125,11 @@ func (s schedule) dueBy(t int64) uint64 {
 func (r *runner) openLoop(ctx context.Context) (*Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	msgs := newMeter(r.cfg.Conns)
-	prog := r.startProgress(msgs, nil)
-	defer prog.stop()
-
-	cs := opened(r.dialAll(ctx, r.cfg.Conns, 0, nil))
-	if len(cs) == 0 {
-		return nil, r.errNoConns()
+	cs, msgs, prog, err := r.openConns(ctx)
+	if err != nil {
+		return nil, err
 	}
+	defer prog.stop()
 	hist := newShardedHist(len(cs))
 	w := r.planWindow()
 	every := float64(len(cs)) * 1e9 / r.cfg.Rate

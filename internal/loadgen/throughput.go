@@ -64,14 +64,11 @@ func (w *connWorker) fail(err error) {
 func (r *runner) throughput(ctx context.Context) (*Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	msgs := newMeter(r.cfg.Conns)
-	prog := r.startProgress(msgs, nil)
-	defer prog.stop()
-
-	cs := opened(r.dialAll(ctx, r.cfg.Conns, 0, nil))
-	if len(cs) == 0 {
-		return nil, r.errNoConns()
+	cs, msgs, prog, err := r.openConns(ctx)
+	if err != nil {
+		return nil, err
 	}
+	defer prog.stop()
 	hist := newShardedHist(len(cs))
 	w := r.planWindow()
 	var wg sync.WaitGroup

@@ -1,0 +1,66 @@
+// Package managed is the message handler behind `msgnet serve --mode
+// managed` (the default): a small chat protocol of text commands over the
+// server's registry and groups. It is what the live page's chat box and
+// `msgnet chat` speak, and a worked example of the session management API.
+package managed
+
+import (
+	"errors"
+	"slices"
+	"strings"
+
+	"github.com/msgnet/msgnet"
+)
+
+// Install makes srv a managed-mode server, the seed's "Session Management"
+// example built on the server's registry and groups:
+//
+//	BROADCAST                 every session gets "Broadcast from <client id>"
+//	PRIVATE:<id>:<text>       the session or client id gets "Private from <client id>: <text>"
+//	JOIN:<group>              join a group
+//	LEAVE:<group>             leave it
+//	GROUP:<group>:<text>      the group's other members get "[<group>] <client id>: <text>"
+//	anything else             comes back as "Echo: <message>"
+func Install(srv *msgnet.Server) {
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
+		text := string(msg)
+		cmd, rest, _ := strings.Cut(text, ":")
+		switch {
+		case text == "BROADCAST":
+			srv.Broadcast([]byte("Broadcast from " + s.ClientID()))
+		case cmd == "PRIVATE":
+			target, body, ok := strings.Cut(rest, ":")
+			if !ok {
+				s.SendString("ERROR: usage PRIVATE:<id>:<message>")
+				return
+			}
+			err := srv.SendTo(target, []byte("Private from "+s.ClientID()+": "+body))
+			switch {
+			case errors.Is(err, msgnet.ErrNoSession):
+				s.SendString("ERROR: Session " + target + " not found")
+			case err != nil:
+				s.SendString("ERROR: " + target + ": " + err.Error())
+			}
+		case cmd == "JOIN" && rest != "":
+			if err := srv.Join(s, rest); err == nil {
+				s.SendString("Joined " + rest)
+			}
+		case cmd == "LEAVE" && rest != "":
+			srv.Leave(s, rest)
+			s.SendString("Left " + rest)
+		case cmd == "GROUP":
+			group, body, ok := strings.Cut(rest, ":")
+			if !ok || group == "" {
+				s.SendString("ERROR: usage GROUP:<group>:<message>")
+				return
+			}
+			if !slices.Contains(s.Groups(), group) {
+				s.SendString("ERROR: not a member of " + group)
+				return
+			}
+			srv.SendGroup(group, []byte("["+group+"] "+s.ClientID()+": "+body), s)
+		default:
+			s.SendString("Echo: " + text)
+		}
+	})
+}
