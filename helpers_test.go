@@ -23,11 +23,13 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// engines runs a test once with parked connections and once with a
-// goroutine per connection: the two read paths must behave the same.
+// engines runs a test with parked connections, with a goroutine per
+// connection, and with handlers on the event loops: the three read paths
+// must behave the same.
 func engines(t *testing.T, f func(t *testing.T, opts ...msgnet.Option)) {
 	t.Run("parked", func(t *testing.T) { f(t, msgnet.WithParking(true)) })
 	t.Run("goroutine", func(t *testing.T) { f(t, msgnet.WithParking(false)) })
+	t.Run("loop", func(t *testing.T) { f(t, msgnet.WithParking(true), msgnet.WithNonBlockingHandlers()) })
 }
 
 // startServer serves on a loopback port and stops the server when the test

@@ -19,6 +19,7 @@ type config struct {
 	drainTimeout   time.Duration
 	logger         *slog.Logger
 	park           bool
+	inline         bool // handlers promised not to block: run them on the event loops
 	slowConsumer   SlowConsumerPolicy
 	bus            Bus
 
@@ -90,6 +91,18 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // Turning it off trades memory per idle connection for nothing; it exists
 // for comparison and for debugging.
 func WithParking(on bool) Option { return func(c *config) { c.park = on } }
+
+// WithNonBlockingHandlers promises that the server's handlers never block:
+// they compute, send (sends never wait) and return, and do not wait on I/O,
+// locks held for long, channels or sleeps. The server may then run them on
+// its event loops (one per GOMAXPROCS, plain TCP on Linux): a burst of input
+// costs one read and one write system call and no goroutine switch, as in
+// an event-loop server. A handler that blocks anyway holds up every session
+// of its loop, so leave this off (the default) when handlers call databases,
+// other services or anything else that waits; they then run on a goroutine
+// per active connection. TLS, WebSocket and HTTP/2 sessions always run
+// their handlers on their own goroutine.
+func WithNonBlockingHandlers() Option { return func(c *config) { c.inline = true } }
 
 // SlowConsumerPolicy says what happens when a send finds a session's queue
 // full: the peer reads slower than it is sent to.

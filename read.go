@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -44,7 +43,29 @@ func (s *Session) readable() {
 	}
 	s.readerActive = true
 	s.mu.Unlock()
+	if s.inline {
+		s.readInline()
+		return
+	}
 	go s.readFn()
+}
+
+// readInline reads a session with non-blocking handlers on its event
+// loop's goroutine, dispatching what arrives and writing the replies, until
+// a read comes back short. Its registration is edge-triggered, so data that
+// arrives later is reported again: unlike readParked, it neither rearms nor
+// reads a socket that is known to be empty.
+func (s *Session) readInline() {
+	r := readerPool.Get().(*reader)
+	s.burst(r, true)
+	readerPool.Put(r)
+	s.mu.Lock()
+	s.readerActive = false
+	end := s.endLocked()
+	s.mu.Unlock()
+	if end {
+		s.finish()
+	}
 }
 
 // readParked reads a parked session's socket until it would block,
@@ -59,7 +80,7 @@ func (s *Session) readable() {
 // demotes it to the epoll set once it has been silent for parkAfter.
 func (s *Session) readParked() {
 	r := readerPool.Get().(*reader)
-	hot := s.burst(r)
+	hot := s.burst(r, false)
 	readerPool.Put(r)
 	if hot && !s.stopRead.Load() {
 		s.readHot()
@@ -127,14 +148,15 @@ const (
 )
 
 // burst reads until the socket would block and reports whether the session
-// is hot enough to keep its reader.
-func (s *Session) burst(r *reader) (stayHot bool) {
+// is hot enough to keep its reader. With edge set (an edge-triggered
+// registration, read on the event loop) it also stops after a short read.
+func (s *Session) burst(r *reader, edge bool) (stayHot bool) {
 	now := time.Now().UnixNano()
 	stayHot = now-s.lastBurst < int64(hotWindow)
 	s.lastBurst = now
 
 	pool := &smallBufPool
-	if stayHot || s.need > smallBufSize {
+	if stayHot || edge || s.need > smallBufSize {
 		pool = &readBufPool
 	}
 	bp := pool.Get().(*[]byte)
@@ -160,6 +182,7 @@ func (s *Session) burst(r *reader) (stayHot bool) {
 			}
 		}
 		r.buf = buf[n:]
+		asked := len(r.buf)
 		if err := s.rc.Read(r.readFn); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				// The sweeper demoted us while we were busy.
@@ -184,7 +207,11 @@ func (s *Session) burst(r *reader) (stayHot bool) {
 		}
 		s.lastActivity.Store(time.Now().UnixNano())
 		s.bytesIn.Add(uint64(nr))
+		short := nr < asked
 		n = s.ingest(buf, n+nr)
+		if edge && short {
+			break // drained: the next data brings a new report
+		}
 	}
 	s.keepPending(buf[:n])
 	pool.Put(bp) // buf may have outgrown it; the pooled one is unchanged
@@ -205,7 +232,7 @@ type reader struct {
 var readerPool = sync.Pool{New: func() any {
 	r := new(reader)
 	r.readFn = func(fd uintptr) bool {
-		r.n, r.err = syscall.Read(int(fd), r.buf)
+		r.n, r.err = rawRead(int(fd), r.buf)
 		return true
 	}
 	return r
@@ -266,7 +293,19 @@ func grow(buf []byte, n, total int) []byte {
 // left to the front of buf and returns its length. On a protocol error it
 // closes the session and returns 0.
 func (s *Session) ingest(buf []byte, n int) int {
+	// On an event loop, what the handlers queue is written once they
+	// return, with one non-blocking write: no writer goroutine is started
+	// for the usual burst of replies (see flushAfterDispatch).
+	inline := s.inline
+	if inline {
+		s.mu.Lock()
+		s.flushAfter = true
+		s.mu.Unlock()
+	}
 	used, err := s.dispatch(buf[:n])
+	if inline {
+		s.flushAfterDispatch()
+	}
 	if err != nil {
 		s.fail(err)
 		return 0
@@ -278,7 +317,11 @@ func (s *Session) ingest(buf []byte, n int) int {
 // in order, and returns the bytes used. A panic in a handler is caught here
 // and ends only this session.
 func (s *Session) dispatch(b []byte) (used int, err error) {
+	// Messages are counted once per burst: an atomic add per message
+	// costs more than the rest of dispatching it.
+	start := s.seq
 	defer func() {
+		s.msgsIn.Add(s.seq - start)
 		if r := recover(); r != nil {
 			err = &HandlerPanicError{Value: r}
 		}
@@ -301,7 +344,7 @@ func (s *Session) dispatch(b []byte) (used int, err error) {
 				return used, nil
 			}
 			used += k
-			s.msgsIn.Add(1)
+			s.seq++
 			s.peer.handleLine(s, line)
 			continue
 		}
@@ -315,7 +358,7 @@ func (s *Session) dispatch(b []byte) (used int, err error) {
 		}
 		used += total
 		s.frames++
-		s.msgsIn.Add(1)
+		s.seq++
 		if err := s.peer.handleFrame(s, frame.Decode(rest[:total])); err != nil {
 			return used, err
 		}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -65,7 +66,7 @@ type Server struct {
 	perIP     map[string]int // open sessions per remote IP, when limited
 	started   bool
 	stopping  bool
-	poller    *netpoll.Poller
+	pollers   []*netpoll.Poller // parked sessions; one per GOMAXPROCS with inline handlers
 
 	reg      *registry
 	groups   groups
@@ -350,20 +351,31 @@ func (srv *Server) parkLocked(s *Session) bool {
 	if err != nil {
 		return false
 	}
-	if srv.poller == nil {
-		p, err := netpoll.New()
-		if err != nil {
-			srv.log.Warn("cannot park idle connections", "err", err)
-			srv.cfg.park = false
-			return false
+	if srv.pollers == nil {
+		n := 1
+		if srv.cfg.inline {
+			// Handlers run on the loops: one per processor.
+			n = runtime.GOMAXPROCS(0)
 		}
-		srv.poller = p
-		srv.bgWG.Add(1)
-		go func() {
-			defer srv.bgWG.Done()
-			p.Run()
-			p.Release()
-		}()
+		for range n {
+			p, err := netpoll.New()
+			if err != nil {
+				srv.log.Warn("cannot park idle connections", "err", err)
+				for _, p := range srv.pollers {
+					p.Close()
+				}
+				srv.pollers = nil
+				srv.cfg.park = false
+				return false
+			}
+			srv.pollers = append(srv.pollers, p)
+			srv.bgWG.Add(1)
+			go func() {
+				defer srv.bgWG.Done()
+				p.Run()
+				p.Release()
+			}()
+		}
 	}
 	var fd int
 	rc.Control(func(f uintptr) { fd = int(f) })
@@ -375,10 +387,16 @@ func (srv *Server) parkLocked(s *Session) bool {
 	if s.socketDone() {
 		return true // closed already; nothing to read
 	}
-	s.rc, s.fd, s.parked, s.poller = rc, int32(fd), true, srv.poller
-	s.readFn = s.readParked
 	s.gen = srv.pollGen.Add(1)
-	if err := srv.poller.Add(fd, (*pollTarget)(s), s.gen); err != nil {
+	p := srv.pollers[int(s.gen)%len(srv.pollers)]
+	s.rc, s.fd, s.parked, s.poller = rc, int32(fd), true, p
+	s.readFn = s.readParked
+	add := p.Add
+	if srv.cfg.inline {
+		s.inline = true
+		add = p.AddEdge
+	}
+	if err := add(fd, (*pollTarget)(s), s.gen); err != nil {
 		s.parked = false
 		return false
 	}
@@ -456,7 +474,7 @@ func (srv *Server) handleLine(s *Session, line []byte) {
 // callMessage runs the message handler, timing one call in 64 for the
 // handler latency histogram.
 func (srv *Server) callMessage(h MessageHandler, s *Session, msg []byte) {
-	if s.msgsIn.Load()&latencySampleMask != 0 {
+	if s.seq&latencySampleMask != 0 {
 		h(s, msg)
 		return
 	}
@@ -616,10 +634,10 @@ func (srv *Server) beginStop() []*Session {
 // finishStop stops the background goroutines once sessions have ended.
 func (srv *Server) finishStop() {
 	srv.mu.Lock()
-	p := srv.poller
-	srv.poller = nil
+	ps := srv.pollers
+	srv.pollers = nil
 	srv.mu.Unlock()
-	if p != nil {
+	for _, p := range ps {
 		p.Close()
 	}
 	srv.bgWG.Wait()

@@ -57,6 +57,7 @@ type Session struct {
 	poller    *netpoll.Poller
 	fd        int32
 	gen       uint32
+	inline    bool  // read on the poller's goroutine, handlers included (WithNonBlockingHandlers)
 	lastBurst int64 // reader-owned: unix nanoseconds when the last read burst started
 
 	mu     sync.Mutex
@@ -66,11 +67,13 @@ type Session struct {
 	reason error
 	pipe   *sessionPipe // negotiated payload stages; nil when none
 
-	writingBytes int // the batch the writer is writing, for monitors
+	writingBytes int    // the batch the writer is writing, for monitors
+	queuedMsgs   uint64 // messages queued since msgsOut was last brought up to date
 
 	// State bits, guarded by mu.
 	parked       bool
 	writerActive bool
+	flushAfter   bool // the reader is running handlers and writes what they queue when they return
 	readerActive bool
 	closing      bool
 	sockClosed   bool // the descriptor is closed
@@ -89,6 +92,7 @@ type Session struct {
 	pending []byte // a partial frame or line kept while parked
 	need    int    // total length of the incomplete frame at the head of input
 	frames  int    // frames received, for "hello must come first"
+	seq     uint64 // messages received; msgsIn catches up after each burst
 
 	readFn, writeFn func()
 	ctr             *counters // the server's or client's
@@ -311,9 +315,11 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		s.mu.Unlock()
 		return err
 	}
+	// Counted under the lock and added to msgsOut once per written batch:
+	// one atomic add per message would cost more than queueing it.
+	s.queuedMsgs++
 	start := s.wantWriterLocked()
 	s.mu.Unlock()
-	s.msgsOut.Add(1)
 	if kind != frame.KindData && kind != kindRaw {
 		s.ctr.countOut(kind, n)
 	}
@@ -354,7 +360,7 @@ func (s *Session) enqueueForce(kind frame.Kind, flags frame.Flags, payload []byt
 // wantWriterLocked reports whether the caller must start the writer, and
 // marks it started. Nothing is written before the peer's mode is known.
 func (s *Session) wantWriterLocked() bool {
-	if s.writerActive || len(s.out.chunks) == 0 || s.mode == frame.ModeUnknown || s.socketDone() {
+	if s.writerActive || s.flushAfter || len(s.out.chunks) == 0 || s.mode == frame.ModeUnknown || s.socketDone() {
 		return false
 	}
 	s.writerActive = true
@@ -571,6 +577,7 @@ func (s *Session) writeLoop() {
 		}
 		w.batch, s.out.chunks = s.out.chunks, w.batch[:0]
 		s.writingBytes, s.out.bytes = s.out.bytes, 0
+		s.foldQueuedLocked()
 		closing := s.closing
 		s.mu.Unlock()
 
@@ -586,15 +593,149 @@ func (s *Session) writeLoop() {
 	}
 }
 
-// writer is a writer goroutine's scratch space, pooled so that a session
-// without a running writer carries none of it.
+// flushAfterDispatch writes what the handlers of a burst queued, on the
+// reader's goroutine, with one non-blocking write system call. Whatever
+// that write cannot take (the peer is slow), and whatever other
+// goroutines queued meanwhile, goes to a writer goroutine as usual, so the
+// reader never waits on the socket: two peers that both stop reading while
+// writing to each other cannot deadlock.
+func (s *Session) flushAfterDispatch() {
+	s.mu.Lock()
+	s.flushAfter = false
+	if !s.wantWriterLocked() {
+		s.mu.Unlock()
+		return
+	}
+	w := writerPool.Get().(*writer)
+	w.batch, s.out.chunks = s.out.chunks, w.batch[:0]
+	s.writingBytes, s.out.bytes = s.out.bytes, 0
+	s.foldQueuedLocked()
+	s.mu.Unlock()
+
+	n, err := w.tryWrite(s.rc)
+	s.bytesOut.Add(uint64(n))
+	rest, restBytes := w.unwritten(n)
+	writerPool.Put(w)
+
+	s.mu.Lock()
+	s.writingBytes = 0
+	if err != nil {
+		s.writerActive = false
+		s.mu.Unlock()
+		s.abort(err)
+		return
+	}
+	if len(rest) > 0 {
+		s.out.chunks = append(rest, s.out.chunks...)
+		s.out.bytes += restBytes
+	}
+	if len(s.out.chunks) > 0 && !s.socketDone() {
+		s.mu.Unlock()
+		go s.writeFn() // still marked active: the writer takes over
+		return
+	}
+	s.writerActive = false
+	if s.closing && !s.socketDone() {
+		s.closeSocketLocked()
+	}
+	end := s.endLocked()
+	s.mu.Unlock()
+	if end {
+		s.finish()
+	}
+}
+
+// writer is a writer's scratch space, pooled so that a session without a
+// running writer carries none of it.
 type writer struct {
 	batch  []*chunk
 	iov    net.Buffers
 	iovTmp net.Buffers
+
+	// For tryWrite: the system call's arguments and results, and the
+	// function given to RawConn.Write, built once per pooled writer.
+	iovecs  []syscall.Iovec
+	wn      int
+	werr    error
+	writeFn func(fd uintptr) bool
 }
 
-var writerPool = sync.Pool{New: func() any { return new(writer) }}
+var writerPool = sync.Pool{New: func() any {
+	w := new(writer)
+	w.writeFn = func(fd uintptr) bool {
+		w.wn, w.werr = w.writeOnce(int(fd))
+		return true // one attempt: never wait for the socket
+	}
+	return w
+}}
+
+// tryWrite writes as much of the batch as the socket takes at once, with
+// one system call, and reports how much went. A full socket buffer is not
+// an error. The chunks stay in the batch; see unwritten.
+func (w *writer) tryWrite(rc syscall.RawConn) (int, error) {
+	if err := rc.Write(w.writeFn); err != nil {
+		return 0, err
+	}
+	n, err := w.wn, w.werr
+	w.werr = nil
+	if err == syscall.EAGAIN || err == syscall.EINTR {
+		return 0, nil
+	}
+	if n < 0 {
+		n = 0
+	}
+	return n, err
+}
+
+func (w *writer) writeOnce(fd int) (int, error) {
+	if len(w.batch) == 1 {
+		return rawWrite(fd, w.batch[0].b)
+	}
+	w.iovecs = w.iovecs[:0]
+	for _, c := range w.batch {
+		if len(c.b) > 0 {
+			v := syscall.Iovec{Base: &c.b[0]}
+			v.SetLen(len(c.b))
+			w.iovecs = append(w.iovecs, v)
+		}
+	}
+	if len(w.iovecs) == 0 {
+		return 0, nil
+	}
+	if len(w.iovecs) > 1024 { // IOV_MAX; the rest goes on the next write
+		w.iovecs = w.iovecs[:1024]
+	}
+	n, err := rawWritev(fd, w.iovecs)
+	for i := range w.iovecs {
+		w.iovecs[i].Base = nil
+	}
+	return n, err
+}
+
+// unwritten recycles the chunks of the batch that the first n bytes
+// covered, and returns the rest (the first one cut to what is left) with
+// its length. The batch is left empty.
+func (w *writer) unwritten(n int) (rest []*chunk, restBytes int) {
+	for i, c := range w.batch {
+		w.batch[i] = nil
+		switch {
+		case n >= len(c.b):
+			n -= len(c.b)
+			putChunk(c)
+		case n > 0:
+			// A partly written chunk cannot go back to the pool: its
+			// rest is still to be written from the same memory.
+			rest = append(rest, &chunk{b: c.b[n:]})
+			restBytes += len(c.b) - n
+			n = 0
+		default:
+			rest = append(rest, c)
+			restBytes += len(c.b)
+		}
+	}
+	w.batch = w.batch[:0]
+	return rest, restBytes
+}
 
 // write sends the batch with one system call and recycles its chunks. A
 // single chunk goes out with write(2): writev would make the runtime keep
@@ -716,7 +857,16 @@ func (s *Session) abort(reason error) {
 	}
 }
 
+// foldQueuedLocked brings msgsOut up to date with what was queued.
+func (s *Session) foldQueuedLocked() {
+	if s.queuedMsgs > 0 {
+		s.msgsOut.Add(s.queuedMsgs)
+		s.queuedMsgs = 0
+	}
+}
+
 func (s *Session) dropQueueLocked() {
+	s.foldQueuedLocked()
 	for _, c := range s.out.take() {
 		if s.salvage {
 			e := s.x()
@@ -810,6 +960,9 @@ func (s *Session) endLocked() bool {
 
 func (s *Session) finish() {
 	s.pending = nil
+	s.mu.Lock()
+	s.foldQueuedLocked() // whatever was queued and never taken
+	s.mu.Unlock()
 	if e := s.ext.Load(); e != nil && e.authTimer != nil {
 		e.authTimer.Stop()
 	}

@@ -28,6 +28,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	mode := fs.String("mode", "managed", "managed: echo, BROADCAST and PRIVATE:<id>:<text>; echo: payloads back unchanged")
 	drain := fs.Duration("drain-timeout", 5*time.Second, "how long a graceful stop may take")
 	quiet := fs.Bool("quiet", false, "log only warnings and errors")
+	handlersOn := fs.String("handlers", "auto", "where handlers run: loop (on the event loops; they never block), goroutine (one per active connection), auto (loop for echo, goroutine for managed, which may publish to a cluster)")
 	var features []serveFeature
 	for _, newFeature := range serveFeatures {
 		features = append(features, newFeature(fs))
@@ -47,6 +48,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		msgnet.WithIdleTimeout(*idle),
 		msgnet.WithDrainTimeout(*drain),
 		msgnet.WithLogger(logger),
+	}
+	switch *handlersOn {
+	case "loop":
+		opts = append(opts, msgnet.WithNonBlockingHandlers())
+	case "auto":
+		if *mode == "echo" {
+			opts = append(opts, msgnet.WithNonBlockingHandlers())
+		}
+	case "goroutine":
+	default:
+		fmt.Fprintf(stderr, "msgnet serve: unknown --handlers %q (loop, goroutine or auto)\n", *handlersOn)
+		return 2
 	}
 	for _, f := range features {
 		more, err := f.options(logger)

@@ -14,6 +14,9 @@ func New() (*Poller, error) { return nil, ErrClosed }
 // Add is never reached on this platform.
 func (p *Poller) Add(fd int, r Readable, gen uint32) error { return ErrClosed }
 
+// AddEdge is never reached on this platform.
+func (p *Poller) AddEdge(fd int, r Readable, gen uint32) error { return ErrClosed }
+
 // Forget is never reached on this platform.
 func (p *Poller) Forget(fd int) {}
 
