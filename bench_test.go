@@ -18,9 +18,8 @@ import (
 // allocs/op are the server's per message. One op is one echoed frame.
 func BenchmarkEchoPipelined(b *testing.B) {
 	for _, size := range []int{64, 1024} {
-		for _, park := range []bool{true, false} {
-			name := map[bool]string{true: "parked", false: "goroutine"}[park]
-			b.Run(name+"/"+sizeName(size), func(b *testing.B) { benchEcho(b, size, 64, park) })
+		for _, e := range benchEngines {
+			b.Run(e.name+"/"+sizeName(size), func(b *testing.B) { benchEcho(b, size, 64, e.opts...) })
 		}
 	}
 }
@@ -36,8 +35,18 @@ func itoa(n int) string {
 	return string(bytes.TrimLeft([]byte{byte('0' + n/100%10), byte('0' + n/10%10), byte('0' + n%10)}, "0"))
 }
 
-func benchEcho(b *testing.B, size, window int, park bool) {
-	srv := msgnet.NewServer("bench", msgnet.WithParking(park))
+// benchEngines are the server's three read paths.
+var benchEngines = []struct {
+	name string
+	opts []msgnet.Option
+}{
+	{"parked", []msgnet.Option{msgnet.WithParking(true)}},
+	{"goroutine", []msgnet.Option{msgnet.WithParking(false)}},
+	{"loop", []msgnet.Option{msgnet.WithNonBlockingHandlers()}},
+}
+
+func benchEcho(b *testing.B, size, window int, opts ...msgnet.Option) {
+	srv := msgnet.NewServer("bench", opts...)
 	srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
 	if err := srv.Start("127.0.0.1:0"); err != nil {
 		b.Fatal(err)
@@ -102,10 +111,9 @@ func benchEcho(b *testing.B, size, window int, park bool) {
 
 // BenchmarkRoundTrip is one frame in flight: the latency of the whole path.
 func BenchmarkRoundTrip(b *testing.B) {
-	for _, park := range []bool{true, false} {
-		name := map[bool]string{true: "parked", false: "goroutine"}[park]
-		b.Run(name, func(b *testing.B) {
-			srv := msgnet.NewServer("bench", msgnet.WithParking(park))
+	for _, e := range benchEngines {
+		b.Run(e.name, func(b *testing.B) {
+			srv := msgnet.NewServer("bench", e.opts...)
 			srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
 			if err := srv.Start("127.0.0.1:0"); err != nil {
 				b.Fatal(err)

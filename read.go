@@ -32,10 +32,10 @@ type pollTarget Session
 
 // Readable is called by the server's poller when a parked session has data
 // or was closed by the peer.
-func (p *pollTarget) Readable() { (*Session)(p).readable() }
+func (p *pollTarget) Readable(now int64) { (*Session)(p).readable(now) }
 
 // readable starts a reader unless one is running.
-func (s *Session) readable() {
+func (s *Session) readable(now int64) {
 	s.mu.Lock()
 	if s.readerActive || s.socketDone() {
 		s.mu.Unlock()
@@ -44,7 +44,7 @@ func (s *Session) readable() {
 	s.readerActive = true
 	s.mu.Unlock()
 	if s.inline {
-		s.readInline()
+		s.readInline(now)
 		return
 	}
 	go s.readFn()
@@ -55,9 +55,9 @@ func (s *Session) readable() {
 // a read comes back short. Its registration is edge-triggered, so data that
 // arrives later is reported again: unlike readParked, it neither rearms nor
 // reads a socket that is known to be empty.
-func (s *Session) readInline() {
+func (s *Session) readInline(now int64) {
 	r := readerPool.Get().(*reader)
-	s.burst(r, true)
+	s.burst(r, now)
 	readerPool.Put(r)
 	s.mu.Lock()
 	s.readerActive = false
@@ -80,7 +80,7 @@ func (s *Session) readInline() {
 // demotes it to the epoll set once it has been silent for parkAfter.
 func (s *Session) readParked() {
 	r := readerPool.Get().(*reader)
-	hot := s.burst(r, false)
+	hot := s.burst(r, 0)
 	readerPool.Put(r)
 	if hot && !s.stopRead.Load() {
 		s.readHot()
@@ -148,10 +148,17 @@ const (
 )
 
 // burst reads until the socket would block and reports whether the session
-// is hot enough to keep its reader. With edge set (an edge-triggered
-// registration, read on the event loop) it also stops after a short read.
-func (s *Session) burst(r *reader, edge bool) (stayHot bool) {
-	now := time.Now().UnixNano()
+// is hot enough to keep its reader. Given the time of an event loop's
+// round (an edge-triggered registration, read on the loop), it also stops
+// after a short read, and takes that as the time of every read: a loop's
+// burst is over within microseconds, and the clock is only for the idle
+// timeout and the hot-reader window.
+func (s *Session) burst(r *reader, loopNow int64) (stayHot bool) {
+	edge := loopNow != 0
+	now := loopNow
+	if !edge {
+		now = time.Now().UnixNano()
+	}
 	stayHot = now-s.lastBurst < int64(hotWindow)
 	s.lastBurst = now
 
@@ -205,7 +212,10 @@ func (s *Session) burst(r *reader, edge bool) (stayHot bool) {
 			n, stayHot = 0, false
 			break
 		}
-		s.lastActivity.Store(time.Now().UnixNano())
+		if !edge {
+			now = time.Now().UnixNano()
+		}
+		s.lastActivity.Store(now)
 		s.bytesIn.Add(uint64(nr))
 		short := nr < asked
 		n = s.ingest(buf, n+nr)
@@ -368,12 +378,7 @@ func (s *Session) dispatch(b []byte) (used int, err error) {
 
 // readerMode is the mode as the reader sees it; only the reader changes it
 // from unknown, so an unlocked read by the reader itself is safe.
-func (s *Session) readerMode() frame.Mode {
-	s.mu.Lock()
-	m := s.mode
-	s.mu.Unlock()
-	return m
-}
+func (s *Session) readerMode() frame.Mode { return s.mode }
 
 // fail ends the session after a protocol error or handler panic.
 func (s *Session) fail(err error) {

@@ -20,7 +20,8 @@
 #   WARMUP=1s         warm-up before each window
 #   HOLD=$DURATION    how long the idle test holds its connections
 #   IDLE_CONNS=10000  connections of the idle test
-#   SERVERS="msgnet gnet stdlib stdlib-naive"   servers, in table order
+#   SERVERS="msgnet gnet stdlib stdlib-naive"   servers, in table order; also
+#                     msgnet-goroutine: msgnet serve --handlers goroutine
 #   OUT=../docs/BENCHMARKS.md                   file to update
 #   COOLDOWN=2        seconds of rest between tests (the machine is shared)
 #   KEEP=1            keep the work directory (binaries, JSON, logs)
@@ -135,8 +136,9 @@ is_skipped() { grep -q "^$1	" "$SKIPPED"; }
 for s in $SERVERS; do
 	case $s in
 	msgnet) [ "$MSGNET_OK" = 1 ] || skip msgnet "go build ../cmd/msgnet failed" ;;
+	msgnet-goroutine) [ "$MSGNET_OK" = 1 ] || skip msgnet-goroutine "go build ../cmd/msgnet failed" ;;
 	gnet | stdlib | stdlib-naive) ;;
-	*) die "unknown server $s (known: msgnet gnet stdlib stdlib-naive)" ;;
+	*) die "unknown server $s (known: msgnet msgnet-goroutine gnet stdlib stdlib-naive)" ;;
 	esac
 done
 
@@ -145,6 +147,7 @@ server_cmd() {
 	local addr=127.0.0.1:$2
 	case $1 in
 	msgnet) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --mode echo --quiet --max-connections 20000 "${MSGNET_SERVE_EXTRA[@]}") ;;
+	msgnet-goroutine) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --mode echo --quiet --max-connections 20000 --handlers goroutine "${MSGNET_SERVE_EXTRA[@]}") ;;
 	gnet) SRV_CMD=("$BIN/gnet-peer" --addr "$addr") ;;
 	stdlib) SRV_CMD=("$BIN/stdlib-peer" --addr "$addr") ;;
 	stdlib-naive) SRV_CMD=("$BIN/stdlib-peer" --naive --addr "$addr") ;;
@@ -220,7 +223,11 @@ ELAPSED=$(($(date +%s) - T0))
 # ---- report ---------------------------------------------------------------
 SERVE_DESC=""
 if ! is_skipped msgnet && [[ " $SERVERS " == *" msgnet "* ]]; then
-	SERVE_DESC="msgnet serve --addr 127.0.0.1:PORT --mode echo --quiet --max-connections 20000 ${MSGNET_SERVE_EXTRA[*]}"
+	SERVE_DESC="\`msgnet serve --addr 127.0.0.1:PORT --mode echo --quiet --max-connections 20000 ${MSGNET_SERVE_EXTRA[*]}\` (echo mode's handler never blocks, so it runs on the event loops: WithNonBlockingHandlers)"
+fi
+if ! is_skipped msgnet-goroutine && [[ " $SERVERS " == *" msgnet-goroutine "* ]]; then
+	[ -n "$SERVE_DESC" ] && SERVE_DESC+="; "
+	SERVE_DESC+="msgnet-goroutine: the same with \`--handlers goroutine\` (the library's default: handlers on a goroutine per active connection, idle connections parked)"
 fi
 "$BIN/report" --results "$RES" --out "$OUT" --servers "$SERVERS" --peers "$PEERS" \
 	--skipped "$SKIPPED" --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \

@@ -79,7 +79,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "msgnet serve: unknown --mode %q (managed or echo)\n", *mode)
 		return 2
 	}
-	l, err := net.Listen("tcp", *addr)
+	l, err := srv.Listen(*addr)
 	if err != nil {
 		srv.Close() // releases what the features' options started (a cluster bus)
 		fmt.Fprintf(stderr, "msgnet serve: %v\n", err)

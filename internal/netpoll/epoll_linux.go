@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -178,8 +179,9 @@ func (p *Poller) Run() error {
 			}
 		}
 		p.mu.RUnlock()
+		now := time.Now().UnixNano()
 		for i, r := range ready {
-			r.Readable()
+			r.Readable(now)
 			ready[i] = nil
 		}
 		if stop {

@@ -13,10 +13,11 @@ package netpoll
 import "errors"
 
 // Readable is told, on the poller's goroutine, that its socket has data or
-// was closed by the peer. It must return quickly (typically by starting a
+// was closed by the peer; now is when the poller's wait returned (Unix
+// nanoseconds), one clock reading shared by every report of a round. It must return quickly (typically by starting a
 // goroutine to read).
 type Readable interface {
-	Readable()
+	Readable(now int64)
 }
 
 // ErrClosed is returned by a Poller that was closed.

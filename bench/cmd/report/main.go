@@ -396,7 +396,7 @@ func render(data results, cols, peers []string, skips [][2]string, p params) str
 - Peers: `+"`bench/peers/gnet`"+` (gnet v2 event loops; every complete frame of a wake-up answered with one write), `+"`bench/peers/stdlib`"+` (goroutine per connection, 64 KiB bufio reader and writer, flush when no complete frame is buffered), `+"`bench/peers/stdlib --naive`"+` (goroutine per connection, two reads per frame, one write per reply). All answer hello with welcome and echo DATA unchanged.
 `, p.loadTool, p.tpConns, p.tpInflight, p.warmup, p.duration, p.latConns, p.duration, p.crConns, p.duration, group(p.idleConns), p.hold)
 	if p.serveCmd != "" {
-		fmt.Fprintf(&b, "- msgnet: `%s`.\n", p.serveCmd)
+		fmt.Fprintf(&b, "- msgnet: %s.\n", p.serveCmd)
 	}
 	b.WriteString("- Reproduce: `cd bench && ./run.sh` (env ROUNDS, DURATION, WARMUP, HOLD, IDLE_CONNS, SERVERS; see the script's header).\n")
 	return b.String()
