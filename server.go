@@ -417,6 +417,16 @@ func (srv *Server) parkLocked(s *Session) bool {
 
 // handleFrame implements the server side of the protocol.
 func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
+	// The common case first: a plain message on an established session.
+	if f.Kind == frame.KindData && f.Flags == 0 && s.established && s.pipe == nil {
+		if srv.cfg.rate > 0 && !srv.allowMessage(s) {
+			return nil
+		}
+		if h := srv.handlers.Load().message; h != nil {
+			srv.callMessage(h, s, f.Payload)
+		}
+		return nil
+	}
 	if f.Kind != frame.KindData {
 		srv.ctr.countIn(f.Kind, frame.HeaderLen+len(f.Payload))
 	}

@@ -311,7 +311,11 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		s.mu.Unlock()
 		return ErrQueueFull
 	}
-	if err := s.appendLocked(kind, flags, payload); err != nil {
+	if kind == frame.KindData && !s.held && s.mode == frame.ModeBinary && s.pipe == nil {
+		// The common case, encoded here rather than through appendLocked.
+		b := s.out.reserve(n)
+		s.out.commit(append(frame.AppendHeader(b, kind, flags, len(payload)), payload...))
+	} else if err := s.appendLocked(kind, flags, payload); err != nil {
 		s.mu.Unlock()
 		return err
 	}
