@@ -308,9 +308,7 @@ func (s *Session) ingest(buf []byte, n int) int {
 	// for the usual burst of replies (see flushAfterDispatch).
 	inline := s.inline
 	if inline {
-		s.mu.Lock()
-		s.flushAfter = true
-		s.mu.Unlock()
+		s.beginDispatch()
 	}
 	used, err := s.dispatch(buf[:n])
 	if inline {
