@@ -229,3 +229,27 @@ func TestServeTLSAndAuthFlags(t *testing.T) {
 		t.Fatal("a client without a certificate got through mutual TLS")
 	}
 }
+
+// --handlers chooses where handlers run; every built-in mode works on both.
+func TestHandlersFlag(t *testing.T) {
+	for _, c := range []struct{ mode, handlers, send, want string }{
+		{"echo", "goroutine", "same bytes", "same bytes\n"},
+		{"managed", "loop", "hi", "Echo: hi\n"},
+	} {
+		addr := startServe(t, "--mode", c.mode, "--handlers", c.handlers)
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), []string{"send", "--addr", addr, c.send}, nil, &out, &errOut); code != 0 {
+			t.Fatalf("%s/%s: exit %d: %s", c.mode, c.handlers, code, errOut.String())
+		}
+		if out.String() != c.want {
+			t.Fatalf("%s/%s: got %q, want %q", c.mode, c.handlers, out.String(), c.want)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"serve", "--handlers", "threads"}, nil, &out, &errOut); code != 2 {
+		t.Fatalf("--handlers threads: exit %d, want 2", code)
+	}
+	if !strings.Contains(errOut.String(), `unknown --handlers "threads"`) {
+		t.Fatalf("stderr: %q", errOut.String())
+	}
+}
