@@ -32,32 +32,51 @@ type pollTarget Session
 
 // Readable is called by the server's poller when a parked session has data
 // or was closed by the peer.
-func (p *pollTarget) Readable(now int64) { (*Session)(p).readable(now) }
+func (p *pollTarget) Readable(now int64, hangup, carried bool) bool {
+	s := (*Session)(p)
+	if carried {
+		s.carried = false
+	}
+	if !s.readable(now, hangup) || s.carried {
+		return false // done, or already waiting for its next turn
+	}
+	s.carried = true
+	return true
+}
 
-// readable starts a reader unless one is running.
-func (s *Session) readable(now int64) {
+// readable starts a reader unless one is running. On an event loop it
+// reads right here, and reports whether it wants another turn.
+func (s *Session) readable(now int64, hangup bool) (again bool) {
 	s.mu.Lock()
 	if s.readerActive || s.socketDone() {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	s.readerActive = true
 	s.mu.Unlock()
 	if s.inline {
-		s.readInline(now)
-		return
+		return s.readInline(now, hangup)
 	}
 	go s.readFn()
+	return false
 }
+
+// loopReads bounds the reads of one session in one turn of its event
+// loop (up to 256 KiB with the pooled buffer): a peer that sends without
+// pause must not keep the loop from the other sessions.
+const loopReads = 4
 
 // readInline reads a session with non-blocking handlers on its event
 // loop's goroutine, dispatching what arrives and writing the replies, until
 // a read comes back short. Its registration is edge-triggered, so data that
 // arrives later is reported again: unlike readParked, it neither rearms nor
 // reads a socket that is known to be empty.
-func (s *Session) readInline(now int64) {
+func (s *Session) readInline(now int64, hangup bool) (again bool) {
+	if hangup {
+		s.peerHup = true
+	}
 	r := readerPool.Get().(*reader)
-	s.burst(r, now)
+	_, again = s.burst(r, now)
 	readerPool.Put(r)
 	s.mu.Lock()
 	s.readerActive = false
@@ -66,6 +85,7 @@ func (s *Session) readInline(now int64) {
 	if end {
 		s.finish()
 	}
+	return again && !end
 }
 
 // readParked reads a parked session's socket until it would block,
@@ -80,7 +100,7 @@ func (s *Session) readInline(now int64) {
 // demotes it to the epoll set once it has been silent for parkAfter.
 func (s *Session) readParked() {
 	r := readerPool.Get().(*reader)
-	hot := s.burst(r, 0)
+	hot, _ := s.burst(r, 0)
 	readerPool.Put(r)
 	if hot && !s.stopRead.Load() {
 		s.readHot()
@@ -149,11 +169,13 @@ const (
 
 // burst reads until the socket would block and reports whether the session
 // is hot enough to keep its reader. Given the time of an event loop's
-// round (an edge-triggered registration, read on the loop), it also stops
-// after a short read, and takes that as the time of every read: a loop's
-// burst is over within microseconds, and the clock is only for the idle
-// timeout and the hot-reader window.
-func (s *Session) burst(r *reader, loopNow int64) (stayHot bool) {
+// round (an edge-triggered registration, read on the loop), it takes that
+// as the time of every read (a loop's burst is over within microseconds,
+// and the clock is only for the idle timeout and the hot-reader window),
+// stops after a short read unless the peer has hung up (the FIN may sit
+// behind the data just read, and no new report would come for it), and
+// stops after loopReads reads with more set: the loop gives it another turn.
+func (s *Session) burst(r *reader, loopNow int64) (stayHot, more bool) {
 	edge := loopNow != 0
 	now := loopNow
 	if !edge {
@@ -166,6 +188,7 @@ func (s *Session) burst(r *reader, loopNow int64) (stayHot bool) {
 	if stayHot || edge || s.need > smallBufSize {
 		pool = &readBufPool
 	}
+	reads := 0
 	bp := pool.Get().(*[]byte)
 	buf := *bp
 	n := 0
@@ -188,6 +211,11 @@ func (s *Session) burst(r *reader, loopNow int64) (stayHot bool) {
 				buf = grow(buf, n, s.need)
 			}
 		}
+		if edge && reads == loopReads {
+			more = true
+			break
+		}
+		reads++
 		r.buf = buf[n:]
 		asked := len(r.buf)
 		if err := s.rc.Read(r.readFn); err != nil {
@@ -219,13 +247,13 @@ func (s *Session) burst(r *reader, loopNow int64) (stayHot bool) {
 		s.bytesIn.Add(uint64(nr))
 		short := nr < asked
 		n = s.ingest(buf, n+nr)
-		if edge && short {
+		if edge && short && !s.peerHup {
 			break // drained: the next data brings a new report
 		}
 	}
 	s.keepPending(buf[:n])
 	pool.Put(bp) // buf may have outgrown it; the pooled one is unchanged
-	return stayHot
+	return stayHot, more
 }
 
 // reader is a parked session's read goroutine's scratch space: the
@@ -308,7 +336,9 @@ func (s *Session) ingest(buf []byte, n int) int {
 	// for the usual burst of replies (see flushAfterDispatch).
 	inline := s.inline
 	if inline {
-		s.beginDispatch()
+		s.mu.Lock()
+		s.flushAfter = true
+		s.mu.Unlock()
 	}
 	used, err := s.dispatch(buf[:n])
 	if inline {

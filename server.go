@@ -384,7 +384,13 @@ func (srv *Server) parkLocked(s *Session) bool {
 			srv.bgWG.Add(1)
 			go func() {
 				defer srv.bgWG.Done()
-				p.Run()
+				if err := p.Run(); !errors.Is(err, netpoll.ErrClosed) {
+					// Not expected from epoll; its sessions are no longer
+					// read, so say so, and keep the descriptors until the
+					// server stops rather than free numbers still in use.
+					srv.log.Error("event loop stopped; its sessions will only end by timeout or shutdown", "err", err)
+					<-srv.stopCh
+				}
 				p.Release()
 			}()
 		}

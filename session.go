@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/msgnet/msgnet/frame"
-	"github.com/msgnet/msgnet/internal/gid"
 	"github.com/msgnet/msgnet/internal/netpoll"
 	"github.com/msgnet/msgnet/pipeline"
 	"golang.org/x/time/rate"
@@ -92,23 +91,13 @@ type Session struct {
 	// Reader-owned: touched only by the goroutine that holds readerActive.
 	pending []byte // a partial frame or line kept while parked
 	need    int    // total length of the incomplete frame at the head of input
+	peerHup bool   // the poller reported the peer's hang-up: read to the end
+	carried bool   // event loop only: waiting in the loop's list for another turn
 	frames  int    // frames received, for "hello must come first"
 	seq     uint64 // messages received; msgsIn catches up after each burst
 
 	readFn, writeFn func()
 	ctr             *counters // the server's or client's
-
-	// The event loop's lock-free path for what its own handlers send (see
-	// enqueue). While owner is set, the loop is running this session's
-	// handlers; sends made on the loop's goroutine go to stage, which only
-	// that goroutine touches, and are moved to out under one lock when the
-	// handlers return.
-	owner         atomic.Uintptr // gid of the loop goroutine running the handlers, or 0
-	stage         queue          // owner-only
-	stageMsgs     uint64         // owner-only
-	stageRoom     int            // owner-only: bytes the stage may take
-	stageReserved int            // guarded by mu: stageRoom, counted against the queue bound meanwhile
-	pendingClose  *closeRequest  // guarded by mu: a close asked for by another goroutine meanwhile
 
 	// ext holds what most sessions never use, allocated on first use so an
 	// idle session stays small.
@@ -297,20 +286,7 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 	if kind != kindRaw && len(payload) > s.maxPayload {
 		return ErrMessageTooLarge
 	}
-	if o := s.owner.Load(); o != 0 && o == gid.Current() {
-		// Sent by a handler on the session's own event loop.
-		if kind == frame.KindData && s.stageable(len(payload)) {
-			b := s.stage.reserve(frame.HeaderLen + len(payload))
-			s.stage.commit(append(frame.AppendHeader(b, kind, flags, len(payload)), payload...))
-			s.stageMsgs++
-			return nil
-		}
-		s.mu.Lock()
-		s.mergeStageLocked() // what the loop staged goes first
-		s.stageReserved, s.stageRoom = 0, 0
-	} else {
-		s.mu.Lock()
-	}
+	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		return ErrSessionClosed
@@ -322,7 +298,7 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 	n := frame.HeaderLen + len(payload)
 	// The bound covers everything not yet handed to the socket, the batch
 	// being written included, so it bounds the memory a slow peer holds.
-	if queued := s.out.bytes + s.early.bytes + s.writingBytes + s.stageReserved; queued > 0 && queued+n > s.queueLimit {
+	if queued := s.out.bytes + s.early.bytes + s.writingBytes; queued > 0 && queued+n > s.queueLimit {
 		s.ctr.slowConsumers.Add(1)
 		if s.slowDisconnect {
 			// Refuse further sends now; close on another goroutine, since
@@ -623,64 +599,6 @@ func (s *Session) writeLoop() {
 	}
 }
 
-// stageBudget bounds what one dispatch may stage: the rest of its sends
-// take the lock like anyone's. It is reserved against the queue bound
-// while the loop runs the session's handlers.
-const stageBudget = 256 << 10
-
-// beginDispatch is called by an event loop before it runs a session's
-// handlers on a burst of input: their sends are written when they return
-// (flushAfter), and, where goroutines can be told apart, staged without
-// the lock.
-func (s *Session) beginDispatch() {
-	s.mu.Lock()
-	s.flushAfter = true
-	if gid.Supported && !s.closing {
-		room := min(s.queueLimit-(s.out.bytes+s.early.bytes+s.writingBytes), stageBudget)
-		if room > 0 {
-			s.stageRoom, s.stageReserved = room, room
-			s.owner.Store(gid.Current())
-		}
-	}
-	s.mu.Unlock()
-}
-
-// stageable reports whether the loop may stage a DATA message of n bytes:
-// the session speaks plain frames (no pipeline stage to run, which the
-// lock orders) and the stage has room. Its fields are the reader's own.
-func (s *Session) stageable(n int) bool {
-	return s.established && s.mode == frame.ModeBinary && s.pipe == nil &&
-		s.stage.bytes+frame.HeaderLen+n <= s.stageRoom
-}
-
-// mergeStageLocked moves what the loop staged to the send queue, or drops
-// it if the connection is being cut (abort dropped the queue too). Only the
-// owner calls it.
-func (s *Session) mergeStageLocked() {
-	if len(s.stage.chunks) == 0 {
-		return
-	}
-	s.queuedMsgs += s.stageMsgs
-	s.stageMsgs = 0
-	if s.closing || s.socketDone() {
-		for _, c := range s.stage.take() {
-			putChunk(c)
-		}
-		return
-	}
-	s.out.chunks = append(s.out.chunks, s.stage.chunks...)
-	s.out.bytes += s.stage.bytes
-	clear(s.stage.chunks)
-	s.stage.chunks, s.stage.bytes = s.stage.chunks[:0], 0
-}
-
-// closeRequest is a close asked for while the session's loop was running
-// its handlers; the loop carries it out when they return.
-type closeRequest struct {
-	reason error
-	notify bool
-}
-
 // flushAfterDispatch writes what the handlers of a burst queued, on the
 // reader's goroutine, with one non-blocking write system call. Whatever
 // that write cannot take (the peer is slow), and whatever other
@@ -689,18 +607,7 @@ type closeRequest struct {
 // writing to each other cannot deadlock.
 func (s *Session) flushAfterDispatch() {
 	s.mu.Lock()
-	if s.owner.Load() != 0 {
-		s.owner.Store(0)
-		s.stageReserved, s.stageRoom = 0, 0
-		s.mergeStageLocked()
-	}
 	s.flushAfter = false
-	if pc := s.pendingClose; pc != nil {
-		s.pendingClose = nil
-		s.mu.Unlock()
-		s.closeWith(pc.reason, pc.notify) // starts the writer that drains
-		return
-	}
 	if !s.wantWriterLocked() {
 		s.mu.Unlock()
 		return
@@ -725,8 +632,14 @@ func (s *Session) flushAfterDispatch() {
 		return
 	}
 	if len(rest) > 0 {
-		s.out.chunks = append(rest, s.out.chunks...)
-		s.out.bytes += restBytes
+		if s.socketDone() {
+			for _, c := range rest { // aborted meanwhile: nothing more goes out
+				putChunk(c)
+			}
+		} else {
+			s.out.chunks = append(rest, s.out.chunks...)
+			s.out.bytes += restBytes
+		}
 	}
 	if len(s.out.chunks) > 0 && !s.socketDone() {
 		s.mu.Unlock()
@@ -876,20 +789,6 @@ func (s *Session) closeWith(reason error, notify bool) {
 	if s.closing {
 		s.mu.Unlock()
 		return
-	}
-	if o := s.owner.Load(); o != 0 {
-		if o != gid.Current() {
-			// The session's loop is running its handlers, and what they
-			// sent is staged: it closes the session when they return, after
-			// queueing that, so that nothing accepted lands after the last
-			// word. Handlers on a loop do not block, so this is soon.
-			if s.pendingClose == nil {
-				s.pendingClose = &closeRequest{reason, notify}
-			}
-			s.mu.Unlock()
-			return
-		}
-		s.mergeStageLocked()
 	}
 	s.closing = true
 	s.reason = reason

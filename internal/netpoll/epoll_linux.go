@@ -138,7 +138,12 @@ func (p *Poller) Remove(fd int) error {
 // goroutine.
 func (p *Poller) Run() error {
 	events := make([]unix.EpollEvent, 256)
-	ready := make([]Readable, 0, 256)
+	type report struct {
+		r      Readable
+		hangup bool
+	}
+	ready := make([]report, 0, 256)
+	var again, next []Readable // owners that stopped short of draining their socket
 	rc, err := p.file.SyscallConn()
 	if err != nil {
 		return err
@@ -146,14 +151,17 @@ func (p *Poller) Run() error {
 	var n int
 	var werr error
 	wait := func(uintptr) bool {
-		n, werr = pollNow(p.epfd, events)
-		if werr == unix.EINTR {
-			n, werr = 0, nil
+		for {
+			n, werr = pollNow(p.epfd, events)
+			if werr != unix.EINTR {
+				return n > 0 || werr != nil // false: park until the set is readable
+			}
 		}
-		return n > 0 || werr != nil // false: park until the set is readable
 	}
 	for {
-		if err := rc.Read(wait); err != nil {
+		if len(again) > 0 {
+			wait(0) // owners are waiting for another turn: look, but do not park
+		} else if err := rc.Read(wait); err != nil {
 			return err
 		}
 		if werr != nil {
@@ -174,19 +182,33 @@ func (p *Poller) Run() error {
 			if fd < len(p.slots) {
 				s := p.slots[fd]
 				if s.r != nil && s.gen == uint32(events[i].Pad) {
-					ready = append(ready, s.r)
+					hangup := events[i].Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
+					ready = append(ready, report{s.r, hangup})
 				}
 			}
 		}
 		p.mu.RUnlock()
-		now := time.Now().UnixNano()
-		for i, r := range ready {
-			r.Readable(now)
-			ready[i] = nil
-		}
 		if stop {
 			return ErrClosed
 		}
+		now := time.Now().UnixNano()
+		next = next[:0]
+		for i, e := range ready {
+			if e.r.Readable(now, e.hangup, false) {
+				next = append(next, e.r)
+			}
+			ready[i] = report{}
+		}
+		// Then those that had a turn last round and asked for another,
+		// after the new reports, so that one busy socket cannot keep the
+		// others waiting.
+		for i, r := range again {
+			if r.Readable(now, false, true) {
+				next = append(next, r)
+			}
+			again[i] = nil
+		}
+		again, next = next, again[:0]
 		// Let other goroutines (writers, the accept loop) run between
 		// rounds: under steady load the set is never empty, so Run would
 		// otherwise only yield when preempted.

@@ -14,10 +14,15 @@ import "errors"
 
 // Readable is told, on the poller's goroutine, that its socket has data or
 // was closed by the peer; now is when the poller's wait returned (Unix
-// nanoseconds), one clock reading shared by every report of a round. It must return quickly (typically by starting a
+// nanoseconds), one clock reading shared by every report of a round;
+// hangup is set when the report says the peer closed or the socket failed,
+// so that an owner reading edge-triggered reads on to the end. An owner
+// that stopped before its socket was drained (to give others their turn)
+// returns true and is called again in the next round, with carried set;
+// it must not return true again until then, so that it is carried once. It must return quickly (typically by starting a
 // goroutine to read).
 type Readable interface {
-	Readable(now int64)
+	Readable(now int64, hangup, carried bool) (again bool)
 }
 
 // ErrClosed is returned by a Poller that was closed.
