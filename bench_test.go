@@ -45,18 +45,25 @@ var benchEngines = []struct {
 	{"loop", []msgnet.Option{msgnet.WithNonBlockingHandlers()}},
 }
 
-func benchEcho(b *testing.B, size, window int, opts ...msgnet.Option) {
+// echoConn starts an echo server with opts and returns a connection to it;
+// both are closed when the benchmark ends.
+func echoConn(b *testing.B, opts ...msgnet.Option) net.Conn {
 	srv := msgnet.NewServer("bench", opts...)
 	srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
 	if err := srv.Start("127.0.0.1:0"); err != nil {
 		b.Fatal(err)
 	}
-	defer srv.Close()
+	b.Cleanup(func() { srv.Close() })
 	nc, err := net.Dial("tcp", srv.Addr().String())
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer nc.Close()
+	b.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+func benchEcho(b *testing.B, size, window int, opts ...msgnet.Option) {
+	nc := echoConn(b, opts...)
 
 	one := frame.Append(nil, frame.KindData, 0, make([]byte, size))
 	batch := bytes.Repeat(one, window)
@@ -113,17 +120,7 @@ func benchEcho(b *testing.B, size, window int, opts ...msgnet.Option) {
 func BenchmarkRoundTrip(b *testing.B) {
 	for _, e := range benchEngines {
 		b.Run(e.name, func(b *testing.B) {
-			srv := msgnet.NewServer("bench", e.opts...)
-			srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
-			if err := srv.Start("127.0.0.1:0"); err != nil {
-				b.Fatal(err)
-			}
-			defer srv.Close()
-			nc, err := net.Dial("tcp", srv.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer nc.Close()
+			nc := echoConn(b, e.opts...)
 			one := frame.Append(nil, frame.KindData, 0, make([]byte, 64))
 			buf := make([]byte, len(one))
 			b.ReportAllocs()
