@@ -338,6 +338,9 @@ func (s *Session) ingest(buf []byte, n int) int {
 	if inline {
 		s.mu.Lock()
 		s.flushAfter = true
+		// Unless a writer is already draining a slow peer's queue, no reply
+		// leaves before dispatch returns (see dispatch's counting).
+		s.countPerBurst = !s.writerActive
 		s.mu.Unlock()
 	}
 	used, err := s.dispatch(buf[:n])
@@ -355,11 +358,18 @@ func (s *Session) ingest(buf []byte, n int) int {
 // in order, and returns the bytes used. A panic in a handler is caught here
 // and ends only this session.
 func (s *Session) dispatch(b []byte) (used int, err error) {
-	// Messages are counted once per burst: an atomic add per message
-	// costs more than the rest of dispatching it.
+	// A message is counted before its handler runs, so that whoever sees
+	// a reply also sees its request counted. On an event loop the replies
+	// go out only after dispatch returns (when no writer is draining), so
+	// there the count is added once per burst: an atomic add per message
+	// costs more than the rest of dispatching it. Elsewhere a writer
+	// goroutine may send a reply at once.
 	start := s.seq
+	perBurst := s.inline && s.countPerBurst
 	defer func() {
-		s.msgsIn.Add(s.seq - start)
+		if perBurst {
+			s.msgsIn.Add(s.seq - start)
+		}
 		if r := recover(); r != nil {
 			err = &HandlerPanicError{Value: r}
 		}
@@ -383,6 +393,9 @@ func (s *Session) dispatch(b []byte) (used int, err error) {
 			}
 			used += k
 			s.seq++
+			if !perBurst {
+				s.msgsIn.Add(1)
+			}
 			s.peer.handleLine(s, line)
 			continue
 		}
@@ -397,6 +410,9 @@ func (s *Session) dispatch(b []byte) (used int, err error) {
 		used += total
 		s.frames++
 		s.seq++
+		if !perBurst {
+			s.msgsIn.Add(1)
+		}
 		if err := s.peer.handleFrame(s, frame.Decode(rest[:total])); err != nil {
 			return used, err
 		}

@@ -89,12 +89,13 @@ type Session struct {
 	established    bool // reader-owned: OnConnect has run
 
 	// Reader-owned: touched only by the goroutine that holds readerActive.
-	pending []byte // a partial frame or line kept while parked
-	need    int    // total length of the incomplete frame at the head of input
-	peerHup bool   // the poller reported the peer's hang-up: read to the end
-	carried bool   // event loop only: waiting in the loop's list for another turn
-	frames  int    // frames received, for "hello must come first"
-	seq     uint64 // messages received; msgsIn catches up after each burst
+	pending       []byte // a partial frame or line kept while parked
+	need          int    // total length of the incomplete frame at the head of input
+	peerHup       bool   // the poller reported the peer's hang-up: read to the end
+	carried       bool   // event loop only: waiting in the loop's list for another turn
+	frames        int    // frames received, for "hello must come first"
+	seq           uint64 // messages received
+	countPerBurst bool   // on a loop with no writer running: msgsIn is added once per burst
 
 	readFn, writeFn func()
 	ctr             *counters // the server's or client's
