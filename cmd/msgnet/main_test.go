@@ -253,3 +253,23 @@ func TestHandlersFlag(t *testing.T) {
 		t.Fatalf("stderr: %q", errOut.String())
 	}
 }
+
+// Echo mode runs on the event loops: nc's lines come back, the last one
+// too, though it has no newline and arrives with the end of the stream.
+func TestNetcatEchoModeLastLine(t *testing.T) {
+	nc, err := exec.LookPath("nc")
+	if err != nil {
+		t.Fatal("nc is not installed (.ci/run installs netcat-openbsd)")
+	}
+	addr := startServe(t, "--mode", "echo")
+	host, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(nc, "-q1", host, port)
+	cmd.Stdin = strings.NewReader("hello\nworld")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("nc: %v\n%s", err, out)
+	}
+	if string(out) != "hello\nworld\n" {
+		t.Fatalf("nc printed %q, want %q", out, "hello\nworld\n")
+	}
+}
