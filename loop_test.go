@@ -177,7 +177,7 @@ func TestLastMessageThenClose(t *testing.T) {
 			r := dialRaw(t, addr)
 			r.hello("c")
 			// one write with the message, then close right away
-			r.nc.Write(frame.Append(nil, frame.KindData, 0, []byte("last words")))
+			r.write(frame.Append(nil, frame.KindData, 0, []byte("last words")))
 			r.nc.Close()
 		}
 		deadline := time.Now().Add(3 * time.Second)
@@ -260,6 +260,9 @@ func TestSendAfterOwnDisconnect(t *testing.T) {
 	})
 }
 
+// The counterpart of TestLastMessageThenClose: the FIN comes in a report
+// of its own, after the loop has read the data (the pause only makes that
+// the likely order; the session must end either way).
 func TestLoopLastMessagePauseThenClose(t *testing.T) {
 	srv, addr := startServer(t, msgnet.WithParking(true), msgnet.WithNonBlockingHandlers())
 	var ended atomic.Int64
@@ -268,7 +271,7 @@ func TestLoopLastMessagePauseThenClose(t *testing.T) {
 	for i := 0; i < n; i++ {
 		r := dialRaw(t, addr)
 		r.hello("c")
-		r.nc.Write(frame.Append(nil, frame.KindData, 0, []byte("last words")))
+		r.write(frame.Append(nil, frame.KindData, 0, []byte("last words")))
 		time.Sleep(5 * time.Millisecond)
 		r.nc.Close()
 	}
@@ -306,6 +309,7 @@ func TestLoopStress(t *testing.T) {
 	srv, addr := startServer(t, msgnet.WithParking(true), msgnet.WithNonBlockingHandlers(),
 		msgnet.WithSendQueueBytes(1<<20), msgnet.WithIdleTimeout(0))
 	var sessions sync.Map
+	var received atomic.Int64 // bytes the clients read
 	srv.OnConnect(func(s *msgnet.Session) { sessions.Store(s, true) })
 	srv.OnDisconnect(func(s *msgnet.Session, err error) { sessions.Delete(s) })
 	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
@@ -357,7 +361,9 @@ func TestLoopStress(t *testing.T) {
 				default:
 				}
 				r.nc.SetReadDeadline(time.Now().Add(3 * time.Second))
-				if _, err := r.nc.Read(b); err != nil {
+				n, err := r.nc.Read(b)
+				received.Add(int64(n))
+				if err != nil {
 					return
 				}
 			}
@@ -386,12 +392,19 @@ func TestLoopStress(t *testing.T) {
 	}
 	t0 := time.Now()
 	wg.Wait()
-	t.Logf("clients done after %v", time.Since(t0))
+	t.Logf("clients done after %v; %d bytes received", time.Since(t0), received.Load())
+	if received.Load() < 1<<20 {
+		t.Fatalf("the clients read %d bytes in a second of echoes and broadcasts", received.Load())
+	}
 	t0 = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := srv.Shutdown(ctx)
-	t.Logf("shutdown %v after %v; open %d", err, time.Since(t0), srv.ConnectionCount())
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown after %v: %v; %d sessions open", time.Since(t0), err, srv.ConnectionCount())
+	}
+	if n := srv.ConnectionCount(); n != 0 {
+		t.Fatalf("%d sessions open after shutdown", n)
+	}
 }
 
 // Peers that write without pause must not keep their loop from the other
@@ -447,7 +460,9 @@ func TestFloodDoesNotStarveOthers(t *testing.T) {
 			}
 			defer c.Close()
 			start := time.Now()
-			c.Write(frame.Append(nil, frame.KindControl, 0, []byte(`{"op":"hello","client_id":"victim"}`)))
+			if _, err := c.Write(frame.Append(nil, frame.KindControl, 0, []byte(`{"op":"hello","client_id":"victim"}`))); err != nil {
+				t.Fatal(err)
+			}
 			c.SetReadDeadline(time.Now().Add(3 * time.Second))
 			rd := frame.NewReader(c, 1<<20)
 			if _, err := rd.ReadFrame(); err != nil {

@@ -425,12 +425,7 @@ func (srv *Server) parkLocked(s *Session) bool {
 func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
 	// The common case first: a plain message on an established session.
 	if f.Kind == frame.KindData && f.Flags == 0 && s.established && s.pipe == nil {
-		if srv.cfg.rate > 0 && !srv.allowMessage(s) {
-			return nil
-		}
-		if h := srv.handlers.Load().message; h != nil {
-			srv.callMessage(h, s, f.Payload)
-		}
+		srv.deliver(s, f.Payload)
 		return nil
 	}
 	if f.Kind != frame.KindData {
@@ -462,12 +457,7 @@ func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
 		case frame.FlagReply:
 			s.handleReply(f.Payload)
 		default:
-			if !srv.allowMessage(s) {
-				return nil
-			}
-			if h := srv.handlers.Load().message; h != nil {
-				srv.callMessage(h, s, f.Payload)
-			}
+			srv.deliver(s, f.Payload)
 		}
 	case frame.KindPing:
 		s.enqueue(frame.KindPong, 0, f.Payload)
@@ -486,17 +476,22 @@ func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
 	return nil
 }
 
+// deliver hands a message to the message handler, within the rate limit.
+func (srv *Server) deliver(s *Session, msg []byte) {
+	if srv.cfg.rate > 0 && !srv.allowMessage(s) {
+		return
+	}
+	if h := srv.handlers.Load().message; h != nil {
+		srv.callMessage(h, s, msg)
+	}
+}
+
 // handleLine implements text mode: every line is a message.
 func (srv *Server) handleLine(s *Session, line []byte) {
 	if !s.established && !srv.establish(s) {
 		return
 	}
-	if !srv.allowMessage(s) {
-		return
-	}
-	if h := srv.handlers.Load().message; h != nil {
-		srv.callMessage(h, s, line)
-	}
+	srv.deliver(s, line)
 }
 
 // callMessage runs the message handler, timing one call in 64 for the

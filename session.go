@@ -315,9 +315,7 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		return ErrQueueFull
 	}
 	if kind == frame.KindData && !s.held && s.mode == frame.ModeBinary && s.pipe == nil {
-		// The common case, encoded here rather than through appendLocked.
-		b := s.out.reserve(n)
-		s.out.commit(append(frame.AppendHeader(b, kind, flags, len(payload)), payload...))
+		s.out.appendFrame(kind, flags, payload) // the common case, without appendLocked's tests
 	} else if err := s.appendLocked(kind, flags, payload); err != nil {
 		s.mu.Unlock()
 		return err
@@ -418,8 +416,7 @@ func (s *Session) encodeLocked(q *queue, kind frame.Kind, flags frame.Flags, pay
 		q.commit(out)
 		return nil
 	}
-	b := q.reserve(frame.HeaderLen + len(payload))
-	q.commit(append(frame.AppendHeader(b, kind, flags, len(payload)), payload...))
+	q.appendFrame(kind, flags, payload)
 	return nil
 }
 
@@ -446,6 +443,12 @@ func (q *queue) reserve(n int) []byte {
 	}
 	q.chunks = append(q.chunks, c)
 	return c.b
+}
+
+// appendFrame queues one plain frame.
+func (q *queue) appendFrame(kind frame.Kind, flags frame.Flags, payload []byte) {
+	b := q.reserve(frame.HeaderLen + len(payload))
+	q.commit(append(frame.AppendHeader(b, kind, flags, len(payload)), payload...))
 }
 
 func (q *queue) commit(b []byte) {
@@ -561,6 +564,24 @@ func (s *Session) inbound(f *frame.Frame) error {
 	return nil
 }
 
+// takeBatchLocked hands everything queued to the writer w.
+func (s *Session) takeBatchLocked(w *writer) {
+	w.batch, s.out.chunks = s.out.chunks, w.batch[:0]
+	s.writingBytes, s.out.bytes = s.out.bytes, 0
+	s.foldQueuedLocked()
+}
+
+// writerDoneLocked ends the writer's turn with nothing left to write: a
+// closing session's socket is closed after its last byte. It reports
+// whether the caller must run finish.
+func (s *Session) writerDoneLocked() bool {
+	s.writerActive = false
+	if s.closing && !s.socketDone() {
+		s.closeSocketLocked()
+	}
+	return s.endLocked()
+}
+
 // writeLoop drains the queue: everything queued goes out in one writev, then
 // it looks again, and exits when the queue is empty. When the session is
 // closing, it closes the socket after the last byte (or the drain timeout).
@@ -571,20 +592,14 @@ func (s *Session) writeLoop() {
 		s.mu.Lock()
 		s.writingBytes = 0
 		if len(s.out.chunks) == 0 || s.socketDone() {
-			s.writerActive = false
-			if s.closing && !s.socketDone() {
-				s.closeSocketLocked()
-			}
-			end := s.endLocked()
+			end := s.writerDoneLocked()
 			s.mu.Unlock()
 			if end {
 				s.finish()
 			}
 			return
 		}
-		w.batch, s.out.chunks = s.out.chunks, w.batch[:0]
-		s.writingBytes, s.out.bytes = s.out.bytes, 0
-		s.foldQueuedLocked()
+		s.takeBatchLocked(w)
 		closing := s.closing
 		s.mu.Unlock()
 
@@ -614,9 +629,7 @@ func (s *Session) flushAfterDispatch() {
 		return
 	}
 	w := writerPool.Get().(*writer)
-	w.batch, s.out.chunks = s.out.chunks, w.batch[:0]
-	s.writingBytes, s.out.bytes = s.out.bytes, 0
-	s.foldQueuedLocked()
+	s.takeBatchLocked(w)
 	s.mu.Unlock()
 
 	n, err := w.tryWrite(s.rc)
@@ -647,11 +660,7 @@ func (s *Session) flushAfterDispatch() {
 		go s.writeFn() // still marked active: the writer takes over
 		return
 	}
-	s.writerActive = false
-	if s.closing && !s.socketDone() {
-		s.closeSocketLocked()
-	}
-	end := s.endLocked()
+	end := s.writerDoneLocked()
 	s.mu.Unlock()
 	if end {
 		s.finish()
