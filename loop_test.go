@@ -111,6 +111,10 @@ func TestCloseDuringDispatchKeepsAcceptedReplies(t *testing.T) {
 		}()
 		s := <-got
 		s.Disconnect("enough")
+		// Give a writer the close might (wrongly) start time to run before
+		// the handler goes on: what the handler had sent must still come
+		// first.
+		time.Sleep(20 * time.Millisecond)
 		close(asked)
 		next := 0
 		for {
@@ -235,6 +239,35 @@ func TestSendOrderAcrossGoroutines(t *testing.T) {
 		first := r.expect(frame.KindData)
 		if string(first) != "A" {
 			t.Fatalf("first reply %q, want A (sent first)", first)
+		}
+	})
+}
+
+// The other way round from TestSendOrderAcrossGoroutines: a goroutine's
+// send that happens before the handler's (the handler waits for it) goes
+// out first, also when the handler had sent something earlier in the same
+// dispatch. On an event loop the handler's first send is staged without the
+// lock, the goroutine's is queued under it, and the handler's second must
+// see that and go behind both.
+func TestSendOrderWithAnotherGoroutineInBetween(t *testing.T) {
+	engines(t, func(t *testing.T, opts ...msgnet.Option) {
+		srv, addr := startServer(t, opts...)
+		srv.OnMessage(func(s *msgnet.Session, msg []byte) {
+			s.Send([]byte("A0"))
+			done := make(chan struct{})
+			go func() { s.Send([]byte("X")); close(done) }()
+			<-done
+			s.Send([]byte("A1"))
+		})
+		r := dialRaw(t, addr)
+		r.hello("c")
+		for range 3 {
+			r.send(frame.KindData, "go")
+			for _, want := range []string{"A0", "X", "A1"} {
+				if got := r.expect(frame.KindData); string(got) != want {
+					t.Fatalf("got %q, want %q (order A0, X, A1)", got, want)
+				}
+			}
 		}
 	})
 }

@@ -76,6 +76,11 @@ func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTi
 // WithSendQueueBytes bounds each session's queue of unsent bytes (default
 // 4 MiB). A send that would exceed it fails with ErrQueueFull; a single
 // message always fits an empty queue.
+//
+// With WithNonBlockingHandlers, what a session's own handlers send while
+// its event loop runs them (at most 256 KiB, and never more than the bound
+// itself) is not seen by sends from other goroutines until the handlers
+// return, so for that moment the queue may hold up to that much more.
 func WithSendQueueBytes(n int) Option { return func(c *config) { c.queueBytes = n } }
 
 // WithDrainTimeout bounds how long a closing session may take to write what

@@ -243,7 +243,12 @@ func (s *Session) burst(r *reader, loopNow int64) (stayHot, more bool) {
 		if !edge {
 			now = time.Now().UnixNano()
 		}
-		s.lastActivity.Store(now)
+		if edge && s.lastActivity.Load() == now {
+			// The loop's clock has not moved since this session's last
+			// read: an atomic store costs more than this comparison.
+		} else {
+			s.lastActivity.Store(now)
+		}
 		s.bytesIn.Add(uint64(nr))
 		short := nr < asked
 		n = s.ingest(buf, n+nr)
@@ -337,7 +342,7 @@ func (s *Session) ingest(buf []byte, n int) int {
 	inline := s.inline
 	if inline {
 		s.mu.Lock()
-		s.flushAfter = true
+		s.beginTurnLocked()
 		// Unless a writer is already draining a slow peer's queue, no reply
 		// leaves before dispatch returns (see dispatch's counting).
 		s.countPerBurst = !s.writerActive

@@ -412,6 +412,7 @@ func (srv *Server) parkLocked(s *Session) bool {
 	add := p.Add
 	if srv.cfg.inline {
 		s.inline = true
+		s.loop.Store(p)
 		add = p.AddEdge
 	}
 	if err := add(fd, (*pollTarget)(s), s.gen); err != nil {

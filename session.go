@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/internal/gid"
 	"github.com/msgnet/msgnet/internal/netpoll"
 	"github.com/msgnet/msgnet/pipeline"
 	"golang.org/x/time/rate"
@@ -99,6 +100,18 @@ type Session struct {
 
 	readFn, writeFn func()
 	ctr             *counters // the server's or client's
+
+	// An event loop's turn (WithNonBlockingHandlers): while the loop runs
+	// the session's handlers on a burst of input, the DATA they send on the
+	// loop's goroutine is staged without the lock, and moved to the front
+	// of out when they return or when the lock is taken anyway. See
+	// enqueue for why that keeps every send's order.
+	loop      atomic.Pointer[netpoll.Poller] // the session's event loop, once registered on one
+	turn      bool                           // guarded by mu; read without it only on the loop's goroutine
+	shared    atomic.Bool                    // another goroutine queued into out during the turn
+	stage     queue                          // loop-only
+	stageMsgs uint64                         // loop-only
+	stageRoom int                            // loop-only: what the stage may hold this turn
 
 	// ext holds what most sessions never use, allocated on first use so an
 	// idle session stays small.
@@ -287,7 +300,27 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 	if kind != kindRaw && len(payload) > s.maxPayload {
 		return ErrMessageTooLarge
 	}
-	s.mu.Lock()
+	if s.onOwnLoop() {
+		// A handler's send on its own event loop, during its turn: staged
+		// without the lock while nobody else has queued anything this turn.
+		// The order holds: a send that happened before this one on another
+		// goroutine set shared first (under the lock), so it is seen here
+		// and this send takes the lock; a send that happens after this one
+		// lands in out, behind the stage, which goes first.
+		if kind == frame.KindData && !s.shared.Load() && !s.stopRead.Load() &&
+			s.stage.bytes+frame.HeaderLen+len(payload) <= s.stageRoom {
+			s.stage.appendFrame(kind, flags, payload)
+			s.stageMsgs++
+			return nil
+		}
+		s.mu.Lock()
+		s.endStageLocked() // the rest of the turn takes the lock
+	} else {
+		s.mu.Lock()
+	}
+	if s.turn && !s.shared.Load() {
+		s.shared.Store(true)
+	}
 	if s.closing {
 		s.mu.Unlock()
 		return ErrSessionClosed
@@ -332,6 +365,70 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		go s.writeFn()
 	}
 	return nil
+}
+
+// onOwnLoop reports whether the caller is the session's event loop in the
+// middle of the session's turn: then the stage is the caller's own.
+func (s *Session) onOwnLoop() bool {
+	if !gid.Supported {
+		return false
+	}
+	p := s.loop.Load()
+	// s.turn is read only once the caller is known to be the loop's
+	// goroutine, the only one that changes it.
+	return p != nil && p.Owner() == gid.Current() && s.turn
+}
+
+// stageLimit bounds what a session's handlers stage in one turn; past it
+// (or the queue bound, if lower) their sends take the lock.
+const stageLimit = 256 << 10
+
+// beginTurnLocked starts the loop's turn with a session: its handlers are
+// about to run on a burst of input. Staging needs a session that speaks
+// plain frames (no pipeline stage, which the lock orders) with nothing
+// queued and no writer: then the stage can simply go first.
+func (s *Session) beginTurnLocked() {
+	s.flushAfter = true
+	if gid.Supported && !s.writerActive && !s.closing && s.mode == frame.ModeBinary &&
+		s.pipe == nil && !s.held && len(s.out.chunks) == 0 {
+		s.turn = true
+		s.stageRoom = min(stageLimit, s.queueLimit)
+		if s.shared.Load() {
+			s.shared.Store(false)
+		}
+	}
+}
+
+// endStageLocked ends staging for the turn, if it was on: what was staged
+// moves to the front of out, ahead of what other goroutines queued during
+// the turn, or is dropped if the connection was cut meanwhile (abort drops
+// the queue too). Only the loop calls it.
+func (s *Session) endStageLocked() {
+	if !s.turn {
+		return
+	}
+	s.turn = false
+	if len(s.stage.chunks) == 0 {
+		return
+	}
+	s.queuedMsgs += s.stageMsgs
+	s.stageMsgs = 0
+	if s.socketDone() {
+		for i, c := range s.stage.chunks {
+			putChunk(c)
+			s.stage.chunks[i] = nil
+		}
+		s.stage.chunks, s.stage.bytes = s.stage.chunks[:0], 0
+		return
+	}
+	// The stage's slice becomes out's, and out's old one the stage's, so
+	// that moving allocates nothing in the steady state.
+	merged := append(s.stage.chunks, s.out.chunks...)
+	clear(s.out.chunks)
+	s.stage.chunks = s.out.chunks[:0]
+	s.out.chunks = merged
+	s.out.bytes += s.stage.bytes
+	s.stage.bytes = 0
 }
 
 // sendLimitLocked is the largest DATA payload a send accepts: the message
@@ -623,8 +720,15 @@ func (s *Session) writeLoop() {
 // writing to each other cannot deadlock.
 func (s *Session) flushAfterDispatch() {
 	s.mu.Lock()
+	turn := s.turn
+	s.endStageLocked()
 	s.flushAfter = false
 	if !s.wantWriterLocked() {
+		if turn && s.closing && !s.writerActive && !s.socketDone() {
+			// A close during the turn waited for it (see closeWith), and
+			// nothing is left to write before the socket closes.
+			s.closeSocketLocked()
+		}
 		s.mu.Unlock()
 		return
 	}
@@ -838,7 +942,10 @@ func (s *Session) closeWith(reason error, notify bool) {
 		s.dropQueueLocked()
 	}
 	start := false
-	if !s.writerActive && !s.socketDone() {
+	// During an event loop's turn with the session, what its handlers
+	// staged must go out before the last word: the loop starts the writer,
+	// or closes the socket, when they return (flushAfterDispatch).
+	if !s.writerActive && !s.socketDone() && !s.turn {
 		if len(s.out.chunks) > 0 {
 			s.writerActive = true
 			start = true

@@ -29,6 +29,9 @@ func (p *Poller) Remove(fd int) error { return ErrClosed }
 // Run is never reached on this platform.
 func (p *Poller) Run() error { return ErrClosed }
 
+// Owner is 0: there is no poller goroutine.
+func (p *Poller) Owner() uintptr { return 0 }
+
 // Close is never reached on this platform.
 func (p *Poller) Close() error { return nil }
 

@@ -13,8 +13,9 @@ package netpoll
 import "errors"
 
 // Readable is told, on the poller's goroutine, that its socket has data or
-// was closed by the peer; now is when the poller's wait returned (Unix
-// nanoseconds), one clock reading shared by every report of a round;
+// was closed by the peer; now is a recent clock reading (Unix nanoseconds),
+// taken when the poller's wait returned from a park and otherwise every few
+// rounds, so that under load it may lag by a fraction of a millisecond;
 // hangup is set when the report says the peer closed or the socket failed,
 // so that an owner reading edge-triggered reads on to the end. An owner
 // that stopped before its socket was drained (to give others their turn)
