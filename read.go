@@ -53,12 +53,32 @@ func (s *Session) readable(now int64, hangup bool) (again bool) {
 		return false
 	}
 	s.readerActive = true
-	s.mu.Unlock()
 	if s.inline {
+		// The loop's turn with the session starts here and lasts the
+		// whole burst: what the handlers queue is written when it ends
+		// (endTurn). Unless a writer is already draining a slow peer's
+		// queue, no reply leaves before then (see dispatch's counting).
+		s.beginTurnLocked()
+		s.countPerBurst = !s.writerActive
+		s.mu.Unlock()
 		return s.readInline(now, hangup)
 	}
+	s.mu.Unlock()
 	go s.readFn()
 	return false
+}
+
+// loopScratch is an event loop's scratch space for the session it is
+// reading: one loop reads one session at a time, so it needs no pool.
+type loopScratch struct {
+	r   *reader
+	buf *[]byte
+	w   *writer
+}
+
+func newLoopScratch() *loopScratch {
+	b := make([]byte, readBufSize)
+	return &loopScratch{r: newReader(), buf: &b, w: newWriter()}
 }
 
 // loopReads bounds the reads of one session in one turn of its event
@@ -75,16 +95,9 @@ func (s *Session) readInline(now int64, hangup bool) (again bool) {
 	if hangup {
 		s.peerHup = true
 	}
-	r := readerPool.Get().(*reader)
-	_, again = s.burst(r, now)
-	readerPool.Put(r)
-	s.mu.Lock()
-	s.readerActive = false
-	end := s.endLocked()
-	s.mu.Unlock()
-	if end {
-		s.finish()
-	}
+	sc := s.loop.Load().Local.(*loopScratch)
+	_, again = s.burst(sc.r, now, sc.buf)
+	end := s.endTurn(sc.w)
 	return again && !end
 }
 
@@ -100,7 +113,7 @@ func (s *Session) readInline(now int64, hangup bool) (again bool) {
 // demotes it to the epoll set once it has been silent for parkAfter.
 func (s *Session) readParked() {
 	r := readerPool.Get().(*reader)
-	hot, _ := s.burst(r, 0)
+	hot, _ := s.burst(r, 0, nil)
 	readerPool.Put(r)
 	if hot && !s.stopRead.Load() {
 		s.readHot()
@@ -175,7 +188,10 @@ const (
 // stops after a short read unless the peer has hung up (the FIN may sit
 // behind the data just read, and no new report would come for it), and
 // stops after loopReads reads with more set: the loop gives it another turn.
-func (s *Session) burst(r *reader, loopNow int64) (stayHot, more bool) {
+//
+// An event loop passes its own buffer as loopBuf; others take one from a
+// pool for the burst.
+func (s *Session) burst(r *reader, loopNow int64, loopBuf *[]byte) (stayHot, more bool) {
 	edge := loopNow != 0
 	now := loopNow
 	if !edge {
@@ -189,7 +205,12 @@ func (s *Session) burst(r *reader, loopNow int64) (stayHot, more bool) {
 		pool = &readBufPool
 	}
 	reads := 0
-	bp := pool.Get().(*[]byte)
+	var bp *[]byte
+	if loopBuf != nil {
+		pool, bp = nil, loopBuf
+	} else {
+		bp = pool.Get().(*[]byte)
+	}
 	buf := *bp
 	n := 0
 	if len(s.pending) > 0 {
@@ -257,7 +278,9 @@ func (s *Session) burst(r *reader, loopNow int64) (stayHot, more bool) {
 		}
 	}
 	s.keepPending(buf[:n])
-	pool.Put(bp) // buf may have outgrown it; the pooled one is unchanged
+	if pool != nil {
+		pool.Put(bp) // buf may have outgrown it; the pooled one is unchanged
+	}
 	return stayHot, more
 }
 
@@ -272,14 +295,16 @@ type reader struct {
 	readFn func(fd uintptr) bool
 }
 
-var readerPool = sync.Pool{New: func() any {
+var readerPool = sync.Pool{New: func() any { return newReader() }}
+
+func newReader() *reader {
 	r := new(reader)
 	r.readFn = func(fd uintptr) bool {
 		r.n, r.err = rawRead(int(fd), r.buf)
 		return true
 	}
 	return r
-}}
+}
 
 // demoteIfIdle parks a hot session that has been silent since before
 // limit: it wakes its waiting reader with an expired deadline.
@@ -336,22 +361,7 @@ func grow(buf []byte, n, total int) []byte {
 // left to the front of buf and returns its length. On a protocol error it
 // closes the session and returns 0.
 func (s *Session) ingest(buf []byte, n int) int {
-	// On an event loop, what the handlers queue is written once they
-	// return, with one non-blocking write: no writer goroutine is started
-	// for the usual burst of replies (see flushAfterDispatch).
-	inline := s.inline
-	if inline {
-		s.mu.Lock()
-		s.beginTurnLocked()
-		// Unless a writer is already draining a slow peer's queue, no reply
-		// leaves before dispatch returns (see dispatch's counting).
-		s.countPerBurst = !s.writerActive
-		s.mu.Unlock()
-	}
 	used, err := s.dispatch(buf[:n])
-	if inline {
-		s.flushAfterDispatch()
-	}
 	if err != nil {
 		s.fail(err)
 		return 0

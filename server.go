@@ -380,6 +380,9 @@ func (srv *Server) parkLocked(s *Session) bool {
 				srv.cfg.park = false
 				return false
 			}
+			if srv.cfg.inline {
+				p.Local = newLoopScratch()
+			}
 			srv.pollers = append(srv.pollers, p)
 			srv.bgWG.Add(1)
 			go func() {

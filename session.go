@@ -712,6 +712,77 @@ func (s *Session) writeLoop() {
 	}
 }
 
+// endTurn ends an event loop's turn with a session, once its handlers have
+// run on a burst: it writes what they sent, with one non-blocking write
+// (w is the loop's scratch writer), hands the reader's role back, and
+// reports whether the session ended.
+//
+// In the usual case only the handlers sent anything, all of it staged, and
+// nobody else queued or closed meanwhile: the stage is written without the
+// lock, which is safe because no writer starts while flushAfter is set and
+// a close waits for the turn. What another goroutine queues meanwhile goes
+// behind it in out, as it would have anyway. Otherwise flushAfterDispatch
+// does it under the lock.
+func (s *Session) endTurn(w *writer) (ended bool) {
+	if !s.turn || len(s.stage.chunks) == 0 || s.shared.Load() || s.stopRead.Load() {
+		s.flushAfterDispatch()
+		s.mu.Lock()
+		s.readerActive = false
+		end := s.endLocked()
+		s.mu.Unlock()
+		if end {
+			s.finish()
+		}
+		return end
+	}
+	s.msgsOut.Add(s.stageMsgs) // counted before the peer can see them
+	s.stageMsgs = 0
+	w.batch, s.stage.chunks = s.stage.chunks, w.batch[:0]
+	s.stage.bytes = 0
+	n, err := w.tryWrite(s.rc)
+	s.bytesOut.Add(uint64(n))
+	rest, restBytes := w.unwritten(n)
+
+	s.mu.Lock()
+	s.turn, s.flushAfter = false, false
+	if err != nil {
+		for _, c := range rest {
+			putChunk(c)
+		}
+		s.readerActive = false
+		s.mu.Unlock()
+		s.abort(err) // finishes the session: no reader or writer is left
+		return true
+	}
+	if len(rest) > 0 {
+		if s.socketDone() {
+			for _, c := range rest { // aborted meanwhile: nothing more goes out
+				putChunk(c)
+			}
+		} else {
+			s.out.chunks = append(rest, s.out.chunks...)
+			s.out.bytes += restBytes
+		}
+	}
+	start := false
+	if len(s.out.chunks) > 0 && !s.socketDone() {
+		// The peer is slow, or another goroutine queued meanwhile.
+		s.writerActive, start = true, true
+	} else if s.closing && !s.socketDone() {
+		s.closeSocketLocked() // a close waited for the turn, and all is written
+	}
+	s.readerActive = false
+	end := s.endLocked()
+	s.mu.Unlock()
+	if start {
+		go s.writeFn()
+	}
+	if end {
+		s.finish()
+	}
+	return end
+}
+
 // flushAfterDispatch writes what the handlers of a burst queued, on the
 // reader's goroutine, with one non-blocking write system call. Whatever
 // that write cannot take (the peer is slow), and whatever other
@@ -786,14 +857,16 @@ type writer struct {
 	writeFn func(fd uintptr) bool
 }
 
-var writerPool = sync.Pool{New: func() any {
+var writerPool = sync.Pool{New: func() any { return newWriter() }}
+
+func newWriter() *writer {
 	w := new(writer)
 	w.writeFn = func(fd uintptr) bool {
 		w.wn, w.werr = w.writeOnce(int(fd))
 		return true // one attempt: never wait for the socket
 	}
 	return w
-}}
+}
 
 // tryWrite writes as much of the batch as the socket takes at once, with
 // one system call, and reports how much went. A full socket buffer is not

@@ -28,6 +28,11 @@ type Poller struct {
 	closed bool
 
 	owner atomic.Uintptr // gid.Current() of the goroutine in Run, 0 outside it
+
+	// Local is for the owners' use on the poller's goroutine only, in
+	// their Readable callbacks: scratch space shared by every owner,
+	// since Run calls one at a time. Set it before Run.
+	Local any
 }
 
 // slot is what an fd is registered for. The generation lets the poller

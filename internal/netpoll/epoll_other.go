@@ -6,7 +6,10 @@ package netpoll
 const Supported = false
 
 // Poller is not available on this platform; New always fails.
-type Poller struct{}
+type Poller struct {
+	// Local is for the owners' use on the poller's goroutine (unused here).
+	Local any
+}
 
 // New fails: connections keep a goroutine each on this platform.
 func New() (*Poller, error) { return nil, ErrClosed }
