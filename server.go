@@ -419,7 +419,10 @@ func (srv *Server) parkLocked(s *Session) bool {
 		add = p.AddEdge
 	}
 	if err := add(fd, (*pollTarget)(s), s.gen); err != nil {
-		s.parked = false
+		// The session gets a reader goroutine of its own instead; it must
+		// not look like one of the loop's (see onOwnLoop).
+		s.parked, s.inline = false, false
+		s.loop.Store(nil)
 		return false
 	}
 	return true

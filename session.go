@@ -112,6 +112,7 @@ type Session struct {
 	stage     queue                          // loop-only
 	stageMsgs uint64                         // loop-only
 	stageRoom int                            // loop-only: what the stage may hold this turn
+	deferred  bool                           // guarded by mu: a close during the turn left the writer or the socket's close to the loop
 
 	// ext holds what most sessions never use, allocated on first use so an
 	// idle session stays small.
@@ -744,7 +745,7 @@ func (s *Session) endTurn(w *writer) (ended bool) {
 	rest, restBytes := w.unwritten(n)
 
 	s.mu.Lock()
-	s.turn, s.flushAfter = false, false
+	s.turn, s.flushAfter, s.deferred = false, false, false
 	if err != nil {
 		for _, c := range rest {
 			putChunk(c)
@@ -791,11 +792,12 @@ func (s *Session) endTurn(w *writer) (ended bool) {
 // writing to each other cannot deadlock.
 func (s *Session) flushAfterDispatch() {
 	s.mu.Lock()
-	turn := s.turn
 	s.endStageLocked()
 	s.flushAfter = false
+	deferred := s.deferred
+	s.deferred = false
 	if !s.wantWriterLocked() {
-		if turn && s.closing && !s.writerActive && !s.socketDone() {
+		if deferred && s.closing && !s.writerActive && !s.socketDone() {
 			// A close during the turn waited for it (see closeWith), and
 			// nothing is left to write before the socket closes.
 			s.closeSocketLocked()
@@ -1018,7 +1020,9 @@ func (s *Session) closeWith(reason error, notify bool) {
 	// During an event loop's turn with the session, what its handlers
 	// staged must go out before the last word: the loop starts the writer,
 	// or closes the socket, when they return (flushAfterDispatch).
-	if !s.writerActive && !s.socketDone() && !s.turn {
+	if s.turn {
+		s.deferred = true
+	} else if !s.writerActive && !s.socketDone() {
 		if len(s.out.chunks) > 0 {
 			s.writerActive = true
 			start = true

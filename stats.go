@@ -167,7 +167,7 @@ type SessionInfo struct {
 	MsgsOut      uint64
 	BytesIn      uint64
 	BytesOut     uint64
-	QueueBytes   int
+	QueueBytes   int // not yet handed to the socket (see queuedBytes for an event loop's turn)
 	Groups       []string
 	Parked       bool // its socket is in the epoll set, not held by a goroutine
 }
@@ -191,10 +191,18 @@ func (s *Session) Info() SessionInfo {
 
 // queuedBytes is what the session has yet to hand to the socket: its queues
 // and the batch its writer is writing.
+//
+// What a session's handlers send during its event loop's turn is staged by
+// the loop and written when they return; only the loop itself can see it,
+// so only a caller on the loop (a handler) has it counted.
 func (s *Session) queuedBytes() int {
+	staged := 0
+	if s.onOwnLoop() {
+		staged = s.stage.bytes
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.out.bytes + s.early.bytes + s.writingBytes
+	return s.out.bytes + s.early.bytes + s.writingBytes + staged
 }
 
 // transportName names a connection's transport. Transports other than TCP

@@ -25,7 +25,13 @@ func TestStatsCountExactly(t *testing.T) {
 	refused := dialRaw(t, addr)
 	refused.expectError(frame.CodeServerFull)
 
-	st := srv.Stats()
+	// Bytes out are counted once the write returns, which can be after the
+	// peer has read them: wait for the count to settle.
+	var st msgnet.Stats
+	waitFor(t, "DATA bytes out counted", func() bool {
+		st = srv.Stats()
+		return st.KindBytesOut["DATA"] >= 200
+	})
 	if st.Sessions != 1 || st.Accepted != 1 || st.Refused["server_full"] != 1 {
 		t.Fatalf("sessions %d accepted %d refused %v", st.Sessions, st.Accepted, st.Refused)
 	}
