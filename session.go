@@ -545,7 +545,22 @@ func (q *queue) reserve(n int) []byte {
 
 // appendFrame queues one plain frame.
 func (q *queue) appendFrame(kind frame.Kind, flags frame.Flags, payload []byte) {
-	b := q.reserve(frame.HeaderLen + len(payload))
+	n := frame.HeaderLen + len(payload)
+	if k := len(q.chunks); k > 0 {
+		// The common case, a frame that fits the last chunk, written in
+		// place: appending the header field by field costs as much as the
+		// rest of queueing a small frame.
+		c := q.chunks[k-1]
+		if at := len(c.b); cap(c.b)-at >= n {
+			b := c.b[at : at+n]
+			frame.PutHeader(b, kind, flags, len(payload))
+			copy(b[frame.HeaderLen:], payload)
+			c.b = c.b[:at+n]
+			q.bytes += n
+			return
+		}
+	}
+	b := q.reserve(n)
 	q.commit(append(frame.AppendHeader(b, kind, flags, len(payload)), payload...))
 }
 
