@@ -60,6 +60,7 @@ func (s *Session) readable(now int64, hangup bool) (again bool) {
 		// queue, no reply leaves before then (see dispatch's counting).
 		s.beginTurnLocked()
 		s.countPerBurst = !s.writerActive
+		s.fdBusy = true
 		s.mu.Unlock()
 		return s.readInline(now, hangup)
 	}
@@ -239,7 +240,11 @@ func (s *Session) burst(r *reader, loopNow int64, loopBuf *[]byte) (stayHot, mor
 		reads++
 		r.buf = buf[n:]
 		asked := len(r.buf)
-		if err := s.rc.Read(r.readFn); err != nil {
+		if edge {
+			// The loop's own descriptor for the turn (see fdBusy): a raw
+			// read, without the net.Conn's locking.
+			r.n, r.err = rawRead(int(s.fd), r.buf)
+		} else if err := s.rc.Read(r.readFn); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				// The sweeper demoted us while we were busy.
 				s.nc.SetReadDeadline(time.Time{})
@@ -252,6 +257,9 @@ func (s *Session) burst(r *reader, loopNow int64, loopBuf *[]byte) (stayHot, mor
 		nr, err := r.n, r.err
 		if err == unix.EAGAIN {
 			break
+		}
+		if err == unix.EINTR {
+			continue
 		}
 		if nr <= 0 {
 			if err == nil {

@@ -114,6 +114,14 @@ type Session struct {
 	stageRoom int                            // loop-only: what the stage may hold this turn
 	deferred  bool                           // guarded by mu: a close during the turn left the writer or the socket's close to the loop
 
+	// The loop reads and writes the descriptor with raw system calls,
+	// without the net.Conn's reference counting; closing it meanwhile
+	// would free the number for a new connection that the loop's next call
+	// would then read or write. So while fdBusy the close waits for the
+	// loop (see closeFdLocked and endFdUseLocked).
+	fdBusy         bool // guarded by mu: the event loop is in a turn with the session
+	fdClosePending bool // guarded by mu: close the descriptor when the turn ends
+
 	// ext holds what most sessions never use, allocated on first use so an
 	// idle session stays small.
 	ext atomic.Pointer[sessionExt]
@@ -743,6 +751,7 @@ func (s *Session) endTurn(w *writer) (ended bool) {
 	if !s.turn || len(s.stage.chunks) == 0 || s.shared.Load() || s.stopRead.Load() {
 		s.flushAfterDispatch()
 		s.mu.Lock()
+		s.endFdUseLocked()
 		s.readerActive = false
 		end := s.endLocked()
 		s.mu.Unlock()
@@ -755,7 +764,7 @@ func (s *Session) endTurn(w *writer) (ended bool) {
 	s.stageMsgs = 0
 	w.batch, s.stage.chunks = s.stage.chunks, w.batch[:0]
 	s.stage.bytes = 0
-	n, err := w.tryWrite(s.rc)
+	n, err := w.tryWriteFd(int(s.fd))
 	s.bytesOut.Add(uint64(n))
 	rest, restBytes := w.unwritten(n)
 
@@ -765,6 +774,7 @@ func (s *Session) endTurn(w *writer) (ended bool) {
 		for _, c := range rest {
 			putChunk(c)
 		}
+		s.endFdUseLocked()
 		s.readerActive = false
 		s.mu.Unlock()
 		s.abort(err) // finishes the session: no reader or writer is left
@@ -787,6 +797,7 @@ func (s *Session) endTurn(w *writer) (ended bool) {
 	} else if s.closing && !s.socketDone() {
 		s.closeSocketLocked() // a close waited for the turn, and all is written
 	}
+	s.endFdUseLocked()
 	s.readerActive = false
 	end := s.endLocked()
 	s.mu.Unlock()
@@ -824,7 +835,7 @@ func (s *Session) flushAfterDispatch() {
 	s.takeBatchLocked(w)
 	s.mu.Unlock()
 
-	n, err := w.tryWrite(s.rc)
+	n, err := w.tryWriteFd(int(s.fd)) // on the loop, in its turn: see fdBusy
 	s.bytesOut.Add(uint64(n))
 	rest, restBytes := w.unwritten(n)
 	writerPool.Put(w)
@@ -883,6 +894,16 @@ func newWriter() *writer {
 		return true // one attempt: never wait for the socket
 	}
 	return w
+}
+
+// tryWriteFd is tryWrite for the event loop, on a descriptor it holds
+// (see Session.fdBusy).
+func (w *writer) tryWriteFd(fd int) (int, error) {
+	n, err := w.writeOnce(fd)
+	if err == syscall.EAGAIN || err == syscall.EINTR {
+		return 0, nil
+	}
+	return max(n, 0), err
 }
 
 // tryWrite writes as much of the batch as the socket takes at once, with
@@ -1066,7 +1087,12 @@ func (s *Session) abort(reason error) {
 	}
 	s.dropQueueLocked()
 	if s.lingering {
-		s.nc.Close() // cut the linger short; lingerThenClose finishes
+		// Cut the linger short; lingerThenClose finishes.
+		if s.inline {
+			s.nc.SetReadDeadline(time.Unix(1, 0)) // the descriptor may be the loop's still
+		} else {
+			s.nc.Close()
+		}
 	} else if !s.sockClosed {
 		s.lingerOnEnd = false
 		s.closeSocketLocked()
@@ -1121,7 +1147,27 @@ func (s *Session) closeSocketLocked() {
 		}
 	}
 	s.sockClosed = true
+	s.closeFdLocked()
+}
+
+// closeFdLocked closes the connection now, or, while the session's event
+// loop uses its descriptor (fdBusy), when the loop's turn ends.
+func (s *Session) closeFdLocked() {
+	if s.fdBusy {
+		s.fdClosePending = true
+		return
+	}
 	s.nc.Close()
+}
+
+// endFdUseLocked ends the event loop's use of the descriptor, closing it
+// if a close waited for that.
+func (s *Session) endFdUseLocked() {
+	s.fdBusy = false
+	if s.fdClosePending {
+		s.fdClosePending = false
+		s.nc.Close()
+	}
 }
 
 // socketDone reports whether the socket is closed or closing.
@@ -1131,9 +1177,9 @@ func (s *Session) socketDone() bool { return s.sockClosed || s.lingering }
 const lingerTime = time.Second
 
 func (s *Session) lingerThenClose() {
-	discardInput(s.nc)
-	s.nc.Close()
+	discardInput(s.nc, s.inline)
 	s.mu.Lock()
+	s.closeFdLocked()
 	s.sockClosed = true
 	end := s.endLocked()
 	s.mu.Unlock()
@@ -1145,10 +1191,16 @@ func (s *Session) lingerThenClose() {
 // discardInput reads and drops input until EOF, an error, lingerTime or
 // 256 KiB, whichever comes first. The time limit closes the connection
 // rather than setting a read deadline, which the hot-reader demotion may
-// clear concurrently; the caller closes it anyway.
-func discardInput(nc net.Conn) {
-	t := time.AfterFunc(lingerTime, func() { nc.Close() })
-	defer t.Stop()
+// clear concurrently; the caller closes it anyway. On an event loop
+// (loop set) there is no hot reader, and the descriptor must not be closed
+// under the loop (see Session.fdBusy): there it is a read deadline.
+func discardInput(nc net.Conn, loop bool) {
+	if loop {
+		nc.SetReadDeadline(time.Now().Add(lingerTime))
+	} else {
+		t := time.AfterFunc(lingerTime, func() { nc.Close() })
+		defer t.Stop()
+	}
 	var b [2048]byte
 	for n := 0; n < 256<<10; {
 		k, err := nc.Read(b[:])
@@ -1164,7 +1216,7 @@ func discardInput(nc net.Conn) {
 func lingerClose(nc net.Conn) {
 	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
-		discardInput(nc)
+		discardInput(nc, false)
 	}
 	nc.Close()
 }
