@@ -83,8 +83,8 @@ func newLoopScratch() *loopScratch {
 }
 
 // loopReads bounds the reads of one session in one turn of its event
-// loop (up to 256 KiB with the pooled buffer): a peer that sends without
-// pause must not keep the loop from the other sessions.
+// loop. A read that fills the buffer already ends the turn (see burst);
+// this bounds the short reads made after a hang-up, reading to the end.
 const loopReads = 4
 
 // readInline reads a session with non-blocking handlers on its event
@@ -188,7 +188,8 @@ const (
 // and the clock is only for the idle timeout and the hot-reader window),
 // stops after a short read unless the peer has hung up (the FIN may sit
 // behind the data just read, and no new report would come for it), and
-// stops after loopReads reads with more set: the loop gives it another turn.
+// stops with more set after a read that filled the buffer, or after
+// loopReads reads: the loop gives it another turn.
 //
 // An event loop passes its own buffer as loopBuf; others take one from a
 // pool for the burst.
@@ -283,6 +284,14 @@ func (s *Session) burst(r *reader, loopNow int64, loopBuf *[]byte) (stayHot, mor
 		n = s.ingest(buf, n+nr)
 		if edge && short && !s.peerHup {
 			break // drained: the next data brings a new report
+		}
+		if edge && !short {
+			// More may be waiting, but the replies to this read are
+			// written first (the turn's end), and the session comes back
+			// in the next round: held through several reads, they could
+			// fill the send queue of a peer that reads everything.
+			more = true
+			break
 		}
 	}
 	s.keepPending(buf[:n])

@@ -1142,6 +1142,11 @@ func (s *Session) closeSocketLocked() {
 		if cw, ok := s.nc.(interface{ CloseWrite() error }); ok {
 			s.lingering = true
 			cw.CloseWrite()
+			if s.inline {
+				// Bounded by a deadline, set here under the lock so that
+				// abort's cut (an expired deadline) always comes after it.
+				s.nc.SetReadDeadline(time.Now().Add(lingerTime))
+			}
 			go s.lingerThenClose()
 			return
 		}
@@ -1193,11 +1198,10 @@ func (s *Session) lingerThenClose() {
 // rather than setting a read deadline, which the hot-reader demotion may
 // clear concurrently; the caller closes it anyway. On an event loop
 // (loop set) there is no hot reader, and the descriptor must not be closed
-// under the loop (see Session.fdBusy): there it is a read deadline.
+// under the loop (see Session.fdBusy): there the caller has set a read
+// deadline instead.
 func discardInput(nc net.Conn, loop bool) {
-	if loop {
-		nc.SetReadDeadline(time.Now().Add(lingerTime))
-	} else {
+	if !loop {
 		t := time.AfterFunc(lingerTime, func() { nc.Close() })
 		defer t.Stop()
 	}
