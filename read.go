@@ -58,7 +58,7 @@ func (s *Session) readable(now int64, hangup bool) (again bool) {
 		// whole burst: what the handlers queue is written when it ends
 		// (endTurn). Unless a writer is already draining a slow peer's
 		// queue, no reply leaves before then (see dispatch's counting).
-		s.beginTurnLocked()
+		s.beginTurnLocked(s.loopStage())
 		s.countPerBurst = !s.writerActive
 		s.fdBusy = true
 		s.mu.Unlock()
@@ -75,6 +75,7 @@ type loopScratch struct {
 	r   *reader
 	buf *[]byte
 	w   *writer
+	st  stager
 }
 
 func newLoopScratch() *loopScratch {
@@ -98,7 +99,7 @@ func (s *Session) readInline(now int64, hangup bool) (again bool) {
 	}
 	sc := s.loop.Load().Local.(*loopScratch)
 	_, again = s.burst(sc.r, now, sc.buf)
-	end := s.endTurn(sc.w)
+	end := s.endTurn(sc)
 	return again && !end
 }
 

@@ -421,7 +421,7 @@ func (srv *Server) parkLocked(s *Session) bool {
 	}
 	if err := add(fd, (*pollTarget)(s), s.gen); err != nil {
 		// The session gets a reader goroutine of its own instead; it must
-		// not look like one of the loop's (see onOwnLoop).
+		// not look like one of the loop's (see ownStage).
 		s.parked, s.inline = false, false
 		s.loop.Store(nil)
 		return false

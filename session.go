@@ -103,16 +103,14 @@ type Session struct {
 
 	// An event loop's turn (WithNonBlockingHandlers): while the loop runs
 	// the session's handlers on a burst of input, the DATA they send on the
-	// loop's goroutine is staged without the lock, and moved to the front
-	// of out when they return or when the lock is taken anyway. See
+	// loop's goroutine is staged without the lock (in the loop's stager:
+	// one loop runs one session's handlers at a time), and moved to the
+	// front of out when they return or when the lock is taken anyway. See
 	// enqueue for why that keeps every send's order.
-	loop      atomic.Pointer[netpoll.Poller] // the session's event loop, once registered on one
-	turn      bool                           // guarded by mu; read without it only on the loop's goroutine
-	shared    atomic.Bool                    // another goroutine queued into out during the turn
-	stage     queue                          // loop-only
-	stageMsgs uint64                         // loop-only
-	stageRoom int                            // loop-only: what the stage may hold this turn
-	deferred  bool                           // guarded by mu: a close during the turn left the writer or the socket's close to the loop
+	loop     atomic.Pointer[netpoll.Poller] // the session's event loop, once registered on one
+	turn     bool                           // guarded by mu; read without it only on the loop's goroutine
+	shared   atomic.Bool                    // another goroutine queued into out during the turn
+	deferred bool                           // guarded by mu: a close during the turn left the writer or the socket's close to the loop
 
 	// The loop reads and writes the descriptor with raw system calls,
 	// without the net.Conn's reference counting; closing it meanwhile
@@ -309,7 +307,7 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 	if kind != kindRaw && len(payload) > s.maxPayload {
 		return ErrMessageTooLarge
 	}
-	if s.onOwnLoop() {
+	if st := s.ownStage(); st != nil {
 		// A handler's send on its own event loop, during its turn: staged
 		// without the lock while nobody else has queued anything this turn.
 		// The order holds: a send that happened before this one on another
@@ -317,13 +315,13 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		// and this send takes the lock; a send that happens after this one
 		// lands in out, behind the stage, which goes first.
 		if kind == frame.KindData && !s.shared.Load() && !s.stopRead.Load() &&
-			s.stage.bytes+frame.HeaderLen+len(payload) <= s.stageRoom {
-			s.stage.appendFrame(kind, flags, payload)
-			s.stageMsgs++
+			st.q.bytes+frame.HeaderLen+len(payload) <= st.room {
+			st.q.appendFrame(kind, flags, payload)
+			st.msgs++
 			return nil
 		}
 		s.mu.Lock()
-		s.endStageLocked() // the rest of the turn takes the lock
+		s.endStageLocked(st) // the rest of the turn takes the lock
 	} else {
 		s.mu.Lock()
 	}
@@ -376,17 +374,32 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 	return nil
 }
 
-// onOwnLoop reports whether the caller is the session's event loop in the
-// middle of the session's turn: then the stage is the caller's own.
-func (s *Session) onOwnLoop() bool {
+// stager is an event loop's stage: what the handlers of the session whose
+// turn it is send on the loop's goroutine. Only the loop touches it, and
+// it is empty between turns.
+type stager struct {
+	q    queue
+	msgs uint64 // messages in q
+	room int    // what q may hold this turn
+}
+
+// ownStage returns the loop's stage if the caller is the session's event
+// loop in the middle of the session's turn, and nil otherwise.
+func (s *Session) ownStage() *stager {
 	if !gid.Supported {
-		return false
+		return nil
 	}
 	p := s.loop.Load()
 	// s.turn is read only once the caller is known to be the loop's
 	// goroutine, the only one that changes it.
-	return p != nil && p.Owner() == gid.Current() && s.turn
+	if p == nil || p.Owner() != gid.Current() || !s.turn {
+		return nil
+	}
+	return &p.Local.(*loopScratch).st
 }
+
+// loopStage is the stage of the session's event loop, for the loop itself.
+func (s *Session) loopStage() *stager { return &s.loop.Load().Local.(*loopScratch).st }
 
 // stageLimit bounds what a session's handlers stage in one turn; past it
 // (or the queue bound, if lower) their sends take the lock.
@@ -396,12 +409,12 @@ const stageLimit = 256 << 10
 // about to run on a burst of input. Staging needs a session that speaks
 // plain frames (no pipeline stage, which the lock orders) with nothing
 // queued and no writer: then the stage can simply go first.
-func (s *Session) beginTurnLocked() {
+func (s *Session) beginTurnLocked(st *stager) {
 	s.flushAfter = true
 	if gid.Supported && !s.writerActive && !s.closing && s.mode == frame.ModeBinary &&
 		s.pipe == nil && !s.held && len(s.out.chunks) == 0 {
 		s.turn = true
-		s.stageRoom = min(stageLimit, s.queueLimit)
+		st.room = min(stageLimit, s.queueLimit)
 		if s.shared.Load() {
 			s.shared.Store(false)
 		}
@@ -412,32 +425,32 @@ func (s *Session) beginTurnLocked() {
 // moves to the front of out, ahead of what other goroutines queued during
 // the turn, or is dropped if the connection was cut meanwhile (abort drops
 // the queue too). Only the loop calls it.
-func (s *Session) endStageLocked() {
+func (s *Session) endStageLocked(st *stager) {
 	if !s.turn {
 		return
 	}
 	s.turn = false
-	if len(s.stage.chunks) == 0 {
+	if len(st.q.chunks) == 0 {
 		return
 	}
-	s.queuedMsgs += s.stageMsgs
-	s.stageMsgs = 0
+	s.queuedMsgs += st.msgs
+	st.msgs = 0
 	if s.socketDone() {
-		for i, c := range s.stage.chunks {
+		for i, c := range st.q.chunks {
 			putChunk(c)
-			s.stage.chunks[i] = nil
+			st.q.chunks[i] = nil
 		}
-		s.stage.chunks, s.stage.bytes = s.stage.chunks[:0], 0
+		st.q.chunks, st.q.bytes = st.q.chunks[:0], 0
 		return
 	}
 	// The stage's slice becomes out's, and out's old one the stage's, so
 	// that moving allocates nothing in the steady state.
-	merged := append(s.stage.chunks, s.out.chunks...)
+	merged := append(st.q.chunks, s.out.chunks...)
 	clear(s.out.chunks)
-	s.stage.chunks = s.out.chunks[:0]
+	st.q.chunks = s.out.chunks[:0]
 	s.out.chunks = merged
-	s.out.bytes += s.stage.bytes
-	s.stage.bytes = 0
+	s.out.bytes += st.q.bytes
+	st.q.bytes = 0
 }
 
 // sendLimitLocked is the largest DATA payload a send accepts: the message
@@ -747,9 +760,10 @@ func (s *Session) writeLoop() {
 // a close waits for the turn. What another goroutine queues meanwhile goes
 // behind it in out, as it would have anyway. Otherwise flushAfterDispatch
 // does it under the lock.
-func (s *Session) endTurn(w *writer) (ended bool) {
-	if !s.turn || len(s.stage.chunks) == 0 || s.shared.Load() || s.stopRead.Load() {
-		s.flushAfterDispatch()
+func (s *Session) endTurn(sc *loopScratch) (ended bool) {
+	st, w := &sc.st, sc.w
+	if !s.turn || len(st.q.chunks) == 0 || s.shared.Load() || s.stopRead.Load() {
+		s.flushAfterDispatch(st)
 		s.mu.Lock()
 		s.endFdUseLocked()
 		s.readerActive = false
@@ -760,10 +774,10 @@ func (s *Session) endTurn(w *writer) (ended bool) {
 		}
 		return end
 	}
-	s.msgsOut.Add(s.stageMsgs) // counted before the peer can see them
-	s.stageMsgs = 0
-	w.batch, s.stage.chunks = s.stage.chunks, w.batch[:0]
-	s.stage.bytes = 0
+	s.msgsOut.Add(st.msgs) // counted before the peer can see them
+	st.msgs = 0
+	w.batch, st.q.chunks = st.q.chunks, w.batch[:0]
+	st.q.bytes = 0
 	n, err := w.tryWriteFd(int(s.fd))
 	s.bytesOut.Add(uint64(n))
 	rest, restBytes := w.unwritten(n)
@@ -816,9 +830,9 @@ func (s *Session) endTurn(w *writer) (ended bool) {
 // goroutines queued meanwhile, goes to a writer goroutine as usual, so the
 // reader never waits on the socket: two peers that both stop reading while
 // writing to each other cannot deadlock.
-func (s *Session) flushAfterDispatch() {
+func (s *Session) flushAfterDispatch(st *stager) {
 	s.mu.Lock()
-	s.endStageLocked()
+	s.endStageLocked(st)
 	s.flushAfter = false
 	deferred := s.deferred
 	s.deferred = false

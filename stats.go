@@ -197,8 +197,8 @@ func (s *Session) Info() SessionInfo {
 // so only a caller on the loop (a handler) has it counted.
 func (s *Session) queuedBytes() int {
 	staged := 0
-	if s.onOwnLoop() {
-		staged = s.stage.bytes
+	if st := s.ownStage(); st != nil {
+		staged = st.q.bytes
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
