@@ -60,7 +60,6 @@ func (s *Session) readable(now int64, hangup bool) (again bool) {
 		// queue, no reply leaves before then (see dispatch's counting).
 		s.beginTurnLocked(s.loopStage())
 		s.countPerBurst = !s.writerActive
-		s.fdBusy = true
 		s.mu.Unlock()
 		return s.readInline(now, hangup)
 	}
@@ -243,7 +242,7 @@ func (s *Session) burst(r *reader, loopNow int64, loopBuf *[]byte) (stayHot, mor
 		r.buf = buf[n:]
 		asked := len(r.buf)
 		if edge {
-			// The loop's own descriptor for the turn (see fdBusy): a raw
+			// The loop's own descriptor for the turn (see fdClosePending): a raw
 			// read, without the net.Conn's locking.
 			r.n, r.err = rawRead(int(s.fd), r.buf)
 		} else if err := s.rc.Read(r.readFn); err != nil {

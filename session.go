@@ -112,12 +112,12 @@ type Session struct {
 	shared   atomic.Bool                    // another goroutine queued into out during the turn
 	deferred bool                           // guarded by mu: a close during the turn left the writer or the socket's close to the loop
 
-	// The loop reads and writes the descriptor with raw system calls,
-	// without the net.Conn's reference counting; closing it meanwhile
-	// would free the number for a new connection that the loop's next call
-	// would then read or write. So while fdBusy the close waits for the
-	// loop (see closeFdLocked and endFdUseLocked).
-	fdBusy         bool // guarded by mu: the event loop is in a turn with the session
+	// During its turn (readerActive on an inline session) the loop reads
+	// and writes the descriptor with raw system calls, without the
+	// net.Conn's reference counting; closing it meanwhile would free the
+	// number for a new connection that the loop's next call would then
+	// read or write. So a close waits for the turn's end (closeFdLocked,
+	// endFdUseLocked).
 	fdClosePending bool // guarded by mu: close the descriptor when the turn ends
 
 	// ext holds what most sessions never use, allocated on first use so an
@@ -763,7 +763,7 @@ func (s *Session) writeLoop() {
 func (s *Session) endTurn(sc *loopScratch) (ended bool) {
 	st, w := &sc.st, sc.w
 	if !s.turn || len(st.q.chunks) == 0 || s.shared.Load() || s.stopRead.Load() {
-		s.flushAfterDispatch(st)
+		s.flushAfterDispatch(st, w)
 		s.mu.Lock()
 		s.endFdUseLocked()
 		s.readerActive = false
@@ -794,16 +794,7 @@ func (s *Session) endTurn(sc *loopScratch) (ended bool) {
 		s.abort(err) // finishes the session: no reader or writer is left
 		return true
 	}
-	if len(rest) > 0 {
-		if s.socketDone() {
-			for _, c := range rest { // aborted meanwhile: nothing more goes out
-				putChunk(c)
-			}
-		} else {
-			s.out.chunks = append(rest, s.out.chunks...)
-			s.out.bytes += restBytes
-		}
-	}
+	s.requeueLocked(rest, restBytes)
 	start := false
 	if len(s.out.chunks) > 0 && !s.socketDone() {
 		// The peer is slow, or another goroutine queued meanwhile.
@@ -824,13 +815,29 @@ func (s *Session) endTurn(sc *loopScratch) (ended bool) {
 	return end
 }
 
+// requeueLocked puts what a write could not take back at the head of the
+// queue, or drops it if the connection was cut meanwhile.
+func (s *Session) requeueLocked(rest []*chunk, restBytes int) {
+	if len(rest) == 0 {
+		return
+	}
+	if s.socketDone() {
+		for _, c := range rest { // aborted: nothing more goes out
+			putChunk(c)
+		}
+		return
+	}
+	s.out.chunks = append(rest, s.out.chunks...)
+	s.out.bytes += restBytes
+}
+
 // flushAfterDispatch writes what the handlers of a burst queued, on the
 // reader's goroutine, with one non-blocking write system call. Whatever
 // that write cannot take (the peer is slow), and whatever other
 // goroutines queued meanwhile, goes to a writer goroutine as usual, so the
 // reader never waits on the socket: two peers that both stop reading while
 // writing to each other cannot deadlock.
-func (s *Session) flushAfterDispatch(st *stager) {
+func (s *Session) flushAfterDispatch(st *stager, w *writer) {
 	s.mu.Lock()
 	s.endStageLocked(st)
 	s.flushAfter = false
@@ -845,14 +852,12 @@ func (s *Session) flushAfterDispatch(st *stager) {
 		s.mu.Unlock()
 		return
 	}
-	w := writerPool.Get().(*writer)
 	s.takeBatchLocked(w)
 	s.mu.Unlock()
 
-	n, err := w.tryWriteFd(int(s.fd)) // on the loop, in its turn: see fdBusy
+	n, err := w.tryWriteFd(int(s.fd)) // on the loop, in its turn: see fdClosePending
 	s.bytesOut.Add(uint64(n))
 	rest, restBytes := w.unwritten(n)
-	writerPool.Put(w)
 
 	s.mu.Lock()
 	s.writingBytes = 0
@@ -862,16 +867,7 @@ func (s *Session) flushAfterDispatch(st *stager) {
 		s.abort(err)
 		return
 	}
-	if len(rest) > 0 {
-		if s.socketDone() {
-			for _, c := range rest { // aborted meanwhile: nothing more goes out
-				putChunk(c)
-			}
-		} else {
-			s.out.chunks = append(rest, s.out.chunks...)
-			s.out.bytes += restBytes
-		}
-	}
+	s.requeueLocked(rest, restBytes)
 	if len(s.out.chunks) > 0 && !s.socketDone() {
 		s.mu.Unlock()
 		go s.writeFn() // still marked active: the writer takes over
@@ -911,7 +907,7 @@ func newWriter() *writer {
 }
 
 // tryWriteFd is tryWrite for the event loop, on a descriptor it holds
-// (see Session.fdBusy).
+// (see Session.fdClosePending).
 func (w *writer) tryWriteFd(fd int) (int, error) {
 	n, err := w.writeOnce(fd)
 	if err == syscall.EAGAIN || err == syscall.EINTR {
@@ -1103,7 +1099,7 @@ func (s *Session) abort(reason error) {
 	if s.lingering {
 		// Cut the linger short; lingerThenClose finishes.
 		if s.inline {
-			s.nc.SetReadDeadline(time.Unix(1, 0)) // the descriptor may be the loop's still
+			s.nc.SetReadDeadline(time.Unix(1, 0)) // the loop may be in a turn: see closeFdLocked
 		} else {
 			s.nc.Close()
 		}
@@ -1170,9 +1166,10 @@ func (s *Session) closeSocketLocked() {
 }
 
 // closeFdLocked closes the connection now, or, while the session's event
-// loop uses its descriptor (fdBusy), when the loop's turn ends.
+// loop uses its descriptor (its turn: see fdClosePending), when the turn
+// ends.
 func (s *Session) closeFdLocked() {
-	if s.fdBusy {
+	if s.inline && s.readerActive {
 		s.fdClosePending = true
 		return
 	}
@@ -1180,9 +1177,8 @@ func (s *Session) closeFdLocked() {
 }
 
 // endFdUseLocked ends the event loop's use of the descriptor, closing it
-// if a close waited for that.
+// if a close waited for that. The caller then ends the turn (readerActive).
 func (s *Session) endFdUseLocked() {
-	s.fdBusy = false
 	if s.fdClosePending {
 		s.fdClosePending = false
 		s.nc.Close()
@@ -1212,7 +1208,7 @@ func (s *Session) lingerThenClose() {
 // rather than setting a read deadline, which the hot-reader demotion may
 // clear concurrently; the caller closes it anyway. On an event loop
 // (loop set) there is no hot reader, and the descriptor must not be closed
-// under the loop (see Session.fdBusy): there the caller has set a read
+// under the loop (see Session.closeFdLocked): there the caller has set a read
 // deadline instead.
 func discardInput(nc net.Conn, loop bool) {
 	if !loop {
