@@ -58,7 +58,7 @@ func (s *Session) readable(now int64, hangup bool) (again bool) {
 		// whole burst: what the handlers queue is written when it ends
 		// (endTurn). Unless a writer is already draining a slow peer's
 		// queue, no reply leaves before then (see dispatch's counting).
-		s.beginTurnLocked(s.loopStage())
+		s.beginTurnLocked(&scratchOf(s.loop.Load()).st)
 		s.countPerBurst = !s.writerActive
 		s.mu.Unlock()
 		return s.readInline(now, hangup)
@@ -96,7 +96,7 @@ func (s *Session) readInline(now int64, hangup bool) (again bool) {
 	if hangup {
 		s.peerHup = true
 	}
-	sc := s.loop.Load().Local.(*loopScratch)
+	sc := scratchOf(s.loop.Load())
 	_, again = s.burst(sc.r, now, sc.buf)
 	end := s.endTurn(sc)
 	return again && !end

@@ -107,10 +107,9 @@ type Session struct {
 	// one loop runs one session's handlers at a time), and moved to the
 	// front of out when they return or when the lock is taken anyway. See
 	// enqueue for why that keeps every send's order.
-	loop     atomic.Pointer[netpoll.Poller] // the session's event loop, once registered on one
-	turn     bool                           // guarded by mu; read without it only on the loop's goroutine
-	shared   atomic.Bool                    // another goroutine queued into out during the turn
-	deferred bool                           // guarded by mu: a close during the turn left the writer or the socket's close to the loop
+	loop   atomic.Pointer[netpoll.Poller] // the session's event loop, once registered on one
+	turn   bool                           // guarded by mu; read without it only on the loop's goroutine
+	shared atomic.Bool                    // another goroutine queued into out during the turn
 
 	// During its turn (readerActive on an inline session) the loop reads
 	// and writes the descriptor with raw system calls, without the
@@ -395,11 +394,11 @@ func (s *Session) ownStage() *stager {
 	if p == nil || p.Owner() != gid.Current() || !s.turn {
 		return nil
 	}
-	return &p.Local.(*loopScratch).st
+	return &scratchOf(p).st
 }
 
-// loopStage is the stage of the session's event loop, for the loop itself.
-func (s *Session) loopStage() *stager { return &s.loop.Load().Local.(*loopScratch).st }
+// scratchOf is an event loop's scratch space (see loopScratch).
+func scratchOf(p *netpoll.Poller) *loopScratch { return p.Local.(*loopScratch) }
 
 // stageLimit bounds what a session's handlers stage in one turn; past it
 // (or the queue bound, if lower) their sends take the lock.
@@ -750,44 +749,49 @@ func (s *Session) writeLoop() {
 }
 
 // endTurn ends an event loop's turn with a session, once its handlers have
-// run on a burst: it writes what they sent, with one non-blocking write
-// (w is the loop's scratch writer), hands the reader's role back, and
-// reports whether the session ended.
+// run on a burst: it writes what was queued with one non-blocking write
+// system call (w is the loop's scratch writer), hands the reader's role
+// back, and reports whether the session ended. Whatever that write cannot
+// take (the peer is slow), and whatever other goroutines queued meanwhile,
+// goes to a writer goroutine as usual, so the loop never waits on a
+// socket: two peers that both stop reading while writing to each other
+// cannot deadlock.
 //
 // In the usual case only the handlers sent anything, all of it staged, and
 // nobody else queued or closed meanwhile: the stage is written without the
 // lock, which is safe because no writer starts while flushAfter is set and
 // a close waits for the turn. What another goroutine queues meanwhile goes
-// behind it in out, as it would have anyway. Otherwise flushAfterDispatch
-// does it under the lock.
+// behind it in out, as it would have anyway. Otherwise the stage joins out
+// under the lock and the batch is taken from there.
 func (s *Session) endTurn(sc *loopScratch) (ended bool) {
 	st, w := &sc.st, sc.w
-	if !s.turn || len(st.q.chunks) == 0 || s.shared.Load() || s.stopRead.Load() {
-		s.flushAfterDispatch(st, w)
+	if s.turn && len(st.q.chunks) > 0 && !s.shared.Load() && !s.stopRead.Load() {
+		s.msgsOut.Add(st.msgs) // counted before the peer can see them
+		st.msgs = 0
+		w.batch, st.q.chunks = st.q.chunks, w.batch[:0]
+		st.q.bytes = 0
+	} else {
 		s.mu.Lock()
-		s.endFdUseLocked()
-		s.readerActive = false
-		end := s.endLocked()
-		s.mu.Unlock()
-		if end {
-			s.finish()
+		s.endStageLocked(st)
+		s.flushAfter = false
+		if !s.wantWriterLocked() { // nothing to write, or a writer is at it
+			return s.endTurnLocked()
 		}
-		return end
+		s.takeBatchLocked(w)
+		s.mu.Unlock()
 	}
-	s.msgsOut.Add(st.msgs) // counted before the peer can see them
-	st.msgs = 0
-	w.batch, st.q.chunks = st.q.chunks, w.batch[:0]
-	st.q.bytes = 0
-	n, err := w.tryWriteFd(int(s.fd))
+	n, err := w.tryWriteFd(int(s.fd)) // on the loop, in its turn: see fdClosePending
 	s.bytesOut.Add(uint64(n))
 	rest, restBytes := w.unwritten(n)
 
 	s.mu.Lock()
-	s.turn, s.flushAfter, s.deferred = false, false, false
+	s.writingBytes = 0
+	s.writerActive = false
 	if err != nil {
 		for _, c := range rest {
 			putChunk(c)
 		}
+		s.turn, s.flushAfter = false, false
 		s.endFdUseLocked()
 		s.readerActive = false
 		s.mu.Unlock()
@@ -795,12 +799,22 @@ func (s *Session) endTurn(sc *loopScratch) (ended bool) {
 		return true
 	}
 	s.requeueLocked(rest, restBytes)
+	return s.endTurnLocked()
+}
+
+// endTurnLocked is the end of endTurn, called with the lock held and the
+// turn's write done; it unlocks. What is still queued (a slow peer's rest,
+// or what others queued) goes to a writer goroutine; a close that waited
+// for the turn (see closeWith) is carried out, after the last byte.
+func (s *Session) endTurnLocked() (ended bool) {
+	s.turn, s.flushAfter = false, false
 	start := false
-	if len(s.out.chunks) > 0 && !s.socketDone() {
-		// The peer is slow, or another goroutine queued meanwhile.
-		s.writerActive, start = true, true
-	} else if s.closing && !s.socketDone() {
-		s.closeSocketLocked() // a close waited for the turn, and all is written
+	if !s.writerActive && !s.socketDone() {
+		if len(s.out.chunks) > 0 {
+			s.writerActive, start = true, true
+		} else if s.closing {
+			s.closeSocketLocked()
+		}
 	}
 	s.endFdUseLocked()
 	s.readerActive = false
@@ -829,55 +843,6 @@ func (s *Session) requeueLocked(rest []*chunk, restBytes int) {
 	}
 	s.out.chunks = append(rest, s.out.chunks...)
 	s.out.bytes += restBytes
-}
-
-// flushAfterDispatch writes what the handlers of a burst queued, on the
-// reader's goroutine, with one non-blocking write system call. Whatever
-// that write cannot take (the peer is slow), and whatever other
-// goroutines queued meanwhile, goes to a writer goroutine as usual, so the
-// reader never waits on the socket: two peers that both stop reading while
-// writing to each other cannot deadlock.
-func (s *Session) flushAfterDispatch(st *stager, w *writer) {
-	s.mu.Lock()
-	s.endStageLocked(st)
-	s.flushAfter = false
-	deferred := s.deferred
-	s.deferred = false
-	if !s.wantWriterLocked() {
-		if deferred && s.closing && !s.writerActive && !s.socketDone() {
-			// A close during the turn waited for it (see closeWith), and
-			// nothing is left to write before the socket closes.
-			s.closeSocketLocked()
-		}
-		s.mu.Unlock()
-		return
-	}
-	s.takeBatchLocked(w)
-	s.mu.Unlock()
-
-	n, err := w.tryWriteFd(int(s.fd)) // on the loop, in its turn: see fdClosePending
-	s.bytesOut.Add(uint64(n))
-	rest, restBytes := w.unwritten(n)
-
-	s.mu.Lock()
-	s.writingBytes = 0
-	if err != nil {
-		s.writerActive = false
-		s.mu.Unlock()
-		s.abort(err)
-		return
-	}
-	s.requeueLocked(rest, restBytes)
-	if len(s.out.chunks) > 0 && !s.socketDone() {
-		s.mu.Unlock()
-		go s.writeFn() // still marked active: the writer takes over
-		return
-	}
-	end := s.writerDoneLocked()
-	s.mu.Unlock()
-	if end {
-		s.finish()
-	}
 }
 
 // writer is a writer's scratch space, pooled so that a session without a
@@ -1065,10 +1030,8 @@ func (s *Session) closeWith(reason error, notify bool) {
 	start := false
 	// During an event loop's turn with the session, what its handlers
 	// staged must go out before the last word: the loop starts the writer,
-	// or closes the socket, when they return (flushAfterDispatch).
-	if s.turn {
-		s.deferred = true
-	} else if !s.writerActive && !s.socketDone() {
+	// or closes the socket, when they return (endTurn).
+	if !s.turn && !s.writerActive && !s.socketDone() {
 		if len(s.out.chunks) > 0 {
 			s.writerActive = true
 			start = true
