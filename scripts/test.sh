@@ -14,11 +14,23 @@ echo "== fuzz (${FUZZTIME:=6s} per target)"
 for dir in $(go list -f '{{.Dir}}' ./...); do
   for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //'); do
     echo "-- $target in ${dir#$PWD/}"
-    go test -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "$dir" >/tmp/msgnet-fuzz.log 2>&1 || {
+    # Go 1.26's fuzz coordinator can report "context deadline exceeded" as
+    # a failure when -fuzztime ends while a worker is mid-call
+    # (go.dev/issue/75804, fixed in Go 1.27). That case writes no failing
+    # input; it is run once more. A real finding writes one and fails.
+    for attempt in 1 2; do
+      if go test -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "$dir" >/tmp/msgnet-fuzz.log 2>&1; then
+        break
+      fi
+      if [ "$attempt" = 1 ] && grep -q 'context deadline exceeded' /tmp/msgnet-fuzz.log &&
+        ! grep -q 'Failing input written' /tmp/msgnet-fuzz.log; then
+        echo "   $target: the coordinator's end-of-time race (go.dev/issue/75804), no failing input; once more"
+        continue
+      fi
       cat /tmp/msgnet-fuzz.log
       echo "fuzz target $target failed" >&2
       exit 1
-    }
+    done
     tail -1 /tmp/msgnet-fuzz.log
   done
 done
