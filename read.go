@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/internal/netpoll"
 	"golang.org/x/sys/unix"
 )
 
@@ -77,9 +78,10 @@ type loopScratch struct {
 	st  stager
 }
 
-func newLoopScratch() *loopScratch {
+func newLoopScratch(p *netpoll.Poller) *loopScratch {
 	b := make([]byte, readBufSize)
-	return &loopScratch{r: newReader(), buf: &b, w: newWriter()}
+	return &loopScratch{r: newReader(), buf: &b, w: newWriter(),
+		st: stager{loop: p, buf: make([]byte, 0, stageLimit)}}
 }
 
 // loopReads bounds the reads of one session in one turn of its event

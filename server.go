@@ -382,7 +382,7 @@ func (srv *Server) parkLocked(s *Session) bool {
 				return false
 			}
 			if srv.cfg.inline {
-				p.Local = newLoopScratch()
+				p.Local = newLoopScratch(p)
 			}
 			srv.pollers = append(srv.pollers, p)
 			srv.bgWG.Add(1)

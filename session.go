@@ -108,7 +108,7 @@ type Session struct {
 	// front of out when they return or when the lock is taken anyway. See
 	// enqueue for why that keeps every send's order.
 	loop   atomic.Pointer[netpoll.Poller] // the session's event loop, once registered on one
-	turn   bool                           // guarded by mu; read without it only on the loop's goroutine
+	stage  atomic.Pointer[stager]         // the loop's stage while a turn stages; changed under mu, by the loop
 	shared atomic.Bool                    // another goroutine queued into out during the turn
 
 	// During its turn (readerActive on an inline session) the loop reads
@@ -313,18 +313,23 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		// goroutine set shared first (under the lock), so it is seen here
 		// and this send takes the lock; a send that happens after this one
 		// lands in out, behind the stage, which goes first.
-		if kind == frame.KindData && !s.shared.Load() && !s.stopRead.Load() &&
-			st.q.bytes+frame.HeaderLen+len(payload) <= st.room {
-			st.q.appendFrame(kind, flags, payload)
-			st.msgs++
-			return nil
+		if kind == frame.KindData && !s.shared.Load() && !s.stopRead.Load() {
+			at := len(st.buf)
+			if end := at + frame.HeaderLen + len(payload); end <= st.room {
+				b := st.buf[at:end]
+				frame.PutHeader(b, kind, flags, len(payload))
+				copy(b[frame.HeaderLen:], payload)
+				st.buf = st.buf[:end]
+				st.msgs++
+				return nil
+			}
 		}
 		s.mu.Lock()
 		s.endStageLocked(st) // the rest of the turn takes the lock
 	} else {
 		s.mu.Lock()
 	}
-	if s.turn && !s.shared.Load() {
+	if s.stage.Load() != nil && !s.shared.Load() {
 		s.shared.Store(true)
 	}
 	if s.closing {
@@ -375,11 +380,14 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 
 // stager is an event loop's stage: what the handlers of the session whose
 // turn it is send on the loop's goroutine. Only the loop touches it, and
-// it is empty between turns.
+// it is empty between turns. It is one buffer, kept by the loop for good:
+// staging a frame is a bounds check and a copy into memory that stays in
+// the cache, and a turn's replies go out with one write.
 type stager struct {
-	q    queue
-	msgs uint64 // messages in q
-	room int    // what q may hold this turn
+	loop *netpoll.Poller
+	buf  []byte // the staged frames; cap stageLimit
+	msgs uint64 // messages in buf
+	room int    // what buf may hold this turn
 }
 
 // ownStage returns the loop's stage if the caller is the session's event
@@ -388,14 +396,17 @@ func (s *Session) ownStage() *stager {
 	if !gid.Supported {
 		return nil
 	}
-	p := s.loop.Load()
-	// s.turn is read only once the caller is known to be the loop's
-	// goroutine, the only one that changes it.
-	if p == nil || p.Owner() != gid.Current() || !s.turn {
-		return nil
+	// The stage is set only while the loop runs the session's handlers, and
+	// only the loop's goroutine may use it then.
+	if st := s.stage.Load(); st != nil && st.loop.Owner() == gid.Current() {
+		return st
 	}
-	return &scratchOf(p).st
+	return nil
 }
+
+// turn reports whether the session's handlers are running on its event
+// loop with their sends staged. Under mu, or on the loop's goroutine.
+func (s *Session) turn() bool { return s.stage.Load() != nil }
 
 // scratchOf is an event loop's scratch space (see loopScratch).
 func scratchOf(p *netpoll.Poller) *loopScratch { return p.Local.(*loopScratch) }
@@ -412,11 +423,11 @@ func (s *Session) beginTurnLocked(st *stager) {
 	s.flushAfter = true
 	if gid.Supported && !s.writerActive && !s.closing && s.mode == frame.ModeBinary &&
 		s.pipe == nil && !s.held && len(s.out.chunks) == 0 {
-		s.turn = true
 		st.room = min(stageLimit, s.queueLimit)
 		if s.shared.Load() {
 			s.shared.Store(false)
 		}
+		s.stage.Store(st)
 	}
 }
 
@@ -425,31 +436,29 @@ func (s *Session) beginTurnLocked(st *stager) {
 // the turn, or is dropped if the connection was cut meanwhile (abort drops
 // the queue too). Only the loop calls it.
 func (s *Session) endStageLocked(st *stager) {
-	if !s.turn {
+	if !s.turn() {
 		return
 	}
-	s.turn = false
-	if len(st.q.chunks) == 0 {
+	s.stage.Store(nil)
+	staged, msgs := st.buf, st.msgs
+	st.buf, st.msgs = st.buf[:0], 0
+	if len(staged) == 0 || s.socketDone() { // aborted: the queue is dropped too
 		return
 	}
-	s.queuedMsgs += st.msgs
-	st.msgs = 0
-	if s.socketDone() {
-		for i, c := range st.q.chunks {
-			putChunk(c)
-			st.q.chunks[i] = nil
-		}
-		st.q.chunks, st.q.bytes = st.q.chunks[:0], 0
-		return
+	s.queuedMsgs += msgs
+	s.requeueLocked([]*chunk{chunkOf(staged)}, len(staged))
+}
+
+// chunkOf copies b, which the caller keeps using, into a chunk of its own.
+func chunkOf(b []byte) *chunk {
+	var c *chunk
+	if len(b) <= chunkSize {
+		c = chunkPool.Get().(*chunk)
+	} else {
+		c = &chunk{b: make([]byte, 0, len(b))}
 	}
-	// The stage's slice becomes out's, and out's old one the stage's, so
-	// that moving allocates nothing in the steady state.
-	merged := append(st.q.chunks, s.out.chunks...)
-	clear(s.out.chunks)
-	st.q.chunks = s.out.chunks[:0]
-	s.out.chunks = merged
-	s.out.bytes += st.q.bytes
-	st.q.bytes = 0
+	c.b = append(c.b, b...)
+	return c
 }
 
 // sendLimitLocked is the largest DATA payload a send accepts: the message
@@ -765,11 +774,22 @@ func (s *Session) writeLoop() {
 // under the lock and the batch is taken from there.
 func (s *Session) endTurn(sc *loopScratch) (ended bool) {
 	st, w := &sc.st, sc.w
-	if s.turn && len(st.q.chunks) > 0 && !s.shared.Load() && !s.stopRead.Load() {
+	var (
+		n, restBytes int
+		rest         []*chunk
+		err          error
+	)
+	// The descriptor is written on the loop, in its turn: see fdClosePending.
+	if s.turn() && len(st.buf) > 0 && !s.shared.Load() && !s.stopRead.Load() {
+		// The usual case: only the handlers sent, so the stage is all
+		// there is, and it is written without the lock.
 		s.msgsOut.Add(st.msgs) // counted before the peer can see them
 		st.msgs = 0
-		w.batch, st.q.chunks = st.q.chunks, w.batch[:0]
-		st.q.bytes = 0
+		n, err = tryWriteResult(rawWrite(int(s.fd), st.buf))
+		if n < len(st.buf) && err == nil { // a slow peer: its writer takes the rest
+			rest, restBytes = append(w.batch[:0], chunkOf(st.buf[n:])), len(st.buf)-n
+		}
+		st.buf = st.buf[:0]
 	} else {
 		s.mu.Lock()
 		s.endStageLocked(st)
@@ -779,10 +799,10 @@ func (s *Session) endTurn(sc *loopScratch) (ended bool) {
 		}
 		s.takeBatchLocked(w)
 		s.mu.Unlock()
+		n, err = w.tryWriteFd(int(s.fd))
+		rest, restBytes = w.unwritten(n)
 	}
-	n, err := w.tryWriteFd(int(s.fd)) // on the loop, in its turn: see fdClosePending
 	s.bytesOut.Add(uint64(n))
-	rest, restBytes := w.unwritten(n)
 
 	s.mu.Lock()
 	s.writingBytes = 0
@@ -791,7 +811,8 @@ func (s *Session) endTurn(sc *loopScratch) (ended bool) {
 		for _, c := range rest {
 			putChunk(c)
 		}
-		s.turn, s.flushAfter = false, false
+		s.stage.Store(nil)
+		s.flushAfter = false
 		s.endFdUseLocked()
 		s.readerActive = false
 		s.mu.Unlock()
@@ -807,7 +828,10 @@ func (s *Session) endTurn(sc *loopScratch) (ended bool) {
 // or what others queued) goes to a writer goroutine; a close that waited
 // for the turn (see closeWith) is carried out, after the last byte.
 func (s *Session) endTurnLocked() (ended bool) {
-	s.turn, s.flushAfter = false, false
+	if s.turn() {
+		s.stage.Store(nil)
+	}
+	s.flushAfter = false
 	start := false
 	if !s.writerActive && !s.socketDone() {
 		if len(s.out.chunks) > 0 {
@@ -874,7 +898,12 @@ func newWriter() *writer {
 // tryWriteFd is tryWrite for the event loop, on a descriptor it holds
 // (see Session.fdClosePending).
 func (w *writer) tryWriteFd(fd int) (int, error) {
-	n, err := w.writeOnce(fd)
+	return tryWriteResult(w.writeOnce(fd))
+}
+
+// tryWriteResult is a non-blocking write's result as tryWrite reports it:
+// a full socket buffer is not an error.
+func tryWriteResult(n int, err error) (int, error) {
 	if err == syscall.EAGAIN || err == syscall.EINTR {
 		return 0, nil
 	}
@@ -1031,7 +1060,7 @@ func (s *Session) closeWith(reason error, notify bool) {
 	// During an event loop's turn with the session, what its handlers
 	// staged must go out before the last word: the loop starts the writer,
 	// or closes the socket, when they return (endTurn).
-	if !s.turn && !s.writerActive && !s.socketDone() {
+	if !s.turn() && !s.writerActive && !s.socketDone() {
 		if len(s.out.chunks) > 0 {
 			s.writerActive = true
 			start = true

@@ -198,7 +198,7 @@ func (s *Session) Info() SessionInfo {
 func (s *Session) queuedBytes() int {
 	staged := 0
 	if st := s.ownStage(); st != nil {
-		staged = st.q.bytes
+		staged = len(st.buf)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
