@@ -947,3 +947,7 @@ func (c *Client) backoff(attempt int) time.Duration {
 	}
 	return d/2 + rand.N(d/2+1)
 }
+
+// plainHandler implements peer: a client's messages always go through
+// handleFrame.
+func (c *Client) plainHandler(*Session) MessageHandler { return nil }

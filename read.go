@@ -415,8 +415,29 @@ func (s *Session) dispatch(b []byte) (used int, err error) {
 		}
 		s.setMode(mode)
 	}
+	var plain MessageHandler
+	if mode == frame.ModeBinary {
+		plain = s.peer.plainHandler(s)
+	}
 	for used < len(b) && !s.stopRead.Load() {
 		rest := b[used:]
+		if plain != nil {
+			// The common case, with no call through the peer per message.
+			if total := frame.SplitPlain(rest, s.maxPayload); total > 0 {
+				used += total
+				s.frames++
+				s.seq++
+				if !perBurst {
+					s.msgsIn.Add(1)
+				}
+				if msg := rest[frame.HeaderLen:total]; s.seq&latencySampleMask != 0 {
+					plain(s, msg)
+				} else {
+					s.callMessage(plain, msg) // timed
+				}
+				continue
+			}
+		}
 		if mode == frame.ModeText {
 			line, k, err := frame.SplitLine(rest, s.maxPayload)
 			if err != nil {

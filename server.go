@@ -490,8 +490,17 @@ func (srv *Server) deliver(s *Session, msg []byte) {
 		return
 	}
 	if h := srv.handlers.Load().message; h != nil {
-		srv.callMessage(h, s, msg)
+		s.callMessage(h, msg)
 	}
+}
+
+// plainHandler implements peer: on an established session without a
+// pipeline or a rate limit, a plain message is only its handler's call.
+func (srv *Server) plainHandler(s *Session) MessageHandler {
+	if !s.established || s.pipe != nil || srv.cfg.rate > 0 {
+		return nil
+	}
+	return srv.handlers.Load().message
 }
 
 // handleLine implements text mode: every line is a message.
@@ -504,14 +513,14 @@ func (srv *Server) handleLine(s *Session, line []byte) {
 
 // callMessage runs the message handler, timing one call in 64 for the
 // handler latency histogram.
-func (srv *Server) callMessage(h MessageHandler, s *Session, msg []byte) {
+func (s *Session) callMessage(h MessageHandler, msg []byte) {
 	if s.seq&latencySampleMask != 0 {
 		h(s, msg)
 		return
 	}
 	start := nanotime()
 	h(s, msg)
-	srv.ctr.latency.observe(time.Duration(nanotime() - start))
+	s.ctr.latency.observe(time.Duration(nanotime() - start))
 }
 
 // nanotime is the runtime's monotonic clock: one clock reading where

@@ -24,6 +24,11 @@ type peer interface {
 	handleFrame(s *Session, f frame.Frame) error
 	// handleLine acts on one text-mode line (server side only).
 	handleLine(s *Session, line []byte)
+	// plainHandler returns what handles a plain DATA frame (no flags) on s
+	// right now if that is only a call of the message handler, and nil if
+	// such a frame needs more (a handshake, a pipeline, a rate limit): then
+	// every frame goes through handleFrame. Called once per burst.
+	plainHandler(s *Session) MessageHandler
 	// sessionEnded is called exactly once, after the socket is closed and
 	// no reader or writer is left.
 	sessionEnded(s *Session, reason error)
@@ -262,7 +267,12 @@ func (s *Session) Data(key string) (string, bool) {
 // waits on the network. It fails with ErrMessageTooLarge, ErrQueueFull or
 // ErrSessionClosed, and then nothing was queued. msg may be reused as soon
 // as Send returns.
-func (s *Session) Send(msg []byte) error { return s.enqueue(frame.KindData, 0, msg) }
+func (s *Session) Send(msg []byte) error {
+	if st := s.stage.Load(); st != nil && st.loop.Owner() == gid.Current() && s.stageFrame(st, 0, msg) {
+		return nil // enqueue's fast path, without its call
+	}
+	return s.enqueue(frame.KindData, 0, msg)
+}
 
 // SendString is Send for a string.
 func (s *Session) SendString(msg string) error {
@@ -313,16 +323,8 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		// goroutine set shared first (under the lock), so it is seen here
 		// and this send takes the lock; a send that happens after this one
 		// lands in out, behind the stage, which goes first.
-		if kind == frame.KindData && !s.shared.Load() && !s.stopRead.Load() {
-			at := len(st.buf)
-			if end := at + frame.HeaderLen + len(payload); end <= st.room {
-				b := st.buf[at:end]
-				frame.PutHeader(b, kind, flags, len(payload))
-				copy(b[frame.HeaderLen:], payload)
-				st.buf = st.buf[:end]
-				st.msgs++
-				return nil
-			}
+		if kind == frame.KindData && s.stageFrame(st, flags, payload) {
+			return nil
 		}
 		s.mu.Lock()
 		s.endStageLocked(st) // the rest of the turn takes the lock
@@ -376,6 +378,25 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		go s.writeFn()
 	}
 	return nil
+}
+
+// stageFrame stages a DATA frame in the loop's stage st, if nobody else
+// queued anything this turn and it fits; see enqueue.
+func (s *Session) stageFrame(st *stager, flags frame.Flags, payload []byte) bool {
+	if len(payload) > s.maxPayload || s.shared.Load() || s.stopRead.Load() {
+		return false // enqueue tells why, or takes the lock
+	}
+	at := len(st.buf)
+	end := at + frame.HeaderLen + len(payload)
+	if end > st.room {
+		return false
+	}
+	b := st.buf[at:end]
+	frame.PutHeader(b, frame.KindData, flags, len(payload))
+	copy(b[frame.HeaderLen:], payload)
+	st.buf = st.buf[:end]
+	st.msgs++
+	return true
 }
 
 // stager is an event loop's stage: what the handlers of the session whose

@@ -500,3 +500,29 @@ func TestStagingDeferredCloseThenStageEndsMidTurn(t *testing.T) {
 		t.Fatal("OnDisconnect never ran")
 	}
 }
+
+// A handler's oversized send on its own loop is refused with
+// ErrMessageTooLarge, though it would fit the stage, and nothing of it goes
+// out; the replies staged around it do, in order.
+func TestStagingRefusesOversizedSend(t *testing.T) {
+	engines(t, func(t *testing.T, opts ...msgnet.Option) {
+		srv, addr := startServer(t, append(opts, msgnet.WithMessageSizeLimit(1024))...)
+		errs := make(chan error, 1)
+		srv.OnMessage(func(s *msgnet.Session, msg []byte) {
+			s.Send([]byte("before"))
+			errs <- s.Send(make([]byte, 2000))
+			s.Send([]byte("after"))
+		})
+		r := dialRaw(t, addr)
+		r.hello("big")
+		r.send(frame.KindData, "go")
+		if err := <-errs; !errors.Is(err, msgnet.ErrMessageTooLarge) {
+			t.Fatalf("oversized send: %v, want ErrMessageTooLarge", err)
+		}
+		for _, want := range []string{"before", "after"} {
+			if got := r.expect(frame.KindData); string(got) != want {
+				t.Fatalf("got %q, want %q", got, want)
+			}
+		}
+	})
+}

@@ -172,6 +172,21 @@ func Split(b []byte, maxPayload int) (total int, err error) {
 	return int(h.Length), nil
 }
 
+// SplitPlain is Split's fast path for the most common frame: it returns the
+// total length of a complete, valid DATA frame without flags at the start of
+// b, and 0 for anything else (not complete yet, invalid, another kind, or
+// flags), which the caller then hands to Split.
+func SplitPlain(b []byte, maxPayload int) int {
+	if len(b) < HeaderLen || binary.BigEndian.Uint32(b) != Magic || b[8] != 0 || b[9] != byte(KindData) {
+		return 0
+	}
+	n := binary.BigEndian.Uint32(b[4:8])
+	if n < HeaderLen || uint64(n)-HeaderLen > uint64(maxPayload) || uint64(n) > uint64(len(b)) {
+		return 0
+	}
+	return int(n)
+}
+
 // Decode returns the frame that occupies exactly b, as found by Split.
 func Decode(b []byte) Frame {
 	return Frame{Kind: Kind(b[9]), Flags: Flags(b[8]), Payload: b[HeaderLen:]}

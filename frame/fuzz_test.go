@@ -76,3 +76,29 @@ func FuzzSplitLine(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSplitPlain holds SplitPlain to its definition: Split's answer when
+// that is a complete DATA frame without flags, and 0 otherwise.
+func FuzzSplitPlain(f *testing.F) {
+	f.Add(Append(nil, KindData, 0, []byte("hello")), 16)
+	f.Add(Append(nil, KindData, 0, []byte("hello")), 4)            // too large
+	f.Add(Append(nil, KindData, 0, []byte("hello"))[:12], 16)      // incomplete
+	f.Add(Append(nil, KindData, FlagRequest, []byte("hello")), 16) // flags
+	f.Add(Append(nil, KindPing, 0, nil), 16)                       // another kind
+	f.Add([]byte("MSGI\x00\x00\x00\x03\x00\x01"), 16)              // short length
+	f.Add([]byte("GET / HTTP/1.1\r\n"), 16)                        // bad magic
+	f.Fuzz(func(t *testing.T, in []byte, max int) {
+		if max < 0 {
+			return
+		}
+		want := 0
+		if total, err := Split(in, max); err == nil && total > 0 && total <= len(in) {
+			if fr := Decode(in[:total]); fr.Kind == KindData && fr.Flags == 0 {
+				want = total
+			}
+		}
+		if got := SplitPlain(in, max); got != want {
+			t.Fatalf("SplitPlain(%q, %d) = %d, want %d", in, max, got, want)
+		}
+	})
+}
