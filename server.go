@@ -247,8 +247,15 @@ func (srv *Server) startLocked() error {
 
 func (srv *Server) serve(l net.Listener) error {
 	var delay time.Duration
+	gate := srv.acceptGate(l)
 	for {
+		if gate != nil && !gate.wait(srv.stopCh) {
+			return ErrServerClosed
+		}
 		nc, err := l.Accept()
+		if gate != nil {
+			gate.rearm()
+		}
 		if err != nil {
 			select {
 			case <-srv.stopCh:
@@ -349,6 +356,88 @@ func (srv *Server) refuse(nc net.Conn, code, message, reason string) {
 	lingerClose(nc)
 }
 
+// acceptGate returns a gate that tells serve when l has a connection
+// waiting, or nil. On the event loops it is a loop's epoll set that
+// watches l: a loop waits in epoll_wait holding its P (see netpoll.New),
+// so an Accept waiting on the runtime's poller would be woken only once
+// the runtime takes the P back, and connections would wait for that; the
+// loop itself notices a connection at once.
+func (srv *Server) acceptGate(l net.Listener) *acceptGate {
+	tl, ok := l.(*net.TCPListener)
+	if !ok || !srv.cfg.inline || !netpoll.Supported {
+		return nil
+	}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if !srv.startPollersLocked() {
+		return nil
+	}
+	g := &acceptGate{rc: rc, p: srv.pollers[0], gen: srv.pollGen.Add(1), ready: make(chan struct{}, 1), idle: time.NewTimer(gateIdle)}
+	err = errors.ErrUnsupported
+	rc.Control(func(fd uintptr) { err = g.p.Add(int(fd), g, g.gen) })
+	if err != nil {
+		return nil
+	}
+	return g
+}
+
+// acceptGate tells an accept loop when its listener has a connection
+// waiting. Its registration is one-shot and rearmed after each Accept, so
+// a report is never stale: the Accept it lets through finds a connection
+// (barring one reset meanwhile, which Accept then waits for as usual).
+type acceptGate struct {
+	rc    syscall.RawConn // the listener's: its descriptor is used only inside rc.Control, so never after a close freed the number
+	p     *netpoll.Poller
+	gen   uint32
+	ready chan struct{}
+	idle  *time.Timer
+}
+
+// gateIdle is how long serve waits for the gate before it calls Accept
+// anyway, which then waits on the runtime's poller as usual: a quiet
+// listener costs the loop nothing, and a listener closed by its owner
+// (which takes it out of the epoll set without a report) still ends
+// Serve with Accept's error.
+const gateIdle = time.Second
+
+// wait waits for a report, for gateIdle, or for stop; it reports false on
+// stop.
+func (g *acceptGate) wait(stop <-chan struct{}) bool {
+	g.idle.Reset(gateIdle)
+	defer g.idle.Stop()
+	select {
+	case <-g.ready:
+	case <-g.idle.C:
+	case <-stop:
+		return false
+	}
+	return true
+}
+
+// Readable implements netpoll.Readable, on the loop.
+func (g *acceptGate) Readable(int64, bool, bool) bool {
+	select {
+	case g.ready <- struct{}{}:
+	default:
+	}
+	return false
+}
+
+// rearm watches the listener again after an Accept. A report
+// that came while Accept waited on its own (after gateIdle) is dropped: it
+// was for the connection just accepted, as the registration reports once.
+func (g *acceptGate) rearm() {
+	select {
+	case <-g.ready:
+	default:
+	}
+	g.rc.Control(func(fd uintptr) { g.p.Rearm(int(fd), g.gen) })
+}
+
 // parkLocked registers a plain TCP connection with the poller, starting
 // the poller on first use. It reports false for connections that need a
 // goroutine of their own.
@@ -364,40 +453,8 @@ func (srv *Server) parkLocked(s *Session) bool {
 	if err != nil {
 		return false
 	}
-	if srv.pollers == nil {
-		n := 1
-		if srv.cfg.inline {
-			// Handlers run on the loops: one per processor.
-			n = runtime.GOMAXPROCS(0)
-		}
-		for range n {
-			p, err := netpoll.New()
-			if err != nil {
-				srv.log.Warn("cannot park idle connections", "err", err)
-				for _, p := range srv.pollers {
-					p.Close()
-				}
-				srv.pollers = nil
-				srv.cfg.park = false
-				return false
-			}
-			if srv.cfg.inline {
-				p.Local = newLoopScratch(p)
-			}
-			srv.pollers = append(srv.pollers, p)
-			srv.bgWG.Add(1)
-			go func() {
-				defer srv.bgWG.Done()
-				if err := p.Run(); !errors.Is(err, netpoll.ErrClosed) {
-					// Not expected from epoll; its sessions are no longer
-					// read, so say so, and keep the descriptors until the
-					// server stops rather than free numbers still in use.
-					srv.log.Error("event loop stopped; its sessions will only end by timeout or shutdown", "err", err)
-					<-srv.stopCh
-				}
-				p.Release()
-			}()
-		}
+	if !srv.startPollersLocked() {
+		return false
 	}
 	var fd int
 	rc.Control(func(f uintptr) { fd = int(f) })
@@ -427,6 +484,50 @@ func (srv *Server) parkLocked(s *Session) bool {
 		return false
 	}
 	return true
+}
+
+// startPollersLocked starts the server's pollers on first use, and reports
+// whether there are any. Called with srv.mu held.
+func (srv *Server) startPollersLocked() bool {
+	if !srv.cfg.park {
+		return false
+	}
+	if srv.pollers == nil {
+		n := 1
+		if srv.cfg.inline {
+			// Handlers run on the loops: one per processor.
+			n = runtime.GOMAXPROCS(0)
+		}
+		for range n {
+			p, err := netpoll.New(srv.cfg.inline)
+			if err != nil {
+				srv.log.Warn("cannot park idle connections", "err", err)
+				for _, p := range srv.pollers {
+					p.Close()
+				}
+				srv.pollers = nil
+				srv.cfg.park = false
+				return false
+			}
+			if srv.cfg.inline {
+				p.Local = newLoopScratch(p)
+			}
+			srv.pollers = append(srv.pollers, p)
+			srv.bgWG.Add(1)
+			go func() {
+				defer srv.bgWG.Done()
+				if err := p.Run(); !errors.Is(err, netpoll.ErrClosed) {
+					// Not expected from epoll; its sessions are no longer
+					// read, so say so, and keep the descriptors until the
+					// server stops rather than free numbers still in use.
+					srv.log.Error("event loop stopped; its sessions will only end by timeout or shutdown", "err", err)
+					<-srv.stopCh
+				}
+				p.Release()
+			}()
+		}
+	}
+	return len(srv.pollers) > 0
 }
 
 // handleFrame implements the server side of the protocol.

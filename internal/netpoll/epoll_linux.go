@@ -3,6 +3,7 @@
 package netpoll
 
 import (
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,8 @@ const Supported = true
 // Poller is an epoll set watched by one goroutine.
 type Poller struct {
 	epfd   int
-	wakefd int // eventfd used to stop Run
+	wakefd int      // eventfd used to stop Run
+	file   *os.File // epfd, registered with the Go runtime's poller; nil for a blocking poller
 
 	mu     sync.RWMutex
 	slots  []slot // indexed by fd
@@ -42,7 +44,17 @@ type slot struct {
 }
 
 // New creates a poller. Run must be called to deliver events.
-func New() (*Poller, error) {
+//
+// A poller Run waits in one of two ways. By default its epoll set is
+// itself registered with the Go runtime's poller, and Run parks its
+// goroutine until the set is readable: every goroutine that waits on the
+// network is woken by the runtime as usual. A blocking poller (for event
+// loops that run handlers) waits in epoll_wait as a blocking system call
+// instead: a wake-up costs one epoll_wait and no pass through the
+// scheduler (about a tenth less CPU per message under load), but while it
+// waits it holds its P until the runtime's monitor takes it back (20 µs or
+// more), which delays goroutines that the runtime's poller would wake.
+func New(blocking bool) (*Poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -58,7 +70,15 @@ func New() (*Poller, error) {
 		unix.Close(wakefd)
 		return nil, err
 	}
-	return &Poller{epfd: epfd, wakefd: wakefd}, nil
+	if blocking {
+		return &Poller{epfd: epfd, wakefd: wakefd}, nil
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, err
+	}
+	return &Poller{epfd: epfd, wakefd: wakefd, file: os.NewFile(uintptr(epfd), "epoll")}, nil
 }
 
 const (
@@ -148,22 +168,24 @@ func (p *Poller) Run() error {
 	ready := make([]report, 0, 256)
 	var again, next []Readable // owners that stopped short of draining their socket
 	var now int64
+	wait := p.waitBlocking
+	if p.file != nil {
+		park, err := p.parker(events)
+		if err != nil {
+			return err
+		}
+		wait = park
+	}
 	for round := 0; ; round++ {
 		// First a look that cannot block, a raw system call the runtime
-		// need not hear of. Only if the set is empty, and no owner waits
-		// for another turn, does the loop wait in epoll_wait as a blocking
-		// system call: the runtime then hands the loop's P to other
-		// goroutines once its monitor sees the call last (20 µs or more),
-		// and the thread wakes straight from the kernel, as in gnet. (The
-		// alternative, registering the epoll set with the runtime's poller
-		// and parking the goroutine, costs a second epoll_wait and a pass
-		// through the scheduler per wake-up, about a tenth more CPU per
-		// message under load. Locking the goroutine to its thread is worse
-		// still: every Gosched would hand the P to another thread.)
+		// need not hear of; only if the set is empty, and no owner waits
+		// for another turn, does Run wait (see New). A blocking wait does
+		// not lock the goroutine to its thread: then every Gosched would
+		// hand the P to another thread.
 		n, err := pollNow(p.epfd, events)
 		waited := false
 		if n == 0 && err == nil && len(again) == 0 {
-			n, err = waitBlocking(p.epfd, events)
+			n, err = wait(events)
 			waited = true
 		}
 		if err != nil {
@@ -247,7 +269,11 @@ func (p *Poller) Close() error {
 
 // Release frees the epoll set and the wake descriptor once Run has returned.
 func (p *Poller) Release() {
-	unix.Close(p.epfd)
+	if p.file != nil {
+		p.file.Close() // closes epfd
+	} else {
+		unix.Close(p.epfd)
+	}
 	unix.Close(p.wakefd)
 }
 
@@ -268,12 +294,33 @@ func pollNow(epfd int, events []unix.EpollEvent) (int, error) {
 }
 
 // waitBlocking waits for at least one event, as a blocking system call
-// (see Run).
-func waitBlocking(epfd int, events []unix.EpollEvent) (int, error) {
+// (see New).
+func (p *Poller) waitBlocking(events []unix.EpollEvent) (int, error) {
 	for {
-		n, err := unix.EpollWait(epfd, events, -1)
+		n, err := unix.EpollWait(p.epfd, events, -1)
 		if err != unix.EINTR {
 			return n, err
 		}
 	}
+}
+
+// parker returns a wait that parks Run's goroutine on the runtime's poller
+// until the epoll set is readable (see New).
+func (p *Poller) parker(events []unix.EpollEvent) (func([]unix.EpollEvent) (int, error), error) {
+	rc, err := p.file.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var n int
+	var werr error
+	look := func(uintptr) bool {
+		n, werr = pollNow(p.epfd, events)
+		return n > 0 || werr != nil // false: park until the set is readable
+	}
+	return func([]unix.EpollEvent) (int, error) {
+		if err := rc.Read(look); err != nil {
+			return 0, err
+		}
+		return n, werr
+	}, nil
 }

@@ -12,7 +12,7 @@ type Poller struct {
 }
 
 // New fails: connections keep a goroutine each on this platform.
-func New() (*Poller, error) { return nil, ErrClosed }
+func New(blocking bool) (*Poller, error) { return nil, ErrClosed }
 
 // Add is never reached on this platform.
 func (p *Poller) Add(fd int, r Readable, gen uint32) error { return ErrClosed }
