@@ -268,16 +268,25 @@ func (s *Session) Data(key string) (string, bool) {
 // ErrSessionClosed, and then nothing was queued. msg may be reused as soon
 // as Send returns.
 func (s *Session) Send(msg []byte) error {
-	if st := s.stage.Load(); st != nil && st.loop.Owner() == gid.Current() && s.stageFrame(st, 0, msg) {
-		return nil // enqueue's fast path, without its call
+	// enqueue's fast path (stageFrame), written out: two calls less per
+	// message, measured at 3 to 4 ns of the loop's 50 ns of user time.
+	if st := s.stage.Load(); st != nil && st.loop.Owner() == gid.Current() &&
+		len(msg) <= s.maxPayload && !s.shared.Load() && !s.stopRead.Load() {
+		at := len(st.buf)
+		if end := at + frame.HeaderLen + len(msg); end <= st.room {
+			b := st.buf[at:end]
+			frame.PutHeader(b, frame.KindData, 0, len(msg))
+			copy(b[frame.HeaderLen:], msg)
+			st.buf = st.buf[:end]
+			st.msgs++
+			return nil
+		}
 	}
 	return s.enqueue(frame.KindData, 0, msg)
 }
 
 // SendString is Send for a string.
-func (s *Session) SendString(msg string) error {
-	return s.enqueue(frame.KindData, 0, unsafeBytes(msg))
-}
+func (s *Session) SendString(msg string) error { return s.Send(unsafeBytes(msg)) }
 
 // SendRaw queues bytes to be written exactly as given, without framing: the
 // caller vouches that they are whole frames (or whole lines in text mode).
