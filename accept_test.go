@@ -1,5 +1,5 @@
-// Tests of accepting on the event loops, where a loop's epoll set watches
-// the listener (see Server.acceptGate).
+// Tests of accepting on blocking event loops (WithBlockingEventLoops),
+// where a loop's epoll set watches the listener (see Server.acceptGate).
 
 package msgnet_test
 
@@ -19,7 +19,7 @@ import (
 // than the gate waits, when Accept waits on the runtime's poller on its
 // own, and several more after that, through the gate again.
 func TestLoopAcceptAfterQuietListener(t *testing.T) {
-	_, addr := echoServer(t, loopOpts()...)
+	_, addr := echoServer(t, blockingLoopOpts()...)
 	r := dialRaw(t, addr)
 	r.hello("first")
 	time.Sleep(1300 * time.Millisecond) // past the gate's idle wait (1 s)
@@ -37,7 +37,7 @@ func TestLoopAcceptAfterQuietListener(t *testing.T) {
 // every one is accepted, though the gate lets one Accept through per
 // report.
 func TestLoopAcceptBurst(t *testing.T) {
-	_, addr := echoServer(t, loopOpts(msgnet.WithMaxConnections(1000))...)
+	_, addr := echoServer(t, blockingLoopOpts(msgnet.WithMaxConnections(1000))...)
 	const n = 200
 	conns := make([]*raw, n)
 	var wg sync.WaitGroup
@@ -73,7 +73,7 @@ func TestLoopAcceptBurst(t *testing.T) {
 // listener leaves the loop's epoll set without a report, so the gate's
 // idle wait is what lets Accept see the close.
 func TestLoopServeEndsWhenListenerClosed(t *testing.T) {
-	srv := msgnet.NewServer("test_server", loopOpts()...)
+	srv := msgnet.NewServer("test_server", blockingLoopOpts()...)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -96,4 +96,8 @@ func TestLoopServeEndsWhenListenerClosed(t *testing.T) {
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func blockingLoopOpts(extra ...msgnet.Option) []msgnet.Option {
+	return loopOpts(append([]msgnet.Option{msgnet.WithBlockingEventLoops()}, extra...)...)
 }

@@ -35,7 +35,10 @@ func itoa(n int) string {
 	return string(bytes.TrimLeft([]byte{byte('0' + n/100%10), byte('0' + n/10%10), byte('0' + n%10)}, "0"))
 }
 
-// benchEngines are the server's three read paths.
+// benchEngines are the server's read paths. The client is in the same
+// process, so blocking-loop shows what WithBlockingEventLoops costs the
+// process's other network goroutines, not the server's own speed (which
+// bench/run.sh measures, server and load in separate processes).
 var benchEngines = []struct {
 	name string
 	opts []msgnet.Option
@@ -43,6 +46,7 @@ var benchEngines = []struct {
 	{"parked", []msgnet.Option{msgnet.WithParking(true)}},
 	{"goroutine", []msgnet.Option{msgnet.WithParking(false)}},
 	{"loop", []msgnet.Option{msgnet.WithNonBlockingHandlers()}},
+	{"blocking-loop", []msgnet.Option{msgnet.WithNonBlockingHandlers(), msgnet.WithBlockingEventLoops()}},
 }
 
 // echoConn starts an echo server with opts and returns a connection to it;

@@ -30,6 +30,9 @@ func engines(t *testing.T, f func(t *testing.T, opts ...msgnet.Option)) {
 	t.Run("parked", func(t *testing.T) { f(t, msgnet.WithParking(true)) })
 	t.Run("goroutine", func(t *testing.T) { f(t, msgnet.WithParking(false)) })
 	t.Run("loop", func(t *testing.T) { f(t, msgnet.WithParking(true), msgnet.WithNonBlockingHandlers()) })
+	t.Run("blocking-loop", func(t *testing.T) {
+		f(t, msgnet.WithParking(true), msgnet.WithNonBlockingHandlers(), msgnet.WithBlockingEventLoops())
+	})
 }
 
 // startServer serves on a loopback port and stops the server when the test

@@ -357,14 +357,14 @@ func (srv *Server) refuse(nc net.Conn, code, message, reason string) {
 }
 
 // acceptGate returns a gate that tells serve when l has a connection
-// waiting, or nil. On the event loops it is a loop's epoll set that
+// waiting, or nil. On blocking event loops it is a loop's epoll set that
 // watches l: a loop waits in epoll_wait holding its P (see netpoll.New),
 // so an Accept waiting on the runtime's poller would be woken only once
 // the runtime takes the P back, and connections would wait for that; the
 // loop itself notices a connection at once.
 func (srv *Server) acceptGate(l net.Listener) *acceptGate {
 	tl, ok := l.(*net.TCPListener)
-	if !ok || !srv.cfg.inline || !netpoll.Supported {
+	if !ok || !srv.cfg.inline || !srv.cfg.blockingLoops || !netpoll.Supported {
 		return nil
 	}
 	rc, err := tl.SyscallConn()
@@ -499,7 +499,7 @@ func (srv *Server) startPollersLocked() bool {
 			n = runtime.GOMAXPROCS(0)
 		}
 		for range n {
-			p, err := netpoll.New(srv.cfg.inline)
+			p, err := netpoll.New(srv.cfg.inline && srv.cfg.blockingLoops)
 			if err != nil {
 				srv.log.Warn("cannot park idle connections", "err", err)
 				for _, p := range srv.pollers {

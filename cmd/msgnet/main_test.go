@@ -230,13 +230,15 @@ func TestServeTLSAndAuthFlags(t *testing.T) {
 	}
 }
 
-// --handlers chooses where handlers run; every built-in mode works on both.
+// --handlers chooses where handlers run and --loop-wait how idle loops
+// wait; every built-in mode works on each.
 func TestHandlersFlag(t *testing.T) {
-	for _, c := range []struct{ mode, handlers, send, want string }{
-		{"echo", "goroutine", "same bytes", "same bytes\n"},
-		{"managed", "loop", "hi", "Echo: hi\n"},
+	for _, c := range []struct{ mode, handlers, wait, send, want string }{
+		{"echo", "goroutine", "block", "same bytes", "same bytes\n"},
+		{"managed", "loop", "block", "hi", "Echo: hi\n"},
+		{"echo", "loop", "park", "parked", "parked\n"},
 	} {
-		addr := startServe(t, "--mode", c.mode, "--handlers", c.handlers)
+		addr := startServe(t, "--mode", c.mode, "--handlers", c.handlers, "--loop-wait", c.wait)
 		var out, errOut bytes.Buffer
 		if code := run(context.Background(), []string{"send", "--addr", addr, c.send}, nil, &out, &errOut); code != 0 {
 			t.Fatalf("%s/%s: exit %d: %s", c.mode, c.handlers, code, errOut.String())
@@ -250,6 +252,13 @@ func TestHandlersFlag(t *testing.T) {
 		t.Fatalf("--handlers threads: exit %d, want 2", code)
 	}
 	if !strings.Contains(errOut.String(), `unknown --handlers "threads"`) {
+		t.Fatalf("stderr: %q", errOut.String())
+	}
+	errOut.Reset()
+	if code := run(context.Background(), []string{"serve", "--loop-wait", "spin"}, nil, &out, &errOut); code != 2 {
+		t.Fatalf("--loop-wait spin: exit %d, want 2", code)
+	}
+	if !strings.Contains(errOut.String(), `unknown --loop-wait "spin"`) {
 		t.Fatalf("stderr: %q", errOut.String())
 	}
 }

@@ -29,6 +29,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	drain := fs.Duration("drain-timeout", 5*time.Second, "how long a graceful stop may take")
 	quiet := fs.Bool("quiet", false, "log only warnings and errors")
 	handlersOn := fs.String("handlers", "auto", "where handlers run: loop (on the event loops; they never block), goroutine (one per active connection), auto (loop for echo, goroutine for managed, which may publish to a cluster)")
+	loopWait := fs.String("loop-wait", "block", "how idle event loops wait: block (in epoll_wait on a thread each: less CPU, for a process that does nothing else) or park (on the Go runtime's poller)")
 	var features []serveFeature
 	for _, newFeature := range serveFeatures {
 		features = append(features, newFeature(fs))
@@ -48,6 +49,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		msgnet.WithIdleTimeout(*idle),
 		msgnet.WithDrainTimeout(*drain),
 		msgnet.WithLogger(logger),
+	}
+	switch *loopWait {
+	case "block":
+		opts = append(opts, msgnet.WithBlockingEventLoops())
+	case "park":
+	default:
+		fmt.Fprintf(stderr, "msgnet serve: unknown --loop-wait %q (block or park)\n", *loopWait)
+		return 2
 	}
 	switch *handlersOn {
 	case "loop":
