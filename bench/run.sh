@@ -21,6 +21,7 @@
 #   HOLD=$DURATION    how long the idle test holds its connections
 #   IDLE_CONNS=10000  connections of the idle test
 #   SERVERS="msgnet gnet stdlib stdlib-naive"   servers, in table order; also
+#                     msgnet-park: msgnet serve --loop-wait park
 #                     msgnet-goroutine: msgnet serve --handlers goroutine
 #   OUT=../docs/BENCHMARKS.md                   file to update
 #   COOLDOWN=2        seconds of rest between tests (the machine is shared)
@@ -136,9 +137,9 @@ is_skipped() { grep -q "^$1	" "$SKIPPED"; }
 for s in $SERVERS; do
 	case $s in
 	msgnet) [ "$MSGNET_OK" = 1 ] || skip msgnet "go build ../cmd/msgnet failed" ;;
-	msgnet-goroutine) [ "$MSGNET_OK" = 1 ] || skip msgnet-goroutine "go build ../cmd/msgnet failed" ;;
+	msgnet-park | msgnet-goroutine) [ "$MSGNET_OK" = 1 ] || skip "$s" "go build ../cmd/msgnet failed" ;;
 	gnet | stdlib | stdlib-naive) ;;
-	*) die "unknown server $s (known: msgnet msgnet-goroutine gnet stdlib stdlib-naive)" ;;
+	*) die "unknown server $s (known: msgnet msgnet-park msgnet-goroutine gnet stdlib stdlib-naive)" ;;
 	esac
 done
 
@@ -147,6 +148,7 @@ server_cmd() {
 	local addr=127.0.0.1:$2
 	case $1 in
 	msgnet) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --mode echo --quiet --max-connections 20000 "${MSGNET_SERVE_EXTRA[@]}") ;;
+	msgnet-park) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --mode echo --quiet --max-connections 20000 --loop-wait park "${MSGNET_SERVE_EXTRA[@]}") ;;
 	msgnet-goroutine) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --mode echo --quiet --max-connections 20000 --handlers goroutine "${MSGNET_SERVE_EXTRA[@]}") ;;
 	gnet) SRV_CMD=("$BIN/gnet-peer" --addr "$addr") ;;
 	stdlib) SRV_CMD=("$BIN/stdlib-peer" --addr "$addr") ;;
@@ -223,7 +225,11 @@ ELAPSED=$(($(date +%s) - T0))
 # ---- report ---------------------------------------------------------------
 SERVE_DESC=""
 if ! is_skipped msgnet && [[ " $SERVERS " == *" msgnet "* ]]; then
-	SERVE_DESC="\`msgnet serve --addr 127.0.0.1:PORT --mode echo --quiet --max-connections 20000 ${MSGNET_SERVE_EXTRA[*]}\` (echo mode's handler never blocks, so it runs on the event loops: WithNonBlockingHandlers)"
+	SERVE_DESC="\`msgnet serve --addr 127.0.0.1:PORT --mode echo --quiet --max-connections 20000 ${MSGNET_SERVE_EXTRA[*]}\` (echo mode's handler never blocks, so it runs on the event loops: WithNonBlockingHandlers; a dedicated server process, so they wait in a blocking epoll_wait: WithBlockingEventLoops)"
+fi
+if ! is_skipped msgnet-park && [[ " $SERVERS " == *" msgnet-park "* ]]; then
+	[ -n "$SERVE_DESC" ] && SERVE_DESC+="; "
+	SERVE_DESC+="msgnet-park: the same with \`--loop-wait park\` (the library's default for event loops: an idle loop parks on the Go runtime's poller, which suits a process that does other network work)"
 fi
 if ! is_skipped msgnet-goroutine && [[ " $SERVERS " == *" msgnet-goroutine "* ]]; then
 	[ -n "$SERVE_DESC" ] && SERVE_DESC+="; "
