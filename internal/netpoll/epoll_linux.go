@@ -168,7 +168,7 @@ func (p *Poller) Run() error {
 	ready := make([]report, 0, 256)
 	var again, next []Readable // owners that stopped short of draining their socket
 	var now int64
-	wait := p.waitBlocking
+	wait := p.lookThenBlock
 	if p.file != nil {
 		park, err := p.parker(events)
 		if err != nil {
@@ -177,16 +177,17 @@ func (p *Poller) Run() error {
 		wait = park
 	}
 	for round := 0; ; round++ {
-		// First a look that cannot block, a raw system call the runtime
-		// need not hear of; only if the set is empty, and no owner waits
-		// for another turn, does Run wait (see New). A blocking wait does
-		// not lock the goroutine to its thread: then every Gosched would
-		// hand the P to another thread.
-		n, err := pollNow(p.epfd, events)
+		// Each wait starts with a look that cannot block, a raw system
+		// call the runtime need not hear of, and waits only if the set is
+		// empty (see New). Owners waiting for another turn get only the
+		// look.
+		var n int
+		var err error
 		waited := false
-		if n == 0 && err == nil && len(again) == 0 {
-			n, err = wait(events)
-			waited = true
+		if len(again) > 0 {
+			n, err = pollNow(p.epfd, events)
+		} else {
+			n, waited, err = wait(events)
 		}
 		if err != nil {
 			return err
@@ -293,34 +294,42 @@ func pollNow(epfd int, events []unix.EpollEvent) (int, error) {
 	}
 }
 
-// waitBlocking waits for at least one event, as a blocking system call
-// (see New).
-func (p *Poller) waitBlocking(events []unix.EpollEvent) (int, error) {
+// lookThenBlock fetches ready events, waiting for at least one as a
+// blocking system call if there are none (see New); waited reports whether
+// it waited. The goroutine is not locked to its thread: then every Gosched
+// would hand the P to another thread and back.
+func (p *Poller) lookThenBlock(events []unix.EpollEvent) (n int, waited bool, err error) {
+	if n, err = pollNow(p.epfd, events); n > 0 || err != nil {
+		return n, false, err
+	}
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+		n, err = unix.EpollWait(p.epfd, events, -1)
 		if err != unix.EINTR {
-			return n, err
+			return n, true, err
 		}
 	}
 }
 
-// parker returns a wait that parks Run's goroutine on the runtime's poller
-// until the epoll set is readable (see New).
-func (p *Poller) parker(events []unix.EpollEvent) (func([]unix.EpollEvent) (int, error), error) {
+// parker returns lookThenBlock's counterpart for a parking poller: it
+// parks Run's goroutine on the runtime's poller until the epoll set is
+// readable, if a first look finds nothing (see New).
+func (p *Poller) parker(events []unix.EpollEvent) (func([]unix.EpollEvent) (int, bool, error), error) {
 	rc, err := p.file.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	var n int
+	var n, looks int
 	var werr error
 	look := func(uintptr) bool {
+		looks++
 		n, werr = pollNow(p.epfd, events)
 		return n > 0 || werr != nil // false: park until the set is readable
 	}
-	return func([]unix.EpollEvent) (int, error) {
+	return func([]unix.EpollEvent) (int, bool, error) {
+		looks = 0
 		if err := rc.Read(look); err != nil {
-			return 0, err
+			return 0, false, err
 		}
-		return n, werr
+		return n, looks > 1, werr
 	}, nil
 }
