@@ -817,7 +817,9 @@ func (s *Session) endTurn(sc *loopScratch) (ended bool) {
 		st.msgs = 0
 		n, err = tryWriteResult(rawWrite(int(s.fd), st.buf))
 		if n < len(st.buf) && err == nil { // a slow peer: its writer takes the rest
-			rest, restBytes = append(w.batch[:0], chunkOf(st.buf[n:])), len(st.buf)-n
+			// A slice of its own: requeueLocked makes it the queue's, and
+			// the loop's writer keeps its batch for the next session.
+			rest, restBytes = []*chunk{chunkOf(st.buf[n:])}, len(st.buf)-n
 		}
 		st.buf = st.buf[:0]
 	} else {
