@@ -487,9 +487,10 @@ func (srv *Server) parkLocked(s *Session) bool {
 }
 
 // startPollersLocked starts the server's pollers on first use, and reports
-// whether there are any. Called with srv.mu held.
+// whether there are any. Called with srv.mu held. A stopping server starts
+// none: finishStop has taken the pollers to close, or is about to.
 func (srv *Server) startPollersLocked() bool {
-	if !srv.cfg.park {
+	if !srv.cfg.park || srv.stopping {
 		return false
 	}
 	if srv.pollers == nil {
