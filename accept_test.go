@@ -101,26 +101,3 @@ func TestLoopServeEndsWhenListenerClosed(t *testing.T) {
 func blockingLoopOpts(extra ...msgnet.Option) []msgnet.Option {
 	return loopOpts(append([]msgnet.Option{msgnet.WithBlockingEventLoops()}, extra...)...)
 }
-
-// Serve racing Shutdown: the gate must not start pollers that the stop
-// has already collected, or Shutdown would wait for them forever.
-func TestLoopServeRacingShutdown(t *testing.T) {
-	for range 200 {
-		srv := msgnet.NewServer("test_server", blockingLoopOpts()...)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- srv.Serve(ln) }()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = srv.Shutdown(ctx)
-		cancel()
-		if err != nil {
-			t.Fatalf("shutdown: %v", err)
-		}
-		if err := <-done; !errors.Is(err, msgnet.ErrServerClosed) {
-			t.Fatalf("Serve returned %v, want ErrServerClosed", err)
-		}
-	}
-}

@@ -127,6 +127,13 @@ func (p *Poller) add(fd int, r Readable, gen uint32, events uint32) error {
 // Rearm watches fd again after a readiness report. If data is already
 // waiting, the report comes at once.
 func (p *Poller) Rearm(fd int, gen uint32) error {
+	// Under the read lock, so that it cannot race Close: once closed, the
+	// epoll set's number may be freed by Release and reused.
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
 	ev := unix.EpollEvent{Events: watchEvents, Fd: int32(fd), Pad: int32(gen)}
 	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
 }
