@@ -421,23 +421,6 @@ func (s *Session) dispatch(b []byte) (used int, err error) {
 	}
 	for used < len(b) && !s.stopRead.Load() {
 		rest := b[used:]
-		if plain != nil {
-			// The common case, with no call through the peer per message.
-			if total := frame.SplitPlain(rest, s.maxPayload); total > 0 {
-				used += total
-				s.frames++
-				s.seq++
-				if !perBurst {
-					s.msgsIn.Add(1)
-				}
-				if msg := rest[frame.HeaderLen:total]; s.seq&latencySampleMask != 0 {
-					plain(s, msg)
-				} else {
-					s.callMessage(plain, msg) // timed
-				}
-				continue
-			}
-		}
 		if mode == frame.ModeText {
 			line, k, err := frame.SplitLine(rest, s.maxPayload)
 			if err != nil {
@@ -454,13 +437,22 @@ func (s *Session) dispatch(b []byte) (used int, err error) {
 			s.peer.handleLine(s, line)
 			continue
 		}
-		total, err := frame.Split(rest, s.maxPayload)
-		if err != nil {
-			return used, err
+		// The common case first: a plain message that is only its
+		// handler's call, with no call through the peer.
+		total := 0
+		if plain != nil {
+			total = frame.SplitPlain(rest, s.maxPayload)
 		}
-		if total == 0 || total > len(rest) {
-			s.need = total
-			return used, nil
+		isPlain := total > 0
+		if !isPlain {
+			var err error
+			if total, err = frame.Split(rest, s.maxPayload); err != nil {
+				return used, err
+			}
+			if total == 0 || total > len(rest) {
+				s.need = total
+				return used, nil
+			}
 		}
 		used += total
 		s.frames++
@@ -468,8 +460,15 @@ func (s *Session) dispatch(b []byte) (used int, err error) {
 		if !perBurst {
 			s.msgsIn.Add(1)
 		}
-		if err := s.peer.handleFrame(s, frame.Decode(rest[:total])); err != nil {
-			return used, err
+		switch msg := rest[frame.HeaderLen:total]; {
+		case !isPlain:
+			if err := s.peer.handleFrame(s, frame.Decode(rest[:total])); err != nil {
+				return used, err
+			}
+		case s.seq&latencySampleMask != 0:
+			plain(s, msg)
+		default:
+			s.callMessage(plain, msg) // timed
 		}
 	}
 	return used, nil

@@ -951,13 +951,7 @@ func (w *writer) tryWrite(rc syscall.RawConn) (int, error) {
 	}
 	n, err := w.wn, w.werr
 	w.werr = nil
-	if err == syscall.EAGAIN || err == syscall.EINTR {
-		return 0, nil
-	}
-	if n < 0 {
-		n = 0
-	}
-	return n, err
+	return tryWriteResult(n, err)
 }
 
 func (w *writer) writeOnce(fd int) (int, error) {
