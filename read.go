@@ -144,18 +144,11 @@ func (s *Session) readParked() {
 // sweeper), closes, or stops reading.
 func (s *Session) readHot() {
 	bp := readBufPool.Get().(*[]byte)
-	buf := *bp
-	n := 0
-	if len(s.pending) > 0 {
-		if s.need > len(buf) {
-			buf = make([]byte, s.need)
-		}
-		n = copy(buf, s.pending)
-	}
+	buf, n := s.resume(*bp)
 	s.hotWait.Store(true)
 	for !s.stopRead.Load() {
 		if n == len(buf) {
-			buf = grow(buf, n, s.need)
+			buf = s.grow(buf, n)
 		}
 		nr, err := s.nc.Read(buf[n:])
 		if nr > 0 {
@@ -174,7 +167,7 @@ func (s *Session) readHot() {
 		}
 	}
 	s.hotWait.Store(false)
-	s.keepPending(buf[:n])
+	s.keepPending(buf[:n], &buf[0] != &(*bp)[0])
 	readBufPool.Put(bp)
 }
 
@@ -215,14 +208,7 @@ func (s *Session) burst(r *reader, loopNow int64, loopBuf *[]byte) (stayHot, mor
 	} else {
 		bp = pool.Get().(*[]byte)
 	}
-	buf := *bp
-	n := 0
-	if len(s.pending) > 0 {
-		if s.need > len(buf) {
-			buf = make([]byte, s.need)
-		}
-		n = copy(buf, s.pending)
-	}
+	buf, n := s.resume(*bp)
 	for !s.stopRead.Load() {
 		if n == len(buf) {
 			if pool == &smallBufPool && &buf[0] == &(*bp)[0] {
@@ -233,7 +219,7 @@ func (s *Session) burst(r *reader, loopNow int64, loopBuf *[]byte) (stayHot, mor
 				pool, bp, buf = &readBufPool, big, *big
 			}
 			if n == len(buf) {
-				buf = grow(buf, n, s.need)
+				buf = s.grow(buf, n)
 			}
 		}
 		if edge && reads == loopReads {
@@ -296,7 +282,7 @@ func (s *Session) burst(r *reader, loopNow int64, loopBuf *[]byte) (stayHot, mor
 			break
 		}
 	}
-	s.keepPending(buf[:n])
+	s.keepPending(buf[:n], &buf[0] != &(*bp)[0])
 	if pool != nil {
 		pool.Put(bp) // buf may have outgrown it; the pooled one is unchanged
 	}
@@ -337,15 +323,14 @@ func (s *Session) demoteIfIdle(limit int64) {
 // WebSocket and other streams, and the client side): one goroutine for the
 // connection's life, with its own buffer.
 func (s *Session) readBlocking() {
-	buf := make([]byte, 16<<10)
-	n := copy(buf, s.pending)
+	buf, n := s.resume(make([]byte, 16<<10))
 	s.pending = nil
 	if n > 0 {
 		n = s.ingest(buf, n)
 	}
 	for !s.stopRead.Load() {
 		if n == len(buf) {
-			buf = grow(buf, n, s.need)
+			buf = s.grow(buf, n)
 		}
 		nr, err := s.nc.Read(buf[n:])
 		if nr > 0 {
@@ -367,10 +352,36 @@ func (s *Session) readBlocking() {
 	}
 }
 
-// grow returns a buffer holding buf[:n] with room for a frame of total
-// bytes, which the size limit has already bounded.
-func grow(buf []byte, n, total int) []byte {
-	size := max(total, 2*len(buf))
+// resume puts what the last burst kept (a partial frame or line) at the
+// head of buf, the burst's buffer, and returns the buffer to read into and
+// how much it holds. A kept part larger than buf is read on in its own
+// buffer, kept between bursts (see keepPending), so that a large message
+// trickled in small pieces is not copied and allocated again per piece.
+func (s *Session) resume(buf []byte) ([]byte, int) {
+	p := s.pending
+	if len(p) == 0 {
+		return buf, 0
+	}
+	if len(p) < len(buf) {
+		return buf, copy(buf, p)
+	}
+	s.pending = nil // the burst's now
+	return p[:cap(p)], len(p)
+}
+
+// grow returns a buffer holding buf[:n], which is full, with room for
+// more: twice the size, never more than the incomplete frame needs (when
+// its header has told) or than the size limit allows. Growing
+// geometrically keeps what a message trickled in small pieces costs in
+// allocations proportional to its size, and what the server holds
+// proportional to what it received: a header alone does not reserve the
+// whole frame.
+func (s *Session) grow(buf []byte, n int) []byte {
+	size := min(2*len(buf), s.maxPayload+frame.HeaderLen)
+	if s.need > n {
+		size = min(size, s.need)
+	}
+	size = max(size, n+1)
 	nb := make([]byte, size)
 	copy(nb, buf[:n])
 	return nb
@@ -408,6 +419,7 @@ func (s *Session) dispatch(b []byte) (used int, err error) {
 			err = &HandlerPanicError{Value: r}
 		}
 	}()
+	s.need = 0
 	mode := s.readerMode()
 	if mode == frame.ModeUnknown {
 		if mode = frame.Sniff(b); mode == frame.ModeUnknown {
@@ -422,13 +434,15 @@ func (s *Session) dispatch(b []byte) (used int, err error) {
 	for used < len(b) && !s.stopRead.Load() {
 		rest := b[used:]
 		if mode == frame.ModeText {
-			line, k, err := frame.SplitLine(rest, s.maxPayload)
+			line, k, err := frame.SplitLineFrom(rest, s.scanned, s.maxPayload)
 			if err != nil {
 				return used, err
 			}
 			if k == 0 {
+				s.scanned = len(rest)
 				return used, nil
 			}
+			s.scanned = 0
 			used += k
 			s.seq++
 			if !perBurst {
@@ -537,9 +551,16 @@ func (s *Session) endOfInput(rest []byte, err error) {
 	s.closeWith(err, false)
 }
 
-// keepPending saves a partial frame across parking; an idle session with
-// nothing partial holds no buffer.
-func (s *Session) keepPending(b []byte) {
+// keepPending saves a partial frame or line across parking; an idle
+// session with nothing partial holds no buffer. b is at the head of the
+// burst's buffer; own says that buffer is the burst's own (grown for a
+// large message), not pooled: then it is kept as it is, capacity
+// included, and the next burst reads on into it.
+func (s *Session) keepPending(b []byte, own bool) {
+	if own && len(b) > 0 {
+		s.pending = b
+		return
+	}
 	if len(b) == 0 {
 		if cap(s.pending) > 4<<10 {
 			s.pending = nil

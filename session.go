@@ -97,6 +97,7 @@ type Session struct {
 	// Reader-owned: touched only by the goroutine that holds readerActive.
 	pending       []byte // a partial frame or line kept while parked
 	need          int    // total length of the incomplete frame at the head of input
+	scanned       int    // text mode: bytes at the head of input known to hold no newline
 	peerHup       bool   // the poller reported the peer's hang-up: read to the end
 	carried       bool   // event loop only: waiting in the loop's list for another turn
 	frames        int    // frames received, for "hello must come first"

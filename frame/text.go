@@ -46,7 +46,20 @@ func Sniff(b []byte) Mode {
 // the line is, or must become, longer than maxLen bytes it returns
 // ErrTooLarge without waiting for the rest of it.
 func SplitLine(b []byte, maxLen int) (line []byte, n int, err error) {
-	i := bytes.IndexByte(b, '\n')
+	return SplitLineFrom(b, 0, maxLen)
+}
+
+// SplitLineFrom is SplitLine for a b whose first scanned bytes are known to
+// hold no newline (an earlier call found none there): it looks only past
+// them, so that a long line arriving in many pieces is scanned once, not
+// once per piece.
+func SplitLineFrom(b []byte, scanned, maxLen int) (line []byte, n int, err error) {
+	i := -1
+	if scanned < len(b) {
+		if i = bytes.IndexByte(b[scanned:], '\n'); i >= 0 {
+			i += scanned
+		}
+	}
 	if i < 0 {
 		// maxLen content bytes plus a possible '\r' may still be complete.
 		if len(b) > maxLen+1 {
