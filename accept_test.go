@@ -6,6 +6,7 @@ package msgnet_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -58,8 +59,8 @@ func TestLoopAcceptBurst(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	for _, r := range conns {
-		r.hello("burst")
+	for i, r := range conns {
+		r.hello(fmt.Sprint("burst-", i)) // the newest session of a client id replaces the older
 	}
 	for i, r := range conns {
 		r.send(frame.KindData, "x")

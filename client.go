@@ -44,6 +44,7 @@ type clientConfig struct {
 	psk         []byte
 	suites      []string
 	authKey     []byte
+	authKeyID   string
 	filters     pipeline.Chain
 	tls         *tls.Config
 }
@@ -70,6 +71,10 @@ func WithClientEncryption(psk []byte, suites ...string) ClientOption {
 func WithClientAuthKey(key []byte) ClientOption {
 	return func(c *clientConfig) { c.authKey = append([]byte(nil), key...) }
 }
+
+// WithClientAuthKeyID names which of the server's keys WithClientAuthKey
+// holds, for a server with several (msgnet.WithAuth).
+func WithClientAuthKeyID(id string) ClientOption { return func(c *clientConfig) { c.authKeyID = id } }
 
 // WithClientFilters adds payload filters matching the server's WithFilters.
 func WithClientFilters(filters ...pipeline.Filter) ClientOption {
@@ -528,6 +533,7 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn) (welcome, *frame.Re
 	}
 	if c.cfg.authKey != nil {
 		h.Auth = "hmac-sha256"
+		h.KeyID = c.cfg.authKeyID
 	}
 	hb, _ := json.Marshal(h)
 	if err := frame.WriteFrame(nc, frame.KindControl, 0, hb); err != nil {

@@ -1,7 +1,5 @@
 package msgnet
 
-import "errors"
-
 // Bus joins servers into a cluster: broadcasts, group messages and direct
 // messages published by one node are delivered by the others to their own
 // sessions, and a directory says which node holds which client id. The
@@ -84,9 +82,11 @@ type ClusterStats struct {
 	Errors    uint64
 }
 
-// ErrKicked is the reason an older session ends when its client id
-// connected again on another node (or on this one, in a cluster).
-var ErrKicked = errors.New("client id connected elsewhere")
+// ErrKicked is ErrReplaced, by the name it had before one policy applied
+// on one node and across a cluster.
+//
+// Deprecated: use ErrReplaced.
+var ErrKicked = ErrReplaced
 
 // WithBus joins the server to a cluster through b (see Bus).
 func WithBus(b Bus) Option { return func(c *config) { c.bus = b } }
@@ -116,7 +116,7 @@ func (n clusterNode) Deliver(m ClusterMessage) error {
 
 func (n clusterNode) Kick(clientID, keepSession string) {
 	if s := n.srv.reg.getClient(clientID); s != nil && s.id != keepSession && s.ClientID() == clientID {
-		s.closeWith(&DisconnectError{Reason: ErrKicked.Error()}, true)
+		s.closeWith(ErrReplaced, true)
 	}
 }
 
@@ -140,16 +140,4 @@ func (srv *Server) lookup(id string) *Session {
 		return s
 	}
 	return srv.reg.getClient(id)
-}
-
-// clientUp runs when a hello names a client id. In a cluster the newest
-// connection of a client id wins, here and on other nodes.
-func (srv *Server) clientUp(s *Session, cid string) {
-	if srv.bus == nil {
-		return
-	}
-	if old := srv.reg.getClient(cid); old != nil && old != s {
-		old.closeWith(&DisconnectError{Reason: ErrKicked.Error()}, true)
-	}
-	srv.bus.ClientUp(cid, s.id)
 }

@@ -15,10 +15,6 @@ type ContainerHandler func(s *Session, c *container.Container)
 // ContainerErrorHandler is told of a DATA payload that is not a container.
 type ContainerErrorHandler func(s *Session, payload []byte, err error)
 
-// CodeBadContainer is the ERROR code for a DATA payload that the container
-// handlers cannot decode or route.
-const CodeBadContainer = "bad_container"
-
 // ContainerMux decodes DATA payloads as containers and routes them by
 // message type, like an http.ServeMux for containers. Its ServeMessage
 // method is a MessageHandler:

@@ -3,6 +3,7 @@ package msgnet
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/msgnet/msgnet/frame"
 )
@@ -21,6 +22,10 @@ var (
 	// ErrMessageTooLarge is returned by a send whose payload exceeds the
 	// message size limit. Nothing was written.
 	ErrMessageTooLarge = errors.New("msgnet: message too large")
+	// ErrServerQueueFull is returned by a send when the bound on bytes
+	// queued on all of the server's sessions together is spent
+	// (WithServerQueueBytes). It matches ErrQueueFull. Nothing was queued.
+	ErrServerQueueFull = fmt.Errorf("%w: server-wide queue budget spent", ErrQueueFull)
 	// ErrNotConnected is returned by a client that has no connection.
 	ErrNotConnected = errors.New("msgnet: not connected")
 )
@@ -36,6 +41,10 @@ var (
 	ErrServerShutdown = errors.New("server shutting down")
 	// ErrClientClosed: the client was closed by its user.
 	ErrClientClosed = errors.New("client closed")
+	// ErrReplaced: a newer session claimed the session's client id, on this
+	// node or, in a cluster, on another; the newest session of a client id
+	// wins.
+	ErrReplaced = errors.New("replaced")
 	// ErrSlowConsumer: the session's send queue was full under the
 	// SlowConsumerDisconnect policy. It is both the session's end reason and
 	// the error the sender got.
@@ -71,6 +80,17 @@ var (
 	ErrTooLarge    = &ProtocolError{Code: frame.CodeMessageTooLarge, Message: "message exceeds the size limit"}
 	ErrUnknownType = &ProtocolError{Code: frame.CodeUnknownType, Message: "unknown message type"}
 	ErrBadControl  = &ProtocolError{Code: frame.CodeBadControl, Message: "bad control message"}
+	ErrServerBusy  = &ProtocolError{Code: CodeServerBusy, Message: "the server's send queues are full"}
+	// ErrBadClientID refuses a hello's client id: too long (see
+	// WithMaxClientIDLength), or with control, format or white-space
+	// characters.
+	ErrBadClientID = &ProtocolError{Code: CodeBadClientID, Message: "bad client id"}
+	// ErrTooManyGroups is returned by Join past WithMaxGroupsPerSession.
+	ErrTooManyGroups = &ProtocolError{Code: CodeTooManyGroups, Message: "too many groups for one session"}
+	// ErrBadGroup is returned by Join for a name that is empty, too long
+	// (WithMaxGroupNameLength) or has control, format or white-space
+	// characters.
+	ErrBadGroup = &ProtocolError{Code: CodeBadGroup, Message: "bad group name"}
 )
 
 // DisconnectError is a reason given in words: by Session.Disconnect, or by
@@ -89,3 +109,48 @@ type HandlerPanicError struct {
 }
 
 func (e *HandlerPanicError) Error() string { return fmt.Sprintf("handler panic: %v", e.Value) }
+
+// ERROR codes msgnet sends, with what each means (docs/PROTOCOL.md, sections
+// 2 and 6). The core protocol's codes are also in package frame. A peer
+// must accept codes it does not know.
+const (
+	CodeBadFrame        = frame.CodeBadFrame        // bad magic or a length below 10
+	CodeMessageTooLarge = frame.CodeMessageTooLarge // a payload over the size limit
+	CodeUnknownType     = frame.CodeUnknownType     // an unknown kind, or a flag not negotiated
+	CodeBadControl      = frame.CodeBadControl      // a CONTROL frame that is not a known op
+	CodeServerFull      = frame.CodeServerFull      // at max connections
+
+	CodeBadRequest         = "bad_request"         // a request or reply too short for its header
+	CodeBadContainer       = "bad_container"       // a payload the container handlers cannot decode or route
+	CodeAuthFailed         = "auth_failed"         // authentication failed
+	CodeAuthRequired       = "auth_required"       // the server requires authentication and the peer skipped it
+	CodeEncryptionRequired = "encryption_required" // the server requires encryption the client did not ask for
+	CodeDecryptFailed      = "decrypt_failed"      // a sealed payload that does not open
+	CodeBadCompression     = "bad_compression"     // a compressed payload that does not decompress
+	CodeFilterFailed       = "filter_failed"       // a user filter refused a payload
+	CodeRateLimited        = "rate_limited"        // over the per-session message rate
+	CodePerIPLimit         = "per_ip_limit"        // too many connections from one address
+	CodeHandshakeTimeout   = "handshake_timeout"   // no handshake (or first message) in time
+	CodeBadClientID        = "bad_client_id"       // a client id too long, with control characters, or not the key's to claim
+	CodeTooManyGroups      = "too_many_groups"     // a join past the groups-per-session limit
+	CodeBadGroup           = "bad_group"           // a group name too long, empty or with control characters
+	CodeServerBusy         = "server_busy"         // the server-wide queue budget is spent
+)
+
+// ErrorCodes lists every ERROR code msgnet sends, for monitors that want a
+// fixed set of labels.
+var ErrorCodes = []string{
+	CodeBadFrame, CodeMessageTooLarge, CodeUnknownType, CodeBadControl, CodeServerFull,
+	CodeBadRequest, CodeBadContainer, CodeAuthFailed, CodeAuthRequired, CodeEncryptionRequired,
+	CodeDecryptFailed, CodeBadCompression, CodeFilterFailed, CodeRateLimited, CodePerIPLimit,
+	CodeHandshakeTimeout, CodeBadClientID, CodeTooManyGroups, CodeBadGroup, CodeServerBusy,
+}
+
+// knownCode folds a code a peer sent into msgnet's set, so that a peer
+// cannot make the error counters grow without bound.
+func knownCode(code string) string {
+	if slices.Contains(ErrorCodes, code) {
+		return code
+	}
+	return "other"
+}

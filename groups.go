@@ -12,17 +12,27 @@ type groups struct {
 	m  map[string]map[*Session]struct{}
 }
 
-// Join adds s to the named group. Joining twice is harmless. A session that
-// has ended cannot join.
+// Join adds s to the named group. Joining twice is harmless. It fails with
+// ErrBadGroup for a name that is empty, too long (WithMaxGroupNameLength)
+// or has control, format or white-space characters, with ErrTooManyGroups
+// when s is in as many groups as it may be (WithMaxGroupsPerSession), and
+// with ErrSessionClosed when s has ended.
 func (srv *Server) Join(s *Session, group string) error {
+	if !validName(group, srv.cfg.maxGroupNameLen) {
+		return ErrBadGroup
+	}
 	e := s.x()
 	e.groupMu.Lock()
 	defer e.groupMu.Unlock()
 	if e.left {
 		return ErrSessionClosed
 	}
+	// A linear scan, bounded by the groups-per-session limit.
 	if slices.Contains(e.groups, group) {
 		return nil
+	}
+	if len(e.groups) >= srv.cfg.maxGroups {
+		return ErrTooManyGroups
 	}
 	e.groups = append(e.groups, group)
 	srv.groups.mu.Lock()

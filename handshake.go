@@ -28,7 +28,8 @@ type hello struct {
 	Features    []string   `json:"features,omitempty"`    // extensions asked for
 	Compression []string   `json:"compression,omitempty"` // codecs, in the client's order of preference
 	Encryption  *helloSeal `json:"encryption,omitempty"`
-	Auth        string     `json:"auth,omitempty"` // "hmac-sha256" when the client holds a key
+	Auth        string     `json:"auth,omitempty"`   // "hmac-sha256" when the client holds a key
+	KeyID       string     `json:"key_id,omitempty"` // which of the server's keys (WithAuth)
 }
 
 type helloSeal struct {
@@ -71,39 +72,6 @@ type pendingAuth struct {
 	nonce []byte
 }
 
-// Protocol error codes of the handshake and its extensions.
-const (
-	CodeAuthFailed         = "auth_failed"
-	CodeAuthRequired       = "auth_required"
-	CodeEncryptionRequired = "encryption_required"
-	CodeDecryptFailed      = "decrypt_failed"
-	CodeBadCompression     = "bad_compression"
-	CodeFilterFailed       = "filter_failed"
-	CodeRateLimited        = "rate_limited"
-	CodePerIPLimit         = "per_ip_limit"
-	CodeHandshakeTimeout   = "handshake_timeout"
-)
-
-// ErrorCodes lists every ERROR code msgnet sends, for monitors that want a
-// fixed set of labels.
-var ErrorCodes = []string{
-	frame.CodeBadFrame, frame.CodeMessageTooLarge, frame.CodeUnknownType, frame.CodeBadControl,
-	frame.CodeServerFull, CodeBadRequest, CodeBadContainer, CodeAuthFailed, CodeAuthRequired,
-	CodeEncryptionRequired, CodeDecryptFailed, CodeBadCompression, CodeFilterFailed,
-	CodeRateLimited, CodePerIPLimit, CodeHandshakeTimeout,
-}
-
-// knownCode folds a code a peer sent into msgnet's set, so that a peer
-// cannot make the error counters grow without bound.
-func knownCode(code string) string {
-	for _, c := range ErrorCodes {
-		if c == code {
-			return c
-		}
-	}
-	return "other"
-}
-
 // ErrHandshakeTimeout ends a session that did not complete its handshake
 // (or, without one, send its first message) in time.
 var ErrHandshakeTimeout = errors.New("handshake timeout")
@@ -129,6 +97,7 @@ type controlMsg struct {
 	Compression []string   `json:"compression"`
 	Encryption  *helloSeal `json:"encryption"`
 	Auth        string     `json:"auth"`
+	KeyID       string     `json:"key_id"`
 	MAC         []byte     `json:"mac"`
 }
 
@@ -149,15 +118,20 @@ func (srv *Server) handleControl(s *Session, p []byte) {
 	switch {
 	case op == "hello" && s.frames == 1:
 		h := hello{Op: op, ClientID: m.ClientID, Features: m.Features, Compression: m.Compression,
-			Encryption: m.Encryption, Auth: m.Auth}
+			Encryption: m.Encryption, Auth: m.Auth, KeyID: m.KeyID}
 		if h.ClientID != "" {
+			if !validName(h.ClientID, srv.cfg.maxClientIDLen) {
+				s.closeWith(&ProtocolError{Code: CodeBadClientID, Message: "a client id is 1 to " +
+					strconv.Itoa(srv.cfg.maxClientIDLen) + " bytes of UTF-8 without control, format or white-space characters"}, true)
+				return
+			}
 			// A fresh pointer: &h.ClientID would keep the whole decoded
 			// hello alive for the session's life.
 			cid := new(string)
 			*cid = h.ClientID
 			s.clientID.Store(cid)
 		}
-		if srv.cfg.authKey != nil {
+		if srv.cfg.auth != nil {
 			nonce, err := pipeline.NewChallenge()
 			if err != nil {
 				s.closeWith(&ProtocolError{Code: CodeAuthFailed, Message: "no randomness"}, true)
@@ -171,7 +145,10 @@ func (srv *Server) handleControl(s *Session, p []byte) {
 		srv.finishHello(s, &h)
 	case op == "auth" && pending != nil:
 		s.x().auth = nil
-		key := srv.cfg.authKey(pending.hello.ClientID)
+		// The key is the one the hello named (or the client id's); a key
+		// not allowed to claim this client id counts as no key, so it is
+		// refused exactly like a wrong MAC.
+		key := srv.cfg.auth.key(pending.hello.KeyID, pending.hello.ClientID)
 		if key == nil || !pipeline.VerifyAuth(key, pending.nonce, pending.hello.ClientID, m.MAC) {
 			srv.refuseAuth(s)
 			return
@@ -250,11 +227,26 @@ func (srv *Server) finishHello(s *Session, h *hello) {
 		w.Encryption = &welcomeSeal{Suite: suite, Nonce: nonce}
 	}
 	if h.ClientID != "" {
-		srv.reg.setClient(s, h.ClientID)
-		srv.clientUp(s, h.ClientID)
+		srv.claimClientID(s, h.ClientID)
 	}
 	s.establishWith(pipe, w.appendJSON(make([]byte, 0, 256)))
 	srv.connected(s)
+}
+
+// claimClientID makes s the session of client id cid. The newest session
+// of a client id wins, as an MQTT broker does: an older one on this node is
+// ended with DISCONNECT "replaced" (ErrReplaced), and in a cluster the bus
+// has other nodes end theirs. So a client that reconnects after its
+// connection silently died is not refused while the dead one lingers, and
+// a client id always names one session. With authentication, only a
+// holder of a key allowed that client id gets this far.
+func (srv *Server) claimClientID(s *Session, cid string) {
+	if old := srv.reg.setClient(s, cid); old != nil && old != s {
+		old.closeWith(ErrReplaced, true)
+	}
+	if srv.bus != nil {
+		srv.bus.ClientUp(cid, s.id)
+	}
 }
 
 func orNewPipe(p *sessionPipe, maxPayload int) *sessionPipe {
@@ -277,7 +269,7 @@ func (srv *Server) basePipe() *sessionPipe {
 // it closes the session and reports false.
 func (srv *Server) establish(s *Session) bool {
 	switch {
-	case srv.cfg.authKey != nil:
+	case srv.cfg.auth != nil:
 		s.closeWith(&ProtocolError{Code: CodeAuthRequired, Message: "this server requires authentication"}, true)
 		return false
 	case srv.cfg.psk != nil:
@@ -307,17 +299,43 @@ func (srv *Server) connected(s *Session) {
 	}
 }
 
-// allowMessage applies the per-session message rate limit: a message over
-// it is dropped and answered with ERROR rate_limited.
+// allowMessage applies the per-session message rate limit (WithMessageRate)
+// to one message or frame from the peer; see rateDrop for one over it.
 func (srv *Server) allowMessage(s *Session) bool {
-	if srv.cfg.rate <= 0 {
+	e := s.ext.Load()
+	if e == nil || e.limiter == nil || e.limiter.Allow() {
 		return true
 	}
-	if e := s.ext.Load(); e != nil && e.limiter != nil && !e.limiter.Allow() {
-		s.sendError(CodeRateLimited, "message rate limit exceeded; message dropped")
-		return false
+	s.rateDrop(e)
+	return false
+}
+
+// allowControl applies the per-session limit on frames other than DATA
+// (WithControlRate) to one of them; see rateDrop for one over it.
+func (srv *Server) allowControl(s *Session) bool {
+	e := s.x()
+	if e.ctlLimiter == nil {
+		e.ctlLimiter = rate.NewLimiter(srv.cfg.controlRate, srv.cfg.controlBurst)
 	}
-	return true
+	if e.ctlLimiter.Allow() {
+		return true
+	}
+	s.rateDrop(e)
+	return false
+}
+
+// rateDrop drops a message or frame over a rate limit: it is counted
+// (Stats.Dropped "rate_limited"), and the peer is told with ERROR
+// rate_limited, at most once per second, so that a flood does not turn
+// into a flood of answers. Reader only.
+func (s *Session) rateDrop(e *sessionExt) {
+	e.rateDropped++
+	s.noteDrop(DropRateLimited)
+	if now := nanotime(); e.rateErrAt == 0 || now-e.rateErrAt >= int64(time.Second) {
+		e.rateErrAt = now
+		s.sendError(CodeRateLimited, "rate limit exceeded: "+
+			strconv.FormatUint(e.rateDropped, 10)+" messages dropped on this session so far")
+	}
 }
 
 // pipelineError decides what a failure to undo the payload stages means.

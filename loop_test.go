@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -179,7 +180,7 @@ func TestLastMessageThenClose(t *testing.T) {
 		const n = 300
 		for i := 0; i < n; i++ {
 			r := dialRaw(t, addr)
-			r.hello("c")
+			r.hello(fmt.Sprint("c", i)) // distinct: the newest session of a client id replaces the older
 			// one write with the message, then close right away
 			r.write(frame.Append(nil, frame.KindData, 0, []byte("last words")))
 			r.nc.Close()

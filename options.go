@@ -28,7 +28,7 @@ type config struct {
 	compressThreshold int
 	psk               []byte // encryption required when set
 	suites            []string
-	authKey           func(clientID string) []byte
+	auth              *authKeys // clients must authenticate when set
 	authDelay         time.Duration
 	filters           pipeline.Chain
 	tls               *tls.Config
@@ -36,6 +36,13 @@ type config struct {
 	perIP             int
 	rate              rate.Limit
 	burst             int
+
+	controlRate     rate.Limit
+	controlBurst    int
+	maxClientIDLen  int
+	maxGroups       int
+	maxGroupNameLen int
+	queueBudget     int64
 }
 
 func defaultConfig() config {
@@ -53,6 +60,11 @@ func defaultConfig() config {
 		suites:            pipeline.Suites(),
 		authDelay:         time.Second,
 		handshakeTimeout:  10 * time.Second,
+
+		maxClientIDLen:  DefaultMaxClientIDLength,
+		maxGroups:       DefaultMaxGroupsPerSession,
+		maxGroupNameLen: DefaultMaxGroupNameLength,
+		queueBudget:     DefaultServerQueueBytes,
 	}
 }
 
@@ -175,16 +187,100 @@ func WithEncryption(psk []byte, suites ...string) Option {
 
 // WithAuthKey requires every client to prove, in the handshake, that it
 // holds key: it answers a challenge with HMAC-SHA256 over the server's
-// nonce and its client id. The key never crosses the wire.
+// nonce and its client id. The key never crosses the wire. Every holder of
+// the one key may claim any client id; to bind client ids to credentials,
+// use WithAuth with a key per holder.
 func WithAuthKey(key []byte) Option {
-	k := append([]byte(nil), key...)
-	return WithAuthKeys(func(string) []byte { return k })
+	return WithAuth(AuthKey{Secret: key})
 }
 
 // WithAuthKeys is WithAuthKey with a key per client id; keyFor returns nil
-// for an unknown client id (refused exactly like a wrong key).
+// for an unknown client id (refused exactly like a wrong key). A client id
+// is then bound to its key.
 func WithAuthKeys(keyFor func(clientID string) []byte) Option {
-	return func(c *config) { c.authKey = keyFor }
+	return func(c *config) { c.auth = &authKeys{byClient: keyFor} }
+}
+
+// AuthKey is one credential of a server that authenticates its clients
+// (WithAuth).
+type AuthKey struct {
+	// ID names the key; a client names it in its hello (WithClientAuthKeyID,
+	// "key_id"). A hello without a key id uses the key whose ID is "".
+	ID string
+	// Secret is the key itself; it never crosses the wire.
+	Secret []byte
+	// ClientIDs are the client ids a holder of this key may claim, as
+	// patterns in which '*' stands for any run of characters, e.g.
+	// "sensor-*". None: any client id. A hello claiming another client id
+	// is refused exactly like a wrong key (auth_failed).
+	ClientIDs []string
+}
+
+// WithAuth requires every client to prove, in the handshake, that it holds
+// one of keys, and binds client ids to keys: a holder of one key cannot
+// claim a client id that belongs to another (see AuthKey).
+//
+//	msgnet.WithAuth(
+//		msgnet.AuthKey{ID: "sensors", Secret: s1, ClientIDs: []string{"sensor-*"}},
+//		msgnet.AuthKey{ID: "ops", Secret: s2, ClientIDs: []string{"ops-alice", "ops-bob"}},
+//	)
+func WithAuth(keys ...AuthKey) Option {
+	ring := make(map[string]AuthKey, len(keys))
+	for _, k := range keys {
+		k.Secret = append([]byte(nil), k.Secret...)
+		k.ClientIDs = append([]string(nil), k.ClientIDs...)
+		ring[k.ID] = k
+	}
+	return func(c *config) { c.auth = &authKeys{byID: ring} }
+}
+
+// authKeys finds the key a client must prove it holds.
+type authKeys struct {
+	byID     map[string]AuthKey           // WithAuth, WithAuthKey
+	byClient func(clientID string) []byte // WithAuthKeys
+}
+
+// key returns the key a client that named keyID and claims clientID must
+// hold, or nil when there is none or it may not claim that client id.
+func (a *authKeys) key(keyID, clientID string) []byte {
+	if a.byClient != nil {
+		return a.byClient(clientID)
+	}
+	k, ok := a.byID[keyID]
+	if !ok || len(k.Secret) == 0 {
+		return nil
+	}
+	if len(k.ClientIDs) == 0 {
+		return k.Secret
+	}
+	for _, p := range k.ClientIDs {
+		if matchID(p, clientID) {
+			return k.Secret
+		}
+	}
+	return nil
+}
+
+// matchID reports whether id matches pattern, in which '*' stands for any
+// run of characters (none included) and every other character for itself.
+func matchID(pattern, id string) bool {
+	star, at := -1, 0 // the last '*' seen, and where in id its run ends
+	for p, i := 0, 0; ; {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, at = p, i
+			p++
+		case p < len(pattern) && i < len(id) && pattern[p] == id[i]:
+			p, i = p+1, i+1
+		case p == len(pattern) && i == len(id):
+			return true
+		case star >= 0 && at < len(id):
+			at++ // let the last '*' take one more character
+			p, i = star+1, at
+		default:
+			return false
+		}
+	}
 }
 
 // WithAuthFailureDelay sets how long a failed authentication waits before
@@ -217,8 +313,23 @@ func WithHandshakeTimeout(d time.Duration) Option { return func(c *config) { c.h
 func WithMaxConnectionsPerIP(n int) Option { return func(c *config) { c.perIP = n } }
 
 // WithMessageRate limits each session to perSecond messages on average,
-// with bursts of burst (default: no limit). A message over the limit is
-// dropped and answered with ERROR rate_limited.
+// with bursts of burst (default: no limit). It counts everything the peer
+// sends on its own account: messages (DATA frames and text lines),
+// requests, PING, CONTROL, HEARTBEAT and ERROR frames; not replies to the
+// server's own requests, nor DISCONNECT. One over the limit is dropped and
+// counted (Stats.Dropped), and the peer is told with ERROR rate_limited, at
+// most once per second.
 func WithMessageRate(perSecond float64, burst int) Option {
 	return func(c *config) { c.rate, c.burst = rate.Limit(perSecond), max(burst, 1) }
+}
+
+// WithControlRate limits each session's frames other than DATA (PING,
+// CONTROL, HEARTBEAT, PONG, ERROR) to perSecond on average, with bursts of
+// burst (default: no limit), apart from WithMessageRate, which counts them
+// too. One over the limit is dropped like a message over WithMessageRate.
+// Without a limit, a flood of them is handled like a flood of messages:
+// the session gets its fair share of its event loop, and answers it does
+// not read are bounded by its queue.
+func WithControlRate(perSecond float64, burst int) Option {
+	return func(c *config) { c.controlRate, c.controlBurst = rate.Limit(perSecond), max(burst, 1) }
 }

@@ -25,7 +25,7 @@ const registryShards = 64
 type registryShard struct {
 	mu       sync.RWMutex
 	byID     map[string]*Session
-	byClient map[string]*Session // newest session with that client id
+	byClient map[string]*Session // the session with that client id: the newest (see claimClientID)
 }
 
 func newRegistry() *registry {
@@ -48,12 +48,15 @@ func (r *registry) add(s *Session) {
 	sh.mu.Unlock()
 }
 
-// setClient indexes s under its client id once the hello has named it.
-func (r *registry) setClient(s *Session, cid string) {
+// setClient indexes s under its client id once the hello has named it, and
+// returns the session indexed there before, if any.
+func (r *registry) setClient(s *Session, cid string) (old *Session) {
 	sh := r.shard(cid)
 	sh.mu.Lock()
+	old = sh.byClient[cid]
 	sh.byClient[cid] = s
 	sh.mu.Unlock()
+	return old
 }
 
 func (r *registry) remove(s *Session) {

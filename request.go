@@ -205,10 +205,6 @@ func (s *Session) failRequests() {
 	e.reqs.mu.Unlock()
 }
 
-// CodeBadRequest answers a request or reply frame too short to carry its
-// id.
-const CodeBadRequest = "bad_request"
-
 // dataFlagsOK reports whether a DATA frame's flags are ones this session
 // negotiated.
 func (s *Session) dataFlagsOK(f frame.Flags) bool {

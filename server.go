@@ -69,21 +69,21 @@ type Server struct {
 	stopping  bool
 	pollers   []*netpoll.Poller // parked sessions; one per GOMAXPROCS with inline handlers
 
-	reg      *registry
-	groups   groups
-	bus      Bus
-	ctr      counters
-	mux      *ContainerMux
-	muxOnce  sync.Once
-	start    time.Time
-	count    atomic.Int64  // open sessions
-	pollGen  atomic.Uint32 // generations of poller registrations
-	running  atomic.Bool
-	sessWG   sync.WaitGroup // one per session until it has ended
-	bgWG     sync.WaitGroup // accept loops, poller, sweeper
-	done     chan struct{}  // closed when the server has stopped
-	doneOnce sync.Once
-	stopCh   chan struct{} // closed when stopping starts
+	reg     *registry
+	groups  groups
+	bus     Bus
+	ctr     counters
+	budget  *queueBudget // nil: no bound on all sessions' queues together
+	mux     *ContainerMux
+	muxOnce sync.Once
+	start   time.Time
+	count   atomic.Int64  // open sessions
+	pollGen atomic.Uint32 // generations of poller registrations
+	running atomic.Bool
+	sessWG  sync.WaitGroup // one per session until it has ended
+	bgWG    sync.WaitGroup // accept loops, poller, sweeper
+	done    chan struct{}  // closed when the server has stopped (finishStop)
+	stopCh  chan struct{}  // closed when stopping starts
 
 }
 
@@ -110,6 +110,10 @@ func NewServer(id string, opts ...Option) *Server {
 	}
 	srv.handlers.Store(&handlers{})
 	srv.bus = cfg.bus
+	srv.ctr.log = cfg.logger
+	if cfg.queueBudget > 0 {
+		srv.budget = &queueBudget{limit: cfg.queueBudget}
+	}
 	srv.start = time.Now()
 	return srv
 }
@@ -175,7 +179,6 @@ func (srv *Server) Start(addr string) error {
 		l.Close()
 		return err
 	}
-	srv.bgWG.Add(1)
 	go func() {
 		defer srv.bgWG.Done()
 		srv.serve(l)
@@ -205,11 +208,13 @@ func (srv *Server) Serve(l net.Listener) error {
 		l.Close()
 		return err
 	}
-	srv.bgWG.Add(1)
 	defer srv.bgWG.Done()
 	return srv.serve(l)
 }
 
+// track registers a listener about to be served, and counts its accept
+// loop in bgWG, under the lock that stopping is set under: a stop either
+// sees the listener or refuses it.
 func (srv *Server) track(l net.Listener) error {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
@@ -220,6 +225,7 @@ func (srv *Server) track(l net.Listener) error {
 		return err
 	}
 	srv.listeners[l] = struct{}{}
+	srv.bgWG.Add(1)
 	return nil
 }
 
@@ -309,6 +315,13 @@ func (srv *Server) ServeConn(nc net.Conn) {
 		go srv.refuse(nc, frame.CodeServerFull, "server at max connections", "server full")
 		return
 	}
+	if srv.budget.over() {
+		srv.count.Add(-1)
+		srv.bgWG.Add(1)
+		srv.mu.Unlock()
+		go srv.refuse(nc, CodeServerBusy, "the server's send queues are full; try again later", "server busy")
+		return
+	}
 	if srv.cfg.perIP > 0 {
 		ip := ipOf(nc.RemoteAddr())
 		if srv.perIP[ip] >= srv.cfg.perIP {
@@ -324,9 +337,10 @@ func (srv *Server) ServeConn(nc net.Conn) {
 	s := newSession(srv, id, nc, srv.cfg.maxPayload, srv.cfg.queueBytes, srv.cfg.drainTimeout)
 	s.slowDisconnect = srv.cfg.slowConsumer == SlowConsumerDisconnect
 	s.held = true
-	s.secure = srv.cfg.authKey != nil || srv.cfg.psk != nil
+	s.secure = srv.cfg.auth != nil || srv.cfg.psk != nil
 	s.handshaking.Store(true)
 	s.ctr = &srv.ctr
+	s.budget = srv.budget
 	srv.reg.add(s)
 	srv.sessWG.Add(1)
 	parked := srv.cfg.park && srv.parkLocked(s)
@@ -553,10 +567,24 @@ func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
 		s.sendError(frame.CodeUnknownType, "flags 0x"+strconv.FormatUint(uint64(f.Flags), 16)+" were not negotiated")
 		return nil
 	}
+	// The rate limit covers everything the peer sends on its own account:
+	// messages, requests, PING, CONTROL, HEARTBEAT, ERROR. Replies answer
+	// this server's own requests, and DISCONNECT ends the session.
+	if f.Kind != frame.KindData && f.Kind != frame.KindDisconnect {
+		if s.established && srv.cfg.controlRate > 0 && !srv.allowControl(s) {
+			return nil
+		}
+		if srv.cfg.rate > 0 && !srv.allowMessage(s) {
+			return nil
+		}
+	}
 	switch f.Kind {
 	case frame.KindData:
 		switch f.Flags {
 		case frame.FlagRequest:
+			if srv.cfg.rate > 0 && !srv.allowMessage(s) {
+				return nil
+			}
 			h := srv.handlers.Load().request
 			s.handleRequest(f.Payload, func(req []byte) ([]byte, error) {
 				if h == nil {
@@ -577,7 +605,8 @@ func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
 	case frame.KindError:
 		e := frame.ParseError(f.Payload)
 		srv.ctr.errorsRecv.add(knownCode(e.Code))
-		srv.log.Info("peer reported an error", "session", s.id, "code", e.Code, "message", e.Message)
+		// Debug level: a peer must not be able to flood the log.
+		srv.log.Debug("peer reported an error", "session", s.id, "code", e.Code, "message", e.Message)
 	case frame.KindDisconnect:
 		return &DisconnectError{Reason: string(f.Payload), Remote: true}
 	default:
@@ -727,48 +756,45 @@ func (srv *Server) sweep() {
 
 // Shutdown stops the server gracefully: it stops accepting, sends every
 // session what was queued for it followed by DISCONNECT "server shutting
-// down", and waits until all sessions have ended or ctx is done. In the
-// latter case it closes what is left and returns ctx.Err().
+// down", and waits until every session has ended (its handlers returned,
+// its disconnect handler run) or ctx is done. In the latter case it calls
+// Close and returns ctx.Err() at once, without waiting for handlers that
+// are still running; Wait tells when they have.
 func (srv *Server) Shutdown(ctx context.Context) error {
-	sessions := srv.beginStop()
-	for _, s := range sessions {
+	for _, s := range srv.beginStop() {
 		s.closeWith(ErrServerShutdown, true)
 	}
-	ended := make(chan struct{})
-	go func() {
-		srv.sessWG.Wait()
-		close(ended)
-	}()
 	select {
-	case <-ended:
-		srv.finishStop()
+	case <-srv.done:
 		return nil
 	case <-ctx.Done():
 		srv.Close()
-		<-ended
 		return ctx.Err()
 	}
 }
 
-// Close stops the server at once: listeners and connections are closed
-// without writing what is queued. Disconnect handlers still run.
+// Close stops the server at once: it closes the listeners and every
+// connection without writing what is queued, and returns. It does not wait
+// for handlers: a session whose handler is still running ends when the
+// handler returns, and its disconnect handler runs then. Wait (or Done)
+// tells when every session has ended and the server's goroutines are gone.
 func (srv *Server) Close() error {
-	sessions := srv.beginStop()
-	for _, s := range sessions {
+	for _, s := range srv.beginStop() {
 		s.abort(ErrServerClosed)
 	}
-	srv.sessWG.Wait()
-	srv.finishStop()
 	return nil
 }
 
-// beginStop closes the listeners and returns the sessions to close.
+// beginStop closes the listeners and returns the sessions to close. The
+// first call also starts what finishes the stop once every session has
+// ended.
 func (srv *Server) beginStop() []*Session {
 	srv.mu.Lock()
 	if !srv.stopping {
 		srv.stopping = true
 		srv.running.Store(false)
 		close(srv.stopCh)
+		go srv.finishStop()
 	}
 	for l := range srv.listeners {
 		l.Close()
@@ -779,8 +805,10 @@ func (srv *Server) beginStop() []*Session {
 	return srv.Sessions()
 }
 
-// finishStop stops the background goroutines once sessions have ended.
+// finishStop waits for every session to end, then stops the background
+// goroutines (pollers, sweeper, accept loops) and the bus, and closes done.
 func (srv *Server) finishStop() {
+	srv.sessWG.Wait()
 	srv.mu.Lock()
 	ps := srv.pollers
 	srv.pollers = nil
@@ -792,7 +820,7 @@ func (srv *Server) finishStop() {
 	if srv.bus != nil {
 		srv.bus.Close()
 	}
-	srv.doneOnce.Do(func() { close(srv.done) })
+	close(srv.done)
 }
 
 // Wait blocks until the server has stopped (Shutdown or Close has finished).

@@ -73,8 +73,10 @@ type Session struct {
 	reason error
 	pipe   *sessionPipe // negotiated payload stages; nil when none
 
-	writingBytes int    // the batch the writer is writing, for monitors
-	queuedMsgs   uint64 // messages queued since msgsOut was last brought up to date
+	writingBytes int          // the batch the writer is writing, for monitors
+	queuedMsgs   uint64       // messages queued since msgsOut was last brought up to date
+	budget       *queueBudget // the server's bound on all sessions' queues; nil: none
+	charged      int64        // what this session has charged to budget
 
 	// State bits, guarded by mu.
 	parked       bool
@@ -147,9 +149,16 @@ type sessionExt struct {
 
 	unsent []byte // client side: what was queued but never handed to the socket
 
-	auth      *pendingAuth // server side: a hello waiting for its auth answer (reader-owned)
-	authTimer *time.Timer  // the delayed refusal of a failed auth
-	limiter   *rate.Limiter
+	lastDropLog atomic.Int64 // runtime nanotime of the last drop logged (noteDrop)
+
+	auth       *pendingAuth  // server side: a hello waiting for its auth answer (reader-owned)
+	authTimer  *time.Timer   // the delayed refusal of a failed auth
+	limiter    *rate.Limiter // WithMessageRate
+	ctlLimiter *rate.Limiter // WithControlRate, made on the first frame it applies to
+	// Reader-owned: messages dropped over the rate limit, and when the
+	// peer was last told (runtime nanotime).
+	rateDropped uint64
+	rateErrAt   int64
 }
 
 // x returns the session's extension, allocating it on first use.
@@ -353,6 +362,9 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		return ErrMessageTooLarge
 	}
 	n := frame.HeaderLen + len(payload)
+	if s.mode == frame.ModeText && (kind == frame.KindData || kind == kindRaw) {
+		n = frame.LineLen(payload) // escapes make a line longer
+	}
 	// The bound covers everything not yet handed to the socket, the batch
 	// being written included, so it bounds the memory a slow peer holds.
 	if queued := s.out.bytes + s.early.bytes + s.writingBytes; queued > 0 && queued+n > s.queueLimit {
@@ -365,10 +377,17 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 			s.mu.Unlock()
 			s.stopRead.Store(true)
 			go s.abort(ErrSlowConsumer)
+			s.noteDrop(DropSlowConsumer)
 			return ErrSlowConsumer
 		}
 		s.mu.Unlock()
+		s.noteDrop(DropQueueFull)
 		return ErrQueueFull
+	}
+	if s.budget != nil && !s.budgetAllowsLocked(n) {
+		s.mu.Unlock()
+		s.noteDrop(DropServerQueueFull)
+		return ErrServerQueueFull
 	}
 	if kind == frame.KindData && !s.held && s.mode == frame.ModeBinary && s.pipe == nil {
 		s.out.appendFrame(kind, flags, payload) // the common case, without appendLocked's tests
@@ -379,6 +398,7 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 	// Counted under the lock and added to msgsOut once per written batch:
 	// one atomic add per message would cost more than queueing it.
 	s.queuedMsgs++
+	s.chargeLocked()
 	start := s.wantWriterLocked()
 	s.mu.Unlock()
 	if kind != frame.KindData && kind != kindRaw {
@@ -388,6 +408,36 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		go s.writeFn()
 	}
 	return nil
+}
+
+// Reasons a message was dropped, as counted in Stats.Dropped.
+const (
+	DropQueueFull       = "queue_full"        // the session's queue bound (the send failed with ErrQueueFull)
+	DropServerQueueFull = "server_queue_full" // the server-wide queue budget (ErrServerQueueFull)
+	DropSlowConsumer    = "slow_consumer"     // the queue bound under SlowConsumerDisconnect: the session was closed
+	DropRateLimited     = "rate_limited"      // a message from the peer over its rate limit
+)
+
+// dropLogInterval is how often, at most, drops on one session are logged.
+const dropLogInterval = 10 * time.Second
+
+// noteDrop counts a message that was not delivered and, at most once per
+// session per dropLogInterval, logs it at warning level, so that no drop
+// is silent even when the sender ignores the error.
+func (s *Session) noteDrop(reason string) {
+	s.ctr.dropped.add(reason)
+	log := s.ctr.log
+	if log == nil {
+		return
+	}
+	e := s.x()
+	now := nanotime()
+	last := e.lastDropLog.Load()
+	if last != 0 && now-last < int64(dropLogInterval) || !e.lastDropLog.CompareAndSwap(last, now) {
+		return
+	}
+	log.Warn("messages dropped for a session (logged at most once per interval; see the dropped counters)",
+		"session", s.id, "client", s.ClientID(), "reason", reason, "interval", dropLogInterval)
 }
 
 // stageFrame stages a DATA frame in the loop's stage st, if nobody else
@@ -501,6 +551,18 @@ func (s *Session) sendLimitLocked() int {
 	return s.maxPayload
 }
 
+// SendError queues an ERROR frame with code and message (in text mode, the
+// line "ERROR <code>"), as msgnet itself answers bad input; the peer goes
+// on. Codes are lower_snake_case; msgnet's are the Code* constants. It
+// fails like Send.
+func (s *Session) SendError(code, message string) error {
+	err := s.enqueue(frame.KindError, 0, frame.AppendError(nil, code, message))
+	if err == nil {
+		s.ctr.errorsSent.add(knownCode(code))
+	}
+	return err
+}
+
 // sendError queues an ERROR frame (a line in text mode) and counts it.
 func (s *Session) sendError(code, message string) {
 	if s.enqueue(frame.KindError, 0, frame.AppendError(nil, code, message)) == nil {
@@ -513,6 +575,7 @@ func (s *Session) sendError(code, message string) {
 func (s *Session) enqueueForce(kind frame.Kind, flags frame.Flags, payload []byte) {
 	s.mu.Lock()
 	s.appendLocked(kind, flags, payload)
+	s.chargeLocked()
 	start := s.wantWriterLocked()
 	s.mu.Unlock()
 	if start {
@@ -546,15 +609,14 @@ func (s *Session) appendLocked(kind frame.Kind, flags frame.Flags, payload []byt
 // pipeline when withPipe is set.
 func (s *Session) encodeLocked(q *queue, kind frame.Kind, flags frame.Flags, payload []byte, withPipe bool) error {
 	if s.mode == frame.ModeText {
+		// One message is one line whatever it holds (frame.AppendLine):
+		// no peer can write a line in another's name.
 		switch kind {
 		case frame.KindData, kindRaw:
-			b := q.reserve(len(payload) + 1)
-			b = append(b, payload...)
-			q.commit(append(b, '\n'))
+			q.commit(frame.AppendLine(q.reserve(frame.LineLen(payload)), payload))
 		case frame.KindError:
-			code := frame.ParseError(payload).Code
-			b := q.reserve(len("ERROR ") + len(code) + 1)
-			q.commit(append(append(append(b, "ERROR "...), code...), '\n'))
+			line := append([]byte("ERROR "), frame.ParseError(payload).Code...)
+			q.commit(frame.AppendLine(q.reserve(frame.LineLen(line)), line))
 		}
 		// Text mode has no PING, CONTROL or DISCONNECT.
 		return nil
@@ -664,6 +726,7 @@ func (s *Session) setMode(m frame.Mode) {
 		s.reencodeLocked(&s.out, s.out.take(), false)
 		s.reencodeLocked(&s.early, s.early.take(), false)
 	}
+	s.chargeLocked()
 	start := s.wantWriterLocked()
 	s.mu.Unlock()
 	if start {
@@ -687,6 +750,7 @@ func (s *Session) establishWith(pipe *sessionPipe, answer []byte) {
 		s.ctr.countOut(frame.KindControl, frame.HeaderLen+len(answer))
 	}
 	s.releaseLocked()
+	s.chargeLocked()
 	start := s.wantWriterLocked()
 	s.mu.Unlock()
 	if start {
@@ -764,6 +828,7 @@ func (s *Session) writeLoop() {
 	for {
 		s.mu.Lock()
 		s.writingBytes = 0
+		s.chargeLocked()
 		if len(s.out.chunks) == 0 || s.socketDone() {
 			end := s.writerDoneLocked()
 			s.mu.Unlock()
@@ -840,6 +905,7 @@ func (s *Session) endTurn(sc *loopScratch) (ended bool) {
 	s.mu.Lock()
 	s.writingBytes = 0
 	s.writerActive = false
+	s.chargeLocked()
 	if err != nil {
 		for _, c := range rest {
 			putChunk(c)
@@ -865,6 +931,7 @@ func (s *Session) endTurnLocked() (ended bool) {
 		s.stage.Store(nil)
 	}
 	s.flushAfter = false
+	s.chargeLocked()
 	start := false
 	if !s.writerActive && !s.socketDone() {
 		if len(s.out.chunks) > 0 {
@@ -1083,6 +1150,7 @@ func (s *Session) closeWith(reason error, notify bool) {
 		// Nothing can be written to a peer whose mode is unknown.
 		s.dropQueueLocked()
 	}
+	s.chargeLocked()
 	start := false
 	// During an event loop's turn with the session, what its handlers
 	// staged must go out before the last word: the loop starts the writer,
@@ -1153,6 +1221,7 @@ func (s *Session) dropQueueLocked() {
 	for _, c := range s.early.take() {
 		putChunk(c)
 	}
+	s.chargeLocked()
 }
 
 // closeSocketLocked closes the connection. A parked socket leaves the epoll
@@ -1267,7 +1336,8 @@ func (s *Session) endLocked() bool {
 func (s *Session) finish() {
 	s.pending = nil
 	s.mu.Lock()
-	s.foldQueuedLocked() // whatever was queued and never taken
+	s.writingBytes = 0
+	s.dropQueueLocked() // whatever was queued and never taken; releases the budget
 	s.mu.Unlock()
 	if e := s.ext.Load(); e != nil && e.authTimer != nil {
 		e.authTimer.Stop()

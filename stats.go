@@ -3,6 +3,7 @@ package msgnet
 import (
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"math/bits"
 	"sync"
 	"sync/atomic"
@@ -31,9 +32,11 @@ type counters struct {
 	endedMsgsIn, endedMsgsOut, endedBytesIn, endedBytesOut atomic.Uint64
 
 	slowConsumers atomic.Uint64
-	errorsSent    labelCounts // ERROR frames sent, by code
-	errorsRecv    labelCounts // ERROR frames received, by code
-	disconnects   labelCounts // sessions ended, by reason class
+	dropped       labelCounts  // messages not delivered, by Drop* reason
+	log           *slog.Logger // where drops are logged; nil: nowhere
+	errorsSent    labelCounts  // ERROR frames sent, by code
+	errorsRecv    labelCounts  // ERROR frames received, by code
+	disconnects   labelCounts  // sessions ended, by reason class
 
 	reqHandled, reqHandlerErr                         atomic.Uint64 // requests answered
 	reqSent, reqOK, reqRemoteErr, reqTimeout, reqLost atomic.Uint64 // requests made
@@ -133,6 +136,13 @@ type Stats struct {
 
 	QueueBytes    int    // bytes waiting in open sessions' send queues
 	SlowConsumers uint64 // sends refused or sessions closed for a full queue
+	// QueueBudget is the bound on QueueBytes as charged (in 16 KiB
+	// granules), and QueueCharged what is charged now; 0 and 0 without one.
+	QueueBudget, QueueCharged int64
+	// Dropped counts messages not delivered, by reason (the Drop*
+	// constants): sends refused for a full queue, and messages from peers
+	// over their rate limit.
+	Dropped map[string]uint64
 
 	ErrorsSent     map[string]uint64 // ERROR frames sent, by code
 	ErrorsReceived map[string]uint64 // ERROR frames received, by code
@@ -230,6 +240,7 @@ func (srv *Server) Stats() Stats {
 		MsgsIn: c.endedMsgsIn.Load(), MsgsOut: c.endedMsgsOut.Load(),
 		BytesIn: c.endedBytesIn.Load(), BytesOut: c.endedBytesOut.Load(),
 		SlowConsumers:  c.slowConsumers.Load(),
+		Dropped:        c.dropped.snapshot(),
 		ErrorsSent:     c.errorsSent.snapshot(),
 		ErrorsReceived: c.errorsRecv.snapshot(),
 		Disconnects:    c.disconnects.snapshot(),
@@ -238,6 +249,9 @@ func (srv *Server) Stats() Stats {
 		RequestsSent: c.reqSent.Load(), RequestsOK: c.reqOK.Load(), RequestsRemoteError: c.reqRemoteErr.Load(),
 		RequestsTimedOut: c.reqTimeout.Load(), RequestsLost: c.reqLost.Load(), LateReplies: c.lateReplies.Load(),
 		HandlerLatency: c.latency.snapshot(),
+	}
+	if b := srv.budget; b != nil {
+		st.QueueBudget, st.QueueCharged = b.limit, b.used.Load()
 	}
 	if a := srv.Addr(); a != nil {
 		st.Addr = a.String()

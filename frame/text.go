@@ -85,3 +85,53 @@ func TrimLine(b []byte) []byte {
 	}
 	return b
 }
+
+// LineLen is the length of what AppendLine appends for msg.
+func LineLen(msg []byte) int {
+	n := len(msg) + 1
+	for _, c := range msg {
+		if needsEscape(c) {
+			n += escapeLen(c) - 1
+		}
+	}
+	return n
+}
+
+// AppendLine appends msg as one text-mode line: its bytes, then "\n". A
+// control character in msg (a byte below 0x20 other than tab, or 0x7f) is
+// written as an escape: "\n", "\r", or "\x" and two hex digits. So one
+// message is always exactly one line: a message cannot end its line and
+// start another that reads as if someone else had written it, nor send
+// escape sequences to the reader's terminal.
+func AppendLine(dst, msg []byte) []byte {
+	for len(msg) > 0 {
+		i := 0
+		for i < len(msg) && !needsEscape(msg[i]) {
+			i++
+		}
+		dst = append(dst, msg[:i]...)
+		if i == len(msg) {
+			break
+		}
+		switch c := msg[i]; c {
+		case '\n':
+			dst = append(dst, `\n`...)
+		case '\r':
+			dst = append(dst, `\r`...)
+		default:
+			const hex = "0123456789abcdef"
+			dst = append(dst, '\\', 'x', hex[c>>4], hex[c&15])
+		}
+		msg = msg[i+1:]
+	}
+	return append(dst, '\n')
+}
+
+func needsEscape(c byte) bool { return c < 0x20 && c != '\t' || c == 0x7f }
+
+func escapeLen(c byte) int {
+	if c == '\n' || c == '\r' {
+		return 2
+	}
+	return 4
+}

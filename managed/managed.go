@@ -42,8 +42,12 @@ func Install(srv *msgnet.Server) {
 				s.SendString("ERROR: " + target + ": " + err.Error())
 			}
 		case cmd == "JOIN" && rest != "":
-			if err := srv.Join(s, rest); err == nil {
+			var pe *msgnet.ProtocolError
+			switch err := srv.Join(s, rest); {
+			case err == nil:
 				s.SendString("Joined " + rest)
+			case errors.As(err, &pe):
+				s.SendError(pe.Code, pe.Message)
 			}
 		case cmd == "LEAVE" && rest != "":
 			srv.Leave(s, rest)
