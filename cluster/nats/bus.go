@@ -191,6 +191,11 @@ func New(opts ...Option) (*Bus, error) {
 		}
 		b.ns = ns
 		nopts = append(nopts, nats.InProcessServer(ns))
+		if e := cfg.embedded; e.ClientUser != "" {
+			nopts = append(nopts, nats.UserInfo(e.ClientUser, e.ClientPassword))
+		} else if e.ClientToken != "" {
+			nopts = append(nopts, nats.Token(e.ClientToken))
+		}
 		url = ""
 	}
 	nc, err := nats.Connect(url, append(nopts, cfg.natsOpts...)...)
