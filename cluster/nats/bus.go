@@ -9,6 +9,7 @@
 //	bus, err := natsbus.New(natsbus.WithEmbedded(natsbus.Embedded{
 //		ClusterListen: "10.0.0.1:6222",
 //		Routes:        []string{"nats-route://10.0.0.2:6222"},
+//		RouteUser:     "msgnet", RoutePassword: secret, // and RouteTLS (docs/CLUSTER.md, "Security")
 //	}))
 //	srv := msgnet.NewServer("node-1", msgnet.WithBus(bus)) // ids differ per node
 //
