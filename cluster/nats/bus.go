@@ -9,6 +9,7 @@
 //	bus, err := natsbus.New(natsbus.WithEmbedded(natsbus.Embedded{
 //		ClusterListen: "10.0.0.1:6222",
 //		Routes:        []string{"nats-route://10.0.0.2:6222"},
+//		RouteUser:     "msgnet", RoutePassword: secret, // and RouteTLS (docs/CLUSTER.md, "Security")
 //	}))
 //	srv := msgnet.NewServer("node-1", msgnet.WithBus(bus)) // ids differ per node
 //
@@ -191,6 +192,11 @@ func New(opts ...Option) (*Bus, error) {
 		}
 		b.ns = ns
 		nopts = append(nopts, nats.InProcessServer(ns))
+		if e := cfg.embedded; e.ClientUser != "" {
+			nopts = append(nopts, nats.UserInfo(e.ClientUser, e.ClientPassword))
+		} else if e.ClientToken != "" {
+			nopts = append(nopts, nats.Token(e.ClientToken))
+		}
 		url = ""
 	}
 	nc, err := nats.Connect(url, append(nopts, cfg.natsOpts...)...)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -51,12 +52,20 @@ func startEmbedded(e Embedded, log *slog.Logger) (*server.Server, error) {
 	for _, r := range e.Routes {
 		u, err := url.Parse(r)
 		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("natsbus: route %q: want nats-route://host:port", r)
+			return nil, fmt.Errorf("natsbus: route %q: want nats-route://host:port", redact(r))
+		}
+		if u.User == nil && e.RouteUser != "" {
+			// nats-server presents a configured route's credentials from
+			// its URL, and the cluster's only on routes it learns by gossip.
+			u.User = url.UserPassword(e.RouteUser, e.RoutePassword)
 		}
 		o.Routes = append(o.Routes, u)
 	}
 	if len(o.Routes) > 0 && o.Cluster.Port == 0 {
 		return nil, fmt.Errorf("natsbus: routes need a cluster listen address")
+	}
+	if err := secure(e, o); err != nil {
+		return nil, err
 	}
 	ns, err := server.NewServer(o)
 	if err != nil {
@@ -70,6 +79,18 @@ func startEmbedded(e Embedded, log *slog.Logger) (*server.Server, error) {
 		return nil, fmt.Errorf("natsbus: embedded NATS server did not start (ports %q, %q)", e.ClientListen, e.ClusterListen)
 	}
 	return ns, nil
+}
+
+// redact hides a password in a route URL that is to be shown.
+func redact(route string) string {
+	u, err := url.Parse(route)
+	switch {
+	case err == nil && u.User != nil:
+		return u.Redacted()
+	case err != nil && strings.Contains(route, "@"):
+		return "(a route URL with credentials)"
+	}
+	return route
 }
 
 // hostPort splits "host:port"; port 0 asks the OS for one (NATS spells it -1).

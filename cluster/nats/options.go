@@ -1,6 +1,7 @@
 package natsbus
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"time"
 
@@ -56,6 +57,35 @@ type Embedded struct {
 	// MaxPayload bounds one published message (default 8 MiB): a msgnet
 	// message plus the bus's header (docs/CLUSTER.md) must fit.
 	MaxPayload int
+
+	// RouteUser and RoutePassword, set together, are the route credentials
+	// (nats-server's cluster authorization), the same pair on every node:
+	// the server refuses a route that does not present them and presents
+	// them on every route it dials, to Routes (unless a route URL carries
+	// its own) and to the nodes NATS gossips. The password is sent as is,
+	// so it cannot be a bcrypt hash; without RouteTLS it crosses the
+	// network in clear.
+	RouteUser, RoutePassword string
+	// RouteTLS, when set, makes every route mutual TLS. The server uses it
+	// to accept routes and to dial them, so it must present a certificate
+	// valid for both server and client authentication, naming the
+	// addresses other nodes dial, and must verify peers (ClientCAs with
+	// tls.RequireAndVerifyClientCert; RootCAs defaults to ClientCAs).
+	// RouteTLSConfig builds one from PEM files. The server keeps it: do not
+	// change it afterwards.
+	RouteTLS *tls.Config
+
+	// ClientUser and ClientPassword, or ClientToken, when set, are
+	// required from every connection to the client port. The bus's own
+	// in-process connection presents them. As with routes, the password
+	// is sent as is and cannot be a bcrypt hash.
+	ClientUser, ClientPassword string
+	ClientToken                string
+	// ClientTLS, when set, makes the client port TLS; with ClientCAs and
+	// tls.RequireAndVerifyClientCert it also requires client certificates
+	// signed by those CAs. The bus's in-process connection needs no TLS.
+	// The server keeps it: do not change it afterwards.
+	ClientTLS *tls.Config
 }
 
 // WithURL connects the bus to an external NATS server or cluster; several

@@ -14,11 +14,13 @@ import (
 // The cluster feature of `msgnet serve`: with --cluster the node joins
 // other nodes through an external NATS; with --cluster-listen it starts an
 // embedded NATS server, routed to the other nodes' with --cluster-routes.
-// Without these flags serve has no bus at all (docs/CLUSTER.md).
+// Without these flags serve has no bus at all (docs/CLUSTER.md). The
+// security flags are in clustersec.go; a route port beyond loopback needs
+// them (or --cluster-insecure).
 //
-//	msgnet serve --id n1 --addr :8080 --cluster-listen 10.0.0.1:6222
-//	msgnet serve --id n2 --addr :8080 --cluster-listen 10.0.0.2:6222 --cluster-routes nats-route://10.0.0.1:6222
-//	msgnet serve --id n3 --addr :8080 --cluster nats://10.0.0.9:4222
+//	msgnet serve --id n1 --addr :8080 --cluster-listen 10.0.0.1:6222 --cluster-auth-file route.auth
+//	msgnet serve --id n2 --addr :8080 --cluster-listen 10.0.0.2:6222 --cluster-auth-file route.auth --cluster-routes nats-route://10.0.0.1:6222
+//	msgnet serve --id n3 --addr :8080 --cluster nats://10.0.0.9:4222 --cluster-creds n3.creds
 func init() { serveFeatures = append(serveFeatures, newClusterFeature) }
 
 type clusterFeature struct {
@@ -32,6 +34,7 @@ type clusterFeature struct {
 	advertise string
 	prefix    string
 	heartbeat time.Duration
+	sec       clusterSecurity
 }
 
 func newClusterFeature(fs *flag.FlagSet) serveFeature {
@@ -44,6 +47,7 @@ func newClusterFeature(fs *flag.FlagSet) serveFeature {
 	fs.StringVar(&f.advertise, "cluster-advertise", "", "address published in this node's load for balancers (default: the listen address)")
 	fs.StringVar(&f.prefix, "cluster-prefix", "msgnet", "first token of the cluster's NATS subjects")
 	fs.DurationVar(&f.heartbeat, "cluster-heartbeat", time.Second, "how often the node publishes its load; silent 3 times as long, a node is dropped")
+	f.sec.register(fs)
 	return f
 }
 
@@ -59,6 +63,9 @@ func splitList(s string) []string {
 
 func (f *clusterFeature) options(log *slog.Logger) ([]msgnet.Option, error) {
 	if f.url == "" && f.listen == "" && f.routes == "" {
+		if f.sec.given() {
+			return nil, errors.New("the cluster's credential and TLS flags need --cluster or --cluster-listen")
+		}
 		return nil, nil // a single server: no bus
 	}
 	opts := []natsbus.Option{
@@ -71,16 +78,24 @@ func (f *clusterFeature) options(log *slog.Logger) ([]msgnet.Option, error) {
 	case f.url != "" && (f.listen != "" || f.routes != ""):
 		return nil, errors.New("--cluster (external NATS) excludes --cluster-listen and --cluster-routes (embedded NATS)")
 	case f.url != "":
-		opts = append(opts, natsbus.WithURL(splitList(f.url)...))
+		nopts, err := f.sec.external()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, natsbus.WithURL(splitList(f.url)...), natsbus.WithNATSOptions(nopts...))
 	case f.listen == "":
 		return nil, errors.New("--cluster-routes needs --cluster-listen: an embedded server routes from its own cluster port")
 	default:
-		opts = append(opts, natsbus.WithEmbedded(natsbus.Embedded{
+		e := natsbus.Embedded{
 			ClusterListen: f.listen,
 			Routes:        splitList(f.routes),
 			ClusterName:   f.name,
 			ClientListen:  f.client,
-		}))
+		}
+		if err := f.sec.embedded(&e, log); err != nil {
+			return nil, err
+		}
+		opts = append(opts, natsbus.WithEmbedded(e))
 	}
 	if id := f.fs.Lookup("id"); id != nil && id.Value.String() == id.DefValue {
 		log.Warn("cluster: every node needs its own --id; this one uses the default", "id", id.DefValue)
@@ -90,9 +105,9 @@ func (f *clusterFeature) options(log *slog.Logger) ([]msgnet.Option, error) {
 		return nil, err
 	}
 	if f.url != "" {
-		log.Info("cluster: connected to NATS", "url", f.url)
+		log.Info("cluster: connected to NATS", "url", redactURLs(f.url))
 	} else {
-		log.Info("cluster: embedded NATS started", "routes_on", bus.ClusterAddr(), "routes", f.routes)
+		log.Info("cluster: embedded NATS started", "routes_on", bus.ClusterAddr(), "routes", redactURLs(f.routes))
 	}
 	// The server attaches the bus when it serves and closes it when it stops.
 	return []msgnet.Option{msgnet.WithBus(bus)}, nil
