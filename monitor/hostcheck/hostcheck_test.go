@@ -1,11 +1,14 @@
 package hostcheck_test
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/msgnet/msgnet/monitor/hostcheck"
 	"go.uber.org/goleak"
@@ -93,5 +96,33 @@ func TestZeroChecker(t *testing.T) {
 	}
 	if code, _ := do(t, ts, "monitor.example.com", ""); code != http.StatusForbidden {
 		t.Errorf("a name not allowed: %d", code)
+	}
+}
+
+// An HTTP/1.0 request may leave Host out; with no name to check it is not
+// the server's, and is refused.
+func TestNoHostHeader(t *testing.T) {
+	var c hostcheck.Checker
+	ts := httptest.NewServer(c.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "the data")
+	})))
+	defer ts.Close()
+	nc, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(nc, "GET /secret HTTP/1.0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusForbidden || strings.Contains(string(body), "the data") {
+		t.Errorf("HTTP/1.0 without Host: %s %q, want 403 and no data", resp.Status, body)
 	}
 }
