@@ -127,6 +127,11 @@ func (p *pipelined) run(b *testing.B, n int) {
 		}
 		close(echoed)
 	}()
+	// A server that stops echoing fails the benchmark after a while
+	// instead of hanging it; checked once a second, off the message path.
+	stall := time.NewTicker(time.Second)
+	defer stall.Stop()
+	quiet := 0 // ticks without an echo
 	sent, inflight := 0, 0
 	for sent < n || inflight > 0 {
 		if k := min(p.window-inflight, n-sent); k > 0 {
@@ -138,6 +143,7 @@ func (p *pipelined) run(b *testing.B, n int) {
 		}
 		select {
 		case d, ok := <-echoed:
+			quiet = 0
 			if !ok {
 				inflight = 0
 				continue
@@ -145,9 +151,16 @@ func (p *pipelined) run(b *testing.B, n int) {
 			inflight -= d
 		case err := <-readErr:
 			b.Fatal(err)
+		case <-stall.C:
+			if quiet++; quiet >= stallSeconds {
+				b.Fatalf("no echo for %ds: %d of %d frames sent, %d in flight", stallSeconds, sent, n, inflight)
+			}
 		}
 	}
 }
+
+// stallSeconds is how long pipelined waits for an echo.
+const stallSeconds = 10
 
 // roundTrip sends one 64 B frame at a time and waits for its echo.
 type roundTrip struct {

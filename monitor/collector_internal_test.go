@@ -10,10 +10,16 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
+// collectOne runs f, which must send exactly one metric, and returns it.
+// The channel has room for more, so that f never blocks: f has returned
+// before the channel is read, so what it sent is there.
 func collectOne(t *testing.T, f func(ch chan<- prometheus.Metric)) *dto.Metric {
 	t.Helper()
-	ch := make(chan prometheus.Metric, 1)
+	ch := make(chan prometheus.Metric, 8)
 	f(ch)
+	if len(ch) != 1 {
+		t.Fatalf("collected %d metrics, want 1", len(ch))
+	}
 	var m dto.Metric
 	if err := (<-ch).Write(&m); err != nil {
 		t.Fatal(err)

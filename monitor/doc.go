@@ -21,6 +21,13 @@
 //	GET /healthz        200 "ok" while the server serves, 503 otherwise
 //	GET /debug/pprof/   runtime profiles (WithPprof(true) only)
 //
+// The handler answers only requests that name the server as their host:
+// localhost, a loopback address, the IP address the request came in on, or
+// a name given with WithAllowedHosts. Any other Host, or an Origin header
+// naming another host, gets 403 and no data (package hostcheck), so a web
+// page cannot read the endpoints through a visitor's browser by DNS
+// rebinding. GET /healthz alone is answered whatever the Host.
+//
 // To put the metrics on a registry of your own instead, register the
 // collector:
 //

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/monitor/hostcheck"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -17,6 +18,7 @@ type config struct {
 	pprof      bool
 	pages      []page
 	collectors []prometheus.Collector
+	hosts      []string
 }
 
 type page struct {
@@ -49,6 +51,17 @@ func WithCollectors(cs ...prometheus.Collector) Option {
 	return func(c *config) { c.collectors = append(c.collectors, cs...) }
 }
 
+// WithAllowedHosts adds hosts the handler answers to (see package
+// hostcheck for the forms): a name clients use for the monitor's address,
+// such as a DNS name Prometheus scrapes or a reverse proxy's. Without it
+// only localhost, loopback addresses and the IP address a request came in
+// on are answered; a request naming another host in its Host or Origin
+// header gets 403 and no data, which is what stops DNS rebinding. An entry
+// hostcheck.New refuses (one with a port, a URL) makes New panic.
+func WithAllowedHosts(hosts ...string) Option {
+	return func(c *config) { c.hosts = append(c.hosts, hosts...) }
+}
+
 // New returns an http.Handler serving the monitoring endpoints of srv:
 //
 //	/metrics        Prometheus metrics: NewCollector(srv), the Go runtime's and the process's
@@ -58,12 +71,23 @@ func WithCollectors(cs ...prometheus.Collector) Option {
 //	/debug/pprof/   runtime profiles, only with WithPprof(true)
 //	/               a plain-text index of the above, unless WithPage puts a page there
 //
+// Every request but GET /healthz must name an allowed host (see
+// WithAllowedHosts), pages included: /varz, /connz and the profiles show
+// sessions' addresses and the program's internals, and /metrics the
+// server's traffic. /healthz tells no more than whether the server serves,
+// which anyone who can connect learns anyway, and the load balancers and
+// orchestrators that ask often send a Host of their own.
+//
 // Each call makes a registry of its own, so several handlers (for several
 // servers) do not clash.
 func New(srv *msgnet.Server, opts ...Option) http.Handler {
 	var cfg config
 	for _, o := range opts {
 		o(&cfg)
+	}
+	check, err := hostcheck.New(cfg.hosts...)
+	if err != nil {
+		panic("monitor: " + err.Error())
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -115,7 +139,14 @@ func New(srv *msgnet.Server, opts ...Option) http.Handler {
 			fmt.Fprint(w, index)
 		})
 	}
-	return mux
+	guarded := check.Handler(mux)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		guarded.ServeHTTP(w, r)
+	})
 }
 
 // patternPath is the path of a ServeMux pattern "[METHOD ][HOST]/PATH".

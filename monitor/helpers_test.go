@@ -120,16 +120,34 @@ type metrics map[string]float64
 // scrape fetches /metrics and parses the text exposition.
 func scrape(t testing.TB, hc *http.Client, base string) metrics {
 	t.Helper()
-	code, body := get(t, hc, base+"/metrics")
-	if code != http.StatusOK {
-		t.Fatalf("/metrics: %d %s", code, body)
+	m, err := scrapeErr(hc, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// scrapeErr is scrape for goroutines other than the test's, which must not
+// call t.Fatal.
+func scrapeErr(hc *http.Client, base string) (metrics, error) {
+	resp, err := hc.Get(base + "/metrics")
+	if err != nil {
+		return nil, fmt.Errorf("GET /metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("GET /metrics: reading: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("/metrics: %d %s", resp.StatusCode, b)
 	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(strings.NewReader(body))
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(string(b)))
 	if err != nil {
-		t.Fatalf("parsing /metrics: %v\n%s", err, body)
+		return nil, fmt.Errorf("parsing /metrics: %v\n%s", err, b)
 	}
-	return flatten(mfs)
+	return flatten(mfs), nil
 }
 
 // flatten names each sample as the text format does:

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,13 +26,27 @@ func TestMetricsFollowTraffic(t *testing.T) {
 	base, hc := serveMonitor(t, srv)
 	before := scrape(t, hc, base)
 
-	// Scrape in a loop while the traffic flows; no counter may go down.
-	stop := make(chan struct{})
-	var scrapes int
-	var wg sync.WaitGroup
-	wg.Add(1)
+	// The traffic goes in rounds; after each, the test waits for a scrape
+	// that began once the round's echoes had all arrived, so there are at
+	// least as many scrapes as rounds, and each must show its round's
+	// frames. The scraper does not wait in between: most of its scrapes
+	// overlap the traffic. No counter may go down from one scrape to the
+	// next.
+	const rounds, batch, size = 10, 10, 10
+	const n = rounds * batch
+	const dataIn = `msgnet_frames_received_total{kind="DATA"}`
+	type sample struct {
+		round  int64 // rounds complete when the scrape began
+		dataIn float64
+	}
+	var (
+		round   atomic.Int64
+		mu      sync.Mutex
+		samples []sample
+	)
+	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(stopped)
 		prev := before
 		for {
 			select {
@@ -38,34 +54,92 @@ func TestMetricsFollowTraffic(t *testing.T) {
 				return
 			default:
 			}
-			cur := scrape(t, hc, base)
-			scrapes++
+			r := round.Load()
+			cur, err := scrapeErr(hc, base)
+			if err != nil {
+				t.Errorf("scrape while the traffic flowed: %v", err)
+				return
+			}
 			for k, v := range cur {
 				if isCounter(k) && v < prev[k] {
 					t.Errorf("%s went down from %v to %v", k, prev[k], v)
 				}
 			}
 			prev = cur
+			mu.Lock()
+			samples = append(samples, sample{r, cur[dataIn]})
+			mu.Unlock()
 		}
 	}()
+	// stopScraper runs before the monitor's server closes, also when the
+	// test fails early.
+	var stopOnce sync.Once
+	stopScraper := func() {
+		stopOnce.Do(func() {
+			close(stop)
+			select {
+			case <-stopped:
+			case <-time.After(10 * time.Second):
+				t.Error("the scraper did not stop within 10s")
+			}
+		})
+	}
+	t.Cleanup(stopScraper)
+	// scrapedAfter waits for the first scrape that began after round r.
+	scrapedAfter := func(r int64) sample {
+		t.Helper()
+		var s sample
+		waitFor(t, fmt.Sprintf("a scrape begun after round %d", r), func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, x := range samples {
+				if x.round >= r {
+					s = x
+					return true
+				}
+			}
+			return false
+		})
+		return s
+	}
 
-	const n, size = 100, 10
 	c, got := connect(t, srv, "alice")
 	msg := bytes.Repeat([]byte("x"), size)
-	for i := 0; i < n; i++ {
-		if err := c.Send(msg); err != nil {
-			t.Fatal(err)
+	for r := int64(1); r <= rounds; r++ {
+		for i := 0; i < batch; i++ {
+			if err := c.Send(msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		receive(t, got, batch)
+		round.Store(r)
+		// Every frame of rounds 1..r has been read, and round r+1 is not
+		// sent until this scrape has ended: the count is exact.
+		if s := scrapedAfter(r); s.dataIn-before[dataIn] != float64(r*batch) {
+			t.Errorf("a scrape begun after round %d counts %v DATA frames received, want %d", r, s.dataIn-before[dataIn], r*batch)
 		}
 	}
-	receive(t, got, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := c.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
-	close(stop)
-	wg.Wait()
-	t.Logf("%d scrapes while traffic flowed", scrapes)
+	stopScraper()
+	mu.Lock()
+	scrapes := len(samples)
+	var first, last float64
+	if scrapes > 0 {
+		first, last = samples[0].dataIn, samples[scrapes-1].dataIn
+	}
+	mu.Unlock()
+	if scrapes < rounds {
+		t.Fatalf("%d scrapes while the traffic flowed, want at least %d", scrapes, rounds)
+	}
+	// The first scrape saw at most round 1's frames, the last all of them.
+	if last-first < n-batch {
+		t.Errorf("DATA frames received moved by %v across the scrapes, want at least %d", last-first, n-batch)
+	}
+	t.Logf("%d scrapes while the traffic flowed", scrapes)
 
 	frameBytes := float64(n * (frame.HeaderLen + size))
 	var after metrics
@@ -300,7 +374,11 @@ func TestErrorAndRequestCounters(t *testing.T) {
 	release := make(chan struct{})
 	c.OnRequest(func(req []byte) ([]byte, error) {
 		if string(req) == "hang" {
-			<-release
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second):
+				t.Error("the hanging request was never released")
+			}
 		}
 		return req, nil
 	})

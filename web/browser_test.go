@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/msgnet/msgnet/web"
 )
 
 // chromiumPath is Debian's chromium package (.ci/run installs it). The
@@ -25,13 +26,8 @@ const chromiumPath = "/usr/bin/chromium"
 // TCP, the Go client's answers appear in the page, and the session table
 // shows both sessions. A screenshot of the page is kept in artifacts/.
 func TestBrowserChat(t *testing.T) {
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("Chromium is needed for this test (CI is set): %v; install it with apt-get install -y chromium", err)
-		}
-		t.Skipf("Chromium not found (%v): install it with apt-get install -y chromium to run this test", err)
-	}
-	srv, hs := startServer(t)
+	needChromium(t)
+	srv, hs := startServer(t, web.WithChat())
 	goc := dialTCP(t, srv, "gotcp")
 	goc.SendString("JOIN:lobby")
 	goc.expect(t, "Joined lobby")
@@ -117,6 +113,56 @@ func TestBrowserChat(t *testing.T) {
 	b.checkConsole()
 }
 
+// TestBrowserNoChat opens the page of a handler without WithChat: the
+// session table and the chart work, the chat panel stays hidden and the
+// page tries no WebSocket (a refused one would show in the console).
+func TestBrowserNoChat(t *testing.T) {
+	needChromium(t)
+	srv, hs := startServer(t)
+	goc := dialTCP(t, srv, "gotcp")
+	goc.SendString("JOIN:lobby")
+	goc.expect(t, "Joined lobby")
+
+	b := newBrowser(t)
+	b.do("open the page", chromedp.Navigate(hs.URL), chromedp.WaitVisible(chromedp.ID("sessions")))
+	b.waitFor("the page is live", `document.querySelector('#poll-status').dataset.state === 'open'`)
+	b.waitFor("the TCP client in the table", `[...document.querySelectorAll('#sessions tbody tr')]
+		.some((tr) => tr.cells[1].textContent === 'gotcp' && tr.cells[7].textContent === 'lobby')`)
+	b.waitFor("samples in the chart", `Number(document.querySelector('#rate-chart').dataset.samples) >= 2`)
+	b.waitFor("the chart across the whole row", `(() => {
+		const chart = document.querySelector('#chart-panel').getBoundingClientRect();
+		const table = document.querySelector('#sessions-panel').getBoundingClientRect();
+		return Math.abs(chart.width - table.width) < 1;
+	})()`)
+	for what, expr := range map[string]string{
+		"the chat panel is hidden":     `document.querySelector('#chat-panel').hidden && document.querySelector('#chat-panel').offsetParent === null`,
+		"the body is not marked chat":  `document.body.dataset.chat === undefined`,
+		"no Connect button to be seen": `document.querySelector('#connect').getClientRects().length === 0`,
+	} {
+		ctx, cancel := context.WithTimeout(b.ctx, timeout)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
+		cancel()
+		if err != nil {
+			b.fail(what, err)
+		}
+		if !ok {
+			t.Errorf("%s: false", what)
+		}
+	}
+	b.screenshot("browser-no-chat.png")
+	b.checkConsole()
+}
+
+func needChromium(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("Chromium is needed for this test (CI is set): %v; install it with apt-get install -y chromium", err)
+		}
+		t.Skipf("Chromium not found (%v): install it with apt-get install -y chromium to run this test", err)
+	}
+}
+
 // clear empties an input field. (chromedp.Clear sets the value attribute,
 // which does not change a field the page has already filled in, and
 // SetValue cannot set "": chromedp leaves an empty argument out.)
@@ -175,7 +221,11 @@ func newBrowser(t *testing.T) *browser {
 		ccancel()
 		cancel()
 		acancel()
-		<-consoleDone
+		select {
+		case <-consoleDone:
+		case <-time.After(timeout):
+			t.Errorf("the console listener did not end within %v of closing Chromium", timeout)
+		}
 		waitProcessesGone(t, "--user-data-dir="+dir)
 		if t.Failed() {
 			t.Logf("Chromium's output:\n%s", out.String())

@@ -1,11 +1,9 @@
 package web_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,8 +12,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/msgnet/msgnet"
-	"github.com/msgnet/msgnet/transport/ws"
 	"github.com/msgnet/msgnet/web"
 )
 
@@ -75,7 +71,7 @@ func sessionByID(list web.SessionsJSON, id string) (web.SessionJSON, bool) {
 // TestSessionsAPI checks the exact session list as clients on TCP and on
 // WebSocket connect, join groups and leave.
 func TestSessionsAPI(t *testing.T) {
-	srv, hs := startServer(t)
+	srv, hs := startServer(t, web.WithChat())
 	url := hs.URL + "/api/sessions"
 
 	if got := getJSON[web.SessionsJSON](t, url); got.ServerID != "web_test" || got.Sessions == nil || len(got.Sessions) != 0 {
@@ -95,16 +91,7 @@ func TestSessionsAPI(t *testing.T) {
 		beta.expect(t, "Joined "+g)
 	}
 
-	wsURL := "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
-	gamma := &tcpClient{Client: msgnet.NewClient("gamma", msgnet.WithDialer(
-		func(ctx context.Context, _ string) (net.Conn, error) { return ws.Dial(ctx, wsURL) })), msgs: make(chan string, 64)}
-	gamma.OnMessage(func(msg []byte) { gamma.msgs <- string(msg) })
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := gamma.Connect(ctx, hs.Listener.Addr().String()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gamma.Close() })
+	gamma := dialWS(t, hs, "gamma")
 
 	want := []row{
 		{alpha.SessionID(), "alpha", "tcp", "binary", "127.0.0.1", "lobby"},
@@ -226,7 +213,7 @@ func TestFiles(t *testing.T) {
 		{"GET", "/index.html", http.StatusNotFound},
 		{"GET", "/static/app.js", http.StatusNotFound},
 		{"POST", "/api/stats", http.StatusMethodNotAllowed},
-		{"GET", "/ws", http.StatusUpgradeRequired}, // not a WebSocket upgrade
+		{"GET", "/ws", http.StatusNotFound}, // no chat without WithChat
 	} {
 		req, _ := http.NewRequest(c.method, hs.URL+c.path, nil)
 		resp, err := http.DefaultClient.Do(req)

@@ -36,6 +36,11 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// serveStopTimeout bounds how long a test waits for serve to return once
+// its context ends: the default --drain-timeout (5s), a second more for
+// the shutdown, and the monitor's, with room for a loaded machine.
+const serveStopTimeout = 20 * time.Second
+
 // startServe runs `msgnet serve` in-process on a free port until the test
 // ends.
 func startServe(t *testing.T, args ...string) string {
@@ -48,12 +53,17 @@ func startServe(t *testing.T, args ...string) string {
 	l.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs syncBuffer
-	done := make(chan int)
+	done := make(chan int, 1) // room for the result if the cleanup gave up waiting
 	go func() { done <- run(ctx, append([]string{"serve", "--addr", addr}, args...), nil, &logs, &logs) }()
 	t.Cleanup(func() {
 		cancel()
-		if code := <-done; code != 0 {
-			t.Errorf("serve exited %d; logs:\n%s", code, logs.String())
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("serve exited %d; logs:\n%s", code, logs.String())
+			}
+		case <-time.After(serveStopTimeout):
+			t.Errorf("serve did not return within %v of its context ending; logs:\n%s", serveStopTimeout, logs.String())
 		}
 	})
 	deadline := time.Now().Add(5 * time.Second)

@@ -1,8 +1,10 @@
 // app.js: the live page of a msgnet server. It polls api/sessions and
-// api/stats every second (the session table, the rate chart) and runs a
-// chat session over WebSocket with msgnet.js. Every URL is relative, so the
-// page works wherever its handler is mounted. Received text is only ever
-// put in the page as text (textContent), never as HTML.
+// api/stats every second (the session table, the rate chart) and, when
+// api/features says the server offers it, runs a chat session over
+// WebSocket with msgnet.js (the chat panel stays hidden otherwise). Every
+// URL is relative, so the page works wherever its handler is mounted.
+// Received text is only ever put in the page as text (textContent), never
+// as HTML.
 import { Client } from './msgnet.js';
 
 const POLL_MS = 1000;
@@ -287,7 +289,10 @@ function send(text) {
   }
 }
 
-function setup() {
+// setupChat shows the chat panel and wires its forms.
+function setupChat() {
+  $('chat-panel').hidden = false;
+  document.body.dataset.chat = 'on';
   $('client-id').value = `web-${Math.random().toString(16).slice(2, 6)}`;
   setChatState('idle');
 
@@ -339,10 +344,20 @@ function setup() {
     if (send(out)) $('message').value = '';
     $('message').focus();
   });
+}
 
+async function setup() {
   every(refreshSessions);
   every(refreshStats);
   window.addEventListener('resize', () => drawChart(last ? last.t : Date.now()));
+  let features;
+  try {
+    features = await getJSON('api/features');
+  } catch (e) {
+    setPollStatus(false, e);
+    return; // no chat: the server may not offer it
+  }
+  if (features.chat) setupChat();
 }
 
 setup();
