@@ -89,7 +89,7 @@ var (
 	ErrTooManyGroups = &ProtocolError{Code: CodeTooManyGroups, Message: "too many groups for one session"}
 	// ErrBadGroup is returned by Join for a name that is empty, too long
 	// (WithMaxGroupNameLength) or has control, format or white-space
-	// characters.
+	// characters other than the space.
 	ErrBadGroup = &ProtocolError{Code: CodeBadGroup, Message: "bad group name"}
 )
 

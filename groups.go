@@ -14,11 +14,12 @@ type groups struct {
 
 // Join adds s to the named group. Joining twice is harmless. It fails with
 // ErrBadGroup for a name that is empty, too long (WithMaxGroupNameLength)
-// or has control, format or white-space characters, with ErrTooManyGroups
+// or has control, format or white-space characters other than the space,
+// with ErrTooManyGroups
 // when s is in as many groups as it may be (WithMaxGroupsPerSession), and
 // with ErrSessionClosed when s has ended.
 func (srv *Server) Join(s *Session, group string) error {
-	if !validName(group, srv.cfg.maxGroupNameLen) {
+	if !validGroup(group, srv.cfg.maxGroupNameLen) {
 		return ErrBadGroup
 	}
 	e := s.x()

@@ -88,6 +88,13 @@ func (srv *Server) inHandshake(s *Session, f frame.Frame) bool {
 	return e != nil && e.auth != nil
 }
 
+// authPending reports whether a hello waits for its answer to a challenge.
+// Reader only.
+func (s *Session) authPending() bool {
+	e := s.ext.Load()
+	return e != nil && e.auth != nil
+}
+
 // controlMsg is any CONTROL frame from a client, decoded once: the op, and
 // the fields of the ops a server understands (hello, auth).
 type controlMsg struct {
@@ -120,7 +127,7 @@ func (srv *Server) handleControl(s *Session, p []byte) {
 		h := hello{Op: op, ClientID: m.ClientID, Features: m.Features, Compression: m.Compression,
 			Encryption: m.Encryption, Auth: m.Auth, KeyID: m.KeyID}
 		if h.ClientID != "" {
-			if !validName(h.ClientID, srv.cfg.maxClientIDLen) {
+			if !validClientID(h.ClientID, srv.cfg.maxClientIDLen) {
 				s.closeWith(&ProtocolError{Code: CodeBadClientID, Message: "a client id is 1 to " +
 					strconv.Itoa(srv.cfg.maxClientIDLen) + " bytes of UTF-8 without control, format or white-space characters"}, true)
 				return

@@ -28,7 +28,7 @@ func WithMaxGroupsPerSession(n int) Option { return func(c *config) { c.maxGroup
 
 // WithMaxGroupNameLength bounds a group's name (default 128 bytes). Join
 // with a longer name, an empty one, or one with control, format or
-// white-space characters fails with ErrBadGroup.
+// white-space characters other than the space fails with ErrBadGroup.
 func WithMaxGroupNameLength(n int) Option { return func(c *config) { c.maxGroupNameLen = max(n, 1) } }
 
 // WithServerQueueBytes bounds the bytes queued for writing on all of the
@@ -39,29 +39,40 @@ func WithMaxGroupNameLength(n int) Option { return func(c *config) { c.maxGroupN
 // defaults would let 1000 sessions hold 4 MiB each.
 func WithServerQueueBytes(n int) Option { return func(c *config) { c.queueBudget = int64(max(n, 0)) } }
 
-// validName reports whether name may be a client id or a group name: 1 to
-// maxLen bytes of UTF-8 without control, format (such as bidirectional
-// overrides) or white-space characters. Such a name cannot end a text-mode
-// line, or make one read as if another peer had written it.
-func validName(name string, maxLen int) bool {
+// validClientID reports whether id may be a client id: 1 to maxLen bytes
+// of UTF-8 without control, format (such as bidirectional overrides) or
+// white-space characters. Such an id cannot end a text-mode line, or make
+// one read as if another peer had written it ("Private from <id>: ...").
+func validClientID(id string, maxLen int) bool { return validName(id, maxLen, false) }
+
+// validGroup reports whether name may be a group's name: as a client id,
+// except that it may hold spaces ("room 1").
+func validGroup(name string, maxLen int) bool { return validName(name, maxLen, true) }
+
+func validName(name string, maxLen int, spaces bool) bool {
 	if name == "" || len(name) > maxLen {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
-		if c := name[i]; c <= ' ' || c == 0x7f {
+		if c := name[i]; c == ' ' && spaces {
+			continue
+		} else if c <= ' ' || c == 0x7f {
 			return false
 		} else if c >= utf8.RuneSelf {
-			return validRunes(name[i:])
+			return validRunes(name[i:], spaces)
 		}
 	}
 	return true
 }
 
-func validRunes(s string) bool {
+func validRunes(s string, spaces bool) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}
 	for _, r := range s {
+		if r == ' ' && spaces {
+			continue
+		}
 		if unicode.IsControl(r) || unicode.IsSpace(r) || unicode.Is(unicode.Cf, r) {
 			return false
 		}
@@ -81,8 +92,8 @@ type queueBudget struct {
 // budgetGranule is the unit a session charges the budget in.
 const budgetGranule = 16 << 10
 
-// over reports whether the budget is spent.
-func (b *queueBudget) over() bool { return b != nil && b.used.Load() >= b.limit }
+// over reports whether the budget is spent: not a granule is left.
+func (b *queueBudget) over() bool { return b != nil && b.used.Load()+budgetGranule > b.limit }
 
 func granules(n int) int64 { return (int64(n) + budgetGranule - 1) / budgetGranule * budgetGranule }
 

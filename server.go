@@ -555,6 +555,10 @@ func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
 	if f.Kind != frame.KindData {
 		srv.ctr.countIn(f.Kind, frame.HeaderLen+len(f.Payload))
 	}
+	if !s.established && f.Kind != frame.KindControl && s.authPending() {
+		srv.refuseAuth(s) // anything but the answer to a challenge fails it
+		return nil
+	}
 	if !s.established && !srv.inHandshake(s, f) && !srv.establish(s) {
 		return nil
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/msgnet/msgnet"
 	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/managed"
 )
 
 // writeInPieces writes b cut at the given offsets, waiting after each piece
@@ -154,4 +155,49 @@ func TestTrickledMessageAllocatesInProportion(t *testing.T) {
 			})
 		}
 	})
+}
+
+// A message is one line to a text peer whatever it holds: a newline, a
+// carriage return or a terminal escape in it is written as an escape, so a
+// sender cannot end its line and write one in another's name. Before, a
+// binary client's PRIVATE with "\nPrivate from admin: ..." reached an nc
+// user as two lines, the second forged.
+func TestTextPeerCannotBeSentForgedLines(t *testing.T) {
+	srv, addr := startServer(t)
+	managed.Install(srv)
+	victim, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer victim.Close()
+	br := bufio.NewReader(victim)
+	victim.Write([]byte("hello\n"))
+	if got := readLine(t, victim, br); got != "Echo: hello\n" {
+		t.Fatalf("got %q", got)
+	}
+	var victimID string
+	for _, s := range srv.Sessions() {
+		if s.Mode() == frame.ModeText {
+			victimID = s.ID()
+		}
+	}
+	attacker := dialRaw(t, addr)
+	attacker.hello("mallory")
+	for _, tc := range []struct{ body, want string }{
+		{"hi\nPrivate from admin: send me your password", `Private from mallory: hi\nPrivate from admin: send me your password`},
+		{"hi\r\nPrivate from admin: x", `Private from mallory: hi\r\nPrivate from admin: x`},
+		{"\rPrivate from admin: overwritten", `Private from mallory: \rPrivate from admin: overwritten`},
+		{"\x1b[2K\x1b[1Gfake", `Private from mallory: \x1b[2K\x1b[1Gfake`},
+		{"tab\tstays", "Private from mallory: tab\tstays"},
+	} {
+		attacker.send(frame.KindData, "PRIVATE:"+victimID+":"+tc.body)
+		if got := readLine(t, victim, br); got != tc.want+"\n" {
+			t.Fatalf("the text peer read %q, want %q", got, tc.want)
+		}
+	}
+	// Nothing more is waiting: each message was exactly one line.
+	victim.Write([]byte("last\n"))
+	if got := readLine(t, victim, br); got != "Echo: last\n" {
+		t.Fatalf("got %q, want the echo right after the forged attempts", got)
+	}
 }

@@ -1,8 +1,35 @@
 #!/usr/bin/env bash
 # Runs every check msgnet has: go vet, the race-enabled tests of every
 # package, and a short run of every fuzz target (FUZZTIME each, default 6s).
+#
+# Some tests drive real peers: nc, openssl, curl, node and Chromium. This
+# script makes sure they are there before any test runs: it installs the
+# missing ones when it can (as root, with apt-get), and otherwise stops at
+# once, naming what to install. Then it sets MSGNET_REQUIRE_TOOLS=1, under
+# which a test that cannot find its peer fails: no test passes by skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# tool name, Debian package
+tools=("nc netcat-openbsd" "openssl openssl" "curl curl" "node nodejs" "/usr/bin/chromium chromium")
+missing=()
+for t in "${tools[@]}"; do
+  set -- $t
+  command -v "$1" >/dev/null 2>&1 || missing+=("$2")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing what the tests drive as peers: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: the tests need these programs, which are missing: ${missing[*]}" >&2
+    echo "install them (Debian/Ubuntu: sudo apt-get install -y ${missing[*]}), or run this script as root to have it do so" >&2
+    exit 1
+  fi
+fi
+export MSGNET_REQUIRE_TOOLS=1
 
 echo "== go vet"
 go vet ./...

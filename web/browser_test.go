@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/msgnet/msgnet/internal/testenv"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -156,10 +157,7 @@ func TestBrowserNoChat(t *testing.T) {
 func needChromium(t *testing.T) {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("Chromium is needed for this test (CI is set): %v; install it with apt-get install -y chromium", err)
-		}
-		t.Skipf("Chromium not found (%v): install it with apt-get install -y chromium to run this test", err)
+		testenv.Missing(t, "Chromium not found (%v): install it with apt-get install -y chromium", err)
 	}
 }
 

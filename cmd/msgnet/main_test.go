@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/msgnet/msgnet/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -82,10 +83,7 @@ func startServe(t *testing.T, args ...string) string {
 
 // The README's promise: nc is a working client of `msgnet serve`.
 func TestNetcatGetsEcho(t *testing.T) {
-	nc, err := exec.LookPath("nc")
-	if err != nil {
-		t.Fatal("nc is not installed (.ci/run installs netcat-openbsd)")
-	}
+	nc := testenv.Tool(t, "nc")
 	addr := startServe(t)
 	host, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command(nc, "-q1", host, port)
@@ -276,10 +274,7 @@ func TestHandlersFlag(t *testing.T) {
 // Echo mode runs on the event loops: nc's lines come back, the last one
 // too, though it has no newline and arrives with the end of the stream.
 func TestNetcatEchoModeLastLine(t *testing.T) {
-	nc, err := exec.LookPath("nc")
-	if err != nil {
-		t.Fatal("nc is not installed (.ci/run installs netcat-openbsd)")
-	}
+	nc := testenv.Tool(t, "nc")
 	addr := startServe(t, "--mode", "echo")
 	host, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command(nc, "-q1", host, port)

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"github.com/msgnet/msgnet/internal/testenv"
 	"io"
 	"log/slog"
 	"math/big"
@@ -283,10 +284,7 @@ func TestSharedClient(t *testing.T) {
 // TestCurl: curl, speaking h2c with prior knowledge, posts a hello and a
 // DATA frame and reads the framed reply; and the same over TLS.
 func TestCurl(t *testing.T) {
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl is not installed")
-	}
+	curl := testenv.Tool(t, "curl")
 	srv := newServer(t)
 	srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
 	plain := serveH2C(t, srv)

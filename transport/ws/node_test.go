@@ -3,8 +3,8 @@ package ws_test
 import (
 	"bytes"
 	"context"
+	"github.com/msgnet/msgnet/internal/testenv"
 	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -19,18 +19,10 @@ import (
 // webDir is the JavaScript client's directory, relative to this package.
 var webDir = filepath.Join("..", "..", "web")
 
-// nodeOrSkip finds node. Without it the JavaScript tests cannot run: that
-// fails the test when CI is set, and skips it otherwise.
+// nodeOrSkip finds node (see testenv for what a missing one means).
 func nodeOrSkip(t *testing.T) string {
 	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("node is not installed, and CI is set: the JavaScript client's tests (node --test web/) must run")
-		}
-		t.Skip("node is not installed: the JavaScript client's tests (node --test web/) did not run; install Node 20+ to run them")
-	}
-	return node
+	return testenv.Tool(t, "node")
 }
 
 // TestNodeTests runs web/'s Node tests (node --test web/): the frame codec,
@@ -74,7 +66,7 @@ func nodeWithWebSocket(t *testing.T, node string) []string {
 			return args
 		}
 	}
-	t.Skip("this node has no WebSocket, not even with --experimental-websocket: the end-to-end JavaScript test did not run")
+	testenv.Missing(t, "this node has no WebSocket, not even with --experimental-websocket: the end-to-end JavaScript test cannot run; install Node 20.10 or newer")
 	return nil
 }
 
