@@ -29,6 +29,7 @@ var (
 	// counted as "other", so that a peer cannot create series at will.
 	receivedCodes   = slices.Concat(sentCodes, refusalCodes, []string{"unknown", otherCode})
 	requestOutcomes = []string{"ok", "remote_error", "timeout", "lost"}
+	dropReasons     = []string{msgnet.DropQueueFull, msgnet.DropServerQueueFull, msgnet.DropSlowConsumer, msgnet.DropRateLimited}
 	clusterKinds    = []string{"broadcast", "group", "direct"}
 )
 
@@ -62,6 +63,12 @@ var (
 		"Bytes written to peers, frame headers included, by frame kind; kinds other than DATA count when queued.", "kind")
 	descQueue = newDesc("send_queue_bytes",
 		"Bytes waiting in the send queues of the open sessions.")
+	descQueueBudget = newDesc("send_queue_budget_bytes",
+		"The bound on the bytes queued on all sessions together (0: none); sends past it fail and connections are refused with server_busy.")
+	descQueueCharged = newDesc("send_queue_charged_bytes",
+		"Bytes charged to that bound now, in 16 KiB granules per session.")
+	descDropped = newDesc("messages_dropped_total",
+		"Messages not delivered, by reason: queue_full, server_queue_full, slow_consumer, rate_limited.", "reason")
 	descSlow = newDesc("slow_consumer_events_total",
 		"Sends refused with ErrQueueFull, or sessions closed, because a session's send queue was full.")
 	descErrSent = newDesc("errors_sent_total",
@@ -92,7 +99,8 @@ var (
 
 var allDescs = []*prometheus.Desc{
 	descRunning, descStartTime, descSessions, descAccepted, descRefused,
-	descFramesIn, descFramesOut, descBytesIn, descBytesOut, descQueue, descSlow,
+	descFramesIn, descFramesOut, descBytesIn, descBytesOut, descQueue, descQueueBudget, descQueueCharged,
+	descDropped, descSlow,
 	descErrSent, descErrRecv, descDisconnects,
 	descReqHandled, descReqSent, descReqDone, descLate, descLatency,
 	descClusterNodes, descClusterPub, descClusterRecv, descClusterErr,
@@ -154,6 +162,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(ch, descSessions, float64(st.Sessions))
 	gauge(ch, descQueue, float64(st.QueueBytes))
+	gauge(ch, descQueueBudget, float64(st.QueueBudget))
+	gauge(ch, descQueueCharged, float64(st.QueueCharged))
 
 	c.counter(ch, descAccepted, st.Accepted)
 	c.counterMap(ch, descRefused, st.Refused, refusalCodes, nil)
@@ -162,6 +172,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.counterMap(ch, descBytesIn, st.KindBytesIn, frameKinds, nil)
 	c.counterMap(ch, descBytesOut, st.KindBytesOut, frameKinds, nil)
 	c.counter(ch, descSlow, st.SlowConsumers)
+	c.counterMap(ch, descDropped, st.Dropped, dropReasons, nil)
 	c.counterMap(ch, descErrSent, st.ErrorsSent, sentCodes, nil)
 	c.counterMap(ch, descErrRecv, st.ErrorsReceived, receivedCodes, knownCode)
 	c.counterMap(ch, descDisconnects, st.Disconnects, nil, nil)

@@ -34,7 +34,12 @@ type Varz struct {
 	KindBytesOut map[string]uint64 `json:"kind_bytes_out"`
 
 	QueueBytes    int    `json:"queue_bytes"`
+	QueueBudget   int64  `json:"queue_budget"`  // bound on queue_bytes as charged; 0: none
+	QueueCharged  int64  `json:"queue_charged"` // charged now, in 16 KiB granules per session
 	SlowConsumers uint64 `json:"slow_consumers"`
+	// Dropped counts messages not delivered, by reason (queue_full,
+	// server_queue_full, slow_consumer, rate_limited).
+	Dropped map[string]uint64 `json:"dropped"`
 
 	ErrorsSent     map[string]uint64 `json:"errors_sent"`     // by code
 	ErrorsReceived map[string]uint64 `json:"errors_received"` // by code, as the peers sent them
@@ -99,7 +104,8 @@ func varz(srv *msgnet.Server) Varz {
 		Sessions:      st.Sessions, Accepted: st.Accepted, Refused: st.Refused,
 		MsgsIn: st.MsgsIn, MsgsOut: st.MsgsOut, BytesIn: st.BytesIn, BytesOut: st.BytesOut,
 		FramesIn: st.FramesIn, FramesOut: st.FramesOut, KindBytesIn: st.KindBytesIn, KindBytesOut: st.KindBytesOut,
-		QueueBytes: st.QueueBytes, SlowConsumers: st.SlowConsumers,
+		QueueBytes: st.QueueBytes, QueueBudget: st.QueueBudget, QueueCharged: st.QueueCharged,
+		SlowConsumers: st.SlowConsumers, Dropped: st.Dropped,
 		ErrorsSent: st.ErrorsSent, ErrorsReceived: st.ErrorsReceived, Disconnects: st.Disconnects,
 		Requests: VarzRequests{
 			Handled: st.RequestsHandled, HandlerErrors: st.RequestHandlerErrors,

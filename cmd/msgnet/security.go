@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -24,6 +25,7 @@ func init() { serveFeatures = append(serveFeatures, newSecurityFeature) }
 type securityFeature struct {
 	cert, key, clientCA *string
 	authKeyFile         *string
+	authKeysFile        *string
 	pskFile             *string
 	perIP               *int
 	rate                *float64
@@ -36,16 +38,17 @@ type securityFeature struct {
 
 func newSecurityFeature(fs *flag.FlagSet) serveFeature {
 	return &securityFeature{
-		cert:        fs.String("tls-cert", "", "serve TLS with this PEM certificate (reloaded when the file changes, or on SIGHUP)"),
-		key:         fs.String("tls-key", "", "PEM private key for --tls-cert"),
-		clientCA:    fs.String("tls-client-ca", "", "require client certificates signed by these PEM CAs (mutual TLS)"),
-		authKeyFile: fs.String("auth-key-file", "", "require clients to prove they hold the key in this file (HMAC challenge)"),
-		pskFile:     fs.String("encryption-key-file", "", "require clients to encrypt DATA with a key derived from this file's contents (16+ bytes)"),
-		perIP:       fs.Int("max-connections-per-ip", 0, "most sessions from one IP address (0: no limit)"),
-		rate:        fs.Float64("message-rate", 0, "messages per second allowed per session (0: no limit)"),
-		burst:       fs.Int("message-burst", 100, "burst allowed above --message-rate"),
-		handshake:   fs.Duration("handshake-timeout", 10*time.Second, "close connections that have not completed the handshake (or sent a first message) by then"),
-		compress:    fs.String("compression", "zstd,s2,lz4,snappy", "codecs granted to clients that ask (empty: none)"),
+		cert:         fs.String("tls-cert", "", "serve TLS with this PEM certificate (reloaded when the file changes, or on SIGHUP)"),
+		key:          fs.String("tls-key", "", "PEM private key for --tls-cert"),
+		clientCA:     fs.String("tls-client-ca", "", "require client certificates signed by these PEM CAs (mutual TLS)"),
+		authKeyFile:  fs.String("auth-key-file", "", "require clients to prove they hold the key in this file (HMAC challenge); every holder may claim any client id"),
+		authKeysFile: fs.String("auth-keys-file", "", "require clients to prove they hold one of the keys in this file, each bound to the client ids it may claim (lines: KEY_ID SECRET [PATTERN,...])"),
+		pskFile:      fs.String("encryption-key-file", "", "require clients to encrypt DATA with a key derived from this file's contents (16+ bytes)"),
+		perIP:        fs.Int("max-connections-per-ip", 0, "most sessions from one IP address (0: no limit)"),
+		rate:         fs.Float64("message-rate", 0, "messages per second allowed per session (0: no limit)"),
+		burst:        fs.Int("message-burst", 100, "burst allowed above --message-rate"),
+		handshake:    fs.Duration("handshake-timeout", 10*time.Second, "close connections that have not completed the handshake (or sent a first message) by then"),
+		compress:     fs.String("compression", "zstd,s2,lz4,snappy", "codecs granted to clients that ask (empty: none)"),
 	}
 }
 
@@ -62,12 +65,22 @@ func (f *securityFeature) options(*slog.Logger) ([]msgnet.Option, error) {
 	if *f.rate > 0 {
 		opts = append(opts, msgnet.WithMessageRate(*f.rate, *f.burst))
 	}
+	if *f.authKeyFile != "" && *f.authKeysFile != "" {
+		return nil, errors.New("--auth-key-file and --auth-keys-file exclude each other")
+	}
 	if *f.authKeyFile != "" {
 		k, err := readKey(*f.authKeyFile)
 		if err != nil {
 			return nil, err
 		}
 		opts = append(opts, msgnet.WithAuthKey(k))
+	}
+	if *f.authKeysFile != "" {
+		keys, err := readKeyring(*f.authKeysFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, msgnet.WithAuth(keys...))
 	}
 	if *f.pskFile != "" {
 		k, err := readKey(*f.pskFile)
@@ -136,12 +149,61 @@ func readKey(path string) ([]byte, error) {
 	return []byte(strings.TrimRight(string(b), "\r\n")), nil
 }
 
+// readKeyring reads an --auth-keys-file: one key per line, as
+//
+//	KEY_ID SECRET [PATTERN,PATTERN...]
+//
+// where SECRET is the key's text (16 bytes or more, no white space) and
+// the patterns are the client ids its holder may claim, '*' standing for
+// any run of characters; without patterns, any. Blank lines and lines
+// starting with '#' are ignored.
+func readKeyring(path string) ([]msgnet.AuthKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var keys []msgnet.AuthKey
+	seen := map[string]bool{}
+	for i, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
+			continue
+		}
+		where := fmt.Sprintf("%s:%d", path, i+1)
+		if len(fields) < 2 || len(fields) > 3 {
+			return nil, fmt.Errorf("%s: want KEY_ID SECRET [PATTERN,...], got %d fields", where, len(fields))
+		}
+		if seen[fields[0]] {
+			return nil, fmt.Errorf("%s: key id %q appears twice", where, fields[0])
+		}
+		seen[fields[0]] = true
+		if len(fields[1]) < 16 {
+			return nil, fmt.Errorf("%s: the secret of key %q is shorter than 16 bytes", where, fields[0])
+		}
+		k := msgnet.AuthKey{ID: fields[0], Secret: []byte(fields[1])}
+		if len(fields) == 3 {
+			for _, p := range strings.Split(fields[2], ",") {
+				if p == "" {
+					return nil, fmt.Errorf("%s: an empty client id pattern", where)
+				}
+				k.ClientIDs = append(k.ClientIDs, p)
+			}
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s: no keys", path)
+	}
+	return keys, nil
+}
+
 // clientSecurity holds the client flags of send and chat.
 type clientSecurity struct {
 	tls                  *bool
 	ca, cert, key, sni   *string
 	insecure             *bool
 	authKeyFile, pskFile *string
+	authKeyID            *string
 	compress             *string
 }
 
@@ -154,6 +216,7 @@ func addClientSecurityFlags(fs *flag.FlagSet) *clientSecurity {
 		sni:         fs.String("tls-server-name", "", "name to verify the server's certificate against (default: the host of --addr)"),
 		insecure:    fs.Bool("tls-insecure", false, "do not verify the server's certificate (testing only)"),
 		authKeyFile: fs.String("auth-key-file", "", "answer the server's authentication challenge with this key"),
+		authKeyID:   fs.String("auth-key-id", "", "which of the server's keys --auth-key-file holds (a server with --auth-keys-file)"),
 		pskFile:     fs.String("encryption-key-file", "", "encrypt DATA with this pre-shared key"),
 		compress:    fs.String("compression", "", "ask for compression: codecs in order of preference, e.g. s2,zstd"),
 	}
@@ -175,7 +238,7 @@ func (c *clientSecurity) options() ([]msgnet.ClientOption, error) {
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, msgnet.WithClientAuthKey(k))
+		opts = append(opts, msgnet.WithClientAuthKey(k), msgnet.WithClientAuthKeyID(*c.authKeyID))
 	}
 	if *c.pskFile != "" {
 		k, err := readKey(*c.pskFile)
