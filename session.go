@@ -362,9 +362,6 @@ func (s *Session) enqueue(kind frame.Kind, flags frame.Flags, payload []byte) er
 		return ErrMessageTooLarge
 	}
 	n := frame.HeaderLen + len(payload)
-	if s.mode == frame.ModeText && (kind == frame.KindData || kind == kindRaw) {
-		n = frame.LineLen(payload) // escapes make a line longer
-	}
 	// The bound covers everything not yet handed to the socket, the batch
 	// being written included, so it bounds the memory a slow peer holds.
 	if queued := s.out.bytes + s.early.bytes + s.writingBytes; queued > 0 && queued+n > s.queueLimit {
@@ -609,14 +606,19 @@ func (s *Session) appendLocked(kind frame.Kind, flags frame.Flags, payload []byt
 // pipeline when withPipe is set.
 func (s *Session) encodeLocked(q *queue, kind frame.Kind, flags frame.Flags, payload []byte, withPipe bool) error {
 	if s.mode == frame.ModeText {
-		// One message is one line whatever it holds (frame.AppendLine):
-		// no peer can write a line in another's name.
+		// A message's bytes and "\n": one with a "\n" of its own is
+		// several lines (the core protocol's text mode). Relaying one
+		// peer's words to others is the application's to escape
+		// (frame.AppendEscaped; managed mode does).
 		switch kind {
 		case frame.KindData, kindRaw:
-			q.commit(frame.AppendLine(q.reserve(frame.LineLen(payload)), payload))
+			b := q.reserve(len(payload) + 1)
+			b = append(b, payload...)
+			q.commit(append(b, '\n'))
 		case frame.KindError:
-			line := append([]byte("ERROR "), frame.ParseError(payload).Code...)
-			q.commit(frame.AppendLine(q.reserve(frame.LineLen(line)), line))
+			code := frame.ParseError(payload).Code
+			b := q.reserve(len("ERROR ") + len(code) + 1)
+			q.commit(append(append(append(b, "ERROR "...), code...), '\n'))
 		}
 		// Text mode has no PING, CONTROL or DISCONNECT.
 		return nil

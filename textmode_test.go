@@ -157,9 +157,9 @@ func TestTrickledMessageAllocatesInProportion(t *testing.T) {
 	})
 }
 
-// A message is one line to a text peer whatever it holds: a newline, a
-// carriage return or a terminal escape in it is written as an escape, so a
-// sender cannot end its line and write one in another's name. Before, a
+// Managed mode relays one peer's words to others with their control
+// characters escaped: a newline, a carriage return or a terminal escape
+// cannot end the relayed line and start one in another's name. Before, a
 // binary client's PRIVATE with "\nPrivate from admin: ..." reached an nc
 // user as two lines, the second forged.
 func TestTextPeerCannotBeSentForgedLines(t *testing.T) {

@@ -86,24 +86,14 @@ func TrimLine(b []byte) []byte {
 	return b
 }
 
-// LineLen is the length of what AppendLine appends for msg.
-func LineLen(msg []byte) int {
-	n := len(msg) + 1
-	for _, c := range msg {
-		if needsEscape(c) {
-			n += escapeLen(c) - 1
-		}
-	}
-	return n
-}
-
-// AppendLine appends msg as one text-mode line: its bytes, then "\n". A
-// control character in msg (a byte below 0x20 other than tab, or 0x7f) is
-// written as an escape: "\n", "\r", or "\x" and two hex digits. So one
-// message is always exactly one line: a message cannot end its line and
-// start another that reads as if someone else had written it, nor send
-// escape sequences to the reader's terminal.
-func AppendLine(dst, msg []byte) []byte {
+// AppendEscaped appends msg with its control characters (bytes below 0x20
+// other than tab, and 0x7f) written as escapes: "\n", "\r", or "\x" and
+// two hex digits. An application that relays one peer's words to text-mode
+// peers uses it, so that the words stay on the line the application wrote
+// them into: a newline in them cannot start a line that reads as if
+// someone else had written it, and escape sequences cannot drive the
+// reader's terminal.
+func AppendEscaped(dst, msg []byte) []byte {
 	for len(msg) > 0 {
 		i := 0
 		for i < len(msg) && !needsEscape(msg[i]) {
@@ -124,14 +114,7 @@ func AppendLine(dst, msg []byte) []byte {
 		}
 		msg = msg[i+1:]
 	}
-	return append(dst, '\n')
+	return dst
 }
 
 func needsEscape(c byte) bool { return c < 0x20 && c != '\t' || c == 0x7f }
-
-func escapeLen(c byte) int {
-	if c == '\n' || c == '\r' {
-		return 2
-	}
-	return 4
-}

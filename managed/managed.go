@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/frame"
 )
 
 // Install makes srv a managed-mode server, the seed's "Session Management"
@@ -21,6 +22,10 @@ import (
 //	LEAVE:<group>             leave it
 //	GROUP:<group>:<text>      the group's other members get "[<group>] <client id>: <text>"
 //	anything else             comes back as "Echo: <message>"
+//
+// A relayed text has its control characters escaped (frame.AppendEscaped):
+// it reaches a text-mode peer (nc) as one line, so that no sender can
+// write a line that reads as if someone else had sent it.
 func Install(srv *msgnet.Server) {
 	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
 		text := string(msg)
@@ -34,7 +39,7 @@ func Install(srv *msgnet.Server) {
 				s.SendString("ERROR: usage PRIVATE:<id>:<message>")
 				return
 			}
-			err := srv.SendTo(target, []byte("Private from "+s.ClientID()+": "+body))
+			err := srv.SendTo(target, relay("Private from "+s.ClientID()+": ", body))
 			switch {
 			case errors.Is(err, msgnet.ErrNoSession):
 				s.SendString("ERROR: Session " + target + " not found")
@@ -62,9 +67,15 @@ func Install(srv *msgnet.Server) {
 				s.SendString("ERROR: not a member of " + group)
 				return
 			}
-			srv.SendGroup(group, []byte("["+group+"] "+s.ClientID()+": "+body), s)
+			srv.SendGroup(group, relay("["+group+"] "+s.ClientID()+": ", body), s)
 		default:
 			s.SendString("Echo: " + text)
 		}
 	})
+}
+
+// relay is prefix, written by the server, followed by body, one peer's
+// words, escaped.
+func relay(prefix, body string) []byte {
+	return frame.AppendEscaped([]byte(prefix), []byte(body))
 }
