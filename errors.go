@@ -130,7 +130,7 @@ const (
 	CodeFilterFailed       = "filter_failed"       // a user filter refused a payload
 	CodeRateLimited        = "rate_limited"        // over the per-session message rate
 	CodePerIPLimit         = "per_ip_limit"        // too many connections from one address
-	CodeHandshakeTimeout   = "handshake_timeout"   // no handshake (or first message) in time
+	CodeHandshakeTimeout   = "handshake_timeout"   // reserved: a late handshake ends with DISCONNECT "handshake timeout", no ERROR
 	CodeBadClientID        = "bad_client_id"       // a client id too long, with control characters, or not the key's to claim
 	CodeTooManyGroups      = "too_many_groups"     // a join past the groups-per-session limit
 	CodeBadGroup           = "bad_group"           // a group name too long, empty or with control characters
