@@ -100,5 +100,5 @@ func TestLoopServeEndsWhenListenerClosed(t *testing.T) {
 }
 
 func blockingLoopOpts(extra ...msgnet.Option) []msgnet.Option {
-	return loopOpts(append([]msgnet.Option{msgnet.WithBlockingEventLoops()}, extra...)...)
+	return loopOpts(append([]msgnet.Option{msgnet.WithEngine(msgnet.EngineLoopBlocking)}, extra...)...)
 }

@@ -43,10 +43,10 @@ var benchEngines = []struct {
 	name string
 	opts []msgnet.Option
 }{
-	{"parked", []msgnet.Option{msgnet.WithParking(true)}},
-	{"goroutine", []msgnet.Option{msgnet.WithParking(false)}},
-	{"loop", []msgnet.Option{msgnet.WithNonBlockingHandlers()}},
-	{"blocking-loop", []msgnet.Option{msgnet.WithNonBlockingHandlers(), msgnet.WithBlockingEventLoops()}},
+	{"parked", []msgnet.Option{msgnet.WithEngine(msgnet.EngineParked)}},
+	{"goroutine", []msgnet.Option{msgnet.WithEngine(msgnet.EngineGoroutine)}},
+	{"loop", []msgnet.Option{msgnet.WithEngine(msgnet.EngineLoop)}},
+	{"blocking-loop", []msgnet.Option{msgnet.WithEngine(msgnet.EngineLoopBlocking)}},
 }
 
 // echoConn starts an echo server with opts and returns a connection to it;
@@ -189,15 +189,15 @@ func BenchmarkPipelineEcho(b *testing.B) {
 	cases := []struct {
 		name string
 		srv  []msgnet.Option
-		cli  []msgnet.ClientOption
+		cli  []msgnet.Option
 	}{
 		{"plain", nil, nil},
-		{"s2", nil, []msgnet.ClientOption{msgnet.WithClientCompression("s2")}},
-		{"zstd", nil, []msgnet.ClientOption{msgnet.WithClientCompression("zstd")}},
-		{"lz4", nil, []msgnet.ClientOption{msgnet.WithClientCompression("lz4")}},
-		{"chacha20", []msgnet.Option{msgnet.WithEncryption(psk, "chacha20-poly1305")}, []msgnet.ClientOption{msgnet.WithClientEncryption(psk)}},
-		{"aes-gcm", []msgnet.Option{msgnet.WithEncryption(psk, "aes-256-gcm")}, []msgnet.ClientOption{msgnet.WithClientEncryption(psk, "aes-256-gcm")}},
-		{"s2+aes-gcm", []msgnet.Option{msgnet.WithEncryption(psk, "aes-256-gcm")}, []msgnet.ClientOption{msgnet.WithClientEncryption(psk, "aes-256-gcm"), msgnet.WithClientCompression("s2")}},
+		{"s2", nil, []msgnet.Option{msgnet.WithCompression("s2")}},
+		{"zstd", nil, []msgnet.Option{msgnet.WithCompression("zstd")}},
+		{"lz4", nil, []msgnet.Option{msgnet.WithCompression("lz4")}},
+		{"chacha20", []msgnet.Option{msgnet.WithEncryption(psk, "chacha20-poly1305")}, []msgnet.Option{msgnet.WithEncryption(psk)}},
+		{"aes-gcm", []msgnet.Option{msgnet.WithEncryption(psk, "aes-256-gcm")}, []msgnet.Option{msgnet.WithEncryption(psk, "aes-256-gcm")}},
+		{"s2+aes-gcm", []msgnet.Option{msgnet.WithEncryption(psk, "aes-256-gcm")}, []msgnet.Option{msgnet.WithEncryption(psk, "aes-256-gcm"), msgnet.WithCompression("s2")}},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {

@@ -4,152 +4,18 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/msgnet/msgnet/frame"
-	"github.com/msgnet/msgnet/pipeline"
-)
-
-// ClientOption configures a Client.
-type ClientOption func(*clientConfig)
-
-type clientConfig struct {
-	maxPayload     int
-	queueBytes     int
-	drain          time.Duration
-	dial           func(ctx context.Context, addr string) (net.Conn, error)
-	logger         *slog.Logger
-	connectTimeout time.Duration
-
-	reconnect   bool
-	backoffBase time.Duration
-	backoffCap  time.Duration
-	maxAttempts int // 0: forever
-	bufferBytes int
-
-	hbInterval time.Duration // 0: from the welcome's idle timeout
-	hbTimeout  time.Duration
-	hbOff      bool
-
-	compression []string // codecs to ask for, in order of preference
-	psk         []byte
-	suites      []string
-	authKey     []byte
-	authKeyID   string
-	filters     pipeline.Chain
-	tls         *tls.Config
-}
-
-// WithClientCompression asks the server to compress DATA with the first of
-// codecs (names from pipeline.Codecs) that it supports; a server that
-// supports none of them is used without compression.
-func WithClientCompression(codecs ...string) ClientOption {
-	return func(c *clientConfig) { c.compression = codecs }
-}
-
-// WithClientEncryption encrypts DATA with a key derived from psk, which
-// the server must share (WithEncryption). Suites are offered in order
-// (default: ChaCha20-Poly1305, AES-256-GCM). A server that does not agree
-// to encrypt is refused: Connect fails rather than fall back to plaintext.
-func WithClientEncryption(psk []byte, suites ...string) ClientOption {
-	return func(c *clientConfig) {
-		c.psk = append([]byte(nil), psk...)
-		c.suites = suites
-	}
-}
-
-// WithClientAuthKey answers a server's authentication challenge with key.
-func WithClientAuthKey(key []byte) ClientOption {
-	return func(c *clientConfig) { c.authKey = append([]byte(nil), key...) }
-}
-
-// WithClientAuthKeyID names which of the server's keys WithClientAuthKey
-// holds, for a server with several (msgnet.WithAuth).
-func WithClientAuthKeyID(id string) ClientOption { return func(c *clientConfig) { c.authKeyID = id } }
-
-// WithClientFilters adds payload filters matching the server's WithFilters.
-func WithClientFilters(filters ...pipeline.Filter) ClientOption {
-	return func(c *clientConfig) { c.filters = append(c.filters, filters...) }
-}
-
-// WithClientTLS connects over TLS with cfg (RootCAs, and a client
-// certificate for mutual TLS; ServerName defaults to the address's host).
-// It wraps the dialer.
-func WithClientTLS(cfg *tls.Config) ClientOption { return func(c *clientConfig) { c.tls = cfg } }
-
-// WithClientMessageSizeLimit bounds message payloads in both directions
-// (default 1 MiB); the server's own limit, learnt in the welcome, also
-// applies to sends.
-func WithClientMessageSizeLimit(n int) ClientOption {
-	return func(c *clientConfig) { c.maxPayload = min(max(n, 0), frame.MaxPayloadLimit) }
-}
-
-// WithClientSendQueueBytes bounds the connection's queue of unsent bytes
-// (default 4 MiB); a send beyond it fails with ErrQueueFull.
-func WithClientSendQueueBytes(n int) ClientOption { return func(c *clientConfig) { c.queueBytes = n } }
-
-// WithDialer replaces how the client opens connections: TLS, WebSocket or
-// HTTP/2 transports plug in here. The default dials TCP.
-func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) ClientOption {
-	return func(c *clientConfig) { c.dial = dial }
-}
-
-// WithClientLogger sets where the client logs (default: nowhere).
-func WithClientLogger(l *slog.Logger) ClientOption { return func(c *clientConfig) { c.logger = l } }
-
-// WithConnectTimeout bounds each connection attempt made while reconnecting
-// (default 5s). Connect's own attempts are bounded by its context.
-func WithConnectTimeout(d time.Duration) ClientOption {
-	return func(c *clientConfig) { c.connectTimeout = d }
-}
-
-// WithReconnect makes the client reconnect by itself when a connection is
-// lost: after base, then doubling up to max, each wait jittered (half fixed,
-// half random), trying the addresses given to Connect in turn, for at most
-// attempts rounds (0: forever). The hello carries the same client id.
-func WithReconnect(base, max time.Duration, attempts int) ClientOption {
-	return func(c *clientConfig) {
-		c.reconnect, c.backoffBase, c.backoffCap, c.maxAttempts = true, base, max, attempts
-	}
-}
-
-// WithReconnectBuffer bounds, in payload bytes, what Send buffers while the
-// client is reconnecting (default 1 MiB). Past it Send fails with
-// ErrBufferFull.
-func WithReconnectBuffer(n int) ClientOption { return func(c *clientConfig) { c.bufferBytes = n } }
-
-// WithHeartbeat sends a PING every interval and declares the connection
-// dead (ErrHeartbeatTimeout) when its PONG has not come within timeout.
-// By default the interval is a third of the server's idle timeout (at most
-// 15s) and the timeout equals the interval; an interval of 0 turns
-// heartbeats off.
-func WithHeartbeat(interval, timeout time.Duration) ClientOption {
-	return func(c *clientConfig) {
-		c.hbInterval, c.hbTimeout, c.hbOff = interval, timeout, interval <= 0
-	}
-}
-
-// Client errors and reasons.
-var (
-	// ErrHandshake wraps failures of the hello/welcome exchange.
-	ErrHandshake = errors.New("msgnet: handshake failed")
-	// ErrBufferFull is returned by Send while reconnecting when the
-	// reconnect buffer cannot take the message.
-	ErrBufferFull = errors.New("msgnet: reconnect buffer full")
-	// ErrHeartbeatTimeout ends a connection whose PONG did not come in time.
-	ErrHeartbeatTimeout = errors.New("heartbeat timeout")
-	// ErrReconnectFailed is the reason a client closes after its reconnect
-	// attempts ran out.
-	ErrReconnectFailed = errors.New("msgnet: reconnect attempts exhausted")
+	"github.com/msgnet/msgnet/internal/conn"
 )
 
 // ClientState is where a client is in its life.
@@ -190,7 +56,7 @@ func (s ClientState) String() string {
 // outlives its context.
 type Client struct {
 	id  string
-	cfg clientConfig
+	cfg config
 	log *slog.Logger
 
 	onMessage    atomic.Pointer[func(msg []byte)]
@@ -224,19 +90,10 @@ type Client struct {
 	hbPong  atomic.Uint64
 }
 
-// NewClient returns a client that introduces itself with clientID.
-func NewClient(clientID string, opts ...ClientOption) *Client {
-	cfg := clientConfig{
-		maxPayload:     frame.DefaultMaxPayload,
-		queueBytes:     4 << 20,
-		drain:          5 * time.Second,
-		logger:         slog.New(slog.DiscardHandler),
-		connectTimeout: 5 * time.Second,
-		bufferBytes:    1 << 20,
-	}
-	for _, o := range opts {
-		o(&cfg)
-	}
+// NewClient returns a client that introduces itself with clientID. Options
+// that only a server uses are ignored.
+func NewClient(clientID string, opts ...Option) *Client {
+	cfg := newConfig(opts)
 	if cfg.dial == nil {
 		var d net.Dialer
 		cfg.dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
@@ -265,6 +122,7 @@ func NewClient(clientID string, opts ...ClientOption) *Client {
 		cfg.hbTimeout = cfg.hbInterval
 	}
 	c := &Client{id: clientID, cfg: cfg, log: cfg.logger, pings: make(map[uint64]pingWait)}
+	c.ctr.Log = cfg.logger
 	c.life, c.endLife = context.WithCancel(context.Background())
 	return c
 }
@@ -322,8 +180,15 @@ func (c *Client) IsConnected() bool { return c.State() == StateConnected }
 // Connect dials the addresses in turn, sends the hello and waits for the
 // welcome, all within ctx, and returns the first success or every error. A
 // server that refuses answers with an error matching its code, e.g.
-// errors.Is(err, ErrServerFull). With WithReconnect, the same addresses are
-// used to reconnect.
+// errors.Is(err, ErrServerFull).
+//
+// With WithReconnect the first connection is retried like a lost one: when
+// every address fails, Connect waits (the same backoff) and tries them
+// again, for the same number of rounds, until one takes or ctx ends; each
+// attempt is bounded by WithConnectTimeout. Refusals that retrying cannot
+// mend (authentication, encryption, a bad client id, a handshake the
+// client rejects) end it at once. The same addresses are used to
+// reconnect.
 func (c *Client) Connect(ctx context.Context, addrs ...string) error {
 	if len(addrs) == 0 {
 		return errors.New("msgnet: Connect needs an address")
@@ -341,23 +206,67 @@ func (c *Client) Connect(ctx context.Context, addrs ...string) error {
 	c.mu.Unlock()
 
 	var errs []error
-	for i, addr := range addrs {
-		s, err := c.dialOne(ctx, addr)
-		if err == nil {
-			c.mu.Lock()
-			c.addrNext = (i + 1) % len(addrs)
-			c.mu.Unlock()
-			return c.install(s, false)
+	for attempt := 0; ; attempt++ {
+		errs = errs[:0]
+		for i, addr := range addrs {
+			actx, cancel := ctx, context.CancelFunc(func() {})
+			if c.cfg.reconnect {
+				actx, cancel = context.WithTimeout(ctx, c.cfg.connectTimeout)
+			}
+			s, err := c.dialOne(actx, addr)
+			cancel()
+			if err == nil {
+				c.mu.Lock()
+				c.addrNext = (i + 1) % len(addrs)
+				c.mu.Unlock()
+				return c.install(s, false)
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			if ctx.Err() != nil || permanent(err) {
+				return connectError(errs)
+			}
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
-		if ctx.Err() != nil {
-			break
+		if !c.cfg.reconnect || c.cfg.maxAttempts > 0 && attempt+1 >= c.cfg.maxAttempts {
+			return connectError(errs)
+		}
+		c.log.Info("connect failed; retrying", "attempt", attempt+1, "err", connectError(errs))
+		select {
+		case <-time.After(c.backoff(attempt)):
+		case <-ctx.Done():
+			return connectError(append(errs, ctx.Err()))
+		case <-c.life.Done():
+			return ErrClientClosed
 		}
 	}
+}
+
+// connectError is what Connect returns for its failed attempts: a lone
+// error as it was, several joined.
+func connectError(errs []error) error {
 	if len(errs) == 1 {
-		return errors.Unwrap(errs[0]) // keep a lone error as it was
+		return errors.Unwrap(errs[0])
 	}
 	return errors.Join(errs...)
+}
+
+// permanent reports whether a connection attempt failed in a way that
+// trying again cannot mend: the server refused the client's credentials or
+// id, or the client refused what the server offered.
+func permanent(err error) bool {
+	var pe *ProtocolError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case CodeAuthFailed, CodeAuthRequired, CodeEncryptionRequired, CodeBadClientID:
+			return true
+		}
+	}
+	return errors.Is(err, ErrHandshake) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) &&
+		!errors.Is(err, context.DeadlineExceeded) && !isTimeout(err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // dialOne opens one connection and completes the handshake on it.
@@ -371,21 +280,24 @@ func (c *Client) dialOne(ctx context.Context, addr string) (*clientConn, error) 
 		nc.Close()
 		return nil, err
 	}
-	s := newSession(c, w.SessionID, nc, c.cfg.maxPayload, c.cfg.queueBytes, c.cfg.drain)
-	s.pipe = pipe
-	if w.MaxMessageSize > 0 && w.MaxMessageSize < s.maxPayload {
-		s.maxPayload = w.MaxMessageSize
+	maxPayload := c.cfg.maxPayload
+	if w.MaxMessageSize > 0 && w.MaxMessageSize < maxPayload {
+		maxPayload = w.MaxMessageSize
 	}
+	s := newSession(c, &c.ctr, w.SessionID, nc, conn.Config{
+		MaxPayload: maxPayload,
+		QueueLimit: c.cfg.queueBytes,
+		Drain:      c.cfg.drainTimeout,
+		Salvage:    true,
+		Mode:       frame.ModeBinary,
+		Pipe:       pipe,
+		Pending:    r.Buffered(),
+	})
 	_, mask := grantFeatures(w.Features)
 	s.features.Store(mask)
-	s.mode = frame.ModeBinary
 	s.established = true
-	s.salvage = true
-	s.ctr = &c.ctr
 	s.clientID.Store(&c.id)
-	s.pending = append([]byte(nil), r.Buffered()...)
-	s.readerActive = true
-	s.readFn = s.readBlocking
+	s.c.ReserveReader() // it must not end before install starts it
 	return &clientConn{s: s, serverID: w.ServerID, idleTimeout: time.Duration(w.IdleTimeoutMS) * time.Millisecond}, nil
 }
 
@@ -403,7 +315,7 @@ func (c *Client) install(cc *clientConn, reconnected bool) error {
 	c.mu.Lock()
 	if c.state == StateClosed {
 		c.mu.Unlock()
-		s.nc.Close()
+		s.c.NetConn().Close() // never started: it ends with nothing to tell
 		return ErrClientClosed
 	}
 	c.sess, c.state = s, StateConnected
@@ -412,7 +324,7 @@ func (c *Client) install(cc *clientConn, reconnected bool) error {
 	c.sessionID, c.serverID = s.id, cc.serverID
 	requeueData(s, c.unsent)
 	for _, m := range c.buf {
-		s.enqueueForce(frame.KindData, 0, m)
+		s.c.EnqueueForce(frame.KindData, 0, m)
 	}
 	c.unsent, c.buf, c.bufBytes = nil, nil, 0
 	c.wg.Add(1) // the reader, until sessionEnded
@@ -430,7 +342,7 @@ func (c *Client) install(cc *clientConn, reconnected bool) error {
 		c.wg.Add(1)
 		go c.heartbeat(s, ended, interval, timeout)
 	}
-	go s.readFn()
+	s.c.Start()
 	return nil
 }
 
@@ -444,7 +356,7 @@ func requeueData(s *Session, b []byte) {
 			return
 		}
 		if f := frame.Decode(b[:total]); f.Kind == frame.KindData && f.Flags == 0 {
-			s.enqueueForce(frame.KindData, 0, f.Payload)
+			s.c.EnqueueForce(frame.KindData, 0, f.Payload)
 		}
 		b = b[total:]
 	}
@@ -490,7 +402,7 @@ func (c *Client) heartbeat(s *Session, ended <-chan struct{}, interval, timeout 
 			sentAt = now
 			var p [8]byte
 			binary.BigEndian.PutUint64(p[:], outstanding)
-			s.enqueue(frame.KindPing, 0, p[:])
+			s.c.Enqueue(frame.KindPing, 0, p[:])
 		}
 	}
 }
@@ -503,121 +415,6 @@ type pingWait struct {
 
 // hbBit marks heartbeat PINGs, so their PONGs are not taken for Ping's.
 const hbBit = 1 << 63
-
-// handshake sends the hello, meets a challenge if the server sends one,
-// and reads frames until the welcome; it returns the negotiated pipeline.
-func (c *Client) handshake(ctx context.Context, nc net.Conn) (welcome, *frame.Reader, *sessionPipe, error) {
-	var w welcome
-	if dl, ok := ctx.Deadline(); ok {
-		nc.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	defer func() {
-		stop()
-		nc.SetDeadline(time.Time{})
-	}()
-
-	h := hello{Op: "hello", ClientID: c.id, Features: []string{featureRequest}, Compression: c.cfg.compression}
-	var clientNonce []byte
-	if c.cfg.psk != nil {
-		n, err := pipeline.NewNonce()
-		if err != nil {
-			return w, nil, nil, err
-		}
-		clientNonce = n
-		suites := c.cfg.suites
-		if len(suites) == 0 {
-			suites = pipeline.Suites()
-		}
-		h.Encryption = &helloSeal{Suites: suites, Nonce: n}
-	}
-	if c.cfg.authKey != nil {
-		h.Auth = "hmac-sha256"
-		h.KeyID = c.cfg.authKeyID
-	}
-	hb, _ := json.Marshal(h)
-	if err := frame.WriteFrame(nc, frame.KindControl, 0, hb); err != nil {
-		return w, nil, nil, c.ctxErr(ctx, err)
-	}
-	r := frame.NewReader(nc, c.cfg.maxPayload)
-	var refusal *ProtocolError
-	for {
-		f, err := r.ReadFrame()
-		if err != nil {
-			if refusal != nil {
-				return w, nil, nil, refusal
-			}
-			return w, nil, nil, fmt.Errorf("%w: %w", ErrHandshake, c.ctxErr(ctx, err))
-		}
-		switch f.Kind {
-		case frame.KindControl:
-			switch op, _ := frame.ControlOp(f.Payload); op {
-			case "challenge":
-				var ch challenge
-				if json.Unmarshal(f.Payload, &ch) != nil || len(ch.Nonce) == 0 {
-					return w, nil, nil, fmt.Errorf("%w: bad challenge", ErrHandshake)
-				}
-				if c.cfg.authKey == nil {
-					return w, nil, nil, fmt.Errorf("%w: the server requires authentication and no key is set (WithClientAuthKey)", ErrHandshake)
-				}
-				a, _ := json.Marshal(authAnswer{Op: "auth", MAC: pipeline.AuthResponse(c.cfg.authKey, ch.Nonce, c.id)})
-				if err := frame.WriteFrame(nc, frame.KindControl, 0, a); err != nil {
-					return w, nil, nil, c.ctxErr(ctx, err)
-				}
-			case "welcome":
-				if err := json.Unmarshal(f.Payload, &w); err != nil {
-					return w, nil, nil, fmt.Errorf("%w: bad welcome: %v", ErrHandshake, err)
-				}
-				pipe, err := c.pipelineFor(&w, clientNonce)
-				if err != nil {
-					return w, nil, nil, err
-				}
-				return w, r, pipe, nil
-			}
-		case frame.KindError:
-			e := frame.ParseError(f.Payload)
-			refusal = &ProtocolError{Code: e.Code, Message: e.Message, Remote: true}
-		case frame.KindDisconnect:
-			if refusal != nil {
-				return w, nil, nil, refusal
-			}
-			return w, nil, nil, &DisconnectError{Reason: string(f.Payload), Remote: true}
-		}
-	}
-}
-
-// pipelineFor builds the payload stages the welcome granted. It refuses a
-// welcome that grants what was not asked for, or drops encryption that was:
-// a man in the middle must not be able to downgrade the connection.
-func (c *Client) pipelineFor(w *welcome, clientNonce []byte) (*sessionPipe, error) {
-	var pipe *sessionPipe
-	if len(c.cfg.filters) > 0 {
-		pipe = orNewPipe(pipe, c.cfg.maxPayload)
-		pipe.p.Filters = c.cfg.filters
-	}
-	if w.Compression != "" {
-		comp, ok := pipeline.CompressorByName(w.Compression)
-		if !ok || !slices.Contains(c.cfg.compression, w.Compression) {
-			return nil, fmt.Errorf("%w: server chose compression %q, which was not offered", ErrHandshake, w.Compression)
-		}
-		pipe = orNewPipe(pipe, c.cfg.maxPayload)
-		pipe.p.Compressor, pipe.p.Threshold = comp, 512
-	}
-	switch {
-	case c.cfg.psk != nil && w.Encryption == nil:
-		return nil, fmt.Errorf("%w: the server did not agree to encryption", ErrHandshake)
-	case c.cfg.psk == nil && w.Encryption != nil:
-		return nil, fmt.Errorf("%w: the server chose encryption, which was not asked for", ErrHandshake)
-	case c.cfg.psk != nil:
-		sealer, opener, err := pipeline.NewSessionKeys(c.cfg.psk, clientNonce, w.Encryption.Nonce, w.Encryption.Suite, pipeline.RoleClient)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrHandshake, err)
-		}
-		pipe = orNewPipe(pipe, c.cfg.maxPayload)
-		pipe.p.Sealer, pipe.p.Opener = sealer, opener
-	}
-	return pipe, nil
-}
 
 // ctxErr reports a context's end as the context's error: the socket
 // deadline set from the context can fire a moment before ctx.Err is set.
@@ -727,7 +524,7 @@ func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
 	var p [8]byte
 	binary.BigEndian.PutUint64(p[:], seq)
 	start := time.Now()
-	if err := s.enqueue(frame.KindPing, 0, p[:]); err != nil {
+	if err := s.c.Enqueue(frame.KindPing, 0, p[:]); err != nil {
 		return 0, err
 	}
 	select {
@@ -761,7 +558,7 @@ func (c *Client) Close() error {
 	c.buf, c.bufBytes, c.unsent = nil, 0, nil
 	c.mu.Unlock()
 	if s != nil {
-		s.closeWith(ErrClientClosed, true)
+		s.close(ErrClientClosed, true)
 		<-ended
 	}
 	c.wg.Wait()
@@ -777,72 +574,68 @@ func (c *Client) closed(reason error) {
 	}
 }
 
-// handleFrame implements the client side of the protocol.
-func (c *Client) handleFrame(s *Session, f frame.Frame) error {
-	if f.Kind == frame.KindData && s.pipe != nil {
-		if err := s.inbound(&f); err != nil {
-			return s.pipelineError(err)
+// admit implements peer: a client dispatches every frame.
+func (c *Client) admit(*Session, frame.Frame) bool { return true }
+
+// handleData implements peer: a message, a request from the server, or a
+// reply.
+func (c *Client) handleData(s *Session, f frame.Frame) error {
+	switch f.Flags {
+	case frame.FlagRequest:
+		var h func([]byte) ([]byte, error)
+		if p := c.onRequest.Load(); p != nil {
+			h = *p
 		}
-	}
-	if f.Flags != 0 && (f.Kind != frame.KindData || !s.dataFlagsOK(f.Flags)) {
-		s.sendError(frame.CodeUnknownType, "flags were not negotiated")
-		return nil
-	}
-	switch f.Kind {
-	case frame.KindData:
-		switch f.Flags {
-		case frame.FlagRequest:
-			var h func([]byte) ([]byte, error)
-			if p := c.onRequest.Load(); p != nil {
-				h = *p
-			}
-			s.handleRequest(f.Payload, h)
-		case frame.FlagReply:
-			s.handleReply(f.Payload)
-		default:
-			if h := c.onMessage.Load(); h != nil {
-				(*h)(f.Payload)
-			}
-		}
-	case frame.KindPing:
-		s.enqueue(frame.KindPong, 0, f.Payload)
-	case frame.KindPong:
-		if len(f.Payload) == 8 {
-			seq := binary.BigEndian.Uint64(f.Payload)
-			if seq&hbBit != 0 {
-				c.hbPong.Store(seq)
-				return nil
-			}
-			c.pingMu.Lock()
-			w := c.pings[seq]
-			c.pingMu.Unlock()
-			if w.s == s {
-				select {
-				case w.ch <- time.Now():
-				default:
-				}
-			}
-		}
-	case frame.KindHeartbeat:
-	case frame.KindControl:
-		op, err := frame.ControlOp(f.Payload)
-		if err != nil {
-			s.sendError(frame.CodeBadControl, err.Error())
-		} else {
-			s.sendError(frame.CodeBadControl, "unknown op "+op)
-		}
-	case frame.KindError:
-		e := frame.ParseError(f.Payload)
-		c.log.Info("server reported an error", "code", e.Code, "message", e.Message)
-		if h := c.onError.Load(); h != nil {
-			(*h)(&ProtocolError{Code: e.Code, Message: e.Message, Remote: true})
-		}
-	case frame.KindDisconnect:
-		return &DisconnectError{Reason: string(f.Payload), Remote: true}
+		s.handleRequest(f.Payload, h)
+	case frame.FlagReply:
+		s.handleReply(f.Payload)
 	default:
-		s.sendError(frame.CodeUnknownType, "unknown message kind "+f.Kind.String())
+		if h := c.onMessage.Load(); h != nil {
+			(*h)(f.Payload)
+		}
 	}
 	return nil
+}
+
+// handleControl implements peer: a server sends a client no CONTROL after
+// the welcome.
+func (c *Client) handleControl(s *Session, p []byte) {
+	op, err := frame.ControlOp(p)
+	if err != nil {
+		s.sendError(CodeBadControl, err.Error())
+		return
+	}
+	s.sendError(CodeBadControl, "unknown op "+op)
+}
+
+// handleError implements peer.
+func (c *Client) handleError(s *Session, e frame.ErrorBody) {
+	c.log.Info("server reported an error", "code", e.Code, "message", e.Message)
+	if h := c.onError.Load(); h != nil {
+		(*h)(&ProtocolError{Code: e.Code, Message: e.Message, Remote: true})
+	}
+}
+
+// handlePong implements peer: a heartbeat's PONG, or one that Ping waits
+// for on this connection.
+func (c *Client) handlePong(s *Session, p []byte) {
+	if len(p) != 8 {
+		return
+	}
+	seq := binary.BigEndian.Uint64(p)
+	if seq&hbBit != 0 {
+		c.hbPong.Store(seq)
+		return
+	}
+	c.pingMu.Lock()
+	w := c.pings[seq]
+	c.pingMu.Unlock()
+	if w.s == s {
+		select {
+		case w.ch <- time.Now():
+		default:
+		}
+	}
 }
 
 func (c *Client) handleLine(*Session, []byte) {} // clients always speak frames
@@ -862,8 +655,8 @@ func (c *Client) sessionEnded(s *Session, reason error) {
 			// Frames that went through compression, encryption or user
 			// filters cannot be re-sent on a new connection (its keys and
 			// counters differ): only plain DATA is salvaged.
-			if e := s.ext.Load(); e != nil && s.pipe == nil {
-				c.unsent = append(e.unsent, c.unsent...)
+			if unsent := s.c.TakeUnsent(); s.c.Pipe() == nil {
+				c.unsent = append(unsent, c.unsent...)
 			}
 			reconnect = true
 			c.wg.Add(1)

@@ -82,12 +82,6 @@ type ClusterStats struct {
 	Errors    uint64
 }
 
-// ErrKicked is ErrReplaced, by the name it had before one policy applied
-// on one node and across a cluster.
-//
-// Deprecated: use ErrReplaced.
-var ErrKicked = ErrReplaced
-
 // WithBus joins the server to a cluster through b (see Bus).
 func WithBus(b Bus) Option { return func(c *config) { c.bus = b } }
 
@@ -116,7 +110,7 @@ func (n clusterNode) Deliver(m ClusterMessage) error {
 
 func (n clusterNode) Kick(clientID, keepSession string) {
 	if s := n.srv.reg.getClient(clientID); s != nil && s.id != keepSession && s.ClientID() == clientID {
-		s.closeWith(ErrReplaced, true)
+		s.close(ErrReplaced, true)
 	}
 }
 
@@ -127,8 +121,9 @@ func (n clusterNode) Load() NodeLoad {
 	}
 	l.MsgsIn, l.MsgsOut = n.srv.ctr.endedMsgsIn.Load(), n.srv.ctr.endedMsgsOut.Load()
 	n.srv.reg.each(func(s *Session) bool {
-		l.MsgsIn += s.msgsIn.Load()
-		l.MsgsOut += s.msgsOut.Load()
+		in, out, _, _ := s.c.Counts()
+		l.MsgsIn += in
+		l.MsgsOut += out
 		return true
 	})
 	return l

@@ -6,37 +6,61 @@ import (
 	"slices"
 
 	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/internal/conn"
 )
 
-// Errors returned by msgnet's methods. Test for them with errors.Is.
+// Errors returned by msgnet's methods, all in this block. Test for them
+// with errors.Is. The engine's (internal/conn) are the same values.
 var (
 	// ErrServerClosed is returned by Serve after Shutdown or Close.
 	ErrServerClosed = errors.New("msgnet: server closed")
 	// ErrSessionClosed is returned by a send on a session or client
 	// connection that is closing or closed.
-	ErrSessionClosed = errors.New("msgnet: session closed")
+	ErrSessionClosed = conn.ErrSessionClosed
 	// ErrQueueFull is returned by a send when the session's bounded send
 	// queue cannot take the message: the peer reads slower than it is sent
 	// to. Nothing was queued.
-	ErrQueueFull = errors.New("msgnet: send queue full")
-	// ErrMessageTooLarge is returned by a send whose payload exceeds the
-	// message size limit. Nothing was written.
-	ErrMessageTooLarge = errors.New("msgnet: message too large")
+	ErrQueueFull = conn.ErrQueueFull
 	// ErrServerQueueFull is returned by a send when the bound on bytes
 	// queued on all of the server's sessions together is spent
 	// (WithServerQueueBytes). It matches ErrQueueFull. Nothing was queued.
-	ErrServerQueueFull = fmt.Errorf("%w: server-wide queue budget spent", ErrQueueFull)
+	ErrServerQueueFull = conn.ErrServerQueueFull
+	// ErrMessageTooLarge is returned by a send whose payload exceeds the
+	// message size limit. Nothing was written.
+	ErrMessageTooLarge = conn.ErrMessageTooLarge
+	// ErrNoSession is returned when a session or client id names no open
+	// session.
+	ErrNoSession = errors.New("msgnet: no such session")
 	// ErrNotConnected is returned by a client that has no connection.
 	ErrNotConnected = errors.New("msgnet: not connected")
+	// ErrHandshake wraps failures of a client's hello/welcome exchange.
+	ErrHandshake = errors.New("msgnet: handshake failed")
+	// ErrBufferFull is returned by a client's Send while it reconnects,
+	// when the reconnect buffer cannot take the message.
+	ErrBufferFull = errors.New("msgnet: reconnect buffer full")
+	// ErrReconnectFailed is the reason a client closes after its reconnect
+	// attempts ran out.
+	ErrReconnectFailed = errors.New("msgnet: reconnect attempts exhausted")
+	// ErrNotNegotiated is returned by Request when the peer did not
+	// negotiate request/reply in the handshake (a core-only peer).
+	ErrNotNegotiated = errors.New("msgnet: peer did not negotiate request/reply")
+	// ErrConnectionLost is returned by a Request whose connection ended
+	// before the reply came. The peer may or may not have handled it.
+	ErrConnectionLost = errors.New("msgnet: connection lost before the reply")
 )
 
-// Reasons a session ends, as passed to disconnect handlers. Test for them
-// with errors.Is; their text is what travels in a DISCONNECT frame.
+// Reasons a session ends, as passed to disconnect handlers, and words that
+// travel on the wire. Test for them with errors.Is. Their text has no
+// "msgnet:" prefix because it is what a DISCONNECT frame (or a request's
+// error reply) carries, which the protocol spells out.
 var (
 	// ErrPeerClosed: the stream ended without a DISCONNECT frame.
-	ErrPeerClosed = errors.New("connection closed by peer")
+	ErrPeerClosed = conn.ErrPeerClosed
 	// ErrIdleTimeout: nothing was received for longer than the idle timeout.
 	ErrIdleTimeout = errors.New("idle timeout")
+	// ErrHandshakeTimeout: the session did not complete its handshake (or,
+	// without one, send its first message) in time.
+	ErrHandshakeTimeout = errors.New("handshake timeout")
 	// ErrServerShutdown: the server is stopping gracefully.
 	ErrServerShutdown = errors.New("server shutting down")
 	// ErrClientClosed: the client was closed by its user.
@@ -45,10 +69,29 @@ var (
 	// node or, in a cluster, on another; the newest session of a client id
 	// wins.
 	ErrReplaced = errors.New("replaced")
+	// ErrKicked is ErrReplaced, by the name it had before one policy
+	// applied on one node and across a cluster.
+	//
+	// Deprecated: use ErrReplaced.
+	ErrKicked = ErrReplaced
 	// ErrSlowConsumer: the session's send queue was full under the
 	// SlowConsumerDisconnect policy. It is both the session's end reason and
 	// the error the sender got.
-	ErrSlowConsumer = errors.New("slow consumer")
+	ErrSlowConsumer = conn.ErrSlowConsumer
+	// ErrHeartbeatTimeout ends a client's connection whose PONG did not
+	// come in time.
+	ErrHeartbeatTimeout = errors.New("heartbeat timeout")
+	// ErrNoRequestHandler is the error a peer replies with when it has no
+	// request handler.
+	ErrNoRequestHandler = errors.New("no request handler")
+)
+
+// Reasons a message was dropped, as counted in Stats.Dropped.
+const (
+	DropQueueFull       = conn.DropQueueFull       // the session's queue bound (the send failed with ErrQueueFull)
+	DropServerQueueFull = conn.DropServerQueueFull // the server-wide queue budget (ErrServerQueueFull)
+	DropSlowConsumer    = conn.DropSlowConsumer    // the queue bound under SlowConsumerDisconnect: the session was closed
+	DropRateLimited     = conn.DropRateLimited     // a message from the peer over its rate limit
 )
 
 // ProtocolError is an ERROR frame's content, sent or received. Errors.Is

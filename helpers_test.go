@@ -27,11 +27,11 @@ func TestMain(m *testing.M) {
 // connection, and with handlers on the event loops: the three read paths
 // must behave the same.
 func engines(t *testing.T, f func(t *testing.T, opts ...msgnet.Option)) {
-	t.Run("parked", func(t *testing.T) { f(t, msgnet.WithParking(true)) })
-	t.Run("goroutine", func(t *testing.T) { f(t, msgnet.WithParking(false)) })
-	t.Run("loop", func(t *testing.T) { f(t, msgnet.WithParking(true), msgnet.WithNonBlockingHandlers()) })
+	t.Run("parked", func(t *testing.T) { f(t, msgnet.WithEngine(msgnet.EngineParked)) })
+	t.Run("goroutine", func(t *testing.T) { f(t, msgnet.WithEngine(msgnet.EngineGoroutine)) })
+	t.Run("loop", func(t *testing.T) { f(t, msgnet.WithEngine(msgnet.EngineLoop)) })
 	t.Run("blocking-loop", func(t *testing.T) {
-		f(t, msgnet.WithParking(true), msgnet.WithNonBlockingHandlers(), msgnet.WithBlockingEventLoops())
+		f(t, msgnet.WithEngine(msgnet.EngineLoopBlocking))
 	})
 }
 

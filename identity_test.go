@@ -128,7 +128,7 @@ func TestAuthKeyBindsClientIDs(t *testing.T) {
 		),
 		msgnet.WithAuthFailureDelay(10*time.Millisecond))
 	connect := func(id, keyID string, key []byte) error {
-		c := msgnet.NewClient(id, msgnet.WithClientAuthKey(key), msgnet.WithClientAuthKeyID(keyID))
+		c := msgnet.NewClient(id, msgnet.WithAuth(msgnet.AuthKey{ID: keyID, Secret: key}))
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		err := c.Connect(ctx, addr)

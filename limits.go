@@ -1,9 +1,12 @@
 package msgnet
 
 import (
-	"sync/atomic"
+	"strconv"
+	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/time/rate"
 )
 
 // Limits on what one peer may take of a server. Each has its default here,
@@ -80,47 +83,41 @@ func validRunes(s string, spaces bool) bool {
 	return true
 }
 
-// queueBudget is a server's bound on the bytes queued on all its sessions
-// together. Sessions charge it in granules, not per message, so that the
-// shared counter is touched once per granule of queue growth rather than
-// once per send.
-type queueBudget struct {
-	limit int64 // 0: no bound
-	used  atomic.Int64
-}
-
-// budgetGranule is the unit a session charges the budget in.
-const budgetGranule = 16 << 10
-
-// over reports whether the budget is spent: not a granule is left.
-func (b *queueBudget) over() bool { return b != nil && b.used.Load()+budgetGranule > b.limit }
-
-func granules(n int) int64 { return (int64(n) + budgetGranule - 1) / budgetGranule * budgetGranule }
-
-// queuedLocked is what s holds for writing: its queues and the batch being
-// written. Lock must be held.
-func (s *Session) queuedLocked() int { return s.out.bytes + s.early.bytes + s.writingBytes }
-
-// budgetAllowsLocked reports whether s may queue n more bytes within its
-// server's budget. Lock must be held.
-func (s *Session) budgetAllowsLocked(n int) bool {
-	b := s.budget
-	if b == nil {
+// allowMessage applies the per-session message rate limit (WithMessageRate)
+// to one message or frame from the peer; see rateDrop for one over it.
+func (srv *Server) allowMessage(s *Session) bool {
+	e := s.ext.Load()
+	if e == nil || e.limiter == nil || e.limiter.Allow() {
 		return true
 	}
-	delta := granules(s.queuedLocked()+n) - s.charged
-	return delta <= 0 || b.used.Load()+delta <= b.limit
+	s.rateDrop(e)
+	return false
 }
 
-// chargeLocked brings what s has charged to its server's budget up to date
-// with what it holds, in whole granules. Every change to the queue is
-// followed by it; one missed would only leave the charge stale until the
-// next. Lock must be held.
-func (s *Session) chargeLocked() {
-	if b := s.budget; b != nil {
-		if want := granules(s.queuedLocked()); want != s.charged {
-			b.used.Add(want - s.charged)
-			s.charged = want
-		}
+// allowControl applies the per-session limit on frames other than DATA
+// (WithControlRate) to one of them; see rateDrop for one over it.
+func (srv *Server) allowControl(s *Session) bool {
+	e := s.x()
+	if e.ctlLimiter == nil {
+		e.ctlLimiter = rate.NewLimiter(srv.cfg.controlRate, srv.cfg.controlBurst)
+	}
+	if e.ctlLimiter.Allow() {
+		return true
+	}
+	s.rateDrop(e)
+	return false
+}
+
+// rateDrop drops a message or frame over a rate limit: it is counted
+// (Stats.Dropped "rate_limited"), and the peer is told with ERROR
+// rate_limited, at most once per second, so that a flood does not turn
+// into a flood of answers. Reader only.
+func (s *Session) rateDrop(e *sessionExt) {
+	e.rateDropped++
+	s.c.NoteDrop(DropRateLimited)
+	if now := nanotime(); e.rateErrAt == 0 || now-e.rateErrAt >= int64(time.Second) {
+		e.rateErrAt = now
+		s.sendError(CodeRateLimited, "rate limit exceeded: "+
+			strconv.FormatUint(e.rateDropped, 10)+" messages dropped on this session so far")
 	}
 }

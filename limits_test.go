@@ -101,6 +101,28 @@ func TestServerQueueBudget(t *testing.T) {
 	if st.Dropped[msgnet.DropServerQueueFull] != uint64(refused) {
 		t.Fatalf("dropped %v, want %d server_queue_full", st.Dropped, refused)
 	}
+	// Once the sockets take nothing more, the charge stays where it is:
+	// wait until it has not moved for a while (topping up if it fell),
+	// and a newcomer is then refused.
+	for same, last, deadline := 0, int64(-1), time.Now().Add(20*time.Second); same < 10; {
+		if time.Now().After(deadline) {
+			t.Fatal("the queued bytes never settled at the budget")
+		}
+		cur := srv.Stats().QueueCharged
+		if cur+16<<10 <= budget {
+			for _, s := range srv.Sessions() {
+				s.Send(msg)
+			}
+			same, last = 0, -1
+			continue
+		}
+		if cur == last {
+			same++
+		} else {
+			same, last = 0, cur
+		}
+		time.Sleep(20 * time.Millisecond) // sampling the charge, not synchronising
+	}
 	late := dialRaw(t, addr)
 	late.expectError(msgnet.CodeServerBusy)
 	late.expect(frame.KindDisconnect)

@@ -298,7 +298,7 @@ func TestSendAfterOwnDisconnect(t *testing.T) {
 // of its own, after the loop has read the data (the pause only makes that
 // the likely order; the session must end either way).
 func TestLoopLastMessagePauseThenClose(t *testing.T) {
-	srv, addr := startServer(t, msgnet.WithParking(true), msgnet.WithNonBlockingHandlers())
+	srv, addr := startServer(t, msgnet.WithEngine(msgnet.EngineLoop))
 	var ended atomic.Int64
 	srv.OnDisconnect(func(s *msgnet.Session, err error) { ended.Add(1) })
 	const n = 50
@@ -340,7 +340,7 @@ func TestSendAfterForeignDisconnect(t *testing.T) {
 // Loops under pipelined load, broadcasts and disconnects from another
 // goroutine, then a shutdown: for the race detector and goleak.
 func TestLoopStress(t *testing.T) {
-	srv, addr := startServer(t, msgnet.WithParking(true), msgnet.WithNonBlockingHandlers(),
+	srv, addr := startServer(t, msgnet.WithEngine(msgnet.EngineLoop),
 		msgnet.WithSendQueueBytes(1<<20), msgnet.WithIdleTimeout(0))
 	var sessions sync.Map
 	var received atomic.Int64 // bytes the clients read

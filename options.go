@@ -1,8 +1,10 @@
 package msgnet
 
 import (
+	"context"
 	"crypto/tls"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/msgnet/msgnet/frame"
@@ -10,160 +12,130 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// config holds what the options set; defaults come from defaultConfig.
+// Option configures a Server (NewServer) or a Client (NewClient). Most
+// settings mean the same to both: the size limit, the queue bound, TLS,
+// compression, encryption, authentication, filters, the logger. An option
+// that means something to only one of them says so, and the other ignores
+// it.
+type Option func(*config)
+
+// config holds every setting. Every default is in defaultConfig.
 type config struct {
-	maxConnections int
-	maxPayload     int
-	idleTimeout    time.Duration
-	queueBytes     int
-	drainTimeout   time.Duration
-	logger         *slog.Logger
-	park           bool
-	inline         bool // handlers promised not to block: run them on the event loops
-	blockingLoops  bool // the loops wait in a blocking epoll_wait (WithBlockingEventLoops)
-	slowConsumer   SlowConsumerPolicy
-	bus            Bus
-
-	compression       []string // codecs offered to clients, in the server's order
-	compressThreshold int
-	psk               []byte // encryption required when set
-	suites            []string
-	auth              *authKeys // clients must authenticate when set
-	authDelay         time.Duration
-	filters           pipeline.Chain
+	// Both sides.
+	maxPayload        int
+	queueBytes        int
+	drainTimeout      time.Duration
+	logger            *slog.Logger
 	tls               *tls.Config
-	handshakeTimeout  time.Duration
-	perIP             int
-	rate              rate.Limit
-	burst             int
+	compression       []string // nil: the side's default (see WithCompression)
+	compressThreshold int
+	psk               []byte // encryption required (server) or asked for (client) when set
+	suites            []string
+	auth              *authKeys // server: clients must authenticate; client: the key to answer with
+	filters           pipeline.Chain
 
-	controlRate     rate.Limit
-	controlBurst    int
-	maxClientIDLen  int
-	maxGroups       int
-	maxGroupNameLen int
-	queueBudget     int64
+	// Server.
+	maxConnections   int
+	idleTimeout      time.Duration
+	engine           Engine
+	slowConsumer     SlowConsumerPolicy
+	bus              Bus
+	authDelay        time.Duration
+	handshakeTimeout time.Duration
+	perIP            int
+	rate             rate.Limit
+	burst            int
+	controlRate      rate.Limit
+	controlBurst     int
+	maxClientIDLen   int
+	maxGroups        int
+	maxGroupNameLen  int
+	queueBudget      int64
+
+	// Client.
+	dial           func(ctx context.Context, addr string) (net.Conn, error)
+	connectTimeout time.Duration
+	reconnect      bool
+	backoffBase    time.Duration
+	backoffCap     time.Duration
+	maxAttempts    int // 0: forever
+	bufferBytes    int
+	hbInterval     time.Duration // 0: from the welcome's idle timeout
+	hbTimeout      time.Duration
+	hbOff          bool
 }
 
+// defaultConfig is every setting's default.
 func defaultConfig() config {
 	return config{
-		maxConnections: 1000,
-		maxPayload:     frame.DefaultMaxPayload,
-		idleTimeout:    30 * time.Second,
-		queueBytes:     4 << 20,
-		drainTimeout:   5 * time.Second,
-		logger:         slog.New(slog.DiscardHandler),
-		park:           true,
-
-		compression:       pipeline.Codecs(),
+		maxPayload:        frame.DefaultMaxPayload,
+		queueBytes:        4 << 20,
+		drainTimeout:      5 * time.Second,
+		logger:            slog.New(slog.DiscardHandler),
 		compressThreshold: 512,
 		suites:            pipeline.Suites(),
-		authDelay:         time.Second,
-		handshakeTimeout:  10 * time.Second,
 
-		maxClientIDLen:  DefaultMaxClientIDLength,
-		maxGroups:       DefaultMaxGroupsPerSession,
-		maxGroupNameLen: DefaultMaxGroupNameLength,
-		queueBudget:     DefaultServerQueueBytes,
+		maxConnections:   1000,
+		idleTimeout:      30 * time.Second,
+		engine:           EngineParked,
+		authDelay:        time.Second,
+		handshakeTimeout: 10 * time.Second,
+		maxClientIDLen:   DefaultMaxClientIDLength,
+		maxGroups:        DefaultMaxGroupsPerSession,
+		maxGroupNameLen:  DefaultMaxGroupNameLength,
+		queueBudget:      DefaultServerQueueBytes,
+
+		connectTimeout: 5 * time.Second,
+		bufferBytes:    1 << 20,
 	}
 }
 
-// Option configures a Server.
-type Option func(*config)
-
-// WithMaxConnections bounds the sessions open at once (default 1000). A
-// connection beyond it is answered ERROR server_full and closed; 0 means no
-// limit.
-func WithMaxConnections(n int) Option { return func(c *config) { c.maxConnections = n } }
+func newConfig(opts []Option) config {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return cfg
+}
 
 // WithMessageSizeLimit bounds a message's payload in both directions
-// (default 1 MiB). Larger frames are refused before they are buffered.
+// (default 1 MiB). Larger frames are refused before they are buffered, and
+// a send of a larger payload fails with ErrMessageTooLarge. A client also
+// keeps to the server's limit, learnt in the welcome.
 func WithMessageSizeLimit(n int) Option {
 	return func(c *config) { c.maxPayload = min(max(n, 0), frame.MaxPayloadLimit) }
 }
 
-// WithIdleTimeout closes a session that has sent nothing for d (default
-// 30s); 0 disables it.
-func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTimeout = d } }
-
 // WithSendQueueBytes bounds each session's queue of unsent bytes (default
 // 4 MiB). A send that would exceed it fails with ErrQueueFull; a single
-// message always fits an empty queue.
-//
-// With WithNonBlockingHandlers, what a session's own handlers send while
-// its event loop runs them (at most 256 KiB, and never more than the bound
-// itself) is not seen by sends from other goroutines until the handlers
-// return, so for that moment the queue may hold up to that much more.
+// message always fits an empty queue. On a server's event loops
+// (EngineLoop), what a session's own handlers send during their turn (at
+// most 256 KiB, and never more than the bound) is counted only when the
+// turn ends, so for that moment the queue may hold up to that much more.
 func WithSendQueueBytes(n int) Option { return func(c *config) { c.queueBytes = n } }
 
 // WithDrainTimeout bounds how long a closing session may take to write what
 // is queued for it (default 5s).
 func WithDrainTimeout(d time.Duration) Option { return func(c *config) { c.drainTimeout = d } }
 
-// WithLogger sets where the server logs connects, disconnects and errors
+// WithLogger sets where connects, disconnects and errors are logged
 // (default: nowhere).
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
-// WithParking chooses whether idle plain-TCP connections are parked in an
-// epoll set instead of each keeping a goroutine (default true, Linux only).
-// Turning it off trades memory per idle connection for nothing; it exists
-// for comparison and for debugging.
-func WithParking(on bool) Option { return func(c *config) { c.park = on } }
+// WithTLS serves TLS on the listeners given to Start and Serve (a server),
+// or connects over TLS (a client: RootCAs, and a certificate for mutual
+// TLS; ServerName defaults to the address's host). A server's TLS sessions
+// keep a goroutine each: crypto/tls may hold decrypted bytes no socket
+// event announces. See package tlsconfig for certificates that reload
+// without a restart.
+func WithTLS(cfg *tls.Config) Option { return func(c *config) { c.tls = cfg } }
 
-// WithNonBlockingHandlers promises that the server's handlers never block:
-// they compute, send (sends never wait) and return, and do not wait on I/O,
-// locks held for long, channels or sleeps. The server may then run them on
-// its event loops (one per GOMAXPROCS, plain TCP on Linux): a burst of input
-// costs one read and one write system call and no goroutine switch, as in
-// an event-loop server. A handler that blocks anyway holds up every session
-// of its loop, so leave this off (the default) when handlers call databases,
-// other services or anything else that waits; they then run on a goroutine
-// per active connection. TLS, WebSocket and HTTP/2 sessions always run
-// their handlers on their own goroutine.
-func WithNonBlockingHandlers() Option { return func(c *config) { c.inline = true } }
-
-// WithBlockingEventLoops makes the event loops of WithNonBlockingHandlers
-// wait for input in epoll_wait as a blocking system call, on a thread each,
-// as gnet's loops do, instead of parking on the Go runtime's poller. A
-// wake-up is then the system call returning, with no second epoll_wait and
-// no pass through the scheduler: about a tenth less CPU per message under
-// load, and cheaper connection setup. The price is paid by the rest of the
-// process: a waiting loop holds its processor (P) until the runtime takes
-// it back (20 µs or more), and meanwhile the runtime's poller, which wakes
-// every other goroutine that waits on the network, is not run. Goroutines
-// that talk over the network in the same process (clients, writers to
-// slow peers, an HTTP server) then answer tens of microseconds late: an
-// in-process round trip takes 40 µs instead of 9. It is for a dedicated
-// server process (msgnet serve uses it); the server's own listener is
-// watched by the loops, so accepting is not delayed. It has no effect
-// without WithNonBlockingHandlers.
-func WithBlockingEventLoops() Option { return func(c *config) { c.blockingLoops = true } }
-
-// SlowConsumerPolicy says what happens when a send finds a session's queue
-// full: the peer reads slower than it is sent to.
-type SlowConsumerPolicy int
-
-const (
-	// SlowConsumerError fails the send with ErrQueueFull; the session goes
-	// on and the sender decides (the default).
-	SlowConsumerError SlowConsumerPolicy = iota
-	// SlowConsumerDisconnect closes the session at once with reason
-	// ErrSlowConsumer, dropping what it had queued, and fails the send with
-	// ErrSlowConsumer, as NATS does: one slow reader cannot hold memory.
-	SlowConsumerDisconnect
-)
-
-// WithSlowConsumerPolicy sets what a full send queue does (default
-// SlowConsumerError). Either way the sender gets an error.
-func WithSlowConsumerPolicy(p SlowConsumerPolicy) Option {
-	return func(c *config) { c.slowConsumer = p }
-}
-
-// WithCompression sets the codecs the server agrees to when a client asks
-// (default: all of pipeline.Codecs()); none disables compression. The
-// client's order of preference decides among them.
+// WithCompression sets the codecs (names from pipeline.Codecs) a server
+// agrees to when a client asks (default: all; none given: no compression),
+// or that a client asks for, in its order of preference (default: none). A
+// server that supports none of a client's is used without compression.
 func WithCompression(codecs ...string) Option {
-	return func(c *config) { c.compression = codecs }
+	return func(c *config) { c.compression = append([]string{}, codecs...) }
 }
 
 // WithCompressionThreshold sets the smallest payload worth compressing
@@ -171,11 +143,12 @@ func WithCompression(codecs ...string) Option {
 // as they are.
 func WithCompressionThreshold(n int) Option { return func(c *config) { c.compressThreshold = n } }
 
-// WithEncryption requires every client to encrypt its DATA with a key
-// derived from psk (at least 16 bytes) and nonces exchanged in the
-// handshake, for deployments without TLS. Suites are offered in order
-// (default: ChaCha20-Poly1305, AES-256-GCM). Clients that do not ask for
-// encryption are refused with ERROR encryption_required.
+// WithEncryption encrypts DATA with a key derived from psk (at least 16
+// bytes) and nonces exchanged in the handshake, for deployments without
+// TLS. A server requires it of every client (others are refused with ERROR
+// encryption_required); a client refuses a server that does not agree:
+// Connect fails rather than fall back to plaintext. Suites are offered in
+// order (default: ChaCha20-Poly1305, AES-256-GCM).
 func WithEncryption(psk []byte, suites ...string) Option {
 	return func(c *config) {
 		c.psk = append([]byte(nil), psk...)
@@ -185,27 +158,54 @@ func WithEncryption(psk []byte, suites ...string) Option {
 	}
 }
 
-// WithAuthKey requires every client to prove, in the handshake, that it
-// holds key: it answers a challenge with HMAC-SHA256 over the server's
-// nonce and its client id. The key never crosses the wire. Every holder of
-// the one key may claim any client id; to bind client ids to credentials,
-// use WithAuth with a key per holder.
-func WithAuthKey(key []byte) Option {
-	return WithAuth(AuthKey{Secret: key})
+// WithFilters adds user payload filters: Outbound on every DATA payload
+// sent, before compression and encryption; Inbound, in reverse order, on
+// every one received, after them. Both sides must use matching filters if
+// the filters change the bytes.
+func WithFilters(filters ...pipeline.Filter) Option {
+	return func(c *config) { c.filters = append(c.filters, filters...) }
 }
 
-// WithAuthKeys is WithAuthKey with a key per client id; keyFor returns nil
-// for an unknown client id (refused exactly like a wrong key). A client id
-// is then bound to its key.
+// WithAuthKey makes a server require every client to prove, in the
+// handshake, that it holds key: the client answers a challenge with
+// HMAC-SHA256 over the server's nonce and its client id, and the key never
+// crosses the wire. A client answers with key. Every holder of the one key
+// may claim any client id; to bind client ids to credentials, use WithAuth
+// with a key per holder.
+func WithAuthKey(key []byte) Option { return WithAuth(AuthKey{Secret: key}) }
+
+// WithAuth gives a server its keys, each bound to the client ids its
+// holder may claim (see AuthKey): a holder of one key cannot claim a client
+// id that belongs to another. A client gives the one key it holds, and its
+// ID, which its hello names:
+//
+//	msgnet.NewServer("s", msgnet.WithAuth(
+//		msgnet.AuthKey{ID: "sensors", Secret: s1, ClientIDs: []string{"sensor-*"}},
+//		msgnet.AuthKey{ID: "ops", Secret: s2, ClientIDs: []string{"ops-alice", "ops-bob"}},
+//	))
+//	msgnet.NewClient("sensor-17", msgnet.WithAuth(msgnet.AuthKey{ID: "sensors", Secret: s1}))
+func WithAuth(keys ...AuthKey) Option {
+	ring := &authKeys{byID: make(map[string]AuthKey, len(keys))}
+	for _, k := range keys {
+		k.Secret = append([]byte(nil), k.Secret...)
+		k.ClientIDs = append([]string(nil), k.ClientIDs...)
+		ring.byID[k.ID] = k
+		ring.first = append(ring.first, k)
+	}
+	return func(c *config) { c.auth = ring }
+}
+
+// WithAuthKeys is a server's WithAuthKey with a key per client id: keyFor
+// returns nil for an unknown client id (refused exactly like a wrong key).
+// A client id is then bound to its key. Server only.
 func WithAuthKeys(keyFor func(clientID string) []byte) Option {
 	return func(c *config) { c.auth = &authKeys{byClient: keyFor} }
 }
 
-// AuthKey is one credential of a server that authenticates its clients
-// (WithAuth).
+// AuthKey is one credential (WithAuth).
 type AuthKey struct {
-	// ID names the key; a client names it in its hello (WithClientAuthKeyID,
-	// "key_id"). A hello without a key id uses the key whose ID is "".
+	// ID names the key; a client names it in its hello ("key_id"). A hello
+	// without a key id uses the key whose ID is "".
 	ID string
 	// Secret is the key itself; it never crosses the wire.
 	Secret []byte
@@ -216,27 +216,10 @@ type AuthKey struct {
 	ClientIDs []string
 }
 
-// WithAuth requires every client to prove, in the handshake, that it holds
-// one of keys, and binds client ids to keys: a holder of one key cannot
-// claim a client id that belongs to another (see AuthKey).
-//
-//	msgnet.WithAuth(
-//		msgnet.AuthKey{ID: "sensors", Secret: s1, ClientIDs: []string{"sensor-*"}},
-//		msgnet.AuthKey{ID: "ops", Secret: s2, ClientIDs: []string{"ops-alice", "ops-bob"}},
-//	)
-func WithAuth(keys ...AuthKey) Option {
-	ring := make(map[string]AuthKey, len(keys))
-	for _, k := range keys {
-		k.Secret = append([]byte(nil), k.Secret...)
-		k.ClientIDs = append([]string(nil), k.ClientIDs...)
-		ring[k.ID] = k
-	}
-	return func(c *config) { c.auth = &authKeys{byID: ring} }
-}
-
 // authKeys finds the key a client must prove it holds.
 type authKeys struct {
 	byID     map[string]AuthKey           // WithAuth, WithAuthKey
+	first    []AuthKey                    // the same, in order: a client answers with the first
 	byClient func(clientID string) []byte // WithAuthKeys
 }
 
@@ -261,6 +244,14 @@ func (a *authKeys) key(keyID, clientID string) []byte {
 	return nil
 }
 
+// clientKey is the key a client answers a challenge with, and its id.
+func (a *authKeys) clientKey() (id string, secret []byte) {
+	if a == nil || len(a.first) == 0 {
+		return "", nil
+	}
+	return a.first[0].ID, a.first[0].Secret
+}
+
 // matchID reports whether id matches pattern, in which '*' stands for any
 // run of characters (none included) and every other character for itself.
 func matchID(pattern, id string) bool {
@@ -283,33 +274,51 @@ func matchID(pattern, id string) bool {
 	}
 }
 
-// WithAuthFailureDelay sets how long a failed authentication waits before
-// it is answered (default 1s), the same whatever failed.
-func WithAuthFailureDelay(d time.Duration) Option { return func(c *config) { c.authDelay = d } }
+// Server options.
 
-// WithFilters adds user payload filters on binary sessions: Outbound on
-// every DATA payload sent, before compression and encryption; Inbound, in
-// reverse order, on every one received, after them. Clients must use the
-// matching filters (WithClientFilters) if the filters change the bytes.
-func WithFilters(filters ...pipeline.Filter) Option {
-	return func(c *config) { c.filters = append(c.filters, filters...) }
+// WithMaxConnections bounds the sessions open at once (default 1000). A
+// connection beyond it is answered ERROR server_full and closed; 0 means no
+// limit. Server only.
+func WithMaxConnections(n int) Option { return func(c *config) { c.maxConnections = n } }
+
+// WithIdleTimeout closes a session that has sent nothing for d (default
+// 30s); 0 disables it. Server only.
+func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTimeout = d } }
+
+// SlowConsumerPolicy says what happens when a send finds a session's queue
+// full: the peer reads slower than it is sent to.
+type SlowConsumerPolicy int
+
+const (
+	// SlowConsumerError fails the send with ErrQueueFull; the session goes
+	// on and the sender decides (the default).
+	SlowConsumerError SlowConsumerPolicy = iota
+	// SlowConsumerDisconnect closes the session at once with reason
+	// ErrSlowConsumer, dropping what it had queued, and fails the send with
+	// ErrSlowConsumer, as NATS does: one slow reader cannot hold memory.
+	SlowConsumerDisconnect
+)
+
+// WithSlowConsumerPolicy sets what a full send queue does (default
+// SlowConsumerError). Either way the sender gets an error and the drop is
+// counted. Server only.
+func WithSlowConsumerPolicy(p SlowConsumerPolicy) Option {
+	return func(c *config) { c.slowConsumer = p }
 }
 
-// WithTLS serves TLS on the listeners given to Start and Serve. TLS
-// sessions keep a goroutine each (they cannot be parked: crypto/tls may
-// hold decrypted bytes no socket event announces). See package tlsconfig
-// for certificates that reload without a restart.
-func WithTLS(cfg *tls.Config) Option { return func(c *config) { c.tls = cfg } }
+// WithAuthFailureDelay sets how long a failed authentication waits before
+// it is answered (default 1s), the same whatever failed. Server only.
+func WithAuthFailureDelay(d time.Duration) Option { return func(c *config) { c.authDelay = d } }
 
 // WithHandshakeTimeout closes a connection that has not completed its
-// handshake, or without one sent its first whole message, within d (default
-// 10s): a slowloris connection trickling half a header is cut off. 0
-// disables it.
+// handshake, or without one sent its first whole message, within d
+// (default 10s): a slowloris connection trickling half a header is cut
+// off. 0 disables it. Server only.
 func WithHandshakeTimeout(d time.Duration) Option { return func(c *config) { c.handshakeTimeout = d } }
 
 // WithMaxConnectionsPerIP bounds the sessions open at once from one IP
 // address (default 0: no limit); connections beyond it are refused with
-// ERROR per_ip_limit.
+// ERROR per_ip_limit. Server only.
 func WithMaxConnectionsPerIP(n int) Option { return func(c *config) { c.perIP = n } }
 
 // WithMessageRate limits each session to perSecond messages on average,
@@ -318,7 +327,7 @@ func WithMaxConnectionsPerIP(n int) Option { return func(c *config) { c.perIP = 
 // requests, PING, CONTROL, HEARTBEAT and ERROR frames; not replies to the
 // server's own requests, nor DISCONNECT. One over the limit is dropped and
 // counted (Stats.Dropped), and the peer is told with ERROR rate_limited, at
-// most once per second.
+// most once per second. Server only.
 func WithMessageRate(perSecond float64, burst int) Option {
 	return func(c *config) { c.rate, c.burst = rate.Limit(perSecond), max(burst, 1) }
 }
@@ -329,7 +338,50 @@ func WithMessageRate(perSecond float64, burst int) Option {
 // too. One over the limit is dropped like a message over WithMessageRate.
 // Without a limit, a flood of them is handled like a flood of messages:
 // the session gets its fair share of its event loop, and answers it does
-// not read are bounded by its queue.
+// not read are bounded by its queue. Server only.
 func WithControlRate(perSecond float64, burst int) Option {
 	return func(c *config) { c.controlRate, c.controlBurst = rate.Limit(perSecond), max(burst, 1) }
+}
+
+// Client options.
+
+// WithDialer replaces how a client opens connections: WebSocket or HTTP/2
+// transports plug in here. The default dials TCP. Client only.
+func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) Option {
+	return func(c *config) { c.dial = dial }
+}
+
+// WithConnectTimeout bounds each connection attempt a client makes by
+// itself (reconnecting, and the first attempts under WithReconnect),
+// dialling and handshake included (default 5s). Connect's own attempts are
+// bounded by its context too. Client only.
+func WithConnectTimeout(d time.Duration) Option {
+	return func(c *config) { c.connectTimeout = d }
+}
+
+// WithReconnect makes a client reconnect by itself when a connection is
+// lost: after base, then doubling up to max, each wait jittered (half
+// fixed, half random), trying the addresses given to Connect in turn, for
+// at most attempts rounds (0: forever). The hello carries the same client
+// id. Client only.
+func WithReconnect(base, max time.Duration, attempts int) Option {
+	return func(c *config) {
+		c.reconnect, c.backoffBase, c.backoffCap, c.maxAttempts = true, base, max, attempts
+	}
+}
+
+// WithReconnectBuffer bounds, in payload bytes, what a client's Send
+// buffers while it is reconnecting (default 1 MiB). Past it Send fails
+// with ErrBufferFull. Client only.
+func WithReconnectBuffer(n int) Option { return func(c *config) { c.bufferBytes = n } }
+
+// WithHeartbeat makes a client send a PING every interval and declare the
+// connection dead (ErrHeartbeatTimeout) when its PONG has not come within
+// timeout. By default the interval is a third of the server's idle timeout
+// (at most 15s) and the timeout equals the interval; an interval of 0
+// turns heartbeats off. Client only.
+func WithHeartbeat(interval, timeout time.Duration) Option {
+	return func(c *config) {
+		c.hbInterval, c.hbTimeout, c.hbOff = interval, timeout, interval <= 0
+	}
 }

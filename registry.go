@@ -1,15 +1,10 @@
 package msgnet
 
 import (
-	"errors"
 	"hash/maphash"
 	"slices"
 	"sync"
 )
-
-// ErrNoSession is returned when a session or client id names no open
-// session.
-var ErrNoSession = errors.New("msgnet: no such session")
 
 // registry indexes the open sessions by session id and by client id. It is
 // sharded so that a broadcast walking it, connects and disconnects do not

@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/msgnet/msgnet/frame"
-	"github.com/msgnet/msgnet/pipeline"
 )
 
 // Protocol extensions a peer can ask for in its hello ("features") and the
@@ -19,19 +18,6 @@ const (
 
 const (
 	featRequest uint32 = 1 << iota
-)
-
-// Errors of request/reply.
-var (
-	// ErrNotNegotiated is returned by Request when the peer did not
-	// negotiate request/reply in the handshake (a core-only peer).
-	ErrNotNegotiated = errors.New("msgnet: peer did not negotiate request/reply")
-	// ErrConnectionLost is returned by a Request whose connection ended
-	// before the reply came. The peer may or may not have handled it.
-	ErrConnectionLost = errors.New("msgnet: connection lost before the reply")
-	// ErrNoRequestHandler is the error a peer replies with when it has no
-	// request handler.
-	ErrNoRequestHandler = errors.New("no request handler")
 )
 
 // RemoteError is a request's failure as reported by the peer's handler.
@@ -73,7 +59,7 @@ func (s *Session) Request(ctx context.Context, msg []byte) ([]byte, error) {
 	if s.features.Load()&featRequest == 0 {
 		return nil, ErrNotNegotiated
 	}
-	if len(msg)+8 > s.maxPayload {
+	if len(msg)+8 > s.c.MaxPayload() {
 		return nil, ErrMessageTooLarge
 	}
 	ch := make(chan reply, 1)
@@ -98,7 +84,7 @@ func (s *Session) Request(ctx context.Context, msg []byte) ([]byte, error) {
 
 	payload := make([]byte, 8, 8+len(msg))
 	binary.BigEndian.PutUint64(payload, id)
-	if err := s.enqueue(frame.KindData, frame.FlagRequest, append(payload, msg...)); err != nil {
+	if err := s.c.Enqueue(frame.KindData, frame.FlagRequest, append(payload, msg...)); err != nil {
 		return nil, err
 	}
 	s.ctr.reqSent.Add(1)
@@ -176,15 +162,11 @@ func (s *Session) handleRequest(p []byte, h func(req []byte) ([]byte, error)) {
 	} else {
 		rep = append(rep, out...)
 	}
-	limit := s.maxPayload
-	if p := s.pipe; p != nil && p.p.Sealer != nil { // s.pipe is set by this reader
-		limit -= pipeline.Overhead
-	}
-	if len(rep) > limit {
+	if len(rep) > s.c.SendLimit() {
 		rep = append(rep[:8], replyError)
 		rep = append(rep, "reply exceeds the message size limit"...)
 	}
-	s.enqueue(frame.KindData, frame.FlagReply, rep)
+	s.c.Enqueue(frame.KindData, frame.FlagReply, rep)
 }
 
 // failRequests ends every outstanding request when the session ends.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/msgnet/msgnet/internal/testenv"
 	"net"
 	"os/exec"
 	"runtime/pprof"
@@ -13,13 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msgnet/msgnet/internal/testenv"
+
 	"github.com/msgnet/msgnet"
 	"github.com/msgnet/msgnet/frame"
 	"github.com/msgnet/msgnet/pipeline"
 	"github.com/msgnet/msgnet/tlsconfig"
 )
 
-func echoClient(t *testing.T, addr string, opts ...msgnet.ClientOption) (*msgnet.Client, chan []byte, error) {
+func echoClient(t *testing.T, addr string, opts ...msgnet.Option) (*msgnet.Client, chan []byte, error) {
 	t.Helper()
 	got := make(chan []byte, 64)
 	c := msgnet.NewClient("sec", opts...)
@@ -36,7 +37,7 @@ func TestCompressionEachCodecAndFallback(t *testing.T) {
 	for _, codec := range pipeline.Codecs() {
 		t.Run(codec, func(t *testing.T) {
 			srv, addr := echoServer(t)
-			c, got, err := echoClient(t, addr, msgnet.WithClientCompression(codec))
+			c, got, err := echoClient(t, addr, msgnet.WithCompression(codec))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,7 +59,7 @@ func TestCompressionEachCodecAndFallback(t *testing.T) {
 	}
 	t.Run("fallback to none", func(t *testing.T) {
 		srv, addr := echoServer(t, msgnet.WithCompression())
-		c, got, err := echoClient(t, addr, msgnet.WithClientCompression("zstd"))
+		c, got, err := echoClient(t, addr, msgnet.WithCompression("zstd"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,7 +117,7 @@ func TestAuthentication(t *testing.T) {
 		return nil
 	}), msgnet.WithAuthFailureDelay(delay))
 
-	c, got, err := echoClient(t, addr, msgnet.WithClientAuthKey(key))
+	c, got, err := echoClient(t, addr, msgnet.WithAuthKey(key))
 	if err != nil {
 		t.Fatalf("right key refused: %v", err)
 	}
@@ -125,8 +126,8 @@ func TestAuthentication(t *testing.T) {
 		t.Fatalf("got %q", m)
 	}
 
-	for name, opts := range map[string][]msgnet.ClientOption{
-		"wrong key": {msgnet.WithClientAuthKey([]byte("not the key at all"))},
+	for name, opts := range map[string][]msgnet.Option{
+		"wrong key": {msgnet.WithAuthKey([]byte("not the key at all"))},
 	} {
 		start := time.Now()
 		_, _, err := echoClient(t, addr, opts...)
@@ -139,7 +140,7 @@ func TestAuthentication(t *testing.T) {
 	}
 	// An unknown client id is refused the same way, after the same delay.
 	start := time.Now()
-	other := msgnet.NewClient("mallory", msgnet.WithClientAuthKey(key))
+	other := msgnet.NewClient("mallory", msgnet.WithAuthKey(key))
 	if err := other.Connect(context.Background(), addr); !errors.Is(err, &msgnet.ProtocolError{Code: msgnet.CodeAuthFailed}) {
 		t.Fatalf("unknown id: %v", err)
 	}
@@ -237,7 +238,7 @@ func TestEncryption(t *testing.T) {
 	psk := []byte("a pre-shared key of 32 bytes....")
 	_, addr := echoServer(t, msgnet.WithEncryption(psk))
 
-	c, got, err := echoClient(t, addr, msgnet.WithClientEncryption(psk))
+	c, got, err := echoClient(t, addr, msgnet.WithEncryption(psk))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +315,7 @@ func TestTLSAndMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, got, err := echoClient(t, addr, msgnet.WithClientTLS(ccfg))
+	c, got, err := echoClient(t, addr, msgnet.WithTLS(ccfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,14 +332,14 @@ func TestTLSAndMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, maddr := echoServer(t, msgnet.WithTLS(mr.Config()))
-	if _, _, err := echoClient(t, maddr, msgnet.WithClientTLS(ccfg)); err == nil {
+	if _, _, err := echoClient(t, maddr, msgnet.WithTLS(ccfg)); err == nil {
 		t.Fatal("mutual TLS let in a client without a certificate")
 	}
 	withCert, err := tlsconfig.ClientConfig(files.CA, files.ClientCert, files.ClientKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mc, mgot, err := echoClient(t, maddr, msgnet.WithClientTLS(withCert))
+	mc, mgot, err := echoClient(t, maddr, msgnet.WithTLS(withCert))
 	if err != nil {
 		t.Fatalf("client with a certificate: %v", err)
 	}
@@ -502,7 +503,7 @@ func TestUserFilters(t *testing.T) {
 		seen <- string(msg)
 		s.Send(msg)
 	})
-	c, got, err := echoClient(t, addr, msgnet.WithClientFilters(xorFilter()))
+	c, got, err := echoClient(t, addr, msgnet.WithFilters(xorFilter()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,9 @@ import (
 	_ "unsafe" // for go:linkname
 
 	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/internal/conn"
 	"github.com/msgnet/msgnet/internal/netpoll"
+	"github.com/msgnet/msgnet/pipeline"
 )
 
 // MessageHandler receives one DATA message (or one text line). msg is valid
@@ -73,9 +75,6 @@ type Server struct {
 	groups  groups
 	bus     Bus
 	ctr     counters
-	budget  *queueBudget // nil: no bound on all sessions' queues together
-	mux     *ContainerMux
-	muxOnce sync.Once
 	start   time.Time
 	count   atomic.Int64  // open sessions
 	pollGen atomic.Uint32 // generations of poller registrations
@@ -90,9 +89,12 @@ type Server struct {
 // NewServer returns a server with the given id (reported to clients in the
 // welcome) and options.
 func NewServer(id string, opts ...Option) *Server {
-	cfg := defaultConfig()
-	for _, o := range opts {
-		o(&cfg)
+	cfg := newConfig(opts)
+	if cfg.compression == nil {
+		cfg.compression = pipeline.Codecs() // a server agrees to every codec unless told
+	}
+	if !netpoll.Supported {
+		cfg.engine = EngineGoroutine
 	}
 	var p [4]byte
 	rand.Read(p[:])
@@ -110,9 +112,9 @@ func NewServer(id string, opts ...Option) *Server {
 	}
 	srv.handlers.Store(&handlers{})
 	srv.bus = cfg.bus
-	srv.ctr.log = cfg.logger
+	srv.ctr.Log = cfg.logger
 	if cfg.queueBudget > 0 {
-		srv.budget = &queueBudget{limit: cfg.queueBudget}
+		srv.ctr.Budget = conn.NewBudget(cfg.queueBudget)
 	}
 	srv.start = time.Now()
 	return srv
@@ -244,7 +246,7 @@ func (srv *Server) startLocked() error {
 	}
 	srv.started = true
 	srv.running.Store(true)
-	if srv.cfg.idleTimeout > 0 || srv.cfg.park || srv.cfg.handshakeTimeout > 0 {
+	if srv.cfg.idleTimeout > 0 || srv.cfg.engine == EngineParked || srv.cfg.handshakeTimeout > 0 {
 		srv.bgWG.Add(1)
 		go srv.sweep()
 	}
@@ -315,7 +317,7 @@ func (srv *Server) ServeConn(nc net.Conn) {
 		go srv.refuse(nc, frame.CodeServerFull, "server at max connections", "server full")
 		return
 	}
-	if srv.budget.over() {
+	if srv.ctr.Budget.Over() {
 		srv.count.Add(-1)
 		srv.bgWG.Add(1)
 		srv.mu.Unlock()
@@ -334,27 +336,22 @@ func (srv *Server) ServeConn(nc net.Conn) {
 		srv.perIP[ip]++
 	}
 	id := srv.idPrefix + strconv.FormatUint(srv.nextID.Add(1), 10)
-	s := newSession(srv, id, nc, srv.cfg.maxPayload, srv.cfg.queueBytes, srv.cfg.drainTimeout)
-	s.slowDisconnect = srv.cfg.slowConsumer == SlowConsumerDisconnect
-	s.held = true
-	s.secure = srv.cfg.auth != nil || srv.cfg.psk != nil
+	s := newSession(srv, &srv.ctr, id, nc, conn.Config{
+		MaxPayload:     srv.cfg.maxPayload,
+		QueueLimit:     srv.cfg.queueBytes,
+		Drain:          srv.cfg.drainTimeout,
+		SlowDisconnect: srv.cfg.slowConsumer == SlowConsumerDisconnect,
+		Secure:         srv.cfg.auth != nil || srv.cfg.psk != nil,
+		Held:           true,
+	})
 	s.handshaking.Store(true)
-	s.ctr = &srv.ctr
-	s.budget = srv.budget
 	srv.reg.add(s)
 	srv.sessWG.Add(1)
-	parked := srv.cfg.park && srv.parkLocked(s)
+	registered := srv.registerLocked(s)
 	srv.mu.Unlock()
 	srv.ctr.accepted.Add(1)
-	if !parked {
-		s.mu.Lock()
-		start := !s.socketDone()
-		s.readerActive = start
-		s.readFn = s.readBlocking
-		s.mu.Unlock()
-		if start {
-			go s.readFn()
-		}
+	if !registered {
+		s.c.Start()
 	}
 }
 
@@ -362,12 +359,12 @@ func (srv *Server) ServeConn(nc net.Conn) {
 // so that lingering over its close does not hold up accepting.
 func (srv *Server) refuse(nc net.Conn, code, message, reason string) {
 	defer srv.bgWG.Done()
-	srv.ctr.refused.add(code)
+	srv.ctr.refused.Add(code)
 	b := frame.Append(nil, frame.KindError, 0, frame.AppendError(nil, code, message))
 	b = frame.Append(b, frame.KindDisconnect, 0, []byte(reason))
 	nc.SetWriteDeadline(time.Now().Add(time.Second))
 	nc.Write(b)
-	lingerClose(nc)
+	conn.LingerClose(nc)
 }
 
 // acceptGate returns a gate that tells serve when l has a connection
@@ -378,7 +375,7 @@ func (srv *Server) refuse(nc net.Conn, code, message, reason string) {
 // loop itself notices a connection at once.
 func (srv *Server) acceptGate(l net.Listener) *acceptGate {
 	tl, ok := l.(*net.TCPListener)
-	if !ok || !srv.cfg.inline || !srv.cfg.blockingLoops || !netpoll.Supported {
+	if !ok || srv.cfg.engine != EngineLoopBlocking {
 		return nil
 	}
 	rc, err := tl.SyscallConn()
@@ -452,80 +449,44 @@ func (g *acceptGate) rearm() {
 	g.rc.Control(func(fd uintptr) { g.p.Rearm(int(fd), g.gen) })
 }
 
-// parkLocked registers a plain TCP connection with the poller, starting
-// the poller on first use. It reports false for connections that need a
-// goroutine of their own.
-func (srv *Server) parkLocked(s *Session) bool {
-	if !netpoll.Supported {
-		return false
-	}
-	sc, ok := s.nc.(*net.TCPConn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
+// registerLocked hands a session to one of the server's pollers (starting
+// them on first use), as its engine says. It reports false for a session
+// that needs a goroutine of its own (not plain TCP, or EngineGoroutine).
+// Lock must be held (srv.mu).
+func (srv *Server) registerLocked(s *Session) bool {
 	if !srv.startPollersLocked() {
 		return false
 	}
-	var fd int
-	rc.Control(func(f uintptr) { fd = int(f) })
-	// Under the session lock: the session is already in the registry, so a
-	// shutdown or the sweeper may close it meanwhile; and a readiness event
-	// may start a reader before Add returns (it waits for the lock).
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.socketDone() {
-		return true // closed already; nothing to read
-	}
-	s.gen = srv.pollGen.Add(1)
-	p := srv.pollers[int(s.gen)%len(srv.pollers)]
-	s.rc, s.fd, s.parked, s.poller = rc, int32(fd), true, p
-	s.readFn = s.readParked
-	add := p.Add
-	if srv.cfg.inline {
-		s.inline = true
-		s.loop.Store(p)
-		add = p.AddEdge
-	}
-	if err := add(fd, (*pollTarget)(s), s.gen); err != nil {
-		// The session gets a reader goroutine of its own instead; it must
-		// not look like one of the loop's (see ownStage).
-		s.parked, s.inline = false, false
-		s.loop.Store(nil)
-		return false
-	}
-	return true
+	gen := srv.pollGen.Add(1)
+	return s.c.Register(srv.pollers[int(gen)%len(srv.pollers)], gen, srv.cfg.engine.loops())
 }
 
 // startPollersLocked starts the server's pollers on first use, and reports
 // whether there are any. Called with srv.mu held. A stopping server starts
 // none: finishStop has taken the pollers to close, or is about to.
 func (srv *Server) startPollersLocked() bool {
-	if !srv.cfg.park || srv.stopping {
+	if !srv.cfg.engine.polls() || srv.stopping {
 		return false
 	}
 	if srv.pollers == nil {
 		n := 1
-		if srv.cfg.inline {
+		if srv.cfg.engine.loops() {
 			// Handlers run on the loops: one per processor.
 			n = runtime.GOMAXPROCS(0)
 		}
 		for range n {
-			p, err := netpoll.New(srv.cfg.inline && srv.cfg.blockingLoops)
+			p, err := netpoll.New(srv.cfg.engine == EngineLoopBlocking)
 			if err != nil {
-				srv.log.Warn("cannot park idle connections", "err", err)
+				srv.log.Warn("cannot park idle connections; every session gets a goroutine", "err", err)
 				for _, p := range srv.pollers {
 					p.Close()
 				}
 				srv.pollers = nil
-				srv.cfg.park = false
+				srv.cfg.engine = EngineGoroutine
 				return false
 			}
-			if srv.cfg.inline {
-				p.Local = newLoopScratch(p)
+			if srv.cfg.engine.loops() {
+				conn.PrepareLoop(p)
 			}
 			srv.pollers = append(srv.pollers, p)
 			srv.bgWG.Add(1)
@@ -545,79 +506,60 @@ func (srv *Server) startPollersLocked() bool {
 	return len(srv.pollers) > 0
 }
 
-// handleFrame implements the server side of the protocol.
-func (srv *Server) handleFrame(s *Session, f frame.Frame) error {
-	// The common case first: a plain message on an established session.
-	if f.Kind == frame.KindData && f.Flags == 0 && s.established && s.pipe == nil {
-		srv.deliver(s, f.Payload)
-		return nil
-	}
-	if f.Kind != frame.KindData {
-		srv.ctr.countIn(f.Kind, frame.HeaderLen+len(f.Payload))
-	}
-	if !s.established && f.Kind != frame.KindControl && s.authPending() {
-		srv.refuseAuth(s) // anything but the answer to a challenge fails it
-		return nil
-	}
-	if !s.established && !srv.inHandshake(s, f) && !srv.establish(s) {
-		return nil
-	}
-	if f.Kind == frame.KindData && s.pipe != nil {
-		if err := s.inbound(&f); err != nil {
-			return s.pipelineError(err)
+// admit implements peer: until the session is established it completes
+// or skips the handshake, and it applies the rate limits to frames other
+// than DATA.
+func (srv *Server) admit(s *Session, f frame.Frame) bool {
+	if !s.established {
+		if f.Kind != frame.KindControl && s.authPending() {
+			srv.refuseAuth(s) // anything but the answer to a challenge fails it
+			return false
+		}
+		if !srv.inHandshake(s, f) && !srv.establish(s) {
+			return false
 		}
 	}
-	if f.Flags != 0 && (f.Kind != frame.KindData || !s.dataFlagsOK(f.Flags)) {
-		s.sendError(frame.CodeUnknownType, "flags 0x"+strconv.FormatUint(uint64(f.Flags), 16)+" were not negotiated")
-		return nil
-	}
-	// The rate limit covers everything the peer sends on its own account:
-	// messages, requests, PING, CONTROL, HEARTBEAT, ERROR. Replies answer
-	// this server's own requests, and DISCONNECT ends the session.
 	if f.Kind != frame.KindData && f.Kind != frame.KindDisconnect {
 		if s.established && srv.cfg.controlRate > 0 && !srv.allowControl(s) {
-			return nil
+			return false
 		}
+		if srv.cfg.rate > 0 && !srv.allowMessage(s) {
+			return false
+		}
+	}
+	return true
+}
+
+// handleData implements peer: a message, a request or a reply.
+func (srv *Server) handleData(s *Session, f frame.Frame) error {
+	switch f.Flags {
+	case frame.FlagRequest:
 		if srv.cfg.rate > 0 && !srv.allowMessage(s) {
 			return nil
 		}
-	}
-	switch f.Kind {
-	case frame.KindData:
-		switch f.Flags {
-		case frame.FlagRequest:
-			if srv.cfg.rate > 0 && !srv.allowMessage(s) {
-				return nil
+		h := srv.handlers.Load().request
+		s.handleRequest(f.Payload, func(req []byte) ([]byte, error) {
+			if h == nil {
+				return nil, ErrNoRequestHandler
 			}
-			h := srv.handlers.Load().request
-			s.handleRequest(f.Payload, func(req []byte) ([]byte, error) {
-				if h == nil {
-					return nil, ErrNoRequestHandler
-				}
-				return h(s, req)
-			})
-		case frame.FlagReply:
-			s.handleReply(f.Payload)
-		default:
-			srv.deliver(s, f.Payload)
-		}
-	case frame.KindPing:
-		s.enqueue(frame.KindPong, 0, f.Payload)
-	case frame.KindPong, frame.KindHeartbeat:
-	case frame.KindControl:
-		srv.handleControl(s, f.Payload)
-	case frame.KindError:
-		e := frame.ParseError(f.Payload)
-		srv.ctr.errorsRecv.add(knownCode(e.Code))
-		// Debug level: a peer must not be able to flood the log.
-		srv.log.Debug("peer reported an error", "session", s.id, "code", e.Code, "message", e.Message)
-	case frame.KindDisconnect:
-		return &DisconnectError{Reason: string(f.Payload), Remote: true}
+			return h(s, req)
+		})
+	case frame.FlagReply:
+		s.handleReply(f.Payload)
 	default:
-		s.sendError(frame.CodeUnknownType, "unknown message kind "+f.Kind.String())
+		srv.deliver(s, f.Payload)
 	}
 	return nil
 }
+
+// handleError implements peer.
+func (srv *Server) handleError(s *Session, e frame.ErrorBody) {
+	// Debug level: a peer must not be able to flood the log.
+	srv.log.Debug("peer reported an error", "session", s.id, "code", e.Code, "message", e.Message)
+}
+
+// handlePong implements peer: a server sends no PING of its own.
+func (srv *Server) handlePong(*Session, []byte) {}
 
 // deliver hands a message to the message handler, within the rate limit.
 func (srv *Server) deliver(s *Session, msg []byte) {
@@ -632,7 +574,7 @@ func (srv *Server) deliver(s *Session, msg []byte) {
 // plainHandler implements peer: on an established session without a
 // pipeline or a rate limit, a plain message is only its handler's call.
 func (srv *Server) plainHandler(s *Session) MessageHandler {
-	if !s.established || s.pipe != nil || srv.cfg.rate > 0 {
+	if !s.established || s.c.Pipe() != nil || srv.cfg.rate > 0 {
 		return nil
 	}
 	return srv.handlers.Load().message
@@ -644,18 +586,6 @@ func (srv *Server) handleLine(s *Session, line []byte) {
 		return
 	}
 	srv.deliver(s, line)
-}
-
-// callMessage runs the message handler, timing one call in 64 for the
-// handler latency histogram.
-func (s *Session) callMessage(h MessageHandler, msg []byte) {
-	if s.seq&latencySampleMask != 0 {
-		h(s, msg)
-		return
-	}
-	start := nanotime()
-	h(s, msg)
-	s.ctr.latency.observe(time.Duration(nanotime() - start))
 }
 
 // nanotime is the runtime's monotonic clock: one clock reading where
@@ -671,10 +601,11 @@ func (srv *Server) sessionEnded(s *Session, reason error) {
 	c := &srv.ctr
 	c.fold.Lock()
 	srv.reg.remove(s)
-	c.endedMsgsIn.Add(s.msgsIn.Load())
-	c.endedMsgsOut.Add(s.msgsOut.Load())
-	c.endedBytesIn.Add(s.bytesIn.Load())
-	c.endedBytesOut.Add(s.bytesOut.Load())
+	in, out, bin, bout := s.c.Counts()
+	c.endedMsgsIn.Add(in)
+	c.endedMsgsOut.Add(out)
+	c.endedBytesIn.Add(bin)
+	c.endedBytesOut.Add(bout)
 	c.fold.Unlock()
 	srv.leaveAll(s)
 	if srv.bus != nil {
@@ -682,9 +613,9 @@ func (srv *Server) sessionEnded(s *Session, reason error) {
 			srv.bus.ClientDown(cid, s.id)
 		}
 	}
-	c.disconnects.add(ReasonClass(reason))
+	c.disconnects.Add(ReasonClass(reason))
 	if srv.cfg.perIP > 0 {
-		ip := ipOf(s.nc.RemoteAddr())
+		ip := ipOf(s.c.NetConn().RemoteAddr())
 		srv.mu.Lock()
 		if srv.perIP[ip]--; srv.perIP[ip] <= 0 {
 			delete(srv.perIP, ip)
@@ -716,7 +647,7 @@ func (srv *Server) sessionEnded(s *Session, reason error) {
 func (srv *Server) sweep() {
 	defer srv.bgWG.Done()
 	timeout, hsTimeout := srv.cfg.idleTimeout, srv.cfg.handshakeTimeout
-	tick := parkAfter / 4
+	tick := conn.ParkAfter / 4
 	if timeout > 0 {
 		tick = min(max(timeout/8, 10*time.Millisecond), tick)
 	}
@@ -733,25 +664,25 @@ func (srv *Server) sweep() {
 			return
 		case now := <-t.C:
 			idleLimit := now.Add(-timeout).UnixNano()
-			parkLimit := now.Add(-parkAfter).UnixNano()
+			parkLimit := now.Add(-conn.ParkAfter).UnixNano()
 			hsLimit := now.Add(-hsTimeout).UnixNano()
 			idle, late = idle[:0], late[:0]
 			srv.reg.each(func(s *Session) bool {
 				if hsTimeout > 0 && s.handshaking.Load() && s.connectAt < hsLimit {
 					late = append(late, s)
-				} else if timeout > 0 && s.lastActivity.Load() < idleLimit {
+				} else if timeout > 0 && s.c.LastActivity() < idleLimit {
 					idle = append(idle, s)
 				} else {
-					s.demoteIfIdle(parkLimit) // only parked sessions wait hot
+					s.c.DemoteIfIdle(parkLimit) // only parked sessions wait hot
 				}
 				return true
 			})
 			for i, s := range idle {
-				s.closeWith(ErrIdleTimeout, true)
+				s.close(ErrIdleTimeout, true)
 				idle[i] = nil
 			}
 			for i, s := range late {
-				s.closeWith(ErrHandshakeTimeout, true)
+				s.close(ErrHandshakeTimeout, true)
 				late[i] = nil
 			}
 		}
@@ -766,7 +697,7 @@ func (srv *Server) sweep() {
 // are still running; Wait tells when they have.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	for _, s := range srv.beginStop() {
-		s.closeWith(ErrServerShutdown, true)
+		s.close(ErrServerShutdown, true)
 	}
 	select {
 	case <-srv.done:

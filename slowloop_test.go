@@ -30,7 +30,7 @@ func TestLoopSlowPeersOnOneLoop(t *testing.T) {
 			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // one loop for both
 			opts := loopOpts(msgnet.WithSendQueueBytes(256<<20), msgnet.WithMessageSizeLimit(1<<20))
 			if blocking {
-				opts = append(opts, msgnet.WithBlockingEventLoops())
+				opts = append(opts, msgnet.WithEngine(msgnet.EngineLoopBlocking))
 			}
 			_, addr := echoServer(t, opts...)
 			const n, size = 3000, 4 << 10
@@ -82,7 +82,7 @@ func TestLoopSlowPeersOnOneLoop(t *testing.T) {
 // that nobody closes, and Shutdown waits for them for ever.
 func TestShutdownRightAfterStartBlockingLoops(t *testing.T) {
 	for i := range 200 {
-		srv := msgnet.NewServer("t", loopOpts(msgnet.WithBlockingEventLoops())...)
+		srv := msgnet.NewServer("t", loopOpts(msgnet.WithEngine(msgnet.EngineLoopBlocking))...)
 		if err := srv.Start("127.0.0.1:0"); err != nil {
 			t.Fatal(err)
 		}

@@ -23,7 +23,7 @@ import (
 )
 
 func loopOpts(extra ...msgnet.Option) []msgnet.Option {
-	return append([]msgnet.Option{msgnet.WithParking(true), msgnet.WithNonBlockingHandlers()}, extra...)
+	return append([]msgnet.Option{msgnet.WithEngine(msgnet.EngineLoop)}, extra...)
 }
 
 func tagMsg(src byte, seq uint64) []byte {

@@ -3,27 +3,31 @@ package msgnet
 import (
 	"crypto/tls"
 	"errors"
-	"log/slog"
 	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/msgnet/msgnet/internal/conn"
+
 	"github.com/msgnet/msgnet/frame"
 )
 
 // counters are a server's (or client's) event counts. The per-message path
-// touches only per-session atomics (messages and bytes); these are for rare
-// kinds and events, so sharing them between cores costs nothing measurable.
-// Monitors read them through Stats, never under the hot path's locks.
+// touches only per-session atomics (messages and bytes, the engine's); these
+// are for rare kinds and events, so sharing them between cores costs
+// nothing measurable. Monitors read them through Stats, never under the
+// hot path's locks. conn.Shared holds the engine's own: slow consumers,
+// drops, ERROR frames sent, frames out by kind, the queue budget.
 type counters struct {
-	accepted atomic.Uint64
-	refused  labelCounts // by ERROR code: server_full, ...
+	conn.Shared
 
-	// Frames and bytes of the kinds other than DATA, in and out. DATA is
-	// the remainder of the sessions' totals.
-	kindIn, kindOut           [256]atomic.Uint64
-	kindBytesIn, kindBytesOut [256]atomic.Uint64
+	accepted atomic.Uint64
+	refused  conn.Labels // by ERROR code: server_full, ...
+
+	// Frames and bytes received of the kinds other than DATA. DATA is the
+	// remainder of the sessions' totals.
+	kindIn, kindBytesIn [256]atomic.Uint64
 
 	// Totals of sessions that have ended; open sessions are summed live.
 	// fold makes a session's end (leave the registry, add to these) one
@@ -31,43 +35,14 @@ type counters struct {
 	fold                                                   sync.RWMutex
 	endedMsgsIn, endedMsgsOut, endedBytesIn, endedBytesOut atomic.Uint64
 
-	slowConsumers atomic.Uint64
-	dropped       labelCounts  // messages not delivered, by Drop* reason
-	log           *slog.Logger // where drops are logged; nil: nowhere
-	errorsSent    labelCounts  // ERROR frames sent, by code
-	errorsRecv    labelCounts  // ERROR frames received, by code
-	disconnects   labelCounts  // sessions ended, by reason class
+	errorsRecv  conn.Labels // ERROR frames received, by code
+	disconnects conn.Labels // sessions ended, by reason class
 
 	reqHandled, reqHandlerErr                         atomic.Uint64 // requests answered
 	reqSent, reqOK, reqRemoteErr, reqTimeout, reqLost atomic.Uint64 // requests made
 	lateReplies                                       atomic.Uint64
 
 	latency histogram // handler latency, sampled
-}
-
-// labelCounts counts events by a short label.
-type labelCounts struct {
-	mu sync.Mutex
-	m  map[string]uint64
-}
-
-func (l *labelCounts) add(label string) {
-	l.mu.Lock()
-	if l.m == nil {
-		l.m = make(map[string]uint64)
-	}
-	l.m[label]++
-	l.mu.Unlock()
-}
-
-func (l *labelCounts) snapshot() map[string]uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	m := make(map[string]uint64, len(l.m))
-	for k, v := range l.m {
-		m[k] = v
-	}
-	return m
 }
 
 // latencySampleMask: one handler call in 64 is timed. Timing every call
@@ -177,7 +152,7 @@ type SessionInfo struct {
 	MsgsOut      uint64
 	BytesIn      uint64
 	BytesOut     uint64
-	QueueBytes   int // not yet handed to the socket (see queuedBytes for an event loop's turn)
+	QueueBytes   int // not yet handed to the socket; on an event loop, only a handler sees its own turn's replies
 	Groups       []string
 	Parked       bool // its socket is in the epoll set, not held by a goroutine
 }
@@ -185,34 +160,14 @@ type SessionInfo struct {
 // Info returns a snapshot of the session's state and counters.
 func (s *Session) Info() SessionInfo {
 	host, port := s.remoteHostPort()
-	s.mu.Lock()
-	mode, parked := s.mode, s.parked && !s.hotWait.Load()
-	s.mu.Unlock()
-	queued := s.queuedBytes()
+	in, out, bin, bout := s.c.Counts()
 	return SessionInfo{
 		ID: s.id, ClientID: s.ClientID(), RemoteAddr: host, RemotePort: port,
-		Transport: transportName(s.nc), Mode: mode.String(),
+		Transport: transportName(s.c.NetConn()), Mode: s.c.Mode().String(),
 		ConnectedAt: s.ConnectTime(), LastActivity: s.LastActivity(),
-		MsgsIn: s.msgsIn.Load(), MsgsOut: s.msgsOut.Load(),
-		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
-		QueueBytes: queued, Groups: s.Groups(), Parked: parked,
+		MsgsIn: in, MsgsOut: out, BytesIn: bin, BytesOut: bout,
+		QueueBytes: s.c.QueuedBytes(), Groups: s.Groups(), Parked: s.c.Parked(),
 	}
-}
-
-// queuedBytes is what the session has yet to hand to the socket: its queues
-// and the batch its writer is writing.
-//
-// What a session's handlers send during its event loop's turn is staged by
-// the loop and written when they return; only the loop itself can see it,
-// so only a caller on the loop (a handler) has it counted.
-func (s *Session) queuedBytes() int {
-	staged := 0
-	if st := s.ownStage(); st != nil {
-		staged = len(st.buf)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.out.bytes + s.early.bytes + s.writingBytes + staged
 }
 
 // transportName names a connection's transport. Transports other than TCP
@@ -236,37 +191,38 @@ func (srv *Server) Stats() Stats {
 	defer c.fold.RUnlock()
 	st := Stats{
 		ID: srv.id, Start: srv.start, Running: srv.IsRunning(),
-		Accepted: c.accepted.Load(), Refused: c.refused.snapshot(),
+		Accepted: c.accepted.Load(), Refused: c.refused.Snapshot(),
 		MsgsIn: c.endedMsgsIn.Load(), MsgsOut: c.endedMsgsOut.Load(),
 		BytesIn: c.endedBytesIn.Load(), BytesOut: c.endedBytesOut.Load(),
-		SlowConsumers:  c.slowConsumers.Load(),
-		Dropped:        c.dropped.snapshot(),
-		ErrorsSent:     c.errorsSent.snapshot(),
-		ErrorsReceived: c.errorsRecv.snapshot(),
-		Disconnects:    c.disconnects.snapshot(),
+		SlowConsumers:  c.SlowConsumers.Load(),
+		Dropped:        c.Dropped.Snapshot(),
+		ErrorsSent:     c.ErrorsSent.Snapshot(),
+		ErrorsReceived: c.errorsRecv.Snapshot(),
+		Disconnects:    c.disconnects.Snapshot(),
 
 		RequestsHandled: c.reqHandled.Load(), RequestHandlerErrors: c.reqHandlerErr.Load(),
 		RequestsSent: c.reqSent.Load(), RequestsOK: c.reqOK.Load(), RequestsRemoteError: c.reqRemoteErr.Load(),
 		RequestsTimedOut: c.reqTimeout.Load(), RequestsLost: c.reqLost.Load(), LateReplies: c.lateReplies.Load(),
 		HandlerLatency: c.latency.snapshot(),
 	}
-	if b := srv.budget; b != nil {
-		st.QueueBudget, st.QueueCharged = b.limit, b.used.Load()
+	if b := c.Budget; b != nil {
+		st.QueueBudget, st.QueueCharged = b.Limit(), b.Used()
 	}
 	if a := srv.Addr(); a != nil {
 		st.Addr = a.String()
 	}
 	srv.reg.each(func(s *Session) bool {
+		in, out, bin, bout := s.c.Counts()
 		st.Sessions++
-		st.MsgsIn += s.msgsIn.Load()
-		st.MsgsOut += s.msgsOut.Load()
-		st.BytesIn += s.bytesIn.Load()
-		st.BytesOut += s.bytesOut.Load()
-		st.QueueBytes += s.queuedBytes()
+		st.MsgsIn += in
+		st.MsgsOut += out
+		st.BytesIn += bin
+		st.BytesOut += bout
+		st.QueueBytes += s.c.QueuedBytes()
 		return true
 	})
 	st.FramesIn, st.KindBytesIn = kindCounts(&c.kindIn, &c.kindBytesIn, st.MsgsIn, st.BytesIn)
-	st.FramesOut, st.KindBytesOut = kindCounts(&c.kindOut, &c.kindBytesOut, st.MsgsOut, st.BytesOut)
+	st.FramesOut, st.KindBytesOut = kindCounts(&c.KindOut, &c.KindBytesOut, st.MsgsOut, st.BytesOut)
 	if srv.bus != nil {
 		cs := srv.bus.Stats()
 		st.Cluster = &cs
@@ -293,15 +249,10 @@ func kindCounts(frames, bytes *[256]atomic.Uint64, totalFrames, totalBytes uint6
 	return fm, bm
 }
 
-// countIn and countOut record a non-DATA frame.
+// countIn records a received frame of a kind other than DATA.
 func (c *counters) countIn(k frame.Kind, n int) {
 	c.kindIn[k].Add(1)
 	c.kindBytesIn[k].Add(uint64(n))
-}
-
-func (c *counters) countOut(k frame.Kind, n int) {
-	c.kindOut[k].Add(1)
-	c.kindBytesOut[k].Add(uint64(n))
 }
 
 // ReasonClass names the kind of a session's end reason, as counted in

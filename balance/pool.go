@@ -92,7 +92,7 @@ type config struct {
 	timeout    time.Duration
 	size       int
 	vnodes     int
-	clientOpts []msgnet.ClientOption
+	clientOpts []msgnet.Option
 	idPrefix   string
 	dial       func(ctx context.Context, addr string) (net.Conn, error)
 }
@@ -122,7 +122,7 @@ func WithVirtualNodes(n int) Option { return func(c *config) { c.vnodes = n } }
 // WithClientOptions adds options to the clients the pool makes (Acquire's
 // and the probes). Acquire's clients reconnect by themselves by default
 // (msgnet.WithReconnect(100ms, 2s, forever)), failing over in Order.
-func WithClientOptions(opts ...msgnet.ClientOption) Option {
+func WithClientOptions(opts ...msgnet.Option) Option {
 	return func(c *config) { c.clientOpts = append(c.clientOpts, opts...) }
 }
 
@@ -499,7 +499,7 @@ func (p *Pool) newPooled(addr string) *pooled {
 	pc := &pooled{inUse: true}
 	pc.addr.Store(&addr)
 	id := p.cfg.idPrefix + "-" + strconv.FormatUint(p.seq.Add(1), 10)
-	opts := []msgnet.ClientOption{msgnet.WithReconnect(100*time.Millisecond, 2*time.Second, 0)}
+	opts := []msgnet.Option{msgnet.WithReconnect(100*time.Millisecond, 2*time.Second, 0)}
 	opts = append(opts, p.cfg.clientOpts...)
 	opts = append(opts, msgnet.WithDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 		conn, err := p.cfg.dial(ctx, addr)

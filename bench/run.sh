@@ -21,8 +21,13 @@
 #   HOLD=$DURATION    how long the idle test holds its connections
 #   IDLE_CONNS=10000  connections of the idle test
 #   SERVERS="msgnet gnet stdlib stdlib-naive"   servers, in table order; also
-#                     msgnet-park: msgnet serve --loop-wait park
-#                     msgnet-goroutine: msgnet serve --handlers goroutine
+#                     msgnet-loop: msgnet serve --engine loop (idle loops park)
+#                     msgnet-parked: msgnet serve --engine parked
+#                     msgnet-base: msgnet serve built from BASE_REV
+#   BASE_REV=main     a git revision to build msgnet-base from, for a
+#                     before/after table in one run:
+#                     BASE_REV=HEAD~3 SERVERS="msgnet-base msgnet" PEERS=msgnet-base OUT=/tmp/ab.md ./run.sh
+#   PEERS="gnet stdlib stdlib-naive"            servers the ratios are taken to
 #   OUT=../docs/BENCHMARKS.md                   file to update
 #   COOLDOWN=2        seconds of rest between tests (the machine is shared)
 #   KEEP=1            keep the work directory (binaries, JSON, logs)
@@ -49,7 +54,8 @@ TP_CONNS=50
 TP_INFLIGHT=32
 LAT_CONNS=1
 CR_CONNS=8
-PEERS="gnet stdlib stdlib-naive"
+PEERS=${PEERS:-"gnet stdlib stdlib-naive"}
+BASE_REV=${BASE_REV:-}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/msgnet-bench.XXXXXX")
 BIN=$WORK/bin
@@ -77,6 +83,9 @@ stop_server() {
 
 cleanup() {
 	stop_server
+	if [ -d "$WORK/base" ]; then
+		git -C "$ROOT" worktree remove --force "$WORK/base" >/dev/null 2>&1
+	fi
 	if [ -n "${KEEP:-}" ]; then
 		log "work directory kept: $WORK"
 	else
@@ -108,16 +117,22 @@ else
 	sed 's/^/    /' "$LOGS/msgnet-build.log" | head -20
 fi
 
-# The load tool: `msgnet bench` once cmd/msgnet has it, else the stand-in
-# that runs the same engine (internal/loadgen).
-if [ "$MSGNET_OK" = 1 ] && "$BIN/msgnet" bench help >/dev/null 2>&1; then
-	LOAD=("$BIN/msgnet" bench)
-	LOAD_NAME="msgnet bench"
-else
-	(cd "$HERE" && go build -o "$BIN/loadgen" ./cmd/loadgen) || die "cannot build the load tool"
-	LOAD=("$BIN/loadgen" bench)
-	LOAD_NAME="bench/cmd/loadgen bench (the engine of msgnet bench, internal/loadgen)"
+BASE_OK=0
+if [ -n "$BASE_REV" ]; then
+	if git -C "$ROOT" worktree add --detach "$WORK/base" "$BASE_REV" >"$LOGS/base-build.log" 2>&1 &&
+		(cd "$WORK/base" && go build -o "$BIN/msgnet-base" ./cmd/msgnet) >>"$LOGS/base-build.log" 2>&1; then
+		BASE_OK=1
+		log "msgnet-base: built from $BASE_REV ($(git -C "$ROOT" rev-parse --short "$BASE_REV"))"
+	else
+		log "msgnet-base: cannot build $BASE_REV; it will be skipped"
+		sed 's/^/    /' "$LOGS/base-build.log" | tail -20
+	fi
 fi
+
+# The load tool: this build's `msgnet bench`.
+[ "$MSGNET_OK" = 1 ] || die "the load tool is msgnet bench, and cmd/msgnet does not build"
+LOAD=("$BIN/msgnet" bench)
+LOAD_NAME="msgnet bench"
 log "load tool: $LOAD_NAME"
 
 # msgnet's server flags; --quiet (no per-session log lines) when it has it.
@@ -137,9 +152,10 @@ is_skipped() { grep -q "^$1	" "$SKIPPED"; }
 for s in $SERVERS; do
 	case $s in
 	msgnet) [ "$MSGNET_OK" = 1 ] || skip msgnet "go build ../cmd/msgnet failed" ;;
-	msgnet-park | msgnet-goroutine) [ "$MSGNET_OK" = 1 ] || skip "$s" "go build ../cmd/msgnet failed" ;;
+	msgnet-loop | msgnet-parked) [ "$MSGNET_OK" = 1 ] || skip "$s" "go build ../cmd/msgnet failed" ;;
+	msgnet-base) [ "$BASE_OK" = 1 ] || skip "$s" "no BASE_REV, or it does not build" ;;
 	gnet | stdlib | stdlib-naive) ;;
-	*) die "unknown server $s (known: msgnet msgnet-park msgnet-goroutine gnet stdlib stdlib-naive)" ;;
+	*) die "unknown server $s (known: msgnet msgnet-loop msgnet-parked msgnet-base gnet stdlib stdlib-naive)" ;;
 	esac
 done
 
@@ -148,8 +164,9 @@ server_cmd() {
 	local addr=127.0.0.1:$2
 	case $1 in
 	msgnet) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --mode echo --quiet --max-connections 20000 "${MSGNET_SERVE_EXTRA[@]}") ;;
-	msgnet-park) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --mode echo --quiet --max-connections 20000 --loop-wait park "${MSGNET_SERVE_EXTRA[@]}") ;;
-	msgnet-goroutine) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --mode echo --quiet --max-connections 20000 --handlers goroutine "${MSGNET_SERVE_EXTRA[@]}") ;;
+	msgnet-loop) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --mode echo --quiet --max-connections 20000 --engine loop "${MSGNET_SERVE_EXTRA[@]}") ;;
+	msgnet-parked) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --mode echo --quiet --max-connections 20000 --engine parked "${MSGNET_SERVE_EXTRA[@]}") ;;
+	msgnet-base) SRV_CMD=("$BIN/msgnet-base" serve --addr "$addr" --mode echo --quiet --max-connections 20000 "${MSGNET_SERVE_EXTRA[@]}") ;;
 	gnet) SRV_CMD=("$BIN/gnet-peer" --addr "$addr") ;;
 	stdlib) SRV_CMD=("$BIN/stdlib-peer" --addr "$addr") ;;
 	stdlib-naive) SRV_CMD=("$BIN/stdlib-peer" --naive --addr "$addr") ;;
@@ -225,15 +242,15 @@ ELAPSED=$(($(date +%s) - T0))
 # ---- report ---------------------------------------------------------------
 SERVE_DESC=""
 if ! is_skipped msgnet && [[ " $SERVERS " == *" msgnet "* ]]; then
-	SERVE_DESC="\`msgnet serve --addr 127.0.0.1:PORT --mode echo --quiet --max-connections 20000 ${MSGNET_SERVE_EXTRA[*]}\` (echo mode's handler never blocks, so it runs on the event loops: WithNonBlockingHandlers; a dedicated server process, so they wait in a blocking epoll_wait: WithBlockingEventLoops)"
+	SERVE_DESC="\`msgnet serve --addr 127.0.0.1:PORT --mode echo --quiet --max-connections 20000 ${MSGNET_SERVE_EXTRA[*]}\` (echo mode's handler never blocks, so --engine auto runs it on event loops that wait in a blocking epoll_wait: EngineLoopBlocking)"
 fi
-if ! is_skipped msgnet-park && [[ " $SERVERS " == *" msgnet-park "* ]]; then
+if ! is_skipped msgnet-loop && [[ " $SERVERS " == *" msgnet-loop "* ]]; then
 	[ -n "$SERVE_DESC" ] && SERVE_DESC+="; "
-	SERVE_DESC+="msgnet-park: the same with \`--loop-wait park\` (the library's default for event loops: an idle loop parks on the Go runtime's poller, which suits a process that does other network work)"
+	SERVE_DESC+="msgnet-loop: the same with \`--engine loop\` (EngineLoop: an idle loop parks on the Go runtime's poller, which suits a process that does other network work)"
 fi
-if ! is_skipped msgnet-goroutine && [[ " $SERVERS " == *" msgnet-goroutine "* ]]; then
+if ! is_skipped msgnet-parked && [[ " $SERVERS " == *" msgnet-parked "* ]]; then
 	[ -n "$SERVE_DESC" ] && SERVE_DESC+="; "
-	SERVE_DESC+="msgnet-goroutine: the same with \`--handlers goroutine\` (the library's default: handlers on a goroutine per active connection, idle connections parked)"
+	SERVE_DESC+="msgnet-parked: the same with \`--engine parked\` (the library's default: handlers on a goroutine per active connection, idle connections parked)"
 fi
 "$BIN/report" --results "$RES" --out "$OUT" --servers "$SERVERS" --peers "$PEERS" \
 	--skipped "$SKIPPED" --rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" \

@@ -60,7 +60,7 @@ func serveMonitor(t testing.TB, srv *msgnet.Server, opts ...monitor.Option) (str
 }
 
 // connect returns a client of srv that counts what it receives on got.
-func connect(t testing.TB, srv *msgnet.Server, id string, opts ...msgnet.ClientOption) (*msgnet.Client, chan []byte) {
+func connect(t testing.TB, srv *msgnet.Server, id string, opts ...msgnet.Option) (*msgnet.Client, chan []byte) {
 	t.Helper()
 	got := make(chan []byte, 4096)
 	c := msgnet.NewClient(id, opts...)

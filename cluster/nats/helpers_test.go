@@ -270,7 +270,7 @@ func (r *recorder) reasonsText() []string {
 }
 
 // client connects a recording client to addr.
-func client(t testing.TB, id, addr string, opts ...msgnet.ClientOption) (*msgnet.Client, *recorder) {
+func client(t testing.TB, id, addr string, opts ...msgnet.Option) (*msgnet.Client, *recorder) {
 	t.Helper()
 	c, r := newClient(t, id, opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -281,7 +281,7 @@ func client(t testing.TB, id, addr string, opts ...msgnet.ClientOption) (*msgnet
 	return c, r
 }
 
-func newClient(t testing.TB, id string, opts ...msgnet.ClientOption) (*msgnet.Client, *recorder) {
+func newClient(t testing.TB, id string, opts ...msgnet.Option) (*msgnet.Client, *recorder) {
 	r := &recorder{}
 	c := msgnet.NewClient(id, opts...)
 	c.OnMessage(r.add)

@@ -238,35 +238,30 @@ func TestServeTLSAndAuthFlags(t *testing.T) {
 	}
 }
 
-// --handlers chooses where handlers run and --loop-wait how idle loops
-// wait; every built-in mode works on each.
-func TestHandlersFlag(t *testing.T) {
-	for _, c := range []struct{ mode, handlers, wait, send, want string }{
-		{"echo", "goroutine", "block", "same bytes", "same bytes\n"},
-		{"managed", "loop", "block", "hi", "Echo: hi\n"},
-		{"echo", "loop", "park", "parked", "parked\n"},
+// --engine chooses how sessions wait and where handlers run; every
+// built-in mode works on each.
+func TestEngineFlag(t *testing.T) {
+	for _, c := range []struct{ mode, engine, send, want string }{
+		{"echo", "parked", "same bytes", "same bytes\n"},
+		{"echo", "goroutine", "one each", "one each\n"},
+		{"managed", "loop", "hi", "Echo: hi\n"},
+		{"echo", "loop-blocking", "blocking", "blocking\n"},
+		{"managed", "auto", "auto", "Echo: auto\n"},
 	} {
-		addr := startServe(t, "--mode", c.mode, "--handlers", c.handlers, "--loop-wait", c.wait)
+		addr := startServe(t, "--mode", c.mode, "--engine", c.engine)
 		var out, errOut bytes.Buffer
 		if code := run(context.Background(), []string{"send", "--addr", addr, c.send}, nil, &out, &errOut); code != 0 {
-			t.Fatalf("%s/%s: exit %d: %s", c.mode, c.handlers, code, errOut.String())
+			t.Fatalf("%s/%s: exit %d: %s", c.mode, c.engine, code, errOut.String())
 		}
 		if out.String() != c.want {
-			t.Fatalf("%s/%s: got %q, want %q", c.mode, c.handlers, out.String(), c.want)
+			t.Fatalf("%s/%s: got %q, want %q", c.mode, c.engine, out.String(), c.want)
 		}
 	}
 	var out, errOut bytes.Buffer
-	if code := run(context.Background(), []string{"serve", "--handlers", "threads"}, nil, &out, &errOut); code != 2 {
-		t.Fatalf("--handlers threads: exit %d, want 2", code)
+	if code := run(context.Background(), []string{"serve", "--engine", "threads"}, nil, &out, &errOut); code != 2 {
+		t.Fatalf("--engine threads: exit %d, want 2", code)
 	}
-	if !strings.Contains(errOut.String(), `unknown --handlers "threads"`) {
-		t.Fatalf("stderr: %q", errOut.String())
-	}
-	errOut.Reset()
-	if code := run(context.Background(), []string{"serve", "--loop-wait", "spin"}, nil, &out, &errOut); code != 2 {
-		t.Fatalf("--loop-wait spin: exit %d, want 2", code)
-	}
-	if !strings.Contains(errOut.String(), `unknown --loop-wait "spin"`) {
+	if !strings.Contains(errOut.String(), `unknown --engine "threads"`) {
 		t.Fatalf("stderr: %q", errOut.String())
 	}
 }

@@ -285,10 +285,10 @@ func TestServeMonitorChatAuth(t *testing.T) {
 	}
 	// A client with a key goes through the challenge, which the server
 	// checks.
-	if _, _, err := wsClient(t, mon, "wrong-key", msgnet.WithClientAuthKey([]byte("wrong"))); !errors.Is(err, &msgnet.ProtocolError{Code: msgnet.CodeAuthFailed}) {
+	if _, _, err := wsClient(t, mon, "wrong-key", msgnet.WithAuthKey([]byte("wrong"))); !errors.Is(err, &msgnet.ProtocolError{Code: msgnet.CodeAuthFailed}) {
 		t.Errorf("a WebSocket client with a wrong key: %v, want %s", err, msgnet.CodeAuthFailed)
 	}
-	c, got, err := wsClient(t, mon, "with-key", msgnet.WithClientAuthKey([]byte("correct horse battery staple")))
+	c, got, err := wsClient(t, mon, "with-key", msgnet.WithAuthKey([]byte("correct horse battery staple")))
 	if err != nil {
 		t.Fatalf("a WebSocket client with the key: %v", err)
 	}
@@ -422,7 +422,7 @@ func wsHandshake(t *testing.T, mon, host, origin string) int {
 // wsClient connects a Go client to mon's /ws through transport/ws's
 // dialer; what arrives comes on the channel. A client that connected is
 // closed when the test ends.
-func wsClient(t *testing.T, mon, id string, opts ...msgnet.ClientOption) (*msgnet.Client, chan string, error) {
+func wsClient(t *testing.T, mon, id string, opts ...msgnet.Option) (*msgnet.Client, chan string, error) {
 	t.Helper()
 	got := make(chan string, 16)
 	opts = append(opts, msgnet.WithDialer(func(ctx context.Context, _ string) (net.Conn, error) {

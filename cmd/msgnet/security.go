@@ -222,8 +222,8 @@ func addClientSecurityFlags(fs *flag.FlagSet) *clientSecurity {
 	}
 }
 
-func (c *clientSecurity) options() ([]msgnet.ClientOption, error) {
-	var opts []msgnet.ClientOption
+func (c *clientSecurity) options() ([]msgnet.Option, error) {
+	var opts []msgnet.Option
 	if *c.tls || *c.ca != "" || *c.cert != "" {
 		cfg, err := tlsconfig.ClientConfig(*c.ca, *c.cert, *c.key)
 		if err != nil {
@@ -231,24 +231,24 @@ func (c *clientSecurity) options() ([]msgnet.ClientOption, error) {
 		}
 		cfg.ServerName = *c.sni
 		cfg.InsecureSkipVerify = *c.insecure
-		opts = append(opts, msgnet.WithClientTLS(cfg))
+		opts = append(opts, msgnet.WithTLS(cfg))
 	}
 	if *c.authKeyFile != "" {
 		k, err := readKey(*c.authKeyFile)
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, msgnet.WithClientAuthKey(k), msgnet.WithClientAuthKeyID(*c.authKeyID))
+		opts = append(opts, msgnet.WithAuth(msgnet.AuthKey{ID: *c.authKeyID, Secret: k}))
 	}
 	if *c.pskFile != "" {
 		k, err := readKey(*c.pskFile)
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, msgnet.WithClientEncryption(k))
+		opts = append(opts, msgnet.WithEncryption(k))
 	}
 	if *c.compress != "" {
-		opts = append(opts, msgnet.WithClientCompression(strings.Split(*c.compress, ",")...))
+		opts = append(opts, msgnet.WithCompression(strings.Split(*c.compress, ",")...))
 	}
 	return opts, nil
 }

@@ -28,8 +28,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	mode := fs.String("mode", "managed", "managed: echo, BROADCAST and PRIVATE:<id>:<text>; echo: payloads back unchanged")
 	drain := fs.Duration("drain-timeout", 5*time.Second, "how long a graceful stop may take")
 	quiet := fs.Bool("quiet", false, "log only warnings and errors")
-	handlersOn := fs.String("handlers", "auto", "where handlers run: loop (on the event loops; they never block), goroutine (one per active connection), auto (loop for echo, goroutine for managed, which may publish to a cluster)")
-	loopWait := fs.String("loop-wait", "block", "how idle event loops wait: block (in epoll_wait on a thread each: less CPU, for a process that does nothing else) or park (on the Go runtime's poller)")
+	engine := fs.String("engine", "auto", "how sessions wait for input and where handlers run: parked (idle connections in an epoll set, a goroutine per burst; handlers may block), goroutine (a goroutine per connection), loop (handlers on event loops; they never block), loop-blocking (loop, idle loops waiting in epoll_wait: less CPU, for a process that does nothing else), auto (loop-blocking for echo, parked for managed, which may publish to a cluster)")
 	var features []serveFeature
 	for _, newFeature := range serveFeatures {
 		features = append(features, newFeature(fs))
@@ -50,26 +49,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		msgnet.WithDrainTimeout(*drain),
 		msgnet.WithLogger(logger),
 	}
-	switch *loopWait {
-	case "block":
-		opts = append(opts, msgnet.WithBlockingEventLoops())
-	case "park":
-	default:
-		fmt.Fprintf(stderr, "msgnet serve: unknown --loop-wait %q (block or park)\n", *loopWait)
+	e, err := parseEngine(*engine, *mode)
+	if err != nil {
+		fmt.Fprintf(stderr, "msgnet serve: %v\n", err)
 		return 2
 	}
-	switch *handlersOn {
-	case "loop":
-		opts = append(opts, msgnet.WithNonBlockingHandlers())
-	case "auto":
-		if *mode == "echo" {
-			opts = append(opts, msgnet.WithNonBlockingHandlers())
-		}
-	case "goroutine":
-	default:
-		fmt.Fprintf(stderr, "msgnet serve: unknown --handlers %q (loop, goroutine or auto)\n", *handlersOn)
-		return 2
-	}
+	opts = append(opts, msgnet.WithEngine(e))
 	for _, f := range features {
 		more, err := f.options(logger)
 		if err != nil {
@@ -140,6 +125,23 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	logger.Info("server stopped")
 	return 0
+}
+
+// parseEngine reads --engine; auto depends on the mode: echo's handler
+// never blocks, so it runs on the event loops.
+func parseEngine(name, mode string) (msgnet.Engine, error) {
+	if name == "auto" {
+		if mode == "echo" {
+			return msgnet.EngineLoopBlocking, nil
+		}
+		return msgnet.EngineParked, nil
+	}
+	for _, e := range []msgnet.Engine{msgnet.EngineParked, msgnet.EngineGoroutine, msgnet.EngineLoop, msgnet.EngineLoopBlocking} {
+		if e.String() == name {
+			return e, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown --engine %q (parked, goroutine, loop, loop-blocking or auto)", name)
 }
 
 // serveFeature is an optional part of `msgnet serve` kept in a file of its

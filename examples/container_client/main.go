@@ -13,14 +13,15 @@ import (
 
 	"github.com/msgnet/msgnet"
 	"github.com/msgnet/msgnet/container"
+	"github.com/msgnet/msgnet/container/mux"
 )
 
 func main() {
 	client := msgnet.NewClient("client_01")
 	responses := make(chan *container.Container, 2)
-	client.OnContainer(func(c *container.Container) { responses <- c }, func(p []byte, err error) {
+	client.OnMessage(mux.ClientHandler(func(c *container.Container) { responses <- c }, func(p []byte, err error) {
 		fmt.Printf("not a container (%d bytes): %v\n", len(p), err)
-	})
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := client.Connect(ctx, "127.0.0.1:8080"); err != nil {
@@ -35,7 +36,7 @@ func main() {
 	update.Add(container.String("user_id", "alice"), container.String("data", "the rabbit hole goes deeper"))
 
 	for _, req := range []*container.Container{login, update} {
-		if err := client.SendContainer(req); err != nil {
+		if err := mux.SendClient(client, req); err != nil {
 			fmt.Fprintln(os.Stderr, "send:", err)
 			os.Exit(1)
 		}

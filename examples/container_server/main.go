@@ -15,12 +15,15 @@ import (
 
 	"github.com/msgnet/msgnet"
 	"github.com/msgnet/msgnet/container"
+	"github.com/msgnet/msgnet/container/mux"
 )
 
 func main() {
 	server := msgnet.NewServer("container_server")
+	routes := mux.New()
+	server.OnMessage(routes.ServeMessage)
 
-	server.Handle("user_login", func(s *msgnet.Session, c *container.Container) {
+	routes.Handle("user_login", func(s *msgnet.Session, c *container.Container) {
 		printReceived(c)
 		username, errU := c.GetString("username")
 		password, errP := c.GetString("password")
@@ -33,14 +36,14 @@ func main() {
 		}
 		respond(s, c, status)
 	})
-	server.Handle("data_update", func(s *msgnet.Session, c *container.Container) {
+	routes.Handle("data_update", func(s *msgnet.Session, c *container.Container) {
 		printReceived(c)
 		data, _ := c.GetString("data")
 		userID, _ := c.GetString("user_id")
 		fmt.Printf("Processing data update for user %s: %d bytes\n", userID, len(data))
 		respond(s, c, "success")
 	})
-	server.OnContainerError(func(s *msgnet.Session, payload []byte, err error) {
+	routes.OnError(func(s *msgnet.Session, payload []byte, err error) {
 		fmt.Printf("Error processing container from %s: %v\n", s.ClientID(), err)
 	})
 
@@ -71,7 +74,7 @@ func respond(s *msgnet.Session, req *container.Container, status string) {
 		container.String("status", status),
 		container.Int64("timestamp", time.Now().Unix()),
 	)
-	s.SendContainer(resp)
+	mux.Reply(s, resp) // in the encoding the client spoke: binary, or a C++ peer's text form
 }
 
 // authenticateUser stands in for a real user store.

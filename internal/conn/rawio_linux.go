@@ -1,4 +1,4 @@
-package msgnet
+package conn
 
 import (
 	"syscall"

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package msgnet
+package conn
 
 import "syscall"
 

@@ -1,0 +1,249 @@
+package msgnet
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/pipeline"
+	"golang.org/x/time/rate"
+)
+
+// The server's side of the handshake (handshake.go): it answers the hello
+// with a challenge (authentication) or the welcome, establishes the
+// session, and runs the connect handler.
+
+type pendingAuth struct {
+	hello hello
+	nonce []byte
+}
+
+// inHandshake reports whether f is part of a handshake still under way.
+func (srv *Server) inHandshake(s *Session, f frame.Frame) bool {
+	if f.Kind != frame.KindControl {
+		return false
+	}
+	if s.frames == 1 {
+		return true
+	}
+	e := s.ext.Load()
+	return e != nil && e.auth != nil
+}
+
+// authPending reports whether a hello waits for its answer to a challenge.
+// Reader only.
+func (s *Session) authPending() bool {
+	e := s.ext.Load()
+	return e != nil && e.auth != nil
+}
+
+// controlMsg is any CONTROL frame from a client, decoded once: the op, and
+// the fields of the ops a server understands (hello, auth).
+type controlMsg struct {
+	Op          *string    `json:"op"`
+	ClientID    string     `json:"client_id"`
+	Features    []string   `json:"features"`
+	Compression []string   `json:"compression"`
+	Encryption  *helloSeal `json:"encryption"`
+	Auth        string     `json:"auth"`
+	KeyID       string     `json:"key_id"`
+	MAC         []byte     `json:"mac"`
+}
+
+func (srv *Server) handleControl(s *Session, p []byte) {
+	var m controlMsg
+	if err := json.Unmarshal(p, &m); err != nil || m.Op == nil {
+		if !s.established && !srv.establish(s) {
+			return
+		}
+		s.sendError(CodeBadControl, frame.ErrBadControl.Error())
+		return
+	}
+	op := *m.Op
+	var pending *pendingAuth
+	if e := s.ext.Load(); e != nil {
+		pending = e.auth
+	}
+	switch {
+	case op == "hello" && s.frames == 1:
+		h := hello{Op: op, ClientID: m.ClientID, Features: m.Features, Compression: m.Compression,
+			Encryption: m.Encryption, Auth: m.Auth, KeyID: m.KeyID}
+		if h.ClientID != "" {
+			if !validClientID(h.ClientID, srv.cfg.maxClientIDLen) {
+				s.close(&ProtocolError{Code: CodeBadClientID, Message: "a client id is 1 to " +
+					strconv.Itoa(srv.cfg.maxClientIDLen) + " bytes of UTF-8 without control, format or white-space characters"}, true)
+				return
+			}
+			// A fresh pointer: &h.ClientID would keep the whole decoded
+			// hello alive for the session's life.
+			cid := new(string)
+			*cid = h.ClientID
+			s.clientID.Store(cid)
+		}
+		if srv.cfg.auth != nil {
+			nonce, err := pipeline.NewChallenge()
+			if err != nil {
+				s.close(&ProtocolError{Code: CodeAuthFailed, Message: "no randomness"}, true)
+				return
+			}
+			s.x().auth = &pendingAuth{hello: h, nonce: nonce}
+			c, _ := json.Marshal(challenge{Op: "challenge", Method: "hmac-sha256", Nonce: nonce})
+			s.c.Enqueue(frame.KindControl, 0, c)
+			return
+		}
+		srv.finishHello(s, &h)
+	case op == "auth" && pending != nil:
+		s.x().auth = nil
+		// The key is the one the hello named (or the client id's); a key
+		// not allowed to claim this client id counts as no key, so it is
+		// refused exactly like a wrong MAC.
+		key := srv.cfg.auth.key(pending.hello.KeyID, pending.hello.ClientID)
+		if key == nil || !pipeline.VerifyAuth(key, pending.nonce, pending.hello.ClientID, m.MAC) {
+			srv.refuseAuth(s)
+			return
+		}
+		srv.finishHello(s, &pending.hello)
+	case pending != nil:
+		srv.refuseAuth(s)
+	case op == "hello":
+		s.sendError(CodeBadControl, "hello must be the first frame")
+	default:
+		if !s.established && !srv.establish(s) {
+			return
+		}
+		s.sendError(CodeBadControl, "unknown op "+strconv.Quote(op))
+	}
+}
+
+// refuseAuth closes a session whose authentication failed, after a fixed
+// delay: the same for a wrong key, an unknown client id and a malformed
+// answer, so that timing tells an attacker nothing, and slow enough to make
+// guessing expensive.
+func (srv *Server) refuseAuth(s *Session) {
+	s.c.StopReading()
+	if !s.c.Open() {
+		return
+	}
+	e := s.x()
+	e.authTimer = time.AfterFunc(srv.cfg.authDelay, func() {
+		s.close(&ProtocolError{Code: CodeAuthFailed, Message: "authentication failed"}, true)
+	})
+}
+
+// finishHello grants what the hello asked for and can be granted, answers
+// with the welcome and establishes the session.
+func (srv *Server) finishHello(s *Session, h *hello) {
+	granted, mask := grantFeatures(h.Features)
+	s.features.Store(mask)
+	w := welcome{
+		Op: "welcome", SessionID: s.id, ServerID: srv.id,
+		MaxMessageSize: srv.cfg.maxPayload, IdleTimeoutMS: srv.cfg.idleTimeout.Milliseconds(),
+		Features: granted,
+	}
+	var sealer *pipeline.Sealer
+	var opener *pipeline.Opener
+	if name := pipeline.Negotiate(srv.cfg.compression, h.Compression); name != "" {
+		if _, ok := pipeline.CompressorByName(name); ok {
+			w.Compression = name
+		}
+	}
+	if srv.cfg.psk != nil {
+		if h.Encryption == nil || len(h.Encryption.Nonce) != pipeline.HandshakeNonceSize {
+			s.close(&ProtocolError{Code: CodeEncryptionRequired, Message: "this server requires encryption"}, true)
+			return
+		}
+		suite := pipeline.Negotiate(srv.cfg.suites, h.Encryption.Suites)
+		if suite == "" {
+			s.close(&ProtocolError{Code: CodeEncryptionRequired, Message: "no cipher suite in common"}, true)
+			return
+		}
+		nonce, err := pipeline.NewNonce()
+		if err != nil {
+			s.close(&ProtocolError{Code: CodeEncryptionRequired, Message: "no randomness"}, true)
+			return
+		}
+		sealer, opener, err = pipeline.NewSessionKeys(srv.cfg.psk, h.Encryption.Nonce, nonce, suite, pipeline.RoleServer)
+		if err != nil {
+			s.close(&ProtocolError{Code: CodeEncryptionRequired, Message: err.Error()}, true)
+			return
+		}
+		w.Encryption = &welcomeSeal{Suite: suite, Nonce: nonce}
+	}
+	if h.ClientID != "" {
+		srv.claimClientID(s, h.ClientID)
+	}
+	s.handshaking.Store(false)
+	s.c.Establish(srv.cfg.negotiatedPipe(w.Compression, sealer, opener), w.appendJSON(make([]byte, 0, 256)))
+	srv.connected(s)
+}
+
+// claimClientID makes s the session of client id cid. The newest session
+// of a client id wins, as an MQTT broker does: an older one on this node is
+// ended with DISCONNECT "replaced" (ErrReplaced), and in a cluster the bus
+// has other nodes end theirs. So a client that reconnects after its
+// connection silently died is not refused while the dead one lingers, and
+// a client id always names one session. With authentication, only a
+// holder of a key allowed that client id gets this far.
+func (srv *Server) claimClientID(s *Session, cid string) {
+	if old := srv.reg.setClient(s, cid); old != nil && old != s {
+		old.close(ErrReplaced, true)
+	}
+	if srv.bus != nil {
+		srv.bus.ClientUp(cid, s.id)
+	}
+}
+
+// establish makes a session that skipped the handshake (no hello, or text
+// mode) established, unless the server requires a handshake, in which case
+// it closes the session and reports false.
+func (srv *Server) establish(s *Session) bool {
+	switch {
+	case srv.cfg.auth != nil:
+		s.close(&ProtocolError{Code: CodeAuthRequired, Message: "this server requires authentication"}, true)
+		return false
+	case srv.cfg.psk != nil:
+		s.close(&ProtocolError{Code: CodeEncryptionRequired, Message: "this server requires encryption"}, true)
+		return false
+	}
+	var pipe *pipeline.Pipeline
+	if s.c.ReaderMode() == frame.ModeBinary {
+		pipe = srv.cfg.negotiatedPipe("", nil, nil) // the user's filters, if any
+	}
+	s.handshaking.Store(false)
+	s.c.Establish(pipe, nil)
+	srv.connected(s)
+	return true
+}
+
+// connected runs the connect handler, once, on the session's reader.
+func (srv *Server) connected(s *Session) {
+	s.established = true
+	if srv.cfg.rate > 0 {
+		s.x().limiter = rate.NewLimiter(srv.cfg.rate, srv.cfg.burst)
+	}
+	if srv.log.Enabled(context.Background(), slog.LevelInfo) {
+		srv.log.Info("session connected", "session", s.id, "client", s.ClientID(), "remote", s.RemoteAddr())
+	}
+	if h := srv.handlers.Load().connect; h != nil {
+		h(s)
+	}
+}
+
+// ipOf is the key for the per-IP connection limit.
+func ipOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	if a == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}

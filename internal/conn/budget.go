@@ -1,0 +1,53 @@
+package conn
+
+import "sync/atomic"
+
+// Budget bounds the bytes queued on all the connections that share it (a
+// server's). Connections charge it in granules, not per message, so that
+// the shared counter is touched once per granule of queue growth rather
+// than once per send.
+type Budget struct {
+	limit int64
+	used  atomic.Int64
+}
+
+// NewBudget returns a budget of limit bytes.
+func NewBudget(limit int64) *Budget { return &Budget{limit: limit} }
+
+// Limit is the bound, and Used what is charged now.
+func (b *Budget) Limit() int64 { return b.limit }
+
+// Used is what is charged now.
+func (b *Budget) Used() int64 { return b.used.Load() }
+
+// Over reports whether the budget is spent: not a granule is left.
+func (b *Budget) Over() bool { return b != nil && b.used.Load()+budgetGranule > b.limit }
+
+// budgetGranule is the unit a connection charges the budget in.
+const budgetGranule = 16 << 10
+
+func granules(n int) int64 { return (int64(n) + budgetGranule - 1) / budgetGranule * budgetGranule }
+
+// queuedLocked is what c holds for writing: its queues and the batch
+// being written. Lock must be held.
+func (c *Conn) queuedLocked() int { return c.out.bytes + c.early.bytes + c.writingBytes }
+
+// budgetAllowsLocked reports whether c may queue n more bytes within the
+// shared budget. Lock must be held.
+func (c *Conn) budgetAllowsLocked(b *Budget, n int) bool {
+	delta := granules(c.queuedLocked()+n) - c.charged
+	return delta <= 0 || b.used.Load()+delta <= b.limit
+}
+
+// chargeLocked brings what c has charged to the shared budget up to date
+// with what it holds, in whole granules. Every change to the queue is
+// followed by it; one missed would only leave the charge stale until the
+// next. Lock must be held.
+func (c *Conn) chargeLocked() {
+	if b := c.cfg.Shared.Budget; b != nil {
+		if want := granules(c.queuedLocked()); want != c.charged {
+			b.used.Add(want - c.charged)
+			c.charged = want
+		}
+	}
+}
