@@ -150,13 +150,6 @@ func (p *Poller) Forget(fd int) {
 	p.mu.Unlock()
 }
 
-// Remove stops watching fd and takes it out of the epoll set, for an fd
-// that stays open.
-func (p *Poller) Remove(fd int) error {
-	p.Forget(fd)
-	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-}
-
 // Owner identifies the goroutine running Run (see gid.Current), or is 0
 // when none is: an owner told on that goroutine that its socket is
 // readable can tell its own callbacks apart from other goroutines' calls.
