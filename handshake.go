@@ -79,7 +79,7 @@ func (cfg *config) negotiatedPipe(codec string, sealer *pipeline.Sealer, opener 
 
 // appendJSON appends w as json.Marshal would write it (a test holds the two
 // to the same bytes). A welcome goes out on every connection, and
-// reflection was a twentieth of what a short connection cost the server.
+// reflection is a measurable part of what a short connection costs.
 func (w *welcome) appendJSON(b []byte) []byte {
 	b = append(b, `{"op":`...)
 	b = appendJSONString(b, w.Op)

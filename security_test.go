@@ -12,10 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/msgnet/msgnet/internal/testenv"
-
 	"github.com/msgnet/msgnet"
 	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/internal/testenv"
 	"github.com/msgnet/msgnet/pipeline"
 	"github.com/msgnet/msgnet/tlsconfig"
 )

@@ -191,7 +191,7 @@ func (srv *Server) Start(addr string) error {
 // Listen opens a TCP listener on addr suited to the server, for Serve.
 // When the server has an idle timeout, which already ends sessions whose
 // peer has vanished, accepted connections skip TCP keepalive: its four
-// setsockopt calls are a tenth of what accepting a connection costs.
+// setsockopt calls are a visible part of what accepting a connection costs.
 func (srv *Server) Listen(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{}
 	if srv.cfg.idleTimeout > 0 {

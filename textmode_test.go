@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -200,4 +201,41 @@ func TestTextPeerCannotBeSentForgedLines(t *testing.T) {
 	if got := readLine(t, victim, br); got != "Echo: last\n" {
 		t.Fatalf("got %q, want the echo right after the forged attempts", got)
 	}
+}
+
+func TestTextMode(t *testing.T) {
+	engines(t, func(t *testing.T, opts ...msgnet.Option) {
+		srv, addr := startServer(t, append(opts, msgnet.WithMessageSizeLimit(16))...)
+		srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.SendString("Echo: " + string(msg)) })
+
+		r := dialRaw(t, addr)
+		br := bufio.NewReader(r.nc)
+		r.write([]byte("hello\r\nworld\n\nlast"))
+		for _, want := range []string{"Echo: hello\n", "Echo: world\n", "Echo: \n"} {
+			r.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if got, err := br.ReadString('\n'); got != want || err != nil {
+				t.Fatalf("got %q %v, want %q", got, err, want)
+			}
+		}
+		// An unterminated last line at the end of the stream is a message.
+		r.nc.(*net.TCPConn).CloseWrite()
+		if got, err := br.ReadString('\n'); got != "Echo: last\n" || err != nil {
+			t.Fatalf("last line: got %q %v", got, err)
+		}
+
+		// A line over the limit: ERROR line, then close.
+		r2 := dialRaw(t, addr)
+		br2 := bufio.NewReader(r2.nc)
+		r2.write([]byte("ok\n" + strings.Repeat("x", 40)))
+		r2.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if got, _ := br2.ReadString('\n'); got != "Echo: ok\n" {
+			t.Fatalf("got %q", got)
+		}
+		if got, _ := br2.ReadString('\n'); got != "ERROR message_too_large\n" {
+			t.Fatalf("got %q, want the ERROR line", got)
+		}
+		if rest, err := br2.ReadString('\n'); err == nil {
+			t.Fatalf("connection still open, read %q", rest)
+		}
+	})
 }

@@ -51,7 +51,7 @@ type slot struct {
 // network is woken by the runtime as usual. A blocking poller (for event
 // loops that run handlers) waits in epoll_wait as a blocking system call
 // instead: a wake-up costs one epoll_wait and no pass through the
-// scheduler (about a tenth less CPU per message under load), but while it
+// scheduler (less CPU per message under load; docs/BENCHMARKS.md), but while it
 // waits it holds its P until the runtime's monitor takes it back (20 µs or
 // more), which delays goroutines that the runtime's poller would wake.
 func New(blocking bool) (*Poller, error) {
