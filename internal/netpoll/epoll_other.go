@@ -26,7 +26,6 @@ func (p *Poller) Forget(fd int) {}
 // Rearm is never reached on this platform.
 func (p *Poller) Rearm(fd int, gen uint32) error { return ErrClosed }
 
-
 // Run is never reached on this platform.
 func (p *Poller) Run() error { return ErrClosed }
 
