@@ -51,7 +51,8 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn) (welcome, *frame.Re
 	if err := frame.WriteFrame(nc, frame.KindControl, 0, hb); err != nil {
 		return w, nil, nil, c.ctxErr(ctx, err)
 	}
-	r := frame.NewReader(nc, c.cfg.maxPayload)
+	// The handshake's frames may be larger than a small message size limit.
+	r := frame.NewReader(nc, max(c.cfg.maxPayload, 64<<10))
 	var refusal *ProtocolError
 	for {
 		f, err := r.ReadFrame()
