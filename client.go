@@ -275,6 +275,7 @@ func (c *Client) dialOne(ctx context.Context, addr string) (*clientConn, error) 
 	if err != nil {
 		return nil, err
 	}
+	c.cfg.applySocketBuffers(nc)
 	w, r, pipe, err := c.handshake(ctx, nc)
 	if err != nil {
 		nc.Close()

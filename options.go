@@ -33,6 +33,8 @@ type config struct {
 	suites            []string
 	auth              *authKeys // server: clients must authenticate; client: the key to answer with
 	filters           pipeline.Chain
+	readBuffer        int // SO_RCVBUF; 0: the kernel's
+	writeBuffer       int // SO_SNDBUF; 0: the kernel's
 
 	// Server.
 	maxConnections   int
@@ -271,6 +273,38 @@ func matchID(pattern, id string) bool {
 		default:
 			return false
 		}
+	}
+}
+
+// WithSocketBuffers sets the kernel's receive and send buffer sizes
+// (SO_RCVBUF, SO_SNDBUF) of TCP connections, in bytes; 0 leaves one as the
+// kernel sets it, the default. Linux sizes them itself, growing them with
+// the traffic up to net.ipv4.tcp_rmem and tcp_wmem; setting one fixes it
+// and turns that off. Larger buffers help a few connections over links
+// with a large bandwidth-delay product; smaller ones bound the kernel
+// memory that many slow connections can hold. Both sides.
+func WithSocketBuffers(read, write int) Option {
+	return func(c *config) { c.readBuffer, c.writeBuffer = max(read, 0), max(write, 0) }
+}
+
+// applySocketBuffers sets the socket buffer sizes on nc, if it is TCP (or
+// TLS over TCP).
+func (cfg *config) applySocketBuffers(nc net.Conn) {
+	if cfg.readBuffer == 0 && cfg.writeBuffer == 0 {
+		return
+	}
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	tcp, ok := nc.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	if cfg.readBuffer > 0 {
+		tcp.SetReadBuffer(cfg.readBuffer)
+	}
+	if cfg.writeBuffer > 0 {
+		tcp.SetWriteBuffer(cfg.writeBuffer)
 	}
 }
 

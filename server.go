@@ -335,6 +335,7 @@ func (srv *Server) ServeConn(nc net.Conn) {
 		}
 		srv.perIP[ip]++
 	}
+	srv.cfg.applySocketBuffers(nc)
 	id := srv.idPrefix + strconv.FormatUint(srv.nextID.Add(1), 10)
 	s := newSession(srv, &srv.ctr, id, nc, conn.Config{
 		MaxPayload:     srv.cfg.maxPayload,

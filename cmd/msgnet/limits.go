@@ -22,6 +22,8 @@ type limitsFeature struct {
 	groupNameLen *int
 	queueBytes   sizeFlag
 	serverQueue  sizeFlag
+	readBuffer   sizeFlag
+	writeBuffer  sizeFlag
 	controlRate  *float64
 	controlBurst *int
 	slowConsumer *string
@@ -39,6 +41,8 @@ func newLimitsFeature(fs *flag.FlagSet) serveFeature {
 		serverQueue:  sizeFlag(msgnet.DefaultServerQueueBytes),
 	}
 	fs.Var(&f.queueBytes, "send-queue-bytes", "bytes queued for one session before sends to it fail, e.g. 4MiB")
+	fs.Var(&f.readBuffer, "socket-read-buffer", "the kernel's receive buffer per TCP connection (SO_RCVBUF), e.g. 256KiB; 0: the kernel sizes it with the traffic (the default). Larger helps fast links with a long round trip; smaller bounds the kernel memory of many connections")
+	fs.Var(&f.writeBuffer, "socket-write-buffer", "the kernel's send buffer per TCP connection (SO_SNDBUF); 0: the kernel's (see --socket-read-buffer)")
 	fs.Var(&f.serverQueue, "max-queued-bytes", "bytes queued on all sessions together before sends fail and connections are refused with server_busy, e.g. 256MiB (0: no bound)")
 	return f
 }
@@ -50,6 +54,7 @@ func (f *limitsFeature) options(*slog.Logger) ([]msgnet.Option, error) {
 		msgnet.WithMaxGroupNameLength(*f.groupNameLen),
 		msgnet.WithSendQueueBytes(int(f.queueBytes)),
 		msgnet.WithServerQueueBytes(int(f.serverQueue)),
+		msgnet.WithSocketBuffers(int(f.readBuffer), int(f.writeBuffer)),
 	}
 	if *f.controlRate > 0 {
 		opts = append(opts, msgnet.WithControlRate(*f.controlRate, *f.controlBurst))

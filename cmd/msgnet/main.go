@@ -32,6 +32,7 @@ Usage:
   msgnet chat --addr A            send stdin lines, print what arrives
   msgnet bench MODE [flags]       load-test a server: throughput, latency, connrate, idle, fanout
   msgnet container --from F --to F  convert a container on stdin (text|binary|json) to stdout
+  msgnet version                  print the version and the revision it was built from
 
 Run 'msgnet COMMAND -h' for a command's flags.
 `
@@ -52,6 +53,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return containerCmd(args[1:], stdin, stdout, stderr)
 	case "bench":
 		return loadgen.Main(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		return version(stdout)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

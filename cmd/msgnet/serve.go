@@ -25,7 +25,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	limit := sizeFlag(1 << 20)
 	fs.Var(&limit, "message-size-limit", "largest message payload, e.g. 1MiB, 64KiB, 1000")
 	idle := fs.Duration("idle-timeout", 30*time.Second, "close sessions silent this long (0: never)")
-	mode := fs.String("mode", "managed", "managed: echo, BROADCAST and PRIVATE:<id>:<text>; echo: payloads back unchanged")
+	mode := fs.String("mode", "managed", "managed: BROADCAST, PRIVATE:<id>:<text>, JOIN:<group>, LEAVE:<group>, GROUP:<group>:<text>, anything else echoed as \"Echo: <text>\"; echo: payloads back unchanged")
 	drain := fs.Duration("drain-timeout", 5*time.Second, "how long a graceful stop may take")
 	quiet := fs.Bool("quiet", false, "log only warnings and errors")
 	engine := fs.String("engine", "auto", "how sessions wait for input and where handlers run: parked (idle connections in an epoll set, a goroutine per burst; handlers may block), goroutine (a goroutine per connection), loop (handlers on event loops; they never block), loop-blocking (loop, idle loops waiting in epoll_wait: less CPU, for a process that does nothing else), auto (loop-blocking for echo, parked for managed, which may publish to a cluster)")
