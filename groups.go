@@ -19,7 +19,7 @@ type groups struct {
 // when s is in as many groups as it may be (WithMaxGroupsPerSession), and
 // with ErrSessionClosed when s has ended.
 func (srv *Server) Join(s *Session, group string) error {
-	if !validGroup(group, srv.cfg.maxGroupNameLen) {
+	if !validGroup(group, srv.lim().MaxGroupNameLength) {
 		return ErrBadGroup
 	}
 	e := s.x()
@@ -32,7 +32,7 @@ func (srv *Server) Join(s *Session, group string) error {
 	if slices.Contains(e.groups, group) {
 		return nil
 	}
-	if len(e.groups) >= srv.cfg.maxGroups {
+	if len(e.groups) >= srv.lim().MaxGroupsPerSession {
 		return ErrTooManyGroups
 	}
 	e.groups = append(e.groups, group)

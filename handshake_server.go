@@ -73,9 +73,9 @@ func (srv *Server) handleControl(s *Session, p []byte) {
 		h := hello{Op: op, ClientID: m.ClientID, Features: m.Features, Compression: m.Compression,
 			Encryption: m.Encryption, Auth: m.Auth, KeyID: m.KeyID}
 		if h.ClientID != "" {
-			if !validClientID(h.ClientID, srv.cfg.maxClientIDLen) {
+			if n := srv.lim().MaxClientIDLength; !validClientID(h.ClientID, n) {
 				s.close(&ProtocolError{Code: CodeBadClientID, Message: "a client id is 1 to " +
-					strconv.Itoa(srv.cfg.maxClientIDLen) + " bytes of UTF-8 without control, format or white-space characters"}, true)
+					strconv.Itoa(n) + " bytes of UTF-8 without control, format or white-space characters"}, true)
 				return
 			}
 			// A fresh pointer: &h.ClientID would keep the whole decoded
@@ -141,7 +141,7 @@ func (srv *Server) finishHello(s *Session, h *hello) {
 	s.features.Store(mask)
 	w := welcome{
 		Op: "welcome", SessionID: s.id, ServerID: srv.id,
-		MaxMessageSize: srv.cfg.maxPayload, IdleTimeoutMS: srv.cfg.idleTimeout.Milliseconds(),
+		MaxMessageSize: s.c.MaxPayload(), IdleTimeoutMS: srv.lim().IdleTimeout.Milliseconds(),
 		Features: granted,
 	}
 	var sealer *pipeline.Sealer
@@ -222,8 +222,8 @@ func (srv *Server) establish(s *Session) bool {
 // connected runs the connect handler, once, on the session's reader.
 func (srv *Server) connected(s *Session) {
 	s.established = true
-	if srv.cfg.rate > 0 {
-		s.x().limiter = rate.NewLimiter(srv.cfg.rate, srv.cfg.burst)
+	if l := srv.lim(); l.MessageRate > 0 {
+		s.x().limiter = rate.NewLimiter(rate.Limit(l.MessageRate), l.MessageBurst)
 	}
 	if srv.log.Enabled(context.Background(), slog.LevelInfo) {
 		srv.log.Info("session connected", "session", s.id, "client", s.ClientID(), "remote", s.RemoteAddr())

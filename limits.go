@@ -6,41 +6,161 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/msgnet/msgnet/frame"
 	"golang.org/x/time/rate"
 )
 
-// Limits on what one peer may take of a server. Each has its default here,
-// an option below, a `msgnet serve` flag, and an ERROR code; docs/PROTOCOL.md
-// section 6.5 lists them all.
+// Limits are a server's bounds on what its peers may take
+// (docs/PROTOCOL.md, section 6.5, lists each with its answer). Options set
+// them when the server is made; SetLimits changes them while it runs.
+type Limits struct {
+	MaxConnections      int           // sessions open at once (WithMaxConnections); 0: no limit
+	MaxConnectionsPerIP int           // sessions open at once from one IP (WithMaxConnectionsPerIP); 0: no limit
+	MessageSize         int           // payload bytes, both directions (WithMessageSizeLimit)
+	SendQueueBytes      int           // bytes queued for one session (WithSendQueueBytes)
+	ServerQueueBytes    int64         // bytes queued on all sessions together (WithServerQueueBytes); 0: no bound
+	IdleTimeout         time.Duration // close a session silent this long (WithIdleTimeout); 0: never
+	HandshakeTimeout    time.Duration // close a session not established by then (WithHandshakeTimeout); 0: never
+	MessageRate         float64       // messages per second per session (WithMessageRate); 0: no limit
+	MessageBurst        int
+	ControlRate         float64 // frames other than DATA per second per session (WithControlRate); 0: no limit
+	ControlBurst        int
+	MaxClientIDLength   int // bytes (WithMaxClientIDLength)
+	MaxGroupsPerSession int // (WithMaxGroupsPerSession)
+	MaxGroupNameLength  int // bytes (WithMaxGroupNameLength)
+}
+
+// Defaults of the limits that have one.
 const (
+	DefaultMaxConnections      = 1000
+	DefaultIdleTimeout         = 30 * time.Second
+	DefaultHandshakeTimeout    = 10 * time.Second
+	DefaultSendQueueBytes      = 4 << 20
 	DefaultMaxClientIDLength   = 128       // bytes
 	DefaultMaxGroupNameLength  = 128       // bytes
 	DefaultMaxGroupsPerSession = 64        // groups one session may be in
 	DefaultServerQueueBytes    = 256 << 20 // bytes queued on all sessions together
 )
 
+// DefaultLimits are a server's limits when no option sets them.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxConnections:      DefaultMaxConnections,
+		MessageSize:         frame.DefaultMaxPayload,
+		SendQueueBytes:      DefaultSendQueueBytes,
+		ServerQueueBytes:    DefaultServerQueueBytes,
+		IdleTimeout:         DefaultIdleTimeout,
+		HandshakeTimeout:    DefaultHandshakeTimeout,
+		MaxClientIDLength:   DefaultMaxClientIDLength,
+		MaxGroupsPerSession: DefaultMaxGroupsPerSession,
+		MaxGroupNameLength:  DefaultMaxGroupNameLength,
+	}
+}
+
+// normalized is l with its values brought into range.
+func (l Limits) normalized() Limits {
+	l.MaxConnections = max(l.MaxConnections, 0)
+	l.MaxConnectionsPerIP = max(l.MaxConnectionsPerIP, 0)
+	l.MessageSize = min(max(l.MessageSize, 0), frame.MaxPayloadLimit)
+	l.ServerQueueBytes = max(l.ServerQueueBytes, 0)
+	l.MessageBurst = max(l.MessageBurst, 1)
+	l.ControlBurst = max(l.ControlBurst, 1)
+	l.MaxClientIDLength = max(l.MaxClientIDLength, 1)
+	l.MaxGroupsPerSession = max(l.MaxGroupsPerSession, 0)
+	l.MaxGroupNameLength = max(l.MaxGroupNameLength, 1)
+	return l
+}
+
+// Limits returns the server's limits now.
+func (srv *Server) Limits() Limits { return *srv.lim() }
+
+// SetLimits changes the server's limits while it runs. Each new value
+// applies from then on to every check: connections accepted, hellos,
+// joins, rates of sessions that open after it, the queue budget. A session
+// keeps the message size, send queue bound and rates it opened with.
+func (srv *Server) SetLimits(l Limits) {
+	l = l.normalized()
+	srv.limits.Store(&l)
+	srv.ctr.Budget.SetLimit(l.ServerQueueBytes)
+	srv.retick()
+}
+
+// lim is the server's limits now.
+func (srv *Server) lim() *Limits { return srv.limits.Load() }
+
+// WithMaxConnections bounds the sessions open at once (default 1000). A
+// connection beyond it is answered ERROR server_full and closed; 0 means no
+// limit. Server only.
+func WithMaxConnections(n int) Option { return func(c *config) { c.limits.MaxConnections = n } }
+
+// WithIdleTimeout closes a session that has sent nothing for d (default
+// 30s); 0 disables it. Server only.
+func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.limits.IdleTimeout = d } }
+
+// WithHandshakeTimeout closes a connection that has not completed its
+// handshake, or without one sent its first whole message, within d
+// (default 10s): a slowloris connection trickling half a header is cut
+// off. 0 disables it. Server only.
+func WithHandshakeTimeout(d time.Duration) Option {
+	return func(c *config) { c.limits.HandshakeTimeout = d }
+}
+
+// WithMaxConnectionsPerIP bounds the sessions open at once from one IP
+// address (default 0: no limit); connections beyond it are refused with
+// ERROR per_ip_limit. Server only.
+func WithMaxConnectionsPerIP(n int) Option {
+	return func(c *config) { c.limits.MaxConnectionsPerIP = n }
+}
+
+// WithMessageRate limits each session to perSecond messages on average,
+// with bursts of burst (default: no limit). It counts everything the peer
+// sends on its own account: messages (DATA frames and text lines),
+// requests, PING, CONTROL, HEARTBEAT and ERROR frames; not replies to the
+// server's own requests, nor DISCONNECT. One over the limit is dropped and
+// counted (Stats.Dropped), and the peer is told with ERROR rate_limited, at
+// most once per second. Server only.
+func WithMessageRate(perSecond float64, burst int) Option {
+	return func(c *config) { c.limits.MessageRate, c.limits.MessageBurst = perSecond, burst }
+}
+
+// WithControlRate limits each session's frames other than DATA (PING,
+// CONTROL, HEARTBEAT, PONG, ERROR) to perSecond on average, with bursts of
+// burst (default: no limit), apart from WithMessageRate, which counts them
+// too. One over the limit is dropped like a message over WithMessageRate.
+// Without a limit, a flood of them is handled like a flood of messages:
+// the session gets its fair share of its event loop, and answers it does
+// not read are bounded by its queue. Server only.
+func WithControlRate(perSecond float64, burst int) Option {
+	return func(c *config) { c.limits.ControlRate, c.limits.ControlBurst = perSecond, burst }
+}
+
 // WithMaxClientIDLength bounds the client id a hello may claim (default
 // 128 bytes). A longer one, or one with control, format or white-space
 // characters, is refused with ERROR bad_client_id and the connection is
-// closed.
-func WithMaxClientIDLength(n int) Option { return func(c *config) { c.maxClientIDLen = max(n, 1) } }
+// closed. Server only.
+func WithMaxClientIDLength(n int) Option { return func(c *config) { c.limits.MaxClientIDLength = n } }
 
 // WithMaxGroupsPerSession bounds how many groups one session may be in
-// (default 64). Join past it fails with ErrTooManyGroups.
-func WithMaxGroupsPerSession(n int) Option { return func(c *config) { c.maxGroups = max(n, 0) } }
+// (default 64). Join past it fails with ErrTooManyGroups. Server only.
+func WithMaxGroupsPerSession(n int) Option {
+	return func(c *config) { c.limits.MaxGroupsPerSession = n }
+}
 
 // WithMaxGroupNameLength bounds a group's name (default 128 bytes). Join
 // with a longer name, an empty one, or one with control, format or
 // white-space characters other than the space fails with ErrBadGroup.
-func WithMaxGroupNameLength(n int) Option { return func(c *config) { c.maxGroupNameLen = max(n, 1) } }
+// Server only.
+func WithMaxGroupNameLength(n int) Option { return func(c *config) { c.limits.MaxGroupNameLength = n } }
 
 // WithServerQueueBytes bounds the bytes queued for writing on all of the
 // server's sessions together (default 256 MiB; 0: no bound), on top of
 // each session's own bound (WithSendQueueBytes). Past it a send fails with
 // ErrServerQueueFull, which matches ErrQueueFull, and new connections are
 // refused with ERROR server_busy until the queues drain. Without it, the
-// defaults would let 1000 sessions hold 4 MiB each.
-func WithServerQueueBytes(n int) Option { return func(c *config) { c.queueBudget = int64(max(n, 0)) } }
+// defaults would let 1000 sessions hold 4 MiB each. Server only.
+func WithServerQueueBytes(n int) Option {
+	return func(c *config) { c.limits.ServerQueueBytes = int64(max(n, 0)) }
+}
 
 // validClientID reports whether id may be a client id: 1 to maxLen bytes
 // of UTF-8 without control, format (such as bidirectional overrides) or
@@ -83,6 +203,13 @@ func validRunes(s string, spaces bool) bool {
 	return true
 }
 
+// limited reports whether the session has a message rate limit: the
+// server had one when the session was established.
+func (s *Session) limited() bool {
+	e := s.ext.Load()
+	return e != nil && e.limiter != nil
+}
+
 // allowMessage applies the per-session message rate limit (WithMessageRate)
 // to one message or frame from the peer; see rateDrop for one over it.
 func (srv *Server) allowMessage(s *Session) bool {
@@ -99,7 +226,8 @@ func (srv *Server) allowMessage(s *Session) bool {
 func (srv *Server) allowControl(s *Session) bool {
 	e := s.x()
 	if e.ctlLimiter == nil {
-		e.ctlLimiter = rate.NewLimiter(srv.cfg.controlRate, srv.cfg.controlBurst)
+		l := srv.lim()
+		e.ctlLimiter = rate.NewLimiter(rate.Limit(l.ControlRate), l.ControlBurst)
 	}
 	if e.ctlLimiter.Allow() {
 		return true

@@ -238,3 +238,28 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// SetLimits changes the limits of a running server: the next checks use
+// the new values, the idle timeout included.
+func TestSetLimitsWhileRunning(t *testing.T) {
+	srv, addr := echoServer(t, msgnet.WithIdleTimeout(0))
+	managed.Install(srv)
+	first := dialRaw(t, addr)
+	first.hello("first")
+	l := srv.Limits()
+	if l.MaxConnections != msgnet.DefaultMaxConnections || l.IdleTimeout != 0 {
+		t.Fatalf("limits %+v", l)
+	}
+	l.MaxConnections = 1
+	l.MaxGroupsPerSession = 0
+	l.IdleTimeout = 300 * time.Millisecond
+	srv.SetLimits(l)
+	second := dialRaw(t, addr)
+	second.expectError(msgnet.CodeServerFull)
+	first.send(frame.KindData, "JOIN:g")
+	first.expectError(msgnet.CodeTooManyGroups)
+	// Silent from now on: the new idle timeout ends the session.
+	if got := first.expect(frame.KindDisconnect); string(got) != msgnet.ErrIdleTimeout.Error() {
+		t.Fatalf("got DISCONNECT %q, want the idle timeout", got)
+	}
+}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/msgnet/msgnet/frame"
 	"github.com/msgnet/msgnet/pipeline"
-	"golang.org/x/time/rate"
 )
 
 // Option configures a Server (NewServer) or a Client (NewClient). Most
@@ -37,22 +36,11 @@ type config struct {
 	writeBuffer       int // SO_SNDBUF; 0: the kernel's
 
 	// Server.
-	maxConnections   int
-	idleTimeout      time.Duration
-	engine           Engine
-	slowConsumer     SlowConsumerPolicy
-	bus              Bus
-	authDelay        time.Duration
-	handshakeTimeout time.Duration
-	perIP            int
-	rate             rate.Limit
-	burst            int
-	controlRate      rate.Limit
-	controlBurst     int
-	maxClientIDLen   int
-	maxGroups        int
-	maxGroupNameLen  int
-	queueBudget      int64
+	limits       Limits // MessageSize and SendQueueBytes are copied in by NewServer
+	engine       Engine
+	slowConsumer SlowConsumerPolicy
+	bus          Bus
+	authDelay    time.Duration
 
 	// Client.
 	dial           func(ctx context.Context, addr string) (net.Conn, error)
@@ -71,21 +59,15 @@ type config struct {
 func defaultConfig() config {
 	return config{
 		maxPayload:        frame.DefaultMaxPayload,
-		queueBytes:        4 << 20,
+		queueBytes:        DefaultSendQueueBytes,
 		drainTimeout:      5 * time.Second,
 		logger:            slog.New(slog.DiscardHandler),
 		compressThreshold: 512,
 		suites:            pipeline.Suites(),
 
-		maxConnections:   1000,
-		idleTimeout:      30 * time.Second,
-		engine:           EngineParked,
-		authDelay:        time.Second,
-		handshakeTimeout: 10 * time.Second,
-		maxClientIDLen:   DefaultMaxClientIDLength,
-		maxGroups:        DefaultMaxGroupsPerSession,
-		maxGroupNameLen:  DefaultMaxGroupNameLength,
-		queueBudget:      DefaultServerQueueBytes,
+		limits:    DefaultLimits(),
+		engine:    EngineParked,
+		authDelay: time.Second,
 
 		connectTimeout: 5 * time.Second,
 		bufferBytes:    1 << 20,
@@ -310,15 +292,6 @@ func (cfg *config) applySocketBuffers(nc net.Conn) {
 
 // Server options.
 
-// WithMaxConnections bounds the sessions open at once (default 1000). A
-// connection beyond it is answered ERROR server_full and closed; 0 means no
-// limit. Server only.
-func WithMaxConnections(n int) Option { return func(c *config) { c.maxConnections = n } }
-
-// WithIdleTimeout closes a session that has sent nothing for d (default
-// 30s); 0 disables it. Server only.
-func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTimeout = d } }
-
 // SlowConsumerPolicy says what happens when a send finds a session's queue
 // full: the peer reads slower than it is sent to.
 type SlowConsumerPolicy int
@@ -343,39 +316,6 @@ func WithSlowConsumerPolicy(p SlowConsumerPolicy) Option {
 // WithAuthFailureDelay sets how long a failed authentication waits before
 // it is answered (default 1s), the same whatever failed. Server only.
 func WithAuthFailureDelay(d time.Duration) Option { return func(c *config) { c.authDelay = d } }
-
-// WithHandshakeTimeout closes a connection that has not completed its
-// handshake, or without one sent its first whole message, within d
-// (default 10s): a slowloris connection trickling half a header is cut
-// off. 0 disables it. Server only.
-func WithHandshakeTimeout(d time.Duration) Option { return func(c *config) { c.handshakeTimeout = d } }
-
-// WithMaxConnectionsPerIP bounds the sessions open at once from one IP
-// address (default 0: no limit); connections beyond it are refused with
-// ERROR per_ip_limit. Server only.
-func WithMaxConnectionsPerIP(n int) Option { return func(c *config) { c.perIP = n } }
-
-// WithMessageRate limits each session to perSecond messages on average,
-// with bursts of burst (default: no limit). It counts everything the peer
-// sends on its own account: messages (DATA frames and text lines),
-// requests, PING, CONTROL, HEARTBEAT and ERROR frames; not replies to the
-// server's own requests, nor DISCONNECT. One over the limit is dropped and
-// counted (Stats.Dropped), and the peer is told with ERROR rate_limited, at
-// most once per second. Server only.
-func WithMessageRate(perSecond float64, burst int) Option {
-	return func(c *config) { c.rate, c.burst = rate.Limit(perSecond), max(burst, 1) }
-}
-
-// WithControlRate limits each session's frames other than DATA (PING,
-// CONTROL, HEARTBEAT, PONG, ERROR) to perSecond on average, with bursts of
-// burst (default: no limit), apart from WithMessageRate, which counts them
-// too. One over the limit is dropped like a message over WithMessageRate.
-// Without a limit, a flood of them is handled like a flood of messages:
-// the session gets its fair share of its event loop, and answers it does
-// not read are bounded by its queue. Server only.
-func WithControlRate(perSecond float64, burst int) Option {
-	return func(c *config) { c.controlRate, c.controlBurst = rate.Limit(perSecond), max(burst, 1) }
-}
 
 // Client options.
 

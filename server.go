@@ -64,9 +64,12 @@ type Server struct {
 	idPrefix string
 	nextID   atomic.Uint64
 
+	limits   atomic.Pointer[Limits] // now; SetLimits changes them
+	retickCh chan struct{}          // tells the sweeper the timeouts changed
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	perIP     map[string]int // open sessions per remote IP, when limited
+	perIP     map[string]int // open sessions per remote IP
 	started   bool
 	stopping  bool
 	pollers   []*netpoll.Poller // parked sessions; one per GOMAXPROCS with inline handlers
@@ -113,9 +116,12 @@ func NewServer(id string, opts ...Option) *Server {
 	srv.handlers.Store(&handlers{})
 	srv.bus = cfg.bus
 	srv.ctr.Log = cfg.logger
-	if cfg.queueBudget > 0 {
-		srv.ctr.Budget = conn.NewBudget(cfg.queueBudget)
-	}
+	l := cfg.limits
+	l.MessageSize, l.SendQueueBytes = cfg.maxPayload, cfg.queueBytes
+	l = l.normalized()
+	srv.limits.Store(&l)
+	srv.retickCh = make(chan struct{}, 1)
+	srv.ctr.Budget = conn.NewBudget(l.ServerQueueBytes)
 	srv.start = time.Now()
 	return srv
 }
@@ -194,7 +200,7 @@ func (srv *Server) Start(addr string) error {
 // setsockopt calls are a visible part of what accepting a connection costs.
 func (srv *Server) Listen(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{}
-	if srv.cfg.idleTimeout > 0 {
+	if srv.lim().IdleTimeout > 0 {
 		lc.KeepAlive = -1
 	}
 	return lc.Listen(context.Background(), "tcp", addr)
@@ -246,10 +252,8 @@ func (srv *Server) startLocked() error {
 	}
 	srv.started = true
 	srv.running.Store(true)
-	if srv.cfg.idleTimeout > 0 || srv.cfg.engine == EngineParked || srv.cfg.handshakeTimeout > 0 {
-		srv.bgWG.Add(1)
-		go srv.sweep()
-	}
+	srv.bgWG.Add(1)
+	go srv.sweep()
 	return nil
 }
 
@@ -310,7 +314,8 @@ func (srv *Server) ServeConn(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	if n := srv.count.Add(1); srv.cfg.maxConnections > 0 && n > int64(srv.cfg.maxConnections) {
+	lim := srv.lim()
+	if n := srv.count.Add(1); lim.MaxConnections > 0 && n > int64(lim.MaxConnections) {
 		srv.count.Add(-1)
 		srv.bgWG.Add(1)
 		srv.mu.Unlock()
@@ -324,9 +329,9 @@ func (srv *Server) ServeConn(nc net.Conn) {
 		go srv.refuse(nc, CodeServerBusy, "the server's send queues are full; try again later", "server busy")
 		return
 	}
-	if srv.cfg.perIP > 0 {
+	{ // counted whatever the limit, so that SetLimits can turn it on
 		ip := ipOf(nc.RemoteAddr())
-		if srv.perIP[ip] >= srv.cfg.perIP {
+		if lim.MaxConnectionsPerIP > 0 && srv.perIP[ip] >= lim.MaxConnectionsPerIP {
 			srv.count.Add(-1)
 			srv.bgWG.Add(1)
 			srv.mu.Unlock()
@@ -338,8 +343,8 @@ func (srv *Server) ServeConn(nc net.Conn) {
 	srv.cfg.applySocketBuffers(nc)
 	id := srv.idPrefix + strconv.FormatUint(srv.nextID.Add(1), 10)
 	s := newSession(srv, &srv.ctr, id, nc, conn.Config{
-		MaxPayload:     srv.cfg.maxPayload,
-		QueueLimit:     srv.cfg.queueBytes,
+		MaxPayload:     lim.MessageSize,
+		QueueLimit:     lim.SendQueueBytes,
 		Drain:          srv.cfg.drainTimeout,
 		SlowDisconnect: srv.cfg.slowConsumer == SlowConsumerDisconnect,
 		Secure:         srv.cfg.auth != nil || srv.cfg.psk != nil,
@@ -521,10 +526,10 @@ func (srv *Server) admit(s *Session, f frame.Frame) bool {
 		}
 	}
 	if f.Kind != frame.KindData && f.Kind != frame.KindDisconnect {
-		if s.established && srv.cfg.controlRate > 0 && !srv.allowControl(s) {
+		if s.established && srv.lim().ControlRate > 0 && !srv.allowControl(s) {
 			return false
 		}
-		if srv.cfg.rate > 0 && !srv.allowMessage(s) {
+		if !srv.allowMessage(s) {
 			return false
 		}
 	}
@@ -535,7 +540,7 @@ func (srv *Server) admit(s *Session, f frame.Frame) bool {
 func (srv *Server) handleData(s *Session, f frame.Frame) error {
 	switch f.Flags {
 	case frame.FlagRequest:
-		if srv.cfg.rate > 0 && !srv.allowMessage(s) {
+		if !srv.allowMessage(s) {
 			return nil
 		}
 		h := srv.handlers.Load().request
@@ -564,7 +569,7 @@ func (srv *Server) handlePong(*Session, []byte) {}
 
 // deliver hands a message to the message handler, within the rate limit.
 func (srv *Server) deliver(s *Session, msg []byte) {
-	if srv.cfg.rate > 0 && !srv.allowMessage(s) {
+	if !srv.allowMessage(s) {
 		return
 	}
 	if h := srv.handlers.Load().message; h != nil {
@@ -575,7 +580,7 @@ func (srv *Server) deliver(s *Session, msg []byte) {
 // plainHandler implements peer: on an established session without a
 // pipeline or a rate limit, a plain message is only its handler's call.
 func (srv *Server) plainHandler(s *Session) MessageHandler {
-	if !s.established || s.c.Pipe() != nil || srv.cfg.rate > 0 {
+	if !s.established || s.c.Pipe() != nil || s.limited() {
 		return nil
 	}
 	return srv.handlers.Load().message
@@ -615,14 +620,12 @@ func (srv *Server) sessionEnded(s *Session, reason error) {
 		}
 	}
 	c.disconnects.Add(ReasonClass(reason))
-	if srv.cfg.perIP > 0 {
-		ip := ipOf(s.c.NetConn().RemoteAddr())
-		srv.mu.Lock()
-		if srv.perIP[ip]--; srv.perIP[ip] <= 0 {
-			delete(srv.perIP, ip)
-		}
-		srv.mu.Unlock()
+	ip := ipOf(s.c.NetConn().RemoteAddr())
+	srv.mu.Lock()
+	if srv.perIP[ip]--; srv.perIP[ip] <= 0 {
+		delete(srv.perIP, ip)
 	}
+	srv.mu.Unlock()
 	srv.count.Add(-1)
 	if s.established {
 		if srv.log.Enabled(context.Background(), slog.LevelInfo) {
@@ -647,23 +650,22 @@ func (srv *Server) sessionEnded(s *Session, reason error) {
 // an idle session costs no timer.
 func (srv *Server) sweep() {
 	defer srv.bgWG.Done()
-	timeout, hsTimeout := srv.cfg.idleTimeout, srv.cfg.handshakeTimeout
-	tick := conn.ParkAfter / 4
-	if timeout > 0 {
-		tick = min(max(timeout/8, 10*time.Millisecond), tick)
-	}
-	if hsTimeout > 0 {
-		tick = min(max(hsTimeout/8, 10*time.Millisecond), tick)
-	}
-	var late []*Session
+	tick := sweepTick(srv.lim())
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	var idle []*Session
+	var idle, late []*Session
 	for {
 		select {
 		case <-srv.stopCh:
 			return
+		case <-srv.retickCh:
+			if next := sweepTick(srv.lim()); next != tick {
+				tick = next
+				t.Reset(tick)
+			}
 		case now := <-t.C:
+			l := srv.lim()
+			timeout, hsTimeout := l.IdleTimeout, l.HandshakeTimeout
 			idleLimit := now.Add(-timeout).UnixNano()
 			parkLimit := now.Add(-conn.ParkAfter).UnixNano()
 			hsLimit := now.Add(-hsTimeout).UnixNano()
@@ -687,6 +689,26 @@ func (srv *Server) sweep() {
 				late[i] = nil
 			}
 		}
+	}
+}
+
+// sweepTick is how often the sweeper looks: an eighth of the shortest
+// timeout (at least 10 ms), and often enough to demote quiet hot readers.
+func sweepTick(l *Limits) time.Duration {
+	tick := conn.ParkAfter / 4
+	for _, d := range []time.Duration{l.IdleTimeout, l.HandshakeTimeout} {
+		if d > 0 {
+			tick = min(max(d/8, 10*time.Millisecond), tick)
+		}
+	}
+	return tick
+}
+
+// retick tells the sweeper that the timeouts may have changed.
+func (srv *Server) retick() {
+	select {
+	case srv.retickCh <- struct{}{}:
+	default:
 	}
 }
 

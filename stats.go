@@ -205,7 +205,7 @@ func (srv *Server) Stats() Stats {
 		RequestsTimedOut: c.reqTimeout.Load(), RequestsLost: c.reqLost.Load(), LateReplies: c.lateReplies.Load(),
 		HandlerLatency: c.latency.snapshot(),
 	}
-	if b := c.Budget; b != nil {
+	if b := c.Budget; b != nil && b.Limit() > 0 {
 		st.QueueBudget, st.QueueCharged = b.Limit(), b.Used()
 	}
 	if a := srv.Addr(); a != nil {

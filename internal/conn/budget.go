@@ -5,23 +5,37 @@ import "sync/atomic"
 // Budget bounds the bytes queued on all the connections that share it (a
 // server's). Connections charge it in granules, not per message, so that
 // the shared counter is touched once per granule of queue growth rather
-// than once per send.
+// than once per send. They charge it even with no bound (limit 0), so
+// that a bound set later sees what is queued.
 type Budget struct {
-	limit int64
+	limit atomic.Int64
 	used  atomic.Int64
 }
 
-// NewBudget returns a budget of limit bytes.
-func NewBudget(limit int64) *Budget { return &Budget{limit: limit} }
+// NewBudget returns a budget of limit bytes; 0: no bound.
+func NewBudget(limit int64) *Budget {
+	b := new(Budget)
+	b.limit.Store(limit)
+	return b
+}
 
-// Limit is the bound, and Used what is charged now.
-func (b *Budget) Limit() int64 { return b.limit }
+// SetLimit changes the bound; 0: none.
+func (b *Budget) SetLimit(limit int64) { b.limit.Store(limit) }
+
+// Limit is the bound; 0: none.
+func (b *Budget) Limit() int64 { return b.limit.Load() }
 
 // Used is what is charged now.
 func (b *Budget) Used() int64 { return b.used.Load() }
 
 // Over reports whether the budget is spent: not a granule is left.
-func (b *Budget) Over() bool { return b != nil && b.used.Load()+budgetGranule > b.limit }
+func (b *Budget) Over() bool {
+	if b == nil {
+		return false
+	}
+	limit := b.limit.Load()
+	return limit > 0 && b.used.Load()+budgetGranule > limit
+}
 
 // budgetGranule is the unit a connection charges the budget in.
 const budgetGranule = 16 << 10
@@ -36,7 +50,8 @@ func (c *Conn) queuedLocked() int { return c.out.bytes + c.early.bytes + c.writi
 // shared budget. Lock must be held.
 func (c *Conn) budgetAllowsLocked(b *Budget, n int) bool {
 	delta := granules(c.queuedLocked()+n) - c.charged
-	return delta <= 0 || b.used.Load()+delta <= b.limit
+	limit := b.limit.Load()
+	return delta <= 0 || limit == 0 || b.used.Load()+delta <= limit
 }
 
 // chargeLocked brings what c has charged to the shared budget up to date
