@@ -8,12 +8,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +52,41 @@ func TCP(t *testing.T, srv *msgnet.Server) Dial {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", addr)
 	}
+}
+
+// TLS serves srv on a loopback TCP listener with TLS and dials with
+// client. The server must have been made with msgnet.WithTLS: pass it to
+// Run. Text mode works over TLS as over TCP.
+func TLS(client *tls.Config) Serve {
+	return func(t *testing.T, srv *msgnet.Server) Dial {
+		t.Helper()
+		if err := srv.Start("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		addr := srv.Addr().String()
+		return func(ctx context.Context) (net.Conn, error) {
+			d := tls.Dialer{Config: client}
+			return d.DialContext(ctx, "tcp", addr)
+		}
+	}
+}
+
+// Engine is one of the server's ways of reading plain TCP connections:
+// each has its own read path (and its own buffers carried between reads),
+// so each must be held to the table.
+type Engine struct {
+	Name string
+	Opts []msgnet.Option
+}
+
+// Engines are the four engine configurations the root package's tests use:
+// parked connections, a goroutine per connection, handlers on the event
+// loops, and event loops that wait in a blocking epoll_wait.
+var Engines = []Engine{
+	{"parked", []msgnet.Option{msgnet.WithParking(true)}},
+	{"goroutine", []msgnet.Option{msgnet.WithParking(false)}},
+	{"loop", []msgnet.Option{msgnet.WithParking(true), msgnet.WithNonBlockingHandlers()}},
+	{"blocking-loop", []msgnet.Option{msgnet.WithParking(true), msgnet.WithNonBlockingHandlers(), msgnet.WithBlockingEventLoops()}},
 }
 
 // Server is the msgnet server a case runs against: it echoes every
@@ -401,11 +438,12 @@ var Cases = []Case{
 	}},
 }
 
-// Run runs every case against fresh servers on the transport.
-func Run(t *testing.T, serve Serve) {
+// Run runs every case against fresh servers on the transport, made with
+// opts (an engine, TLS) and the case's own options.
+func Run(t *testing.T, serve Serve, opts ...msgnet.Option) {
 	for _, c := range Cases {
 		t.Run(c.Name, func(t *testing.T) {
-			c.Run(t, NewServer(t, serve, c.Opts...))
+			c.Run(t, NewServer(t, serve, append(slices.Clone(opts), c.Opts...)...))
 		})
 	}
 }
