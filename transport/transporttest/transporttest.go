@@ -95,6 +95,8 @@ type Server struct {
 	*msgnet.Server
 	Dial  Dial
 	Ended chan error // disconnect reasons, in order
+
+	seg *pass // the pass of Run this server is for; nil outside Run
 }
 
 // NewServer starts an echo server with MaxPayload and MaxConns on the
@@ -129,10 +131,12 @@ func NewServer(t *testing.T, serve Serve, opts ...msgnet.Option) *Server {
 // Peer drives a connection by hand: it writes exactly the bytes a case
 // chooses and reads frames or lines with a deadline.
 type Peer struct {
-	t  testing.TB
-	NC net.Conn
-	fr *frame.Reader
-	br *bufio.Reader
+	t   testing.TB
+	srv *Server
+	NC  net.Conn
+	seg *segConn // NC when Run records the pass; nil otherwise
+	fr  *frame.Reader
+	br  *bufio.Reader
 }
 
 // Connect dials the server and closes the connection when the test ends.
@@ -145,14 +149,29 @@ func (s *Server) Connect(t testing.TB) *Peer {
 		t.Fatalf("dial: %v", err)
 	}
 	t.Cleanup(func() { nc.Close() })
-	return &Peer{t: t, NC: nc}
+	p := &Peer{t: t, srv: s, NC: nc}
+	if s.seg != nil {
+		p.seg = s.seg.conn(nc)
+		p.NC = p.seg
+	}
+	return p
 }
 
-// Write writes b in one Write call.
+// Write writes b in one Write call; on a trickled pass, in pieces.
+//
+// A trickled write may still be going when the server has already ended
+// the session for what came first (a DISCONNECT, bad input): then it may
+// fail, as a whole write that was already in would not. That is logged,
+// not fatal: what the peer reads next decides, and must be what it read
+// in the whole pass.
 func (p *Peer) Write(b []byte) {
 	p.t.Helper()
 	p.NC.SetWriteDeadline(time.Now().Add(Timeout))
 	if _, err := p.NC.Write(b); err != nil {
+		if p.seg != nil && p.seg.rng != nil {
+			p.t.Logf("trickled write cut short: %v", err)
+			return
+		}
 		p.t.Fatalf("write: %v", err)
 	}
 }
@@ -163,7 +182,16 @@ func (p *Peer) Frame() (frame.Frame, error) {
 		p.fr = frame.NewReader(p.NC, 16<<20)
 	}
 	p.NC.SetReadDeadline(time.Now().Add(Timeout))
-	return p.fr.ReadFrame()
+	f, err := p.fr.ReadFrame()
+	if p.seg != nil {
+		switch {
+		case err == nil:
+			p.seg.took(normalise(f))
+		case err == io.EOF:
+			p.seg.sawEOF()
+		}
+	}
+	return f, err
 }
 
 // Expect reads the next frame and checks its kind and, unless payload is
@@ -197,6 +225,9 @@ func (p *Peer) ExpectEOF() {
 		if line, err := p.br.ReadString('\n'); err != io.EOF {
 			p.t.Fatalf("got %q, %v; want EOF", line, err)
 		}
+		if p.seg != nil {
+			p.seg.sawEOF()
+		}
 		return
 	}
 	f, err := p.Frame()
@@ -215,6 +246,9 @@ func (p *Peer) Line() string {
 	line, err := p.br.ReadString('\n')
 	if err != nil {
 		p.t.Fatalf("reading a line: %q, %v", line, err)
+	}
+	if p.seg != nil {
+		p.seg.took([]byte(line))
 	}
 	return strings.TrimSuffix(line, "\n")
 }
@@ -439,11 +473,29 @@ var Cases = []Case{
 }
 
 // Run runs every case against fresh servers on the transport, made with
-// opts (an engine, TLS) and the case's own options.
+// opts (an engine, TLS) and the case's own options, twice: with the
+// peers' writes whole, then trickled (see SeedEnv). Everything the peers
+// read must be the same in both passes.
 func Run(t *testing.T, serve Serve, opts ...msgnet.Option) {
+	seed := segmentSeed(t)
 	for _, c := range Cases {
 		t.Run(c.Name, func(t *testing.T) {
-			c.Run(t, NewServer(t, serve, append(slices.Clone(opts), c.Opts...)...))
+			whole := &pass{name: c.Name}
+			trickled := &pass{name: c.Name, trickle: true, seed: seed}
+			ok := t.Run("whole", func(t *testing.T) { runPass(t, serve, c, opts, whole) })
+			ok = t.Run("trickled", func(t *testing.T) {
+				t.Logf("segmentation seed %d (replay: %s=%d)", seed, SeedEnv, seed)
+				runPass(t, serve, c, opts, trickled)
+			}) && ok
+			if ok {
+				compareOutputs(t, whole, trickled)
+			}
 		})
 	}
+}
+
+func runPass(t *testing.T, serve Serve, c Case, opts []msgnet.Option, p *pass) {
+	s := NewServer(t, serve, append(slices.Clone(opts), c.Opts...)...)
+	s.seg = p
+	c.Run(t, s)
 }
