@@ -17,6 +17,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,14 +91,22 @@ var Engines = []Engine{
 }
 
 // Server is the msgnet server a case runs against: it echoes every
-// message and records why sessions ended.
+// message, answers every request with its body (or fails one whose body is
+// FailRequest), and records why sessions ended and what its handler got.
 type Server struct {
 	*msgnet.Server
 	Dial  Dial
 	Ended chan error // disconnect reasons, in order
 
 	seg *pass // the pass of Run this server is for; nil outside Run
+
+	mu       sync.Mutex
+	received []string
 }
+
+// FailRequest is the request body the server's request handler fails on,
+// with the error FailRequest.
+const FailRequest = "fail"
 
 // NewServer starts an echo server with MaxPayload and MaxConns on the
 // transport, and shuts it down when the test ends (before the transport's
@@ -110,7 +119,20 @@ func NewServer(t *testing.T, serve Serve, opts ...msgnet.Option) *Server {
 		msgnet.WithLogger(slog.New(slog.DiscardHandler)),
 	}, opts...)
 	srv := &Server{Server: msgnet.NewServer("transporttest", opts...), Ended: make(chan error, 64)}
-	srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
+		srv.mu.Lock()
+		srv.received = append(srv.received, string(msg))
+		srv.mu.Unlock()
+		s.Send(msg)
+	})
+	// No case before the request cases sends a request: answering them
+	// changes nothing for the others.
+	srv.OnRequest(func(s *msgnet.Session, req []byte) ([]byte, error) {
+		if string(req) == FailRequest {
+			return nil, errors.New(FailRequest)
+		}
+		return req, nil
+	})
 	srv.OnDisconnect(func(s *msgnet.Session, reason error) {
 		select {
 		case srv.Ended <- reason:
@@ -126,6 +148,14 @@ func NewServer(t *testing.T, serve Serve, opts ...msgnet.Option) *Server {
 		}
 	})
 	return srv
+}
+
+// Received returns the messages the server's message handler got, in
+// order (for one peer at a time: sessions run concurrently).
+func (s *Server) Received() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.received)
 }
 
 // Peer drives a connection by hand: it writes exactly the bytes a case
@@ -176,6 +206,35 @@ func (p *Peer) Write(b []byte) {
 	}
 }
 
+// WriteReceived writes b and waits until the server has read all of it,
+// so that the next write reaches the server in a read of its own. Only
+// for cases with one sending peer: it watches the server's byte count.
+func (p *Peer) WriteReceived(b []byte) {
+	p.t.Helper()
+	want := p.srv.Stats().BytesIn + uint64(len(b))
+	p.Write(b)
+	AwaitQuick(p.t, fmt.Sprintf("the server to read %d bytes", want), func() bool { return p.srv.Stats().BytesIn >= want })
+}
+
+// CloseWrite ends the peer's side of the stream, keeping the server's, and
+// reports whether the transport can (TCP, TLS and HTTP/2 can; WebSocket
+// cannot).
+func (p *Peer) CloseWrite() bool {
+	p.t.Helper()
+	var nc net.Conn = p.NC
+	if p.seg != nil {
+		nc = p.seg.Conn
+	}
+	cw, ok := nc.(interface{ CloseWrite() error })
+	if !ok {
+		return false
+	}
+	if err := cw.CloseWrite(); err != nil {
+		p.t.Fatalf("close write: %v", err)
+	}
+	return true
+}
+
 // Frame reads the next frame.
 func (p *Peer) Frame() (frame.Frame, error) {
 	if p.fr == nil {
@@ -192,6 +251,17 @@ func (p *Peer) Frame() (frame.Frame, error) {
 		}
 	}
 	return f, err
+}
+
+// ExpectFrame reads the next frame and checks its kind, its flags and,
+// unless payload is nil, its payload.
+func (p *Peer) ExpectFrame(kind frame.Kind, flags frame.Flags, payload []byte) frame.Frame {
+	p.t.Helper()
+	f := p.Expect(kind, payload)
+	if f.Flags != flags {
+		p.t.Fatalf("got %v with flags %#x, want %#x", f.Kind, f.Flags, flags)
+	}
+	return f
 }
 
 // Expect reads the next frame and checks its kind and, unless payload is
@@ -272,6 +342,20 @@ func Await(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// AwaitQuick is Await for conditions that hold within microseconds, such
+// as the server having read what was just written: it checks at once, then
+// ever less often, up to Await's interval.
+func AwaitQuick(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(Timeout)
+	for wait := 20 * time.Microsecond; !cond(); wait = min(2*wait, 2*time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(wait)
+	}
+}
+
 // ExpectEnded waits for the next session end and checks its reason.
 func (s *Server) ExpectEnded(t testing.TB, check func(error) bool, want string) {
 	t.Helper()
@@ -292,8 +376,11 @@ type Case struct {
 	Opts []msgnet.Option // server options beyond the defaults
 }
 
-// Cases is the table. Each case gets a fresh server.
-var Cases = []Case{
+// Cases is the table: the core cases here, and the cases of hostile and
+// unlucky input (hostile.go). Each case gets a fresh server.
+var Cases = append(coreCases, hostileCases...)
+
+var coreCases = []Case{
 	{Name: "hello_welcome", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		p.Write(frame.Append(nil, frame.KindControl, 0, []byte(`{"op":"hello","client_id":"tt1"}`)))
