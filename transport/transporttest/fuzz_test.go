@@ -278,7 +278,7 @@ func writePieces(nc net.Conn, b []byte, n int, cuts []byte) int {
 var pauses = [4]time.Duration{0, 50 * time.Microsecond, 500 * time.Microsecond, 3 * time.Millisecond}
 
 // maxPauses bounds the pauses of one input, and so its time.
-const maxPauses = 100 * time.Millisecond
+const maxPauses = 50 * time.Millisecond
 
 // output collects what the server writes, on a goroutine of its own so
 // that the server is never held up by a peer that does not read.

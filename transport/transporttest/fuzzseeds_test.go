@@ -76,8 +76,8 @@ func fuzzSeeds() []fuzzSeed {
 		{in: bytes.Repeat([]byte("\n"), 1000), engine: 0},
 		{in: bytes.Repeat(frame.Append(nil, frame.KindPing, 0, nil), 500), engine: 0},
 		{in: bytes.Repeat(frame.Append(nil, frame.KindData, 0, nil), 500), engine: 1},
-		// A 120 KiB frame in 4 KiB pieces, each a burst of its own.
-		{in: frame.Append(nil, frame.KindData, 0, make([]byte, 120<<10)), cuts: bytes.Repeat([]byte{0xff}, 30), engine: 4},
+		// A 128 KiB frame in 16 pieces, each a burst of its own.
+		{in: frame.Append(nil, frame.KindData, 0, make([]byte, 128<<10)), cuts: bytes.Repeat([]byte{0xff}, 15), engine: 4},
 	}
 	return seeds
 }
