@@ -25,7 +25,7 @@ var hostileCases = []Case{
 		// 32 KiB for a WebSocket message chunk), then a second long line
 		// and a short one in the same write: each read ends inside a line.
 		p := s.Connect(t)
-		first, second := countingLine(LongLine), countingLine(LongLine/3)
+		first, second := CountingLine(LongLine), CountingLine(LongLine/3)
 		p.Write([]byte(first + "\n" + second + "\r\nafter\n"))
 		expectLine(t, p, first)
 		expectLine(t, p, second)
@@ -253,9 +253,9 @@ var hostileCases = []Case{
 // LongLine is the length of long_text_line's line, and its size limit.
 const LongLine = 300_000
 
-// countingLine returns an n-byte line that says where each of its parts
+// CountingLine returns an n-byte line that says where each of its parts
 // is ("0000000 0000008 ..."): a part lost, doubled or moved shows.
-func countingLine(n int) string {
+func CountingLine(n int) string {
 	var b []byte
 	for i := 0; len(b) < n; i += 8 {
 		b = fmt.Appendf(b, "%07d ", i)
