@@ -67,6 +67,7 @@ type pass struct {
 	trickle bool
 	seed    uint64
 	name    string // the case's; with the seed, it picks each peer's cuts
+	ran     bool   // the pass ran (-run may select one pass only)
 
 	mu    sync.Mutex
 	peers []*segConn
