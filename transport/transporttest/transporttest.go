@@ -409,6 +409,7 @@ var coreCases = []Case{
 		p.ExpectError(frame.CodeMessageTooLarge)
 		p.Expect(frame.KindDisconnect, nil)
 		p.ExpectEOF()
+		p.NC.Close() // the server lingers until the peer closes (or a second passes)
 		s.ExpectEnded(t, func(err error) bool {
 			var pe *msgnet.ProtocolError
 			return errors.As(err, &pe) && pe.Code == frame.CodeMessageTooLarge
@@ -535,6 +536,7 @@ var coreCases = []Case{
 		if d := time.Since(start); d < 250*time.Millisecond {
 			t.Fatalf("closed after %v, before the idle timeout", d)
 		}
+		p.NC.Close() // the server lingers until the peer closes (or a second passes)
 		s.ExpectEnded(t, func(err error) bool { return errors.Is(err, msgnet.ErrIdleTimeout) }, "ErrIdleTimeout")
 	}},
 	{Name: "max_connections", Run: func(t *testing.T, s *Server) {
