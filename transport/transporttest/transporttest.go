@@ -8,13 +8,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,13 +55,58 @@ func TCP(t *testing.T, srv *msgnet.Server) Dial {
 	}
 }
 
+// TLS serves srv on a loopback TCP listener with TLS and dials with
+// client. The server must have been made with msgnet.WithTLS: pass it to
+// Run. Text mode works over TLS as over TCP.
+func TLS(client *tls.Config) Serve {
+	return func(t *testing.T, srv *msgnet.Server) Dial {
+		t.Helper()
+		if err := srv.Start("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		addr := srv.Addr().String()
+		return func(ctx context.Context) (net.Conn, error) {
+			d := tls.Dialer{Config: client}
+			return d.DialContext(ctx, "tcp", addr)
+		}
+	}
+}
+
+// Engine is one of the server's ways of reading plain TCP connections:
+// each has its own read path (and its own buffers carried between reads),
+// so each must be held to the table.
+type Engine struct {
+	Name string
+	Opts []msgnet.Option
+}
+
+// Engines are the four engine configurations the root package's tests use:
+// parked connections, a goroutine per connection, handlers on the event
+// loops, and event loops that wait in a blocking epoll_wait.
+var Engines = []Engine{
+	{"parked", []msgnet.Option{msgnet.WithParking(true)}},
+	{"goroutine", []msgnet.Option{msgnet.WithParking(false)}},
+	{"loop", []msgnet.Option{msgnet.WithParking(true), msgnet.WithNonBlockingHandlers()}},
+	{"blocking-loop", []msgnet.Option{msgnet.WithParking(true), msgnet.WithNonBlockingHandlers(), msgnet.WithBlockingEventLoops()}},
+}
+
 // Server is the msgnet server a case runs against: it echoes every
-// message and records why sessions ended.
+// message, answers every request with its body (or fails one whose body is
+// FailRequest), and records why sessions ended and what its handler got.
 type Server struct {
 	*msgnet.Server
 	Dial  Dial
 	Ended chan error // disconnect reasons, in order
+
+	seg *pass // the pass of Run this server is for; nil outside Run
+
+	mu       sync.Mutex
+	received []string
 }
+
+// FailRequest is the request body the server's request handler fails on,
+// with the error FailRequest.
+const FailRequest = "fail"
 
 // NewServer starts an echo server with MaxPayload and MaxConns on the
 // transport, and shuts it down when the test ends (before the transport's
@@ -71,7 +119,20 @@ func NewServer(t *testing.T, serve Serve, opts ...msgnet.Option) *Server {
 		msgnet.WithLogger(slog.New(slog.DiscardHandler)),
 	}, opts...)
 	srv := &Server{Server: msgnet.NewServer("transporttest", opts...), Ended: make(chan error, 64)}
-	srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
+		srv.mu.Lock()
+		srv.received = append(srv.received, string(msg))
+		srv.mu.Unlock()
+		s.Send(msg)
+	})
+	// No case before the request cases sends a request: answering them
+	// changes nothing for the others.
+	srv.OnRequest(func(s *msgnet.Session, req []byte) ([]byte, error) {
+		if string(req) == FailRequest {
+			return nil, errors.New(FailRequest)
+		}
+		return req, nil
+	})
 	srv.OnDisconnect(func(s *msgnet.Session, reason error) {
 		select {
 		case srv.Ended <- reason:
@@ -89,13 +150,23 @@ func NewServer(t *testing.T, serve Serve, opts ...msgnet.Option) *Server {
 	return srv
 }
 
+// Received returns the messages the server's message handler got, in
+// order (for one peer at a time: sessions run concurrently).
+func (s *Server) Received() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.received)
+}
+
 // Peer drives a connection by hand: it writes exactly the bytes a case
 // chooses and reads frames or lines with a deadline.
 type Peer struct {
-	t  testing.TB
-	NC net.Conn
-	fr *frame.Reader
-	br *bufio.Reader
+	t   testing.TB
+	srv *Server
+	NC  net.Conn
+	seg *segConn // NC when Run records the pass; nil otherwise
+	fr  *frame.Reader
+	br  *bufio.Reader
 }
 
 // Connect dials the server and closes the connection when the test ends.
@@ -108,16 +179,60 @@ func (s *Server) Connect(t testing.TB) *Peer {
 		t.Fatalf("dial: %v", err)
 	}
 	t.Cleanup(func() { nc.Close() })
-	return &Peer{t: t, NC: nc}
+	p := &Peer{t: t, srv: s, NC: nc}
+	if s.seg != nil {
+		p.seg = s.seg.conn(nc)
+		p.NC = p.seg
+	}
+	return p
 }
 
-// Write writes b in one Write call.
+// Write writes b in one Write call; on a trickled pass, in pieces.
+//
+// A trickled write may still be going when the server has already ended
+// the session for what came first (a DISCONNECT, bad input): then it may
+// fail, as a whole write that was already in would not. That is logged,
+// not fatal: what the peer reads next decides, and must be what it read
+// in the whole pass.
 func (p *Peer) Write(b []byte) {
 	p.t.Helper()
 	p.NC.SetWriteDeadline(time.Now().Add(Timeout))
 	if _, err := p.NC.Write(b); err != nil {
+		if p.seg != nil && p.seg.rng != nil {
+			p.t.Logf("trickled write cut short: %v", err)
+			return
+		}
 		p.t.Fatalf("write: %v", err)
 	}
+}
+
+// WriteReceived writes b and waits until the server has read all of it,
+// so that the next write reaches the server in a read of its own. Only
+// for cases with one sending peer: it watches the server's byte count.
+func (p *Peer) WriteReceived(b []byte) {
+	p.t.Helper()
+	want := p.srv.Stats().BytesIn + uint64(len(b))
+	p.Write(b)
+	AwaitQuick(p.t, fmt.Sprintf("the server to read %d bytes", want), func() bool { return p.srv.Stats().BytesIn >= want })
+}
+
+// CloseWrite ends the peer's side of the stream, keeping the server's, and
+// reports whether the transport can (TCP, TLS and HTTP/2 can; WebSocket
+// cannot).
+func (p *Peer) CloseWrite() bool {
+	p.t.Helper()
+	var nc net.Conn = p.NC
+	if p.seg != nil {
+		nc = p.seg.Conn
+	}
+	cw, ok := nc.(interface{ CloseWrite() error })
+	if !ok {
+		return false
+	}
+	if err := cw.CloseWrite(); err != nil {
+		p.t.Fatalf("close write: %v", err)
+	}
+	return true
 }
 
 // Frame reads the next frame.
@@ -126,7 +241,27 @@ func (p *Peer) Frame() (frame.Frame, error) {
 		p.fr = frame.NewReader(p.NC, 16<<20)
 	}
 	p.NC.SetReadDeadline(time.Now().Add(Timeout))
-	return p.fr.ReadFrame()
+	f, err := p.fr.ReadFrame()
+	if p.seg != nil {
+		switch {
+		case err == nil:
+			p.seg.took(normalise(f))
+		case err == io.EOF:
+			p.seg.sawEOF()
+		}
+	}
+	return f, err
+}
+
+// ExpectFrame reads the next frame and checks its kind, its flags and,
+// unless payload is nil, its payload.
+func (p *Peer) ExpectFrame(kind frame.Kind, flags frame.Flags, payload []byte) frame.Frame {
+	p.t.Helper()
+	f := p.Expect(kind, payload)
+	if f.Flags != flags {
+		p.t.Fatalf("got %v with flags %#x, want %#x", f.Kind, f.Flags, flags)
+	}
+	return f
 }
 
 // Expect reads the next frame and checks its kind and, unless payload is
@@ -160,6 +295,9 @@ func (p *Peer) ExpectEOF() {
 		if line, err := p.br.ReadString('\n'); err != io.EOF {
 			p.t.Fatalf("got %q, %v; want EOF", line, err)
 		}
+		if p.seg != nil {
+			p.seg.sawEOF()
+		}
 		return
 	}
 	f, err := p.Frame()
@@ -178,6 +316,9 @@ func (p *Peer) Line() string {
 	line, err := p.br.ReadString('\n')
 	if err != nil {
 		p.t.Fatalf("reading a line: %q, %v", line, err)
+	}
+	if p.seg != nil {
+		p.seg.took([]byte(line))
 	}
 	return strings.TrimSuffix(line, "\n")
 }
@@ -201,6 +342,20 @@ func Await(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// AwaitQuick is Await for conditions that hold within microseconds, such
+// as the server having read what was just written: it checks at once, then
+// ever less often, up to Await's interval.
+func AwaitQuick(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(Timeout)
+	for wait := 20 * time.Microsecond; !cond(); wait = min(2*wait, 2*time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(wait)
+	}
+}
+
 // ExpectEnded waits for the next session end and checks its reason.
 func (s *Server) ExpectEnded(t testing.TB, check func(error) bool, want string) {
 	t.Helper()
@@ -221,8 +376,11 @@ type Case struct {
 	Opts []msgnet.Option // server options beyond the defaults
 }
 
-// Cases is the table. Each case gets a fresh server.
-var Cases = []Case{
+// Cases is the table: the core cases here, and the cases of hostile and
+// unlucky input (hostile.go). Each case gets a fresh server.
+var Cases = append(coreCases, hostileCases...)
+
+var coreCases = []Case{
 	{Name: "hello_welcome", Run: func(t *testing.T, s *Server) {
 		p := s.Connect(t)
 		p.Write(frame.Append(nil, frame.KindControl, 0, []byte(`{"op":"hello","client_id":"tt1"}`)))
@@ -251,6 +409,7 @@ var Cases = []Case{
 		p.ExpectError(frame.CodeMessageTooLarge)
 		p.Expect(frame.KindDisconnect, nil)
 		p.ExpectEOF()
+		p.NC.Close() // the server lingers until the peer closes (or a second passes)
 		s.ExpectEnded(t, func(err error) bool {
 			var pe *msgnet.ProtocolError
 			return errors.As(err, &pe) && pe.Code == frame.CodeMessageTooLarge
@@ -377,6 +536,7 @@ var Cases = []Case{
 		if d := time.Since(start); d < 250*time.Millisecond {
 			t.Fatalf("closed after %v, before the idle timeout", d)
 		}
+		p.NC.Close() // the server lingers until the peer closes (or a second passes)
 		s.ExpectEnded(t, func(err error) bool { return errors.Is(err, msgnet.ErrIdleTimeout) }, "ErrIdleTimeout")
 	}},
 	{Name: "max_connections", Run: func(t *testing.T, s *Server) {
@@ -401,11 +561,31 @@ var Cases = []Case{
 	}},
 }
 
-// Run runs every case against fresh servers on the transport.
-func Run(t *testing.T, serve Serve) {
+// Run runs every case against fresh servers on the transport, made with
+// opts (an engine, TLS) and the case's own options, twice: with the
+// peers' writes whole, then trickled (see SeedEnv). Everything the peers
+// read must be the same in both passes.
+func Run(t *testing.T, serve Serve, opts ...msgnet.Option) {
+	seed := segmentSeed(t)
 	for _, c := range Cases {
 		t.Run(c.Name, func(t *testing.T) {
-			c.Run(t, NewServer(t, serve, c.Opts...))
+			whole := &pass{name: c.Name}
+			trickled := &pass{name: c.Name, trickle: true, seed: seed}
+			ok := t.Run("whole", func(t *testing.T) { runPass(t, serve, c, opts, whole) })
+			ok = t.Run("trickled", func(t *testing.T) {
+				t.Logf("segmentation seed %d (replay: %s=%d)", seed, SeedEnv, seed)
+				runPass(t, serve, c, opts, trickled)
+			}) && ok
+			if ok && whole.ran && trickled.ran {
+				compareOutputs(t, whole, trickled)
+			}
 		})
 	}
+}
+
+func runPass(t *testing.T, serve Serve, c Case, opts []msgnet.Option, p *pass) {
+	s := NewServer(t, serve, append(slices.Clone(opts), c.Opts...)...)
+	s.seg = p
+	p.ran = true
+	c.Run(t, s)
 }
