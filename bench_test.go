@@ -36,7 +36,7 @@ func itoa(n int) string {
 }
 
 // benchEngines are the server's read paths. The client is in the same
-// process, so blocking-loop shows what WithBlockingEventLoops costs the
+// process, so blocking-loop shows what EngineLoopBlocking costs the
 // process's other network goroutines, not the server's own speed (which
 // bench/run.sh measures, server and load in separate processes).
 var benchEngines = []struct {

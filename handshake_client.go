@@ -71,7 +71,7 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn) (welcome, *frame.Re
 					return w, nil, nil, fmt.Errorf("%w: bad challenge", ErrHandshake)
 				}
 				if key == nil {
-					return w, nil, nil, fmt.Errorf("%w: the server requires authentication and no key is set (WithClientAuthKey)", ErrHandshake)
+					return w, nil, nil, fmt.Errorf("%w: the server requires authentication and no key is set (WithAuthKey)", ErrHandshake)
 				}
 				a, _ := json.Marshal(authAnswer{Op: "auth", MAC: pipeline.AuthResponse(key, ch.Nonce, c.id)})
 				if err := frame.WriteFrame(nc, frame.KindControl, 0, a); err != nil {

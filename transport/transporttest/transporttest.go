@@ -84,10 +84,10 @@ type Engine struct {
 // parked connections, a goroutine per connection, handlers on the event
 // loops, and event loops that wait in a blocking epoll_wait.
 var Engines = []Engine{
-	{"parked", []msgnet.Option{msgnet.WithParking(true)}},
-	{"goroutine", []msgnet.Option{msgnet.WithParking(false)}},
-	{"loop", []msgnet.Option{msgnet.WithParking(true), msgnet.WithNonBlockingHandlers()}},
-	{"blocking-loop", []msgnet.Option{msgnet.WithParking(true), msgnet.WithNonBlockingHandlers(), msgnet.WithBlockingEventLoops()}},
+	{"parked", []msgnet.Option{msgnet.WithEngine(msgnet.EngineParked)}},
+	{"goroutine", []msgnet.Option{msgnet.WithEngine(msgnet.EngineGoroutine)}},
+	{"loop", []msgnet.Option{msgnet.WithEngine(msgnet.EngineLoop)}},
+	{"blocking-loop", []msgnet.Option{msgnet.WithEngine(msgnet.EngineLoopBlocking)}},
 }
 
 // Server is the msgnet server a case runs against: it echoes every
