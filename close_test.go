@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -422,4 +423,42 @@ func TestClientDisconnectReasonReachesServer(t *testing.T) {
 	if err := c.SendString("x"); !errors.Is(err, msgnet.ErrClientClosed) {
 		t.Fatalf("send after close: %v", err)
 	}
+}
+
+// After the peer's own DISCONNECT the server still closes cleanly when
+// frames follow it on the wire: it reads and drops them before closing,
+// as after its own last word. It closed at once, and the kernel answered
+// the unread frames with RST, which can destroy the replies before it.
+func TestPeerDisconnectThenMoreInputClosesCleanly(t *testing.T) {
+	engines(t, func(t *testing.T, opts ...msgnet.Option) {
+		_, addr := echoServer(t, opts...)
+		for i := range 50 {
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b []byte
+			b = frame.Append(b, frame.KindData, 0, []byte("before"))
+			b = frame.Append(b, frame.KindDisconnect, 0, []byte("bye"))
+			nc.Write(b)
+			var after []byte
+			for range 10 {
+				after = frame.Append(after, frame.KindData, 0, []byte("after"))
+			}
+			nc.Write(after)
+			// Let the frames reach the server's socket before reading: the
+			// reset came when they lay unread there as it closed.
+			time.Sleep(20 * time.Millisecond)
+			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			fr := frame.NewReader(nc, 1<<20)
+			f, err := fr.ReadFrame()
+			if err != nil || string(f.Payload) != "before" {
+				t.Fatalf("try %d: got %q, %v; want the echo of the frame before DISCONNECT", i, f.Payload, err)
+			}
+			if f, err := fr.ReadFrame(); err != io.EOF {
+				t.Fatalf("try %d: got %v %q, %v after the echo; want a clean end of stream, not a reset", i, f.Kind, f.Payload, err)
+			}
+			nc.Close()
+		}
+	})
 }

@@ -17,7 +17,8 @@ import (
 type Ending uint8
 
 const (
-	// Drain writes what is queued, then closes.
+	// Drain writes what is queued, then closes: by lingering unless the
+	// reason is ErrPeerClosed (the peer's end of input: nothing more comes).
 	Drain Ending = iota
 	// Notify writes what is queued, then the last word: the ERROR given to
 	// Close, if any, and in binary mode DISCONNECT with the reason's text;
@@ -77,8 +78,13 @@ func (c *Conn) drainLocked(reason error, notify bool, last *frame.ErrorBody) (st
 		// the close forever.
 		c.nc.SetWriteDeadline(time.Now().Add(c.cfg.Drain))
 	}
-	if notify && c.mode != frame.ModeUnknown {
+	if c.mode != frame.ModeUnknown && (notify || reason != ErrPeerClosed) {
+		// Input may still arrive (the peer has not closed its side): close
+		// by lingering, or the kernel answers it with RST, which can
+		// destroy what was just written.
 		c.flags |= lingerOnEnd
+	}
+	if notify && c.mode != frame.ModeUnknown {
 		if last != nil {
 			p := frame.AppendError(nil, last.Code, last.Message)
 			c.encodeLocked(&c.out, frame.KindError, 0, p, false)
