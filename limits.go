@@ -88,6 +88,16 @@ func (srv *Server) SetLimits(l Limits) {
 // lim is the server's limits now.
 func (srv *Server) lim() *Limits { return srv.limits.Load() }
 
+// WithLimits sets all of a server's limits at once (see DefaultLimits for
+// a starting point), message size and send queue bound included. Server
+// only; the other options that set a limit change its field.
+func WithLimits(l Limits) Option {
+	return func(c *config) {
+		c.limits = l
+		c.maxPayload, c.queueBytes = l.MessageSize, l.SendQueueBytes
+	}
+}
+
 // WithMaxConnections bounds the sessions open at once (default 1000). A
 // connection beyond it is answered ERROR server_full and closed; 0 means no
 // limit. Server only.

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"github.com/msgnet/msgnet/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/msgnet/msgnet/internal/testenv"
 
 	"github.com/msgnet/msgnet"
 	"github.com/msgnet/msgnet/tlsconfig"

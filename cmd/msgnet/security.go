@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/msgnet/msgnet"
 	"github.com/msgnet/msgnet/tlsconfig"
@@ -27,10 +26,6 @@ type securityFeature struct {
 	authKeyFile         *string
 	authKeysFile        *string
 	pskFile             *string
-	perIP               *int
-	rate                *float64
-	burst               *int
-	handshake           *time.Duration
 	compress            *string
 
 	reloader *tlsconfig.Reloader
@@ -44,27 +39,17 @@ func newSecurityFeature(fs *flag.FlagSet) serveFeature {
 		authKeyFile:  fs.String("auth-key-file", "", "require clients to prove they hold the key in this file (HMAC challenge); every holder may claim any client id"),
 		authKeysFile: fs.String("auth-keys-file", "", "require clients to prove they hold one of the keys in this file, each bound to the client ids it may claim (lines: KEY_ID SECRET [PATTERN,...])"),
 		pskFile:      fs.String("encryption-key-file", "", "require clients to encrypt DATA with a key derived from this file's contents (16+ bytes)"),
-		perIP:        fs.Int("max-connections-per-ip", 0, "most sessions from one IP address (0: no limit)"),
-		rate:         fs.Float64("message-rate", 0, "messages per second allowed per session (0: no limit)"),
-		burst:        fs.Int("message-burst", 100, "burst allowed above --message-rate"),
-		handshake:    fs.Duration("handshake-timeout", 10*time.Second, "close connections that have not completed the handshake (or sent a first message) by then"),
 		compress:     fs.String("compression", "zstd,s2,lz4,snappy", "codecs granted to clients that ask (empty: none)"),
 	}
 }
 
 func (f *securityFeature) options(*slog.Logger) ([]msgnet.Option, error) {
-	opts := []msgnet.Option{
-		msgnet.WithHandshakeTimeout(*f.handshake),
-		msgnet.WithMaxConnectionsPerIP(*f.perIP),
-	}
+	var opts []msgnet.Option
 	var codecs []string
 	if *f.compress != "" {
 		codecs = strings.Split(*f.compress, ",")
 	}
 	opts = append(opts, msgnet.WithCompression(codecs...))
-	if *f.rate > 0 {
-		opts = append(opts, msgnet.WithMessageRate(*f.rate, *f.burst))
-	}
 	if *f.authKeyFile != "" && *f.authKeysFile != "" {
 		return nil, errors.New("--auth-key-file and --auth-keys-file exclude each other")
 	}

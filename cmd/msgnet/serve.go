@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -16,39 +17,96 @@ import (
 	"github.com/msgnet/msgnet/managed"
 )
 
-func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// serveCmd is `msgnet serve`'s flags: its own and its features'.
+type serveCmd struct {
+	fs       *flag.FlagSet
+	config   *string
+	addr     *string
+	id       *string
+	mode     *string
+	drain    *time.Duration
+	quiet    *bool
+	logLevel *string
+	engine   *string
+	features []serveFeature
+}
+
+// newServeCmd defines serve's flags on a new FlagSet.
+func newServeCmd(stderr io.Writer) *serveCmd {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
-	id := fs.String("id", "main_server", "server id reported to clients")
-	maxConns := fs.Int("max-connections", 1000, "most sessions open at once (0: no limit)")
-	limit := sizeFlag(1 << 20)
-	fs.Var(&limit, "message-size-limit", "largest message payload, e.g. 1MiB, 64KiB, 1000")
-	idle := fs.Duration("idle-timeout", 30*time.Second, "close sessions silent this long (0: never)")
-	mode := fs.String("mode", "managed", "managed: BROADCAST, PRIVATE:<id>:<text>, JOIN:<group>, LEAVE:<group>, GROUP:<group>:<text>, anything else echoed as \"Echo: <text>\"; echo: payloads back unchanged")
-	drain := fs.Duration("drain-timeout", 5*time.Second, "how long a graceful stop may take")
-	quiet := fs.Bool("quiet", false, "log only warnings and errors")
-	engine := fs.String("engine", "auto", "how sessions wait for input and where handlers run: parked (idle connections in an epoll set, a goroutine per burst; handlers may block), goroutine (a goroutine per connection), loop (handlers on event loops; they never block), loop-blocking (loop, idle loops waiting in epoll_wait: less CPU, for a process that does nothing else), auto (loop-blocking for echo, parked for managed, which may publish to a cluster)")
-	var features []serveFeature
-	for _, newFeature := range serveFeatures {
-		features = append(features, newFeature(fs))
+	c := &serveCmd{
+		fs:       fs,
+		config:   fs.String("config", configFromEnv(), "read settings from this TOML file (keys: the flags' names; flags and MSGNET_* environment variables override it); default $MSGNET_CONFIG"),
+		addr:     fs.String("addr", "127.0.0.1:8080", "address to listen on"),
+		id:       fs.String("id", "main_server", "server id reported to clients"),
+		mode:     fs.String("mode", "managed", "managed: BROADCAST, PRIVATE:<id>:<text>, JOIN:<group>, LEAVE:<group>, GROUP:<group>:<text>, anything else echoed as \"Echo: <text>\"; echo: payloads back unchanged"),
+		drain:    fs.Duration("drain-timeout", 5*time.Second, "how long a graceful stop may take"),
+		quiet:    fs.Bool("quiet", false, "log only warnings and errors (as --log-level warn)"),
+		logLevel: fs.String("log-level", "info", "debug, info, warn or error"),
+		engine:   fs.String("engine", "auto", "how sessions wait for input and where handlers run: parked (idle connections in an epoll set, a goroutine per burst; handlers may block), goroutine (a goroutine per connection), loop (handlers on event loops; they never block), loop-blocking (loop, idle loops waiting in epoll_wait: less CPU, for a process that does nothing else), auto (loop-blocking for echo, parked for managed, which may publish to a cluster)"),
 	}
-	if err := fs.Parse(args); err != nil {
+	for _, newFeature := range serveFeatures {
+		c.features = append(c.features, newFeature(fs))
+	}
+	return c
+}
+
+// parse reads the command line, then the environment and the config file.
+func (c *serveCmd) parse(args []string, environ []string) (*settings, error) {
+	if err := c.fs.Parse(args); err != nil {
+		return nil, errParse
+	}
+	if c.fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", c.fs.Arg(0))
+	}
+	return applySettings(c.fs, *c.config, environ)
+}
+
+// errParse is a command line the flag package has already explained.
+var errParse = errors.New("bad command line")
+
+// level is the log level the flags ask for.
+func (c *serveCmd) level() (slog.Level, error) {
+	if *c.quiet {
+		return slog.LevelWarn, nil
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(*c.logLevel)); err != nil {
+		return 0, fmt.Errorf("--log-level: %v", err)
+	}
+	return l, nil
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := newServeCmd(stderr)
+	st, err := cmd.parse(args, os.Environ())
+	if err != nil {
+		if err != errParse {
+			fmt.Fprintf(stderr, "msgnet serve: %v\n", err)
+		}
 		return 2
 	}
-	level := slog.LevelInfo
-	if *quiet {
-		level = slog.LevelWarn
+	level, err := cmd.level()
+	if err != nil {
+		fmt.Fprintf(stderr, "msgnet serve: %v\n", err)
+		return 2
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-
+	var levelVar slog.LevelVar
+	levelVar.Set(level)
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &levelVar}))
+	for _, w := range st.warnings {
+		logger.Warn(w)
+	}
+	if st.file != "" {
+		logger.Info("settings read", "config", st.file, "from_file", len(st.fromFile), "from_environment", len(st.fromEnv))
+	}
+	features, mode, id, addr, drain := cmd.features, cmd.mode, cmd.id, cmd.addr, cmd.drain
 	opts := []msgnet.Option{
-		msgnet.WithMaxConnections(*maxConns),
-		msgnet.WithMessageSizeLimit(int(limit)),
-		msgnet.WithIdleTimeout(*idle),
 		msgnet.WithDrainTimeout(*drain),
 		msgnet.WithLogger(logger),
 	}
+	engine := cmd.engine
 	e, err := parseEngine(*engine, *mode)
 	if err != nil {
 		fmt.Fprintf(stderr, "msgnet serve: %v\n", err)
@@ -108,6 +166,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	logger.Info("server started", "id", *id, "addr", l.Addr().String(), "mode", *mode)
+	stopReload := watchReload(cmd, args, srv, &levelVar, logger)
+	defer stopReload()
 	select {
 	case <-ctx.Done():
 	case err := <-served:
