@@ -56,6 +56,32 @@ func (r *Reloader) Config() *tls.Config {
 	}
 }
 
+// ConfigFor is Config for a server that negotiates application protocols
+// with ALPN, such as "h2" and "http/1.1" for an HTTP server: each
+// handshake gets the current certificates and nextProtos.
+func (r *Reloader) ConfigFor(nextProtos ...string) *tls.Config {
+	protos := append([]string(nil), nextProtos...)
+	var mu sync.Mutex
+	var base, withProtos *tls.Config // the last certificates seen, and their clone with protos
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: protos,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			r.maybeReload()
+			r.mu.Lock()
+			cur := r.cfg
+			r.mu.Unlock()
+			mu.Lock()
+			defer mu.Unlock()
+			if cur != base {
+				base, withProtos = cur, cur.Clone()
+				withProtos.NextProtos = protos
+			}
+			return withProtos, nil
+		},
+	}
+}
+
 // Reload reads the files now. On failure the previous certificates stay.
 func (r *Reloader) Reload() error {
 	stamp, err := r.fileStamp()

@@ -154,6 +154,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 	for _, f := range features {
+		if u, ok := f.(interface{ useFeatures([]serveFeature) }); ok {
+			u.useFeatures(features)
+		}
+	}
+	for _, f := range features {
 		stop, err := f.start(ctx, srv, logger)
 		if err != nil {
 			fmt.Fprintf(stderr, "msgnet serve: %v\n", err)
