@@ -79,13 +79,13 @@ export class RemoteError extends RequestError {
 
 /**
  * Bytes of a payload: a string is UTF-8 encoded; Uint8Array, ArrayBuffer
- * and other views are used as they are (not copied).
+ * (or SharedArrayBuffer) and other views are used as they are (not copied).
  */
 export function toBytes(data) {
   if (data == null) return new Uint8Array(0);
   if (typeof data === 'string') return utf8Encoder.encode(data);
   if (data instanceof Uint8Array) return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (data instanceof ArrayBuffer || (typeof SharedArrayBuffer === 'function' && data instanceof SharedArrayBuffer)) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   throw new TypeError('payload must be a string, Uint8Array, ArrayBuffer or ArrayBufferView');
 }
