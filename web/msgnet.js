@@ -1,6 +1,7 @@
-// msgnet.js: a msgnet client for browsers, speaking msgnet's frame protocol
-// over WebSocket (see docs/PROTOCOL.md and docs/TRANSPORTS.md). An ES
-// module with no dependencies and no build step:
+// msgnet.js: a msgnet client for browsers and Node, speaking msgnet's
+// frame protocol over WebSocket (see docs/PROTOCOL.md, docs/TRANSPORTS.md
+// and README.md beside it; types in msgnet.d.ts). An ES module with no
+// dependencies and no build step:
 //
 //   import { Client } from './msgnet.js';
 //   const c = new Client('wss://example.com/ws', { clientId: 'web_1' });
