@@ -2,7 +2,8 @@
 # Runs every check msgnet has: go vet, the race-enabled tests of every
 # package, and a short run of every fuzz target (FUZZTIME each, default 6s).
 #
-# Some tests drive real peers: nc, openssl, curl, node and Chromium. This
+# Some tests drive real peers: nc, openssl, curl, node and Chromium (and
+# npm, which installs what web/'s JavaScript tests use: typescript, ws). This
 # script makes sure they are there before any test runs: it installs the
 # missing ones when it can (as root, with apt-get), and otherwise stops at
 # once, naming what to install. Then it sets MSGNET_REQUIRE_TOOLS=1, under
@@ -11,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # tool name, Debian package
-tools=("nc netcat-openbsd" "openssl openssl" "curl curl" "node nodejs" "/usr/bin/chromium chromium")
+tools=("nc netcat-openbsd" "openssl openssl" "curl curl" "node nodejs" "npm npm" "/usr/bin/chromium chromium")
 missing=()
 for t in "${tools[@]}"; do
   set -- $t

@@ -1,6 +1,7 @@
-// msgnet.js: a msgnet client for browsers, speaking msgnet's frame protocol
-// over WebSocket (see docs/PROTOCOL.md and docs/TRANSPORTS.md). An ES
-// module with no dependencies and no build step:
+// msgnet.js: a msgnet client for browsers and Node, speaking msgnet's
+// frame protocol over WebSocket (see docs/PROTOCOL.md, docs/TRANSPORTS.md
+// and README.md beside it; types in msgnet.d.ts). An ES module with no
+// dependencies and no build step:
 //
 //   import { Client } from './msgnet.js';
 //   const c = new Client('wss://example.com/ws', { clientId: 'web_1' });
@@ -8,6 +9,8 @@
 //   await c.connect();
 //   c.sendText('hello');
 //   const rtt = await c.ping();
+//   const reply = await c.request('status?', { timeoutMs: 5000 });
+//   c.onrequest = (req) => 'answer to ' + req.text();
 //
 // It also exports the frame codec (encodeFrame, FrameDecoder) and the
 // container JSON form (containerToJSON, containerFromJSON, encodeContainer,
@@ -47,14 +50,43 @@ export class ProtocolError extends Error {
 }
 
 /**
+ * A request that got no reply (docs/PROTOCOL.md 6.1). code says why:
+ *   'not_open'        the client is not connected (requests are never buffered)
+ *   'not_negotiated'  the server did not grant the "request" feature
+ *   'timeout'         no reply within timeoutMs
+ *   'connection_lost' the connection ended first (the server may or may not
+ *                     have handled the request; it is never re-sent)
+ *   'remote'          the server's handler failed: a RemoteError
+ */
+export class RequestError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = 'RequestError';
+    this.code = code;
+  }
+}
+
+/**
+ * The peer's request handler failed (reply status 1). remoteMessage is the
+ * error text the peer sent, e.g. "no request handler".
+ */
+export class RemoteError extends RequestError {
+  constructor(remoteMessage) {
+    super('remote', `remote: ${remoteMessage}`);
+    this.name = 'RemoteError';
+    this.remoteMessage = remoteMessage;
+  }
+}
+
+/**
  * Bytes of a payload: a string is UTF-8 encoded; Uint8Array, ArrayBuffer
- * and other views are used as they are (not copied).
+ * (or SharedArrayBuffer) and other views are used as they are (not copied).
  */
 export function toBytes(data) {
   if (data == null) return new Uint8Array(0);
   if (typeof data === 'string') return utf8Encoder.encode(data);
   if (data instanceof Uint8Array) return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (data instanceof ArrayBuffer || (typeof SharedArrayBuffer === 'function' && data instanceof SharedArrayBuffer)) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   throw new TypeError('payload must be a string, Uint8Array, ArrayBuffer or ArrayBufferView');
 }
@@ -566,6 +598,19 @@ export function backoff(attempt, base, max, random = Math.random) {
 
 const now = () => (globalThis.performance ? globalThis.performance.now() : Date.now());
 const HB_BIT = 1n << 63n;
+const FEATURE_REQUEST = 'request';
+const REPLY_OK = 0;
+const REPLY_ERROR = 1;
+const MAX_TIMEOUT = 0x7fffffff; // setTimeout's limit in ms
+
+function abortReason(signal) {
+  return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
+}
+
+function errorText(e) {
+  if (e instanceof Error) return e.message || e.name;
+  return String(e);
+}
 
 /** A received message: the DATA payload and ways to read it. */
 export class Message {
@@ -585,7 +630,7 @@ export class Message {
 
 /**
  * Client is a msgnet session over WebSocket, with hello/welcome, PING,
- * heartbeats, and reconnect with backoff and jitter.
+ * heartbeats, request/reply, and reconnect with backoff and jitter.
  *
  * Options:
  *   clientId       sent in the hello (default: none; the server uses the session id)
@@ -594,12 +639,13 @@ export class Message {
  *   heartbeatTimeout  ms a heartbeat PING may go unanswered (default: the interval)
  *   connectTimeout ms for a connection's hello/welcome (default 10000)
  *   bufferBytes    bytes of sends kept while reconnecting (default 1 MiB)
+ *   maxMessageSize largest payload accepted from the server (default 16 MiB)
  *   protocols      WebSocket subprotocols (default ['msgnet'])
  *   WebSocket      the WebSocket class (default globalThis.WebSocket)
  *
  * Callbacks (assign them): onopen(welcome), onreconnect(welcome),
- * onmessage(Message), onerror({code, message}), onclose({code, reason,
- * willReconnect}), onstatechange(state).
+ * onmessage(Message), onrequest(Message) => reply, onerror({code,
+ * message}), onclose({code, reason, willReconnect}), onstatechange(state).
  *
  * State: 'idle', 'connecting', 'open', 'reconnecting', 'closed'.
  */
@@ -616,9 +662,12 @@ export class Client {
     this.sessionId = '';
     this.serverId = '';
     this.maxMessageSize = 1 << 20;
+    /** The extensions the server granted on this connection, e.g. ['request']. */
+    this.features = [];
     this.onopen = null;
     this.onreconnect = null;
     this.onmessage = null;
+    this.onrequest = null;
     this.onerror = null;
     this.onclose = null;
     this.onstatechange = null;
@@ -632,6 +681,10 @@ export class Client {
     this._pendingBytes = 0;
     this._pings = new Map(); // id (bigint) -> { resolve, reject, t0, timer }
     this._pingSeq = 0n;
+    this._requests = new Map(); // id (bigint) -> { resolve, reject, finish }
+    this._reqSeq = 0n; // the last request id on this connection
+    this._canRequest = false; // "request" was granted on this connection
+    this._lateReplies = 0;
     this._hbTimer = null;
     this._hbOutstanding = null;
     this._hbSentAt = 0;
@@ -692,6 +745,85 @@ export class Client {
     });
   }
 
+  /**
+   * Sends a request (docs/PROTOCOL.md 6.1) and resolves with the server's
+   * reply, a Message. Options: timeoutMs (default 30000; Infinity: none)
+   * and signal (an AbortSignal; aborting rejects with its reason). Rejects
+   * with RemoteError when the server's handler failed, and with
+   * RequestError otherwise: 'not_open' (requests are not buffered while
+   * connecting or reconnecting), 'not_negotiated', 'timeout',
+   * 'connection_lost'. A reply that comes after its request gave up is
+   * dropped and counted (lateReplies). Ids count up from 1 on each
+   * connection; a request is never re-sent on another.
+   */
+  request(payload, { timeoutMs = 30000, signal } = {}) {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(abortReason(signal));
+        return;
+      }
+      if (this.state !== 'open' || !this._ws) {
+        reject(new RequestError('not_open', `request: client is ${this.state}`));
+        return;
+      }
+      if (!this._canRequest) {
+        reject(new RequestError('not_negotiated', 'request: the server did not grant request/reply'));
+        return;
+      }
+      if (!(timeoutMs > 0) || (timeoutMs !== Infinity && timeoutMs > MAX_TIMEOUT)) {
+        reject(new RangeError(`request: timeoutMs must be in (0, ${MAX_TIMEOUT}] or Infinity, not ${timeoutMs}`));
+        return;
+      }
+      let body;
+      try {
+        body = toBytes(payload);
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      if (8 + body.length > this.maxMessageSize) {
+        reject(new ProtocolError('message_too_large', `request of ${8 + body.length} bytes exceeds the limit of ${this.maxMessageSize}`));
+        return;
+      }
+      const id = ++this._reqSeq;
+      const frame = new Uint8Array(8 + body.length);
+      new DataView(frame.buffer).setBigUint64(0, id);
+      frame.set(body, 8);
+      let timer = null;
+      let onAbort = null;
+      const finish = () => {
+        this._requests.delete(id);
+        clearTimeout(timer);
+        if (onAbort) signal.removeEventListener('abort', onAbort);
+      };
+      if (timeoutMs !== Infinity) {
+        timer = setTimeout(() => {
+          finish();
+          reject(new RequestError('timeout', `request: no reply within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+      if (signal) {
+        onAbort = () => {
+          finish();
+          reject(abortReason(signal));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
+      this._requests.set(id, { resolve, reject, finish });
+      try {
+        this._ws.send(encodeFrame(Kind.DATA, frame, Flag.REQUEST));
+      } catch (e) {
+        finish();
+        reject(new RequestError('connection_lost', `request: ${e.message ?? e}`));
+      }
+    });
+  }
+
+  /** Replies that arrived after their request had given up (timeout or abort), over the client's life. */
+  get lateReplies() {
+    return this._lateReplies;
+  }
+
   /** Ends the session: DISCONNECT with reason, then a normal close. No reconnect. */
   close(reason = 'client closed') {
     if (this.state === 'closed') return;
@@ -703,7 +835,7 @@ export class Client {
         // closing anyway
       }
     }
-    this._shutdown(new Error('client closed'));
+    this._shutdown(new Error('client closed'), 'client closed');
     if (ws) {
       this._detach(ws);
       try {
@@ -753,6 +885,7 @@ export class Client {
     ws.onopen = () => {
       const hello = { op: 'hello' };
       if (this.clientId) hello.client_id = this.clientId;
+      hello.features = [FEATURE_REQUEST];
       ws.send(encodeControl(hello));
     };
     ws.onmessage = (ev) => this._onData(ws, ev.data);
@@ -798,9 +931,11 @@ export class Client {
         return;
       }
       case Kind.DATA:
-        if (f.flags !== 0) return; // no extension was negotiated
         if (!this._welcomed) return;
-        this._emit('onmessage', new Message(f.payload.slice()));
+        if (f.flags === 0) this._emit('onmessage', new Message(f.payload.slice()));
+        else if (f.flags === Flag.REQUEST && this._canRequest) this._handleRequest(ws, f.payload);
+        else if (f.flags === Flag.REPLY && this._canRequest) this._handleReply(ws, f.payload);
+        else this._sendError(ws, 'unknown_type', `DATA with flags 0x${f.flags.toString(16).padStart(2, '0')}, which were not negotiated`);
         return;
       case Kind.PING:
         this._sendFrame(encodeFrame(Kind.PONG, f.payload), false);
@@ -835,10 +970,105 @@ export class Client {
     }
   }
 
+  // _handleRequest answers a request from the server with onrequest's
+  // result: status 0 and the bytes it returned (or resolved with), or
+  // status 1 and an error message when it threw (or rejected) or is not
+  // set. Handlers are called in the order requests arrive; an async
+  // handler's reply is sent when it settles, on the connection the
+  // request came on (if that is gone, the reply is dropped).
+  _handleRequest(ws, p) {
+    if (p.length < 8) {
+      this._sendError(ws, 'bad_request', 'request shorter than its id');
+      return;
+    }
+    const id = p.slice(0, 8);
+    const h = this.onrequest;
+    if (typeof h !== 'function') {
+      this._reply(ws, id, REPLY_ERROR, 'no request handler');
+      return;
+    }
+    let result;
+    try {
+      result = h.call(this, new Message(p.slice(8)));
+    } catch (e) {
+      this._reply(ws, id, REPLY_ERROR, errorText(e));
+      return;
+    }
+    if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
+      result.then(
+        (v) => this._reply(ws, id, REPLY_OK, v),
+        (e) => this._reply(ws, id, REPLY_ERROR, errorText(e)),
+      );
+    } else {
+      this._reply(ws, id, REPLY_OK, result);
+    }
+  }
+
+  _reply(ws, id, status, body) {
+    if (ws !== this._ws || !this._welcomed) return; // its connection is gone
+    let b;
+    try {
+      b = toBytes(body);
+    } catch (e) {
+      status = REPLY_ERROR;
+      b = toBytes(`bad reply: ${errorText(e)}`);
+    }
+    if (9 + b.length > this.maxMessageSize) {
+      status = REPLY_ERROR;
+      b = toBytes('reply exceeds the message size limit');
+    }
+    const p = new Uint8Array(9 + b.length);
+    p.set(id, 0);
+    p[8] = status;
+    p.set(b, 9);
+    try {
+      ws.send(encodeFrame(Kind.DATA, p, Flag.REPLY));
+    } catch {
+      // onclose follows
+    }
+  }
+
+  _handleReply(ws, p) {
+    if (p.length < 9) {
+      this._sendError(ws, 'bad_request', 'reply shorter than its header');
+      return;
+    }
+    const id = new DataView(p.buffer, p.byteOffset, 8).getBigUint64(0);
+    const r = this._requests.get(id);
+    if (!r) {
+      this._lateReplies++; // its request timed out or was aborted
+      return;
+    }
+    r.finish();
+    const body = p.slice(9);
+    if (p[8] === REPLY_ERROR) r.reject(new RemoteError(utf8Decoder.decode(body)));
+    else r.resolve(new Message(body));
+  }
+
+  _sendError(ws, code, message) {
+    try {
+      ws.send(encodeFrame(Kind.ERROR, JSON.stringify({ code, message })));
+    } catch {
+      // onclose follows
+    }
+  }
+
+  _failRequests(why) {
+    const rs = [...this._requests.values()];
+    this._requests.clear();
+    for (const r of rs) {
+      r.finish();
+      r.reject(new RequestError('connection_lost', `request: ${why} before the reply`));
+    }
+  }
+
   _welcome(w) {
     clearTimeout(this._connectTimer);
     this._welcomed = true;
     this._attempt = 0;
+    this.features = Array.isArray(w.features) ? w.features.filter((f) => typeof f === 'string') : [];
+    this._canRequest = this.features.includes(FEATURE_REQUEST);
+    this._reqSeq = 0n;
     this.sessionId = w.session_id ?? '';
     this.serverId = w.server_id ?? '';
     if (w.max_message_size > 0) this.maxMessageSize = w.max_message_size;
@@ -936,6 +1166,9 @@ export class Client {
     this._stopHeartbeat();
     const wasOpen = this._welcomed;
     this._welcomed = false;
+    this._canRequest = false;
+    this.features = [];
+    this._failRequests('connection lost');
     for (const p of this._pings.values()) {
       clearTimeout(p.timer);
       p.reject(new Error('ping: connection lost'));
@@ -968,12 +1201,14 @@ export class Client {
     }, delay);
   }
 
-  _shutdown(reason) {
+  _shutdown(reason, why = 'connection lost') {
     clearTimeout(this._retryTimer);
     clearTimeout(this._connectTimer);
     this._stopHeartbeat();
     this._pending = [];
     this._pendingBytes = 0;
+    this._canRequest = false;
+    this._failRequests(why);
     for (const p of this._pings.values()) {
       clearTimeout(p.timer);
       p.reject(reason);

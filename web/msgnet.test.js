@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Client, FrameDecoder, Kind, ProtocolError, backoff, base64Decode, base64Encode,
+  Client, Flag, FrameDecoder, Kind, ProtocolError, RemoteError, RequestError, backoff, base64Decode, base64Encode,
   concatBytes, containerFromJSON, containerToJSON, decodeContainer, encodeContainer,
   encodeFrame, formatFloat, parseError, value,
 } from './msgnet.js';
@@ -252,7 +252,7 @@ test('client: hello, welcome with a message in the same WebSocket message, send,
   assert.deepEqual(ws.protocols, ['msgnet']);
   const hello = ws.frames[0];
   assert.equal(hello.kind, Kind.CONTROL);
-  assert.deepEqual(JSON.parse(text(hello.payload)), { op: 'hello', client_id: 'web_1' });
+  assert.deepEqual(JSON.parse(text(hello.payload)), { op: 'hello', client_id: 'web_1', features: ['request'] });
   ws.deliver(
     encodeFrame(Kind.CONTROL, JSON.stringify({ op: 'welcome', session_id: 'abc-1', server_id: 'srv', max_message_size: 256, idle_timeout_ms: 30000 })),
     encodeFrame(Kind.DATA, 'first'),
@@ -354,7 +354,7 @@ test('client: reconnects with backoff, sends what was buffered, in order, in one
   FakeWebSocket.sockets[1].drop();
   await until('a third socket', () => FakeWebSocket.sockets[2]?.frames.length === 1);
   const ws = FakeWebSocket.sockets[2];
-  assert.deepEqual(JSON.parse(text(ws.frames[0].payload)), { op: 'hello', client_id: 'web_1' });
+  assert.deepEqual(JSON.parse(text(ws.frames[0].payload)), { op: 'hello', client_id: 'web_1', features: ['request'] });
   ws.welcome({ session_id: 'again' });
   assert.equal(c.state, 'open');
   assert.equal(ws.sent.length, 2, 'hello, then the buffer in one message');
@@ -391,4 +391,203 @@ test('client: a pending ping fails when the connection is lost', async () => {
   const rtt = c.ping(5000);
   FakeWebSocket.sockets[0].drop();
   await assert.rejects(rtt, /connection lost/);
+});
+
+// ---------------------------------------------------------------- request/reply
+
+const u64 = (n) => {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(n));
+  return b;
+};
+const idOf = (p) => new DataView(p.buffer, p.byteOffset, 8).getBigUint64(0);
+const replyFrame = (id, status, body) => encodeFrame(Kind.DATA, concatBytes([u64(id), new Uint8Array([status]), new TextEncoder().encode(body)]), Flag.REPLY);
+const requestFrame = (id, body) => encodeFrame(Kind.DATA, concatBytes([u64(id), new TextEncoder().encode(body)]), Flag.REQUEST);
+
+// connected returns an open client and its socket; the welcome grants
+// what features says.
+async function connected(opts = {}, features = ['request']) {
+  const c = newClient(opts);
+  const p = c.connect();
+  await until('the hello', () => FakeWebSocket.sockets[0]?.frames.length === 1);
+  const ws = FakeWebSocket.sockets[0];
+  ws.welcome(features ? { features } : {});
+  await p;
+  return { c, ws };
+}
+
+// sentRequests returns the request frames the client sent, as [id, body].
+const sentRequests = (ws) => ws.frames.filter((f) => f.kind === Kind.DATA && f.flags === Flag.REQUEST).map((f) => [idOf(f.payload), text(f.payload.subarray(8))]);
+
+test('request: ids count up, replies are matched by id in any order', async () => {
+  const { c, ws } = await connected();
+  assert.deepEqual(c.features, ['request']);
+  const a = c.request('first');
+  const b = c.request(new TextEncoder().encode('second'));
+  assert.deepEqual(sentRequests(ws), [[1n, 'first'], [2n, 'second']]);
+  ws.deliver(replyFrame(2, 0, 'reply two'), replyFrame(1, 0, 'reply one'));
+  assert.equal((await a).text(), 'reply one');
+  assert.equal((await b).text(), 'reply two');
+  // A reply's body may be a container, and empty.
+  const d = c.request('');
+  ws.deliver(replyFrame(3, 0, ''));
+  assert.deepEqual((await d).data, new Uint8Array(0));
+  assert.equal(c.lateReplies, 0);
+  c.close();
+});
+
+test('request: status 1 is a RemoteError with the peer message', async () => {
+  const { c, ws } = await connected();
+  const r = c.request('x');
+  ws.deliver(replyFrame(1, 1, 'no request handler'));
+  await assert.rejects(r, (e) => e instanceof RemoteError && e instanceof RequestError && e.code === 'remote' && e.remoteMessage === 'no request handler');
+  c.close();
+});
+
+test('request: a timeout, then the late reply is counted and dropped', async () => {
+  const { c, ws } = await connected();
+  const r = c.request('slow', { timeoutMs: 20 });
+  await assert.rejects(r, (e) => e instanceof RequestError && e.code === 'timeout');
+  const next = c.request('next');
+  ws.deliver(replyFrame(1, 0, 'too late'));
+  assert.equal(c.lateReplies, 1);
+  ws.deliver(replyFrame(2, 0, 'on time'));
+  assert.equal((await next).text(), 'on time', 'the late reply went to no other request');
+  c.close();
+});
+
+test('request: an AbortSignal', async () => {
+  const { c, ws } = await connected();
+  const ctl = new AbortController();
+  const r = c.request('q', { signal: ctl.signal, timeoutMs: Infinity });
+  await until('the request', () => sentRequests(ws).length === 1);
+  ctl.abort(new Error('user gave up'));
+  await assert.rejects(r, /user gave up/);
+  ws.deliver(replyFrame(1, 0, 'late'));
+  assert.equal(c.lateReplies, 1);
+  // Already aborted: nothing is sent.
+  await assert.rejects(c.request('never', { signal: AbortSignal.abort() }), (e) => e.name === 'AbortError');
+  assert.equal(sentRequests(ws).length, 1);
+  c.close();
+});
+
+test('request: refused before anything is sent', async () => {
+  const { c, ws } = await connected({}, null); // a server that grants nothing
+  assert.deepEqual(c.features, []);
+  await assert.rejects(c.request('x'), (e) => e instanceof RequestError && e.code === 'not_negotiated');
+  c.close();
+  await assert.rejects(c.request('x'), (e) => e.code === 'not_open');
+
+  const { c: c2, ws: ws2 } = await connected();
+  await assert.rejects(c2.request(new Uint8Array(1024 - 8 + 1)), (e) => e instanceof ProtocolError && e.code === 'message_too_large');
+  await assert.rejects(c2.request('x', { timeoutMs: 0 }), RangeError);
+  await assert.rejects(c2.request('x', { timeoutMs: 2 ** 31 }), RangeError);
+  await assert.rejects(c2.request(42), TypeError);
+  assert.equal(sentRequests(ws2).length, 0);
+  assert.equal(sentRequests(ws).length, 0);
+  c2.close();
+
+  const c3 = newClient();
+  c3.connect().catch(() => {});
+  await assert.rejects(c3.request('x'), (e) => e.code === 'not_open', 'not buffered while connecting');
+  c3.close();
+});
+
+test('request: the connection ends: outstanding requests fail, ids start again at 1', async () => {
+  const { c, ws } = await connected({ reconnect: { base: 1, max: 5 } });
+  const a = c.request('a');
+  const b = c.request('b');
+  ws.drop();
+  await assert.rejects(a, (e) => e instanceof RequestError && e.code === 'connection_lost');
+  await assert.rejects(b, (e) => e.code === 'connection_lost');
+  assert.equal(c.state, 'reconnecting');
+  await until('a second socket', () => FakeWebSocket.sockets[1]?.frames.length === 1);
+  const ws2 = FakeWebSocket.sockets[1];
+  ws2.welcome({ features: ['request'] });
+  const r = c.request('again');
+  assert.deepEqual(sentRequests(ws2), [[1n, 'again']]);
+  assert.equal(sentRequests(ws).length, 2, 'nothing re-sent');
+  ws2.deliver(replyFrame(1, 0, 'ok'));
+  assert.equal((await r).text(), 'ok');
+  const pending = c.request('at close');
+  c.close();
+  await assert.rejects(pending, (e) => e.code === 'connection_lost' && /client closed/.test(e.message));
+});
+
+// repliesTo returns the reply frames the client sent, as [id, status, body].
+const repliesTo = (ws) => ws.frames.filter((f) => f.kind === Kind.DATA && f.flags === Flag.REPLY).map((f) => [idOf(f.payload), f.payload[8], text(f.payload.subarray(9))]);
+
+test('onrequest: answers, in order; failures are status 1', async () => {
+  const { c, ws } = await connected();
+  ws.deliver(requestFrame(7, 'nobody'));
+  c.onrequest = (req) => {
+    switch (req.text()) {
+      case 'sync': return 'sync reply';
+      case 'bytes': return new Uint8Array([0x62, 0x69, 0x6e]);
+      case 'empty': return undefined;
+      case 'throw': throw new Error('handler failed');
+      case 'throw string': throw 'plain'; // eslint-disable-line no-throw-literal
+      case 'bad': return 42;
+      case 'big': return new Uint8Array(1024 - 9 + 1);
+      default: return Promise.reject(new Error('async failure'));
+    }
+  };
+  ws.deliver(requestFrame(8, 'sync'), requestFrame(9, 'bytes'), requestFrame(10, 'empty'), requestFrame(11, 'throw'));
+  ws.deliver(requestFrame(12, 'throw string'), requestFrame(13, 'bad'), requestFrame(14, 'big'), requestFrame(15, 'reject'));
+  await until('nine replies', () => repliesTo(ws).length === 9);
+  assert.deepEqual(repliesTo(ws), [
+    [7n, 1, 'no request handler'],
+    [8n, 0, 'sync reply'],
+    [9n, 0, 'bin'],
+    [10n, 0, ''],
+    [11n, 1, 'handler failed'],
+    [12n, 1, 'plain'],
+    [13n, 1, 'bad reply: payload must be a string, Uint8Array, ArrayBuffer or ArrayBufferView'],
+    [14n, 1, 'reply exceeds the message size limit'],
+    [15n, 1, 'async failure'],
+  ]);
+  c.close();
+});
+
+test('onrequest: an async handler; its reply is dropped if its connection is gone', async () => {
+  const { c, ws } = await connected({ reconnect: { base: 1, max: 5 } });
+  const release = [];
+  c.onrequest = (req) => new Promise((resolve) => release.push(() => resolve(`done ${req.text()}`)));
+  ws.deliver(requestFrame(1, 'a'), requestFrame(2, 'b'));
+  assert.equal(release.length, 2, 'handlers run as requests arrive');
+  release[1]();
+  release[0]();
+  await until('two replies', () => repliesTo(ws).length === 2);
+  assert.deepEqual(repliesTo(ws), [[2n, 0, 'done b'], [1n, 0, 'done a']], 'sent as each settles');
+
+  ws.deliver(requestFrame(3, 'c'));
+  ws.drop();
+  await until('a second socket', () => FakeWebSocket.sockets[1]?.frames.length === 1);
+  const ws2 = FakeWebSocket.sockets[1];
+  ws2.welcome({ features: ['request'] });
+  release[2]();
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(repliesTo(ws).length, 2);
+  assert.equal(repliesTo(ws2).length, 0, 'not sent on another connection');
+  c.close();
+});
+
+test('request/reply frames that are too short, or not negotiated, are answered ERROR', async () => {
+  const { c, ws } = await connected();
+  const errs = () => ws.frames.filter((f) => f.kind === Kind.ERROR).map((f) => JSON.parse(text(f.payload)).code);
+  ws.deliver(encodeFrame(Kind.DATA, new Uint8Array(7), Flag.REQUEST), encodeFrame(Kind.DATA, new Uint8Array(8), Flag.REPLY));
+  assert.deepEqual(errs(), ['bad_request', 'bad_request']);
+  ws.deliver(encodeFrame(Kind.DATA, 'x', Flag.COMPRESSED));
+  assert.deepEqual(errs(), ['bad_request', 'bad_request', 'unknown_type']);
+  c.close();
+
+  const got = [];
+  const { c: c2, ws: ws2 } = await connected({}, null);
+  c2.onmessage = (m) => got.push(m.text());
+  c2.onrequest = () => 'never';
+  ws2.deliver(requestFrame(1, 'not granted'), encodeFrame(Kind.DATA, 'plain'));
+  assert.deepEqual(ws2.frames.filter((f) => f.kind === Kind.ERROR).map((f) => JSON.parse(text(f.payload)).code), ['unknown_type']);
+  assert.equal(repliesTo(ws2).length, 0);
+  assert.deepEqual(got, ['plain']);
+  c2.close();
 });

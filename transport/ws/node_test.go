@@ -1,48 +1,131 @@
 package ws_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
-	"github.com/msgnet/msgnet/internal/testenv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/msgnet/msgnet"
 	"github.com/msgnet/msgnet/container"
+	"github.com/msgnet/msgnet/internal/testenv"
 	"github.com/msgnet/msgnet/transport/transporttest"
 )
 
-// webDir is the JavaScript client's directory, relative to this package.
+// webDir is the JavaScript client's package (web/), relative to this one.
 var webDir = filepath.Join("..", "..", "web")
 
-// nodeOrSkip finds node (see testenv for what a missing one means).
-func nodeOrSkip(t *testing.T) string {
+// jsPackage returns node and the absolute path of web/, with the packages
+// its tests need (package.json's devDependencies: typescript, and ws for a
+// Node without a global WebSocket) installed: when node_modules lacks one,
+// or holds another version than package-lock.json, it runs npm ci once.
+// A missing node or npm ends the test as testenv says (a failure under CI
+// or MSGNET_REQUIRE_TOOLS=1); a failing npm ci fails it.
+func jsPackage(t *testing.T) (node, dir string) {
 	t.Helper()
-	return testenv.Tool(t, "node")
-}
-
-// TestNodeTests runs web/'s Node tests (node --test web/): the frame codec,
-// the container JSON form and the client's protocol logic.
-func TestNodeTests(t *testing.T) {
-	node := nodeOrSkip(t)
+	node = testenv.Tool(t, "node")
 	dir, err := filepath.Abs(webDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	missing, err := missingPackages(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(missing) == 0 {
+		return node, dir
+	}
+	npm := testenv.Tool(t, "npm")
+	npmOnce.Do(func() { npmOut, npmErr = npmCI(npm, dir) })
+	if npmErr != nil {
+		t.Fatalf("web/ lacks %s; npm ci in %s failed: %v\n%s", strings.Join(missing, ", "), dir, npmErr, npmOut)
+	}
+	if missing, err = missingPackages(dir); err != nil || len(missing) > 0 {
+		t.Fatalf("after npm ci, web/node_modules still lacks %s (%v)\n%s", strings.Join(missing, ", "), err, npmOut)
+	}
+	return node, dir
+}
+
+var (
+	npmOnce sync.Once
+	npmOut  []byte
+	npmErr  error
+)
+
+func npmCI(npm, dir string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", dir)
+	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
+	cmd.Dir = dir
+	return cmd.CombinedOutput()
+}
+
+// missingPackages lists the devDependencies of dir/package.json that
+// dir/node_modules lacks, or holds in another version than the lock file.
+func missingPackages(dir string) ([]string, error) {
+	var pkg struct {
+		DevDependencies map[string]string `json:"devDependencies"`
+	}
+	var lock struct {
+		Packages map[string]struct {
+			Version string `json:"version"`
+		} `json:"packages"`
+	}
+	for name, v := range map[string]any{"package.json": &pkg, "package-lock.json": &lock} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(b, v); err != nil {
+			return nil, fmt.Errorf("%s: %v", name, err)
+		}
+	}
+	var missing []string
+	for name := range pkg.DevDependencies {
+		var installed struct {
+			Version string `json:"version"`
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "node_modules", name, "package.json"))
+		if err == nil {
+			err = json.Unmarshal(b, &installed)
+		}
+		if err != nil || installed.Version != lock.Packages["node_modules/"+name].Version {
+			missing = append(missing, name)
+		}
+	}
+	return missing, nil
+}
+
+// TestNodeTests runs web/'s Node tests (npm test: node --test in web/,
+// which finds the test files on every Node version): the frame codec, the
+// container JSON form, the client's protocol logic, the package and its
+// TypeScript declarations.
+func TestNodeTests(t *testing.T) {
+	node, dir := jsPackage(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=tap")
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("node --test %s: %v\n%s", dir, err, out)
+		t.Fatalf("node --test in %s: %v\n%s", dir, err, out)
 	}
-	if !bytes.Contains(out, []byte("# fail 0")) {
-		t.Fatalf("unexpected node --test output:\n%s", out)
+	for _, want := range []string{"# fail 0", "# skipped 0"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Fatalf("node --test output lacks %q:\n%s", want, out)
+		}
 	}
 	t.Logf("node --test: %s", lastLines(out, 8))
 }
@@ -55,37 +138,66 @@ func lastLines(b []byte, n int) string {
 	return strings.Join(lines, "; ")
 }
 
-// nodeWithWebSocket returns the node arguments that give it a global
+// globalWebSocket returns the node arguments that give it a global
 // WebSocket (Node 22+ has one; Node 20 needs --experimental-websocket),
-// or skips.
-func nodeWithWebSocket(t *testing.T, node string) []string {
-	t.Helper()
+// and whether there is one (Node 18 has none).
+func globalWebSocket(node string) ([]string, bool) {
 	for _, args := range [][]string{nil, {"--experimental-websocket"}} {
 		out, err := exec.Command(node, append(args, "-e", "process.stdout.write(typeof WebSocket)")...).Output()
 		if err == nil && string(out) == "function" {
-			return args
+			return args, true
 		}
 	}
-	testenv.Missing(t, "this node has no WebSocket, not even with --experimental-websocket: the end-to-end JavaScript test cannot run; install Node 20.10 or newer")
-	return nil
+	return nil, false
 }
 
-// TestJSClientEndToEnd runs web/msgnet.js in Node against a real server:
-// a JavaScript client on WebSocket and a Go client on TCP exchange text and
-// containers through a group; the server drops the JavaScript client,
-// which reconnects by itself.
+// TestJSClientEndToEnd runs web/msgnet.js in Node against a real server,
+// once with the ws package's WebSocket (what Node 18 and 20 use) and once
+// with Node's own when it has one: a JavaScript client on WebSocket and a
+// Go client on TCP exchange text and containers through a group; the
+// JavaScript client's requests are answered by the server's OnRequest
+// (a reply, an error, a late reply), and the server's Session.Request is
+// answered by the client's onrequest; the server drops the JavaScript
+// client, which reconnects by itself and makes requests again.
 func TestJSClientEndToEnd(t *testing.T) {
-	node := nodeOrSkip(t)
-	nodeArgs := nodeWithWebSocket(t, node)
+	node, _ := jsPackage(t)
+	t.Run("ws-package", func(t *testing.T) { jsEndToEnd(t, node, nil, "ws") })
+	args, ok := globalWebSocket(node)
+	if !ok {
+		t.Logf("node has no global WebSocket (Node 18, or older than 20.10): the ws package's was used")
+		return
+	}
+	t.Run("global", func(t *testing.T) { jsEndToEnd(t, node, args, "global") })
+}
 
+func jsEndToEnd(t *testing.T, node string, nodeArgs []string, webSocket string) {
 	srv := newServer(t)
 	srv.OnConnect(func(s *msgnet.Session) { srv.Join(s, "room") })
 	srv.OnMessage(func(s *msgnet.Session, msg []byte) { srv.SendGroup("room", msg, s) })
+	release := make(chan struct{}) // lets the "slow" request be answered
+	var releaseOnce sync.Once
+	srv.OnRequest(func(s *msgnet.Session, req []byte) ([]byte, error) {
+		q := strings.Fields(string(req))
+		switch {
+		case len(q) == 3 && q[0] == "sum":
+			a, err1 := strconv.Atoi(q[1])
+			b, err2 := strconv.Atoi(q[2])
+			if err := errors.Join(err1, err2); err != nil {
+				return nil, err
+			}
+			return []byte(strconv.Itoa(a + b)), nil
+		case len(q) == 1 && q[0] == "slow":
+			<-release
+			return []byte("late"), nil
+		}
+		return nil, errors.New("no such question")
+	})
 	if err := srv.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	hs := serveWS(t, srv)
 	shutdown(t, srv)
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // before the shutdown
 
 	fromJS := make(chan []byte, 8)
 	tcp := msgnet.NewClient("go_tcp")
@@ -98,29 +210,70 @@ func TestJSClientEndToEnd(t *testing.T) {
 	defer tcp.Close()
 	awaitJoined(t, srv, "go_tcp")
 
-	var stdout, stderr bytes.Buffer
+	// node's output is read line by line as it comes (lines), and kept
+	// (stdout) for the failure messages.
+	var stdout, stderr syncBuffer
 	cmd := exec.CommandContext(ctx, node, append(nodeArgs, filepath.Join("testdata", "e2e.mjs"), wsURL(hs))...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Env = append(os.Environ(), "MSGNET_TEST_WEBSOCKET="+webSocket)
+	cmd.Stderr = &stderr
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	lines := make(chan string, 64)
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() {
+		sc := bufio.NewScanner(io.TeeReader(pipe, &stdout))
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	fail := func(format string, args ...any) {
+		t.Helper()
+		t.Fatalf("%s\nnode stdout:\n%s\nnode stderr:\n%s", fmt.Sprintf(format, args...), stdout.String(), stderr.String())
+	}
 	next := func(what string) []byte {
 		t.Helper()
 		select {
 		case m := <-fromJS:
 			return m
-		case err := <-exited:
-			t.Fatalf("node exited (%v) while the Go client waited for %s\nstdout:\n%s\nstderr:\n%s", err, what, &stdout, &stderr)
 		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s\nstdout:\n%s\nstderr:\n%s", what, &stdout, &stderr)
+			fail("timed out waiting for %s", what)
 		}
 		return nil
 	}
+	// step waits for node to print a line starting with prefix, and
+	// returns it.
+	step := func(prefix string) string {
+		t.Helper()
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					fail("node ended before printing %q: %v", prefix, <-exited)
+				}
+				if strings.HasPrefix(l, prefix) {
+					return l
+				}
+			case <-ctx.Done():
+				fail("timed out waiting for node to print %q", prefix)
+			}
+		}
+	}
 
+	if l := step("WEBSOCKET "); l != "WEBSOCKET "+webSocket {
+		fail("node used %q, want %q", l, webSocket)
+	}
+	if l := step("WELCOME "); !strings.HasSuffix(l, " features=request") {
+		fail("the welcome did not grant request/reply: %q", l)
+	}
 	if m := next("the JavaScript client's text"); string(m) != "hello from js" {
-		t.Fatalf("got %q", m)
+		fail("got %q", m)
 	}
 	greet := &container.Container{SourceID: "go_tcp", MessageType: "greeting"}
 	greet.Add(container.Uint64("max", math.MaxUint64), container.String("text", "héllo from Go"),
@@ -135,56 +288,97 @@ func TestJSClientEndToEnd(t *testing.T) {
 
 	reply, err := container.ParseJSON(next("the JavaScript client's container"))
 	if err != nil {
-		t.Fatalf("the container from JavaScript does not parse: %v", err)
+		fail("the container from JavaScript does not parse: %v", err)
 	}
 	if reply.SourceID != "js_e2e" || reply.TargetID != "go_tcp" || reply.MessageType != "reply" {
-		t.Fatalf("header %+v", reply)
+		fail("header %+v", reply)
 	}
 	if v, err := reply.GetInt64("big"); err != nil || v != 9007199254740993 {
-		t.Fatalf("big: %d, %v", v, err)
+		fail("big: %d, %v", v, err)
 	}
 	if v, err := reply.GetFloat32("f32"); err != nil || v != 0.1 {
-		t.Fatalf("f32: %v, %v", v, err)
+		fail("f32: %v, %v", v, err)
 	}
 	if v, err := reply.GetFloat64("f64"); err != nil || v != 0 || !math.Signbit(v) {
-		t.Fatalf("f64: %v, %v", v, err)
+		fail("f64: %v, %v", v, err)
 	}
 	if v, err := reply.GetString("raw"); err != nil || v != "\xffa" {
-		t.Fatalf("raw: %q, %v", v, err)
+		fail("raw: %q, %v", v, err)
 	}
 	if n := len(reply.Values); n != 6 {
-		t.Fatalf("%d values", n)
+		fail("%d values", n)
+	}
+
+	// The JavaScript client's requests: a reply, a handler's error, and
+	// one that times out there before the handler here answers.
+	step("REQUEST_REPLY")
+	step("REQUEST_REMOTE_ERROR")
+	step("REQUEST_TIMEOUT")
+	releaseOnce.Do(func() { close(release) })
+	step("LATE_REPLY_COUNTED")
+	step("JS_REQUESTS_DONE")
+
+	// The server's requests, answered by the JavaScript client's onrequest.
+	js, ok := srv.SessionByClientID("js_e2e")
+	if !ok {
+		fail("no session for js_e2e")
+	}
+	if info := js.Info(); info.Transport != "ws" || info.Mode != "binary" {
+		fail("session info %+v", info)
+	}
+	if got, err := js.Request(ctx, []byte("double 21")); err != nil || string(got) != "42" {
+		fail("request double 21: %q, %v", got, err)
+	}
+	if got, err := js.Request(ctx, []byte("async")); err != nil || !bytes.Equal(got, []byte{1, 2, 3}) {
+		fail("request async: %v, %v", got, err)
+	}
+	var re *msgnet.RemoteError
+	if _, err := js.Request(ctx, []byte("what?")); !errors.As(err, &re) || re.Message != `js cannot answer "what?"` {
+		fail("request what?: %v, want the JavaScript handler's error", err)
+	}
+	if n := js.LateReplies(); n != 0 {
+		fail("%d late replies from JavaScript", n)
 	}
 
 	// Drop the JavaScript client's session; it reconnects by itself.
-	js, ok := srv.SessionByClientID("js_e2e")
-	if !ok {
-		t.Fatal("no session for js_e2e")
-	}
-	if info := js.Info(); info.Transport != "ws" || info.Mode != "binary" {
-		t.Fatalf("session info %+v", info)
-	}
 	js.Disconnect("kick")
+	step("CLOSED kick true")
+	step("RECONNECTED ")
+	step("REQUEST_AFTER_RECONNECT")
 	if m := next("the JavaScript client after reconnecting"); string(m) != "back again" {
-		t.Fatalf("got %q", m)
+		fail("got %q", m)
 	}
 	if err := tcp.SendString("bye js"); err != nil {
 		t.Fatal(err)
 	}
+	step("BYE")
+	step("DONE")
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Fatalf("node: %v\nstdout:\n%s\nstderr:\n%s", err, &stdout, &stderr)
+			fail("node: %v", err)
 		}
 	case <-ctx.Done():
-		t.Fatalf("node did not finish\nstdout:\n%s\nstderr:\n%s", &stdout, &stderr)
+		fail("node did not finish")
 	}
-	out := stdout.String()
-	for _, want := range []string{"WELCOME ", "PING", "CONTAINER_FROM_GO", "CLOSED kick true", "RECONNECTED ", "BYE", "DONE"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("node output lacks %q:\n%s", want, out)
-		}
-	}
-	t.Logf("node: %s", strings.ReplaceAll(strings.TrimSpace(out), "\n", "; "))
+	t.Logf("node: %s", strings.ReplaceAll(strings.TrimSpace(stdout.String()), "\n", "; "))
 	transporttest.Await(t, "the JavaScript session to end", func() bool { return srv.ConnectionCount() == 1 })
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
