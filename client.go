@@ -82,7 +82,8 @@ type Client struct {
 	endLife   context.CancelFunc
 	wg        sync.WaitGroup
 
-	ctr counters
+	ctr     counters
+	streams *clientStreams
 
 	pingSeq atomic.Uint64
 	pingMu  sync.Mutex
@@ -121,7 +122,7 @@ func NewClient(clientID string, opts ...Option) *Client {
 	if cfg.hbTimeout <= 0 {
 		cfg.hbTimeout = cfg.hbInterval
 	}
-	c := &Client{id: clientID, cfg: cfg, log: cfg.logger, pings: make(map[uint64]pingWait)}
+	c := &Client{id: clientID, cfg: cfg, log: cfg.logger, pings: make(map[uint64]pingWait), streams: newClientStreams()}
 	c.ctr.Log = cfg.logger
 	c.life, c.endLife = context.WithCancel(context.Background())
 	return c
@@ -294,7 +295,7 @@ func (c *Client) dialOne(ctx context.Context, addr string) (*clientConn, error) 
 		Pipe:       pipe,
 		Pending:    r.Buffered(),
 	})
-	_, mask := grantFeatures(w.Features)
+	_, mask := grantFeatures(w.Features, featRequest|featReliable)
 	s.features.Store(mask)
 	s.established = true
 	s.clientID.Store(&c.id)
@@ -323,6 +324,7 @@ func (c *Client) install(cc *clientConn, reconnected bool) error {
 	ended := make(chan struct{})
 	c.ended = ended
 	c.sessionID, c.serverID = s.id, cc.serverID
+	c.resumeStreams(s) // subscriptions and unacknowledged publishes first
 	requeueData(s, c.unsent)
 	for _, m := range c.buf {
 		s.c.EnqueueForce(frame.KindData, 0, m)
@@ -338,6 +340,10 @@ func (c *Client) install(cc *clientConn, reconnected bool) error {
 		if h := c.onReconnect.Load(); h != nil {
 			(*h)()
 		}
+	}
+	if s.features.Load()&featReliable != 0 {
+		c.wg.Add(1)
+		go c.streamTicker(s, ended)
 	}
 	if interval, timeout := c.heartbeatTiming(cc.idleTimeout); interval > 0 {
 		c.wg.Add(1)
@@ -582,6 +588,10 @@ func (c *Client) admit(*Session, frame.Frame) bool { return true }
 // reply.
 func (c *Client) handleData(s *Session, f frame.Frame) error {
 	switch f.Flags {
+	case frame.FlagStream:
+		return c.handleStreamMessage(s, f.Payload)
+	case frame.FlagAck:
+		return c.handlePubAck(f.Payload)
 	case frame.FlagRequest:
 		var h func([]byte) ([]byte, error)
 		if p := c.onRequest.Load(); p != nil {
@@ -604,6 +614,9 @@ func (c *Client) handleControl(s *Session, p []byte) {
 	op, err := frame.ControlOp(p)
 	if err != nil {
 		s.sendError(CodeBadControl, err.Error())
+		return
+	}
+	if s.features.Load()&featReliable != 0 && c.handleStreamControl(op, p) {
 		return
 	}
 	s.sendError(CodeBadControl, "unknown op "+op)

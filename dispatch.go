@@ -82,6 +82,9 @@ func (s *Session) dispatch(b []byte) (used, need int, err error) {
 		if perBurst {
 			s.c.AddMsgsIn(s.seq - start)
 		}
+		if e := s.ext.Load(); e != nil && e.ackFirst != 0 {
+			e.flushPubAcks(s) // the burst's publish answers, together
+		}
 		if r := recover(); r != nil {
 			err = &HandlerPanicError{Value: r}
 		}

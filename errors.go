@@ -178,6 +178,8 @@ const (
 	CodeTooManyGroups      = "too_many_groups"     // a join past the groups-per-session limit
 	CodeBadGroup           = "bad_group"           // a group name too long, empty or with control characters
 	CodeServerBusy         = "server_busy"         // the server-wide queue budget is spent
+	CodeBadStream          = "bad_stream"          // a stream name that is not group:<group> or client:<own id>, or a malformed stream frame
+	CodeContinuityLost     = "continuity_lost"     // a subscription's position left retention, or its stream's epoch changed
 )
 
 // ErrorCodes lists every ERROR code msgnet sends, for monitors that want a
@@ -187,6 +189,7 @@ var ErrorCodes = []string{
 	CodeBadRequest, CodeBadContainer, CodeAuthFailed, CodeAuthRequired, CodeEncryptionRequired,
 	CodeDecryptFailed, CodeBadCompression, CodeFilterFailed, CodeRateLimited, CodePerIPLimit,
 	CodeHandshakeTimeout, CodeBadClientID, CodeTooManyGroups, CodeBadGroup, CodeServerBusy,
+	CodeBadStream, CodeContinuityLost,
 }
 
 // knownCode folds a code a peer sent into msgnet's set, so that a peer

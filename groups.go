@@ -120,7 +120,18 @@ func (srv *Server) GroupMembers(group string) []*Session {
 // SendGroup queues msg on every member of group except those listed, with
 // Broadcast's guarantees. In a cluster it is also published to the other
 // nodes, for their members.
+//
+// When the group has a stream (a reliable client subscribed to it, or
+// something was published to it), the message is appended to it too, and
+// the stream's subscribers get it with its position (see Publish).
 func (srv *Server) SendGroup(group string, msg []byte, except ...*Session) Delivery {
+	srv.appendIfStream(GroupStream(group), msg)
+	return srv.sendGroupPlain(group, msg, except...)
+}
+
+// sendGroupPlain sends msg to the group's members, here and on the other
+// nodes, without touching its stream.
+func (srv *Server) sendGroupPlain(group string, msg []byte, except ...*Session) Delivery {
 	d := srv.sendGroupLocal(group, msg, except)
 	if srv.bus != nil {
 		if err := srv.bus.Publish(ClusterMessage{Kind: ClusterGroup, Target: group, Origin: srv.id, Payload: msg}); err != nil {
@@ -128,6 +139,22 @@ func (srv *Server) SendGroup(group string, msg []byte, except ...*Session) Deliv
 		}
 	}
 	return d
+}
+
+// appendIfStream appends msg to the named stream if it exists on this
+// server, and reports whether it did.
+func (srv *Server) appendIfStream(name string, msg []byte) bool {
+	if srv.streams == nil {
+		return false
+	}
+	st, _ := srv.streams.get(name, false)
+	if st == nil {
+		return false
+	}
+	if _, _, err := st.append(msg, ""); err != nil {
+		srv.log.Warn("appending to a stream failed", "stream", name, "err", err)
+	}
+	return true
 }
 
 func (srv *Server) sendGroupLocal(group string, msg []byte, except []*Session) Delivery {

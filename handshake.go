@@ -23,8 +23,9 @@ type hello struct {
 	Features    []string   `json:"features,omitempty"`    // extensions asked for
 	Compression []string   `json:"compression,omitempty"` // codecs, in the client's order of preference
 	Encryption  *helloSeal `json:"encryption,omitempty"`
-	Auth        string     `json:"auth,omitempty"`   // "hmac-sha256" when the client holds a key
-	KeyID       string     `json:"key_id,omitempty"` // which of the server's keys (WithAuth)
+	Auth        string     `json:"auth,omitempty"`      // "hmac-sha256" when the client holds a key
+	KeyID       string     `json:"key_id,omitempty"`    // which of the server's keys (WithAuth)
+	Publisher   string     `json:"publisher,omitempty"` // with reliable: this process's publisher id
 }
 
 type helloSeal struct {

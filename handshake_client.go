@@ -28,7 +28,8 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn) (welcome, *frame.Re
 		nc.SetDeadline(time.Time{})
 	}()
 
-	h := hello{Op: "hello", ClientID: c.id, Features: []string{featureRequest}, Compression: c.cfg.compression}
+	h := hello{Op: "hello", ClientID: c.id, Features: []string{featureRequest, featureReliable},
+		Compression: c.cfg.compression, Publisher: c.streams.publisher}
 	var clientNonce []byte
 	if c.cfg.psk != nil {
 		n, err := pipeline.NewNonce()

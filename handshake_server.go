@@ -52,6 +52,10 @@ type controlMsg struct {
 	Auth        string     `json:"auth"`
 	KeyID       string     `json:"key_id"`
 	MAC         []byte     `json:"mac"`
+	Publisher   string     `json:"publisher"` // hello, with reliable: the publisher's id for this process
+	Stream      string     `json:"stream"`    // sub, unsub
+	Epoch       string     `json:"epoch"`     // sub
+	After       *uint64    `json:"after"`     // sub
 }
 
 func (srv *Server) handleControl(s *Session, p []byte) {
@@ -71,7 +75,7 @@ func (srv *Server) handleControl(s *Session, p []byte) {
 	switch {
 	case op == "hello" && s.frames == 1:
 		h := hello{Op: op, ClientID: m.ClientID, Features: m.Features, Compression: m.Compression,
-			Encryption: m.Encryption, Auth: m.Auth, KeyID: m.KeyID}
+			Encryption: m.Encryption, Auth: m.Auth, KeyID: m.KeyID, Publisher: m.Publisher}
 		if h.ClientID != "" {
 			if n := srv.lim().MaxClientIDLength; !validClientID(h.ClientID, n) {
 				s.close(&ProtocolError{Code: CodeBadClientID, Message: "a client id is 1 to " +
@@ -111,6 +115,15 @@ func (srv *Server) handleControl(s *Session, p []byte) {
 		srv.refuseAuth(s)
 	case op == "hello":
 		s.sendError(CodeBadControl, "hello must be the first frame")
+	case (op == "sub" || op == "unsub") && s.features.Load()&featReliable != 0:
+		if !s.established && !srv.establish(s) {
+			return
+		}
+		if op == "sub" {
+			srv.streams.subscribe(s, &m)
+		} else {
+			srv.streams.unsubscribe(s, m.Stream)
+		}
 	default:
 		if !s.established && !srv.establish(s) {
 			return
@@ -137,7 +150,14 @@ func (srv *Server) refuseAuth(s *Session) {
 // finishHello grants what the hello asked for and can be granted, answers
 // with the welcome and establishes the session.
 func (srv *Server) finishHello(s *Session, h *hello) {
-	granted, mask := grantFeatures(h.Features)
+	offered := featRequest
+	if srv.streams != nil {
+		offered |= featReliable
+	}
+	granted, mask := grantFeatures(h.Features, offered)
+	if mask&featReliable != 0 {
+		s.x().publisher = h.Publisher
+	}
 	s.features.Store(mask)
 	w := welcome{
 		Op: "welcome", SessionID: s.id, ServerID: srv.id,

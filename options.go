@@ -41,6 +41,10 @@ type config struct {
 	slowConsumer SlowConsumerPolicy
 	bus          Bus
 	authDelay    time.Duration
+	store        Store // nil: a memory store, unless noStreams
+	noStreams    bool
+	retention    Retention
+	groupRet     []patternRetention
 
 	// Client.
 	dial           func(ctx context.Context, addr string) (net.Conn, error)
@@ -50,7 +54,8 @@ type config struct {
 	backoffCap     time.Duration
 	maxAttempts    int // 0: forever
 	bufferBytes    int
-	hbInterval     time.Duration // 0: from the welcome's idle timeout
+	reliable       *ReliableOptions // nil: streams without resumption (WithReliable)
+	hbInterval     time.Duration    // 0: from the welcome's idle timeout
 	hbTimeout      time.Duration
 	hbOff          bool
 }

@@ -177,8 +177,26 @@ func (srv *Server) broadcastLocal(msg []byte, except []*Session) Delivery {
 // SendTo queues msg on the session whose session id, or else client id, is
 // id. It fails with ErrNoSession when there is none. In a cluster, an id not
 // found here is sent to the node the directory names.
+//
+// When the client id has a stream (its client subscribed to it), the
+// message is appended to it and kept while the client is away, within the
+// stream's retention; the client gets it with its position, now or when
+// it comes back. SendTo then succeeds even if the client is not connected.
 func (srv *Server) SendTo(id string, msg []byte) error {
+	if srv.appendIfStream(ClientStream(id), msg) {
+		srv.sendToPlain(id, msg)
+		return nil
+	}
+	return srv.sendToPlain(id, msg)
+}
+
+// sendToPlain sends msg to the session of id, here or on another node, if
+// it did not subscribe to the id's stream (which delivers it itself).
+func (srv *Server) sendToPlain(id string, msg []byte) error {
 	if s := srv.lookup(id); s != nil {
+		if s.subscribed(ClientStream(id)) {
+			return nil
+		}
 		return s.Send(msg)
 	}
 	if srv.bus != nil {

@@ -13,11 +13,13 @@ import (
 // server grants in its welcome. An extension's frames are only ever sent to
 // a peer that was granted it.
 const (
-	featureRequest = "request" // request/reply correlation, docs/PROTOCOL.md §6.1
+	featureRequest  = "request"  // request/reply correlation, docs/PROTOCOL.md §6.1
+	featureReliable = "reliable" // streams: acknowledged delivery, docs/PROTOCOL.md §6.7
 )
 
 const (
 	featRequest uint32 = 1 << iota
+	featReliable
 )
 
 // RemoteError is a request's failure as reported by the peer's handler.
@@ -195,16 +197,26 @@ func (s *Session) dataFlagsOK(f frame.Flags) bool {
 		return true
 	case frame.FlagRequest, frame.FlagReply:
 		return s.features.Load()&featRequest != 0
+	case frame.FlagStream, frame.FlagAck, frame.FlagPublish:
+		return s.features.Load()&featReliable != 0
 	}
 	return false
 }
 
-// grantFeatures returns the extensions granted from a hello's list.
-func grantFeatures(asked []string) (granted []string, mask uint32) {
+// grantFeatures returns the extensions granted from a hello's list, of
+// those offered (a server without streams does not offer reliable).
+func grantFeatures(asked []string, offered uint32) (granted []string, mask uint32) {
 	for _, f := range asked {
-		if f == featureRequest && mask&featRequest == 0 {
+		var bit uint32
+		switch f {
+		case featureRequest:
+			bit = featRequest
+		case featureReliable:
+			bit = featReliable
+		}
+		if bit != 0 && offered&bit != 0 && mask&bit == 0 {
 			granted = append(granted, f)
-			mask |= featRequest
+			mask |= bit
 		}
 	}
 	return granted, mask

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"log/slog"
@@ -78,6 +79,7 @@ type Server struct {
 	groups  groups
 	bus     Bus
 	ctr     counters
+	streams *streams // nil: WithoutStreams
 	start   time.Time
 	count   atomic.Int64  // open sessions
 	pollGen atomic.Uint32 // generations of poller registrations
@@ -122,6 +124,13 @@ func NewServer(id string, opts ...Option) *Server {
 	srv.limits.Store(&l)
 	srv.retickCh = make(chan struct{}, 1)
 	srv.ctr.Budget = conn.NewBudget(l.ServerQueueBytes)
+	if !cfg.noStreams {
+		st := cfg.store
+		if st == nil {
+			st = MemoryStore()
+		}
+		srv.streams = newStreams(srv, st)
+	}
 	srv.start = time.Now()
 	return srv
 }
@@ -552,10 +561,26 @@ func (srv *Server) handleData(s *Session, f frame.Frame) error {
 		})
 	case frame.FlagReply:
 		s.handleReply(f.Payload)
+	case frame.FlagPublish:
+		if !srv.allowMessage(s) {
+			s.queuePubAck(publishSeq(f.Payload), &ProtocolError{Code: CodeRateLimited, Message: "over the message rate"})
+			return nil
+		}
+		srv.streams.publish(s, f.Payload)
+	case frame.FlagAck:
+		return srv.streams.ack(s, f.Payload)
 	default:
 		srv.deliver(s, f.Payload)
 	}
 	return nil
+}
+
+// publishSeq is a publish's sequence number, 0 if it has none.
+func publishSeq(p []byte) uint64 {
+	if len(p) < 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(p)
 }
 
 // handleError implements peer.
@@ -614,6 +639,9 @@ func (srv *Server) sessionEnded(s *Session, reason error) {
 	c.endedBytesOut.Add(bout)
 	c.fold.Unlock()
 	srv.leaveAll(s)
+	if srv.streams != nil {
+		srv.streams.dropSubscriptions(s)
+	}
 	if srv.bus != nil {
 		if cid := s.ClientID(); cid != s.id {
 			srv.bus.ClientDown(cid, s.id)
@@ -654,6 +682,7 @@ func (srv *Server) sweep() {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var idle, late []*Session
+	var lastExpire time.Time
 	for {
 		select {
 		case <-srv.stopCh:
@@ -687,6 +716,10 @@ func (srv *Server) sweep() {
 			for i, s := range late {
 				s.close(ErrHandshakeTimeout, true)
 				late[i] = nil
+			}
+			if srv.streams != nil && now.Sub(lastExpire) >= time.Second {
+				lastExpire = now
+				srv.streams.expire(now)
 			}
 		}
 	}
@@ -777,6 +810,11 @@ func (srv *Server) finishStop() {
 	srv.bgWG.Wait()
 	if srv.bus != nil {
 		srv.bus.Close()
+	}
+	if srv.streams != nil {
+		if err := srv.streams.store.Close(); err != nil {
+			srv.log.Warn("closing the stream store", "err", err)
+		}
 	}
 	close(srv.done)
 }

@@ -89,6 +89,15 @@ type sessionExt struct {
 	auth      *pendingAuth // server side: a hello waiting for its auth answer (reader-owned)
 	authTimer *time.Timer  // the delayed refusal of a failed auth
 
+	// Streams (streams.go): the subscriptions, under subMu; the
+	// publisher id the hello gave; the pending run of publish answers
+	// (reader-owned).
+	subMu             sync.Mutex
+	subs              map[string]*subscription
+	subsClosed        bool
+	publisher         string
+	ackFirst, ackLast uint64
+
 	limiter    *rate.Limiter // WithMessageRate
 	ctlLimiter *rate.Limiter // WithControlRate, made on the first frame it applies to
 	// Reader-owned: messages dropped over a rate limit, and when the peer

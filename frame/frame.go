@@ -93,6 +93,9 @@ const (
 	FlagEncrypted  Flags = 1 << 1 // payload is sealed with the negotiated AEAD
 	FlagRequest    Flags = 1 << 2 // DATA payload starts with an 8-byte request id
 	FlagReply      Flags = 1 << 3 // DATA payload starts with the 8-byte id it answers
+	FlagStream     Flags = 1 << 4 // DATA: a stream's message with its offset (server to client)
+	FlagAck        Flags = 1 << 5 // DATA: an acknowledgement (of a stream's messages, or of publishes)
+	FlagPublish    Flags = 1 << 6 // DATA: a publish to a stream with the publisher's sequence number
 )
 
 // Header is a parsed frame header.

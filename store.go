@@ -1,0 +1,230 @@
+package msgnet
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Streams (docs/PROTOCOL.md, section 6.7) are kept in a Store: an
+// append-only log per stream, its messages numbered from 1 (offsets),
+// under an epoch that names the log's incarnation, trimmed by retention
+// limits. The default store keeps them in memory: they survive the
+// clients' disconnects, not the server's restart. Package cluster/nats
+// provides one on NATS JetStream, on disk and replicated across a cluster.
+
+// Store keeps the server's streams.
+type Store interface {
+	// Open returns the log of the named stream, creating it empty if it
+	// does not exist, with limits as its retention.
+	Open(name string, limits Retention) (StreamLog, error)
+	// Close releases the store; the logs are not used afterwards.
+	Close() error
+}
+
+// StreamLog is one stream's log. It is safe for concurrent use.
+type StreamLog interface {
+	// Append adds a message and returns its offset. key, when not empty,
+	// identifies the message for de-duplication: a store that sees the
+	// same key again within its window returns the first offset and
+	// dup true instead of adding it (a store without a window of its own
+	// may leave de-duplication to the server and always return false).
+	Append(payload []byte, key string) (offset uint64, dup bool, err error)
+	// Read calls f for each retained message from offset from on, in
+	// order, until f returns false, max messages have been read, or the
+	// log ends.
+	Read(from uint64, max int, f func(offset uint64, payload []byte) bool) error
+	// Bounds reports the log's epoch, its first retained offset and its
+	// last offset (first is last+1 when nothing is retained).
+	Bounds() (epoch uint64, first, last uint64)
+	// Expire drops what retention says has expired by now.
+	Expire(now time.Time)
+}
+
+// Retention bounds what a stream keeps. Zero fields take the defaults of
+// DefaultRetention.
+type Retention struct {
+	MaxMessages int           // messages kept
+	MaxBytes    int64         // payload bytes kept
+	MaxAge      time.Duration // how long a message is kept
+}
+
+// DefaultRetention is what a stream keeps unless told otherwise
+// (WithRetention): enough for a client that is away for a minute or two
+// under moderate traffic, bounded in memory.
+func DefaultRetention() Retention {
+	return Retention{MaxMessages: 10_000, MaxBytes: 16 << 20, MaxAge: 10 * time.Minute}
+}
+
+func (r Retention) orDefaults() Retention {
+	d := DefaultRetention()
+	if r.MaxMessages <= 0 {
+		r.MaxMessages = d.MaxMessages
+	}
+	if r.MaxBytes <= 0 {
+		r.MaxBytes = d.MaxBytes
+	}
+	if r.MaxAge <= 0 {
+		r.MaxAge = d.MaxAge
+	}
+	return r
+}
+
+// WithStore sets where the server keeps its streams (default:
+// MemoryStore()). Server only.
+func WithStore(st Store) Option { return func(c *config) { c.store, c.noStreams = st, false } }
+
+// WithoutStreams turns streams off: the server does not offer the
+// reliable extension, and SendGroup and SendTo keep nothing. Server only.
+func WithoutStreams() Option { return func(c *config) { c.noStreams = true } }
+
+// WithRetention sets what every stream keeps, unless WithGroupRetention
+// says otherwise for a group (default: DefaultRetention). Server only.
+func WithRetention(r Retention) Option { return func(c *config) { c.retention = r } }
+
+// WithGroupRetention sets what the streams of the groups whose names match
+// pattern keep ('*' stands for any run of characters, as in AuthKey's
+// client ids); the first matching pattern given wins. Server only.
+func WithGroupRetention(pattern string, r Retention) Option {
+	return func(c *config) { c.groupRet = append(c.groupRet, patternRetention{pattern, r}) }
+}
+
+type patternRetention struct {
+	pattern string
+	r       Retention
+}
+
+// retentionFor is what the named stream keeps.
+func (srv *Server) retentionFor(name string) Retention {
+	if g, ok := strings.CutPrefix(name, groupPrefix); ok {
+		for _, pr := range srv.cfg.groupRet {
+			if matchID(pr.pattern, g) {
+				return pr.r.orDefaults()
+			}
+		}
+	}
+	return srv.cfg.retention.orDefaults()
+}
+
+// MemoryStore returns a store that keeps streams in memory.
+func MemoryStore() Store { return &memStore{logs: map[string]*memLog{}} }
+
+type memStore struct {
+	mu   sync.Mutex
+	logs map[string]*memLog
+}
+
+func (m *memStore) Open(name string, limits Retention) (StreamLog, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.logs[name]; ok {
+		l.setLimits(limits)
+		return l, nil
+	}
+	var e [8]byte
+	rand.Read(e[:])
+	l := &memLog{epoch: binary.BigEndian.Uint64(e[:]) | 1, next: 1}
+	l.setLimits(limits)
+	m.logs[name] = l
+	return l, nil
+}
+
+func (m *memStore) Close() error { return nil }
+
+// memLog is a stream's log in memory: a ring of its retained messages.
+type memLog struct {
+	mu     sync.Mutex
+	epoch  uint64
+	limits Retention
+	ring   []memEntry // ring[(head+i)%len(ring)], i < n
+	head   int
+	n      int
+	bytes  int64
+	next   uint64 // offset of the next message
+}
+
+type memEntry struct {
+	at      int64 // unix nanoseconds
+	payload []byte
+}
+
+func (l *memLog) setLimits(r Retention) {
+	l.mu.Lock()
+	l.limits = r.orDefaults()
+	l.mu.Unlock()
+}
+
+// errTooLargeToRetain refuses a message larger than its stream may keep.
+var errTooLargeToRetain = errors.New("msgnet: message larger than the stream's retention")
+
+func (l *memLog) Append(payload []byte, _ string) (uint64, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if int64(len(payload)) > l.limits.MaxBytes {
+		return 0, false, errTooLargeToRetain
+	}
+	for l.n > 0 && (l.n >= l.limits.MaxMessages || l.bytes+int64(len(payload)) > l.limits.MaxBytes) {
+		l.dropOldest()
+	}
+	if l.n == len(l.ring) {
+		l.grow()
+	}
+	l.ring[(l.head+l.n)%len(l.ring)] = memEntry{at: time.Now().UnixNano(), payload: append([]byte(nil), payload...)}
+	l.n++
+	l.bytes += int64(len(payload))
+	off := l.next
+	l.next++
+	return off, false, nil
+}
+
+func (l *memLog) grow() {
+	size := max(16, 2*len(l.ring))
+	size = min(size, max(l.limits.MaxMessages, l.n+1))
+	ring := make([]memEntry, size)
+	for i := 0; i < l.n; i++ {
+		ring[i] = l.ring[(l.head+i)%len(l.ring)]
+	}
+	l.ring, l.head = ring, 0
+}
+
+func (l *memLog) dropOldest() {
+	e := &l.ring[l.head]
+	l.bytes -= int64(len(e.payload))
+	*e = memEntry{}
+	l.head = (l.head + 1) % len(l.ring)
+	l.n--
+}
+
+func (l *memLog) Read(from uint64, max int, f func(uint64, []byte) bool) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	first := l.next - uint64(l.n)
+	if from < first {
+		from = first
+	}
+	for off := from; off < l.next && max > 0; off, max = off+1, max-1 {
+		e := l.ring[(l.head+int(off-first))%len(l.ring)]
+		if !f(off, e.payload) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (l *memLog) Bounds() (uint64, uint64, uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.epoch, l.next - uint64(l.n), l.next - 1
+}
+
+func (l *memLog) Expire(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	limit := now.Add(-l.limits.MaxAge).UnixNano()
+	for l.n > 0 && l.ring[l.head].at < limit {
+		l.dropOldest()
+	}
+}

@@ -1,0 +1,542 @@
+package msgnet
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/msgnet/msgnet/frame"
+)
+
+// Streams: acknowledged delivery (docs/PROTOCOL.md, section 6.7). A stream
+// is a server-side log of messages with positions (an epoch and an
+// offset): "group:<name>" holds a group's messages, "client:<id>" the
+// messages addressed to a client id. A client that negotiated "reliable"
+// subscribes to streams naming where it left off; the server replays what
+// it missed from the store, in order, then goes on live, and acknowledged
+// publishes enter their stream exactly once.
+
+// Stream name prefixes.
+const (
+	groupPrefix  = "group:"
+	clientPrefix = "client:"
+)
+
+// GroupStream is the name of a group's stream.
+func GroupStream(group string) string { return groupPrefix + group }
+
+// ClientStream is the name of the stream of messages addressed to a client
+// id (its inbox).
+func ClientStream(clientID string) string { return clientPrefix + clientID }
+
+// subWindow bounds the messages a subscription has sent and not yet had
+// acknowledged: the server sends no more until the client acknowledges.
+const subWindow = 1024
+
+// Position is where a message sits in its stream.
+type Position struct {
+	Epoch  uint64 // the stream's incarnation: offsets of another epoch are not comparable
+	Offset uint64 // 1 for the stream's first message, contiguous within an epoch
+}
+
+// streams is a server's streams and the state of its publishers.
+type streams struct {
+	srv   *Server
+	store Store
+
+	mu   sync.Mutex
+	m    map[string]*stream
+	pubs map[pubKey]*pubState // publishers' last sequence numbers, for de-duplication
+}
+
+// pubKey names a publisher: a client id and the publisher id its client
+// chose for the process's life, so that a restarted process (which counts
+// from 1 again) is a new publisher.
+type pubKey struct{ client, publisher string }
+
+type pubState struct {
+	// mu serializes a publisher's publishes from the check of its number to
+	// the append: two sessions of one publisher (an old connection still
+	// draining, and its replacement resending) must not both add one.
+	mu   sync.Mutex
+	last uint64 // the highest sequence number accepted
+	seen int64  // unix nanoseconds of the last publish, for forgetting idle publishers
+}
+
+// pubMemory is how long a publisher's last sequence number is kept after
+// its last publish. A client gives up a publish that stays unacknowledged
+// for ReliableOptions.MaxAge (one minute by default), so its retries never
+// come later than this.
+const pubMemory = 10 * time.Minute
+
+// stream is one stream on this server: its log and its subscriptions. mu
+// orders appends with the fan-out to subscriptions and with subscribing,
+// so a subscription sees every offset exactly once.
+type stream struct {
+	name string
+	log  StreamLog
+
+	mu   sync.Mutex
+	subs map[*subscription]struct{}
+}
+
+// subscription is one session's subscription to a stream. Its fields are
+// guarded by the stream's mu.
+type subscription struct {
+	s     *Session
+	st    *stream
+	epoch uint64
+	next  uint64 // the next offset to send
+	acked uint64 // the highest offset acknowledged
+}
+
+func newStreams(srv *Server, store Store) *streams {
+	return &streams{srv: srv, store: store, m: map[string]*stream{}, pubs: map[pubKey]*pubState{}}
+}
+
+// validStream reports whether name is a stream a peer may use, and which
+// kind it is.
+func (ss *streams) validStream(name string) (group, client string, ok bool) {
+	l := ss.srv.lim()
+	switch {
+	case strings.HasPrefix(name, groupPrefix):
+		g := name[len(groupPrefix):]
+		return g, "", validGroup(g, l.MaxGroupNameLength)
+	case strings.HasPrefix(name, clientPrefix):
+		c := name[len(clientPrefix):]
+		return "", c, validClientID(c, l.MaxClientIDLength)
+	}
+	return "", "", false
+}
+
+// get returns the named stream, opening it in the store when create is
+// set and it is not open yet; nil otherwise.
+func (ss *streams) get(name string, create bool) (*stream, error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if st := ss.m[name]; st != nil || !create {
+		return st, nil
+	}
+	log, err := ss.store.Open(name, ss.srv.retentionFor(name))
+	if err != nil {
+		return nil, err
+	}
+	st := &stream{name: name, log: log, subs: map[*subscription]struct{}{}}
+	ss.m[name] = st
+	return st, nil
+}
+
+// append adds payload to st and sends it to the subscriptions that are
+// caught up; the others get it from the log when they catch up.
+func (st *stream) append(payload []byte, key string) (Position, bool, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	off, dup, err := st.log.Append(payload, key)
+	if err != nil || dup {
+		epoch, _, _ := st.log.Bounds()
+		return Position{epoch, off}, dup, err
+	}
+	epoch, _, _ := st.log.Bounds()
+	for sub := range st.subs {
+		if sub.epoch == epoch && sub.next == off && sub.next-1-sub.acked < subWindow {
+			if sub.send(off, payload) {
+				sub.next++
+			}
+		}
+	}
+	return Position{epoch, off}, false, nil
+}
+
+// send queues one message of the subscription's stream on its session, and
+// reports whether it was queued. Stream lock must be held.
+func (sub *subscription) send(off uint64, payload []byte) bool {
+	name := sub.st.name
+	b := make([]byte, 0, 1+len(name)+8+len(payload))
+	b = append(b, byte(len(name)))
+	b = append(b, name...)
+	b = binary.BigEndian.AppendUint64(b, off)
+	b = append(b, payload...)
+	return sub.s.c.Enqueue(frame.KindData, frame.FlagStream, b) == nil
+}
+
+// pump sends what the subscription has not been sent yet, from the log,
+// within its window; what the session's queue does not take is sent at the
+// next acknowledgement or sweep. If retention overtook the subscription, or
+// the log's epoch changed, the session is told continuity was lost and the
+// subscription goes on from what is retained. Stream lock must be held.
+func (sub *subscription) pump() {
+	epoch, first, last := sub.st.log.Bounds()
+	if epoch != sub.epoch || sub.next < first {
+		reason := "the messages after its position have left retention"
+		if epoch != sub.epoch {
+			reason = "the stream's epoch changed: its log was lost (a restart without a durable store)"
+			sub.epoch, sub.acked = epoch, first-1
+		}
+		sub.s.sendStreamControl(lostMsg{Op: "lost", Stream: sub.st.name, Code: CodeContinuityLost,
+			Epoch: epochText(epoch), Next: first, Missed: sub.next, Reason: reason})
+		sub.next = first
+		sub.acked = max(sub.acked, first-1)
+	}
+	for sub.next <= last && sub.next-1-sub.acked < subWindow {
+		sent := true
+		n := 0
+		sub.st.log.Read(sub.next, int(min(last-sub.next+1, 256)), func(off uint64, p []byte) bool {
+			n++
+			if sent = sub.send(off, p); sent {
+				sub.next = off + 1
+			}
+			return sent && sub.next-1-sub.acked < subWindow
+		})
+		if !sent || n == 0 {
+			return
+		}
+	}
+}
+
+// epochText is an epoch as the protocol writes it: a decimal string, since
+// JSON numbers lose precision past 2^53.
+func epochText(e uint64) string { return strconv.FormatUint(e, 10) }
+
+// Control messages of streams (docs/PROTOCOL.md, section 6.7).
+type (
+	subMsg struct {
+		Op     string  `json:"op"`
+		Stream string  `json:"stream"`
+		Epoch  string  `json:"epoch,omitempty"`
+		After  *uint64 `json:"after,omitempty"`
+	}
+	subscribedMsg struct {
+		Op     string    `json:"op"`
+		Stream string    `json:"stream"`
+		Epoch  string    `json:"epoch"`
+		First  uint64    `json:"first"`
+		Last   uint64    `json:"last"`
+		Next   uint64    `json:"next"`
+		Lost   *lostInfo `json:"lost,omitempty"`
+	}
+	lostInfo struct {
+		Code   string `json:"code"`
+		Missed uint64 `json:"missed"` // the first offset the client wanted
+		Reason string `json:"reason"`
+	}
+	lostMsg struct {
+		Op     string `json:"op"`
+		Stream string `json:"stream"`
+		Code   string `json:"code"`
+		Epoch  string `json:"epoch"`
+		Next   uint64 `json:"next"`
+		Missed uint64 `json:"missed"`
+		Reason string `json:"reason"`
+	}
+	refusedMsg struct {
+		Op      string `json:"op"`
+		Stream  string `json:"stream"`
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+)
+
+func (s *Session) sendStreamControl(v any) {
+	b, _ := json.Marshal(v)
+	s.c.Enqueue(frame.KindControl, 0, b)
+}
+
+// subscribe handles a client's sub: it opens the stream, works out where
+// to start (after the position the client names, or the position it last
+// acknowledged on this server, or after the last message), says so, and
+// replays from there.
+func (ss *streams) subscribe(s *Session, m *controlMsg) {
+	name := m.Stream
+	refuse := func(code, msg string) {
+		s.sendStreamControl(refusedMsg{Op: "refused", Stream: name, Code: code, Message: msg})
+	}
+	_, client, ok := ss.validStream(name)
+	if !ok {
+		refuse(CodeBadStream, "a stream is group:<group> or client:<client id>")
+		return
+	}
+	if client != "" && client != s.ClientID() {
+		refuse(CodeBadStream, "a session may subscribe only to its own client id's stream")
+		return
+	}
+	st, err := ss.get(name, true)
+	if err != nil {
+		refuse(CodeBadStream, err.Error())
+		return
+	}
+	e := s.x()
+	e.subMu.Lock()
+	defer e.subMu.Unlock()
+	if e.subsClosed {
+		return
+	}
+	if len(e.subs) >= ss.srv.lim().MaxGroupsPerSession && e.subs[name] == nil {
+		refuse(CodeTooManyGroups, "too many subscriptions for one session")
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	epoch, first, last := st.log.Bounds()
+	sub := e.subs[name]
+	if sub == nil {
+		if e.subs == nil {
+			e.subs = map[string]*subscription{}
+		}
+		sub = &subscription{s: s, st: st}
+		e.subs[name] = sub
+		st.subs[sub] = struct{}{}
+	}
+	sub.epoch = epoch
+	reply := subscribedMsg{Op: "subscribed", Stream: name, Epoch: epochText(epoch), First: first, Last: last}
+	switch {
+	case m.After != nil && m.Epoch == epochText(epoch) && *m.After+1 >= first:
+		sub.next = min(*m.After+1, last+1) // where the client left off
+	case m.After != nil:
+		missed := *m.After + 1
+		reason := "the messages after its position have left retention"
+		if m.Epoch != epochText(epoch) {
+			reason, missed = "the stream's epoch changed: its log was lost (a restart without a durable store)", 0
+		}
+		reply.Lost = &lostInfo{Code: CodeContinuityLost, Missed: missed, Reason: reason}
+		sub.next = first
+	case client != "":
+		sub.next = first // a client's own messages: everything kept for it while it was away
+	default:
+		sub.next = last + 1 // a group's: from now on
+	}
+	sub.acked = sub.next - 1
+	reply.Next = sub.next
+	s.sendStreamControl(reply)
+	sub.pump()
+}
+
+// unsubscribe ends a session's subscription to a stream.
+func (ss *streams) unsubscribe(s *Session, name string) {
+	e := s.ext.Load()
+	if e == nil {
+		return
+	}
+	e.subMu.Lock()
+	sub := e.subs[name]
+	delete(e.subs, name)
+	e.subMu.Unlock()
+	if sub != nil {
+		sub.st.mu.Lock()
+		delete(sub.st.subs, sub)
+		sub.st.mu.Unlock()
+	}
+}
+
+// dropSubscriptions ends every subscription of an ending session.
+func (ss *streams) dropSubscriptions(s *Session) {
+	e := s.ext.Load()
+	if e == nil {
+		return
+	}
+	e.subMu.Lock()
+	subs := e.subs
+	e.subs, e.subsClosed = nil, true
+	e.subMu.Unlock()
+	for _, sub := range subs {
+		sub.st.mu.Lock()
+		delete(sub.st.subs, sub)
+		sub.st.mu.Unlock()
+	}
+}
+
+// ack handles a client's acknowledgement of a stream's messages up to an
+// offset, and sends it more.
+func (ss *streams) ack(s *Session, p []byte) error {
+	name, rest, ok := cutName(p)
+	if !ok || len(rest) != 8 {
+		return &ProtocolError{Code: CodeBadStream, Message: "an acknowledgement is a stream name and an offset"}
+	}
+	off := binary.BigEndian.Uint64(rest)
+	e := s.ext.Load()
+	if e == nil {
+		return nil
+	}
+	e.subMu.Lock()
+	sub := e.subs[string(name)]
+	e.subMu.Unlock()
+	if sub == nil {
+		return nil // unsubscribed meanwhile
+	}
+	sub.st.mu.Lock()
+	if off >= sub.next {
+		off = sub.next - 1 // never past what was sent
+	}
+	if off > sub.acked {
+		sub.acked = off
+	}
+	sub.pump()
+	sub.st.mu.Unlock()
+	return nil
+}
+
+// cutName splits a payload that starts with a one-byte length and a stream
+// name.
+func cutName(p []byte) (name, rest []byte, ok bool) {
+	if len(p) < 1 || len(p) < 1+int(p[0]) {
+		return nil, nil, false
+	}
+	n := int(p[0])
+	return p[1 : 1+n], p[1+n:], n > 0
+}
+
+// publish handles a client's publish: it de-duplicates by the publisher's
+// sequence number, appends the message to its stream, delivers it, and
+// acknowledges it.
+func (ss *streams) publish(s *Session, p []byte) {
+	if len(p) < 8 {
+		s.queuePubAck(0, &ProtocolError{Code: CodeBadStream, Message: "a publish starts with its 8-byte sequence number"})
+		return
+	}
+	seq := binary.BigEndian.Uint64(p)
+	name, body, ok := cutName(p[8:])
+	if !ok {
+		s.queuePubAck(seq, &ProtocolError{Code: CodeBadStream, Message: "a publish names its stream"})
+		return
+	}
+	e := s.x()
+	key := pubKey{client: s.ClientID(), publisher: e.publisher}
+	now := time.Now().UnixNano()
+	ss.mu.Lock()
+	ps := ss.pubs[key]
+	if ps == nil {
+		ps = &pubState{}
+		ss.pubs[key] = ps
+	}
+	ps.seen = now
+	ss.mu.Unlock()
+	ps.mu.Lock()
+	if seq <= ps.last {
+		ps.mu.Unlock()
+		s.queuePubAck(seq, nil) // a retry of what was accepted: acknowledged again, not added again
+		return
+	}
+	_, err := ss.srv.publishStream(string(name), body, key.client+"/"+key.publisher+"/"+strconv.FormatUint(seq, 10))
+	if err == nil {
+		ps.last = seq
+	}
+	ps.mu.Unlock()
+	s.queuePubAck(seq, err)
+}
+
+// expire drops what retention says has expired and forgets idle
+// publishers; the sweeper calls it.
+func (ss *streams) expire(now time.Time) {
+	ss.mu.Lock()
+	list := make([]*stream, 0, len(ss.m))
+	for _, st := range ss.m {
+		list = append(list, st)
+	}
+	limit := now.Add(-pubMemory).UnixNano()
+	for k, ps := range ss.pubs {
+		if ps.seen < limit {
+			delete(ss.pubs, k)
+		}
+	}
+	ss.mu.Unlock()
+	for _, st := range list {
+		st.mu.Lock()
+		st.log.Expire(now)
+		for sub := range st.subs {
+			sub.pump() // a subscription the queue refused earlier goes on
+		}
+		st.mu.Unlock()
+	}
+}
+
+// publishStream appends a message to the named stream and delivers it:
+// to the stream's subscriptions, and, for a group, to the group's other
+// members as a plain message, here and on the other nodes; for a client
+// id, to its session when it is connected without a subscription.
+func (srv *Server) publishStream(name string, body []byte, key string) (Position, error) {
+	ss := srv.streams
+	if ss == nil {
+		return Position{}, ErrNotNegotiated
+	}
+	group, client, ok := ss.validStream(name)
+	if !ok {
+		return Position{}, &ProtocolError{Code: CodeBadStream, Message: "a stream is group:<group> or client:<client id>"}
+	}
+	st, err := ss.get(name, true)
+	if err != nil {
+		return Position{}, err
+	}
+	pos, dup, err := st.append(body, key)
+	if err != nil || dup {
+		return pos, err
+	}
+	switch {
+	case group != "":
+		srv.sendGroupPlain(group, body)
+	case client != "":
+		srv.sendToPlain(client, body) // ErrNoSession is no error here: the stream keeps it
+	}
+	return pos, nil
+}
+
+// Publish appends msg to a stream ("group:<name>" or "client:<id>";
+// GroupStream, ClientStream) and delivers it: to the stream's subscribers,
+// exactly once and in order even across their reconnections, within the
+// stream's retention; to a group's members that did not subscribe, as
+// SendGroup does; to a client id's session that did not subscribe, as
+// SendTo does. It returns the message's position.
+func (srv *Server) Publish(stream string, msg []byte) (Position, error) {
+	return srv.publishStream(stream, msg, "")
+}
+
+// queuePubAck records the answer to a publish; the answers of one burst
+// go out together (flushPubAcks).
+func (s *Session) queuePubAck(seq uint64, err error) {
+	e := s.x()
+	if err != nil {
+		e.flushPubAcks(s)
+		code, msg := CodeBadStream, err.Error()
+		var pe *ProtocolError
+		if errors.As(err, &pe) {
+			code, msg = pe.Code, pe.Message
+		}
+		b := binary.BigEndian.AppendUint64(nil, seq)
+		b = binary.BigEndian.AppendUint64(b, seq)
+		b = append(b, 1)
+		b = append(b, code+": "+msg...)
+		s.c.Enqueue(frame.KindData, frame.FlagAck, b)
+		return
+	}
+	if e.ackFirst != 0 && seq == e.ackLast+1 {
+		e.ackLast = seq
+		return
+	}
+	e.flushPubAcks(s)
+	e.ackFirst, e.ackLast = seq, seq
+}
+
+// flushPubAcks sends the pending run of successful publish answers.
+func (e *sessionExt) flushPubAcks(s *Session) {
+	if e.ackFirst == 0 {
+		return
+	}
+	b := binary.BigEndian.AppendUint64(nil, e.ackFirst)
+	b = binary.BigEndian.AppendUint64(b, e.ackLast)
+	b = append(b, 0)
+	s.c.Enqueue(frame.KindData, frame.FlagAck, b)
+	e.ackFirst, e.ackLast = 0, 0
+}
+
+// subscribed reports whether s subscribed to the named stream.
+func (s *Session) subscribed(name string) bool {
+	e := s.ext.Load()
+	if e == nil {
+		return false
+	}
+	e.subMu.Lock()
+	defer e.subMu.Unlock()
+	return e.subs[name] != nil
+}

@@ -1,0 +1,294 @@
+package msgnet_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/msgnet/msgnet"
+)
+
+// cutProxy forwards TCP connections to a server and cuts them all on
+// demand: both directions are closed at once, whatever is in flight, as a
+// failing network would.
+type cutProxy struct {
+	l        net.Listener
+	upstream string
+	mu       sync.Mutex
+	conns    map[net.Conn]bool
+	wg       sync.WaitGroup
+	cuts     int
+}
+
+func newCutProxy(t *testing.T, upstream string) *cutProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{l: l, upstream: upstream, conns: map[net.Conn]bool{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.l.Addr().String() }
+
+func (p *cutProxy) accept() {
+	defer p.wg.Done()
+	for {
+		in, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", p.upstream)
+		if err != nil {
+			in.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[in], p.conns[out] = true, true
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(out, in)
+		go p.pipe(in, out)
+	}
+}
+
+func (p *cutProxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+}
+
+// cut closes every connection through the proxy now.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	for c := range p.conns {
+		c.(*net.TCPConn).SetLinger(0) // a reset, as a dying network gives
+		c.Close()
+	}
+	p.conns = map[net.Conn]bool{}
+	p.cuts++
+	p.mu.Unlock()
+}
+
+func (p *cutProxy) close() {
+	p.l.Close()
+	p.cut()
+	p.wg.Wait()
+}
+
+// reliableClient connects a reliable, reconnecting client through addr and
+// records what its subscriptions deliver.
+type streamRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+	lost []*msgnet.ContinuityLost
+}
+
+func (r *streamRecorder) add(m msgnet.StreamMessage) {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, string(m.Payload))
+	r.mu.Unlock()
+}
+
+func (r *streamRecorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.msgs)
+}
+
+func reliableClient(t *testing.T, id, addr string) (*msgnet.Client, *streamRecorder) {
+	t.Helper()
+	r := &streamRecorder{}
+	c := msgnet.NewClient(id, msgnet.WithReliable(msgnet.ReliableOptions{}),
+		msgnet.WithReconnect(5*time.Millisecond, 50*time.Millisecond, 0),
+		msgnet.WithConnectTimeout(2*time.Second))
+	c.OnStream(r.add)
+	c.OnContinuityLost(func(l *msgnet.ContinuityLost) {
+		r.mu.Lock()
+		r.lost = append(r.lost, l)
+		r.mu.Unlock()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx, addr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, r
+}
+
+// publishAll publishes n numbered messages, waiting when the client's
+// store of unacknowledged publishes is full; with pace set, it pauses after
+// every tenth, so that the flow lasts long enough to be cut many times.
+func publishAll(t *testing.T, c *msgnet.Client, stream string, n int, pace time.Duration) {
+	t.Helper()
+	for i := 1; i <= n; {
+		if pace > 0 && i%10 == 0 {
+			time.Sleep(pace)
+		}
+		err := c.Publish(stream, []byte(fmt.Sprint("m-", i)))
+		switch {
+		case err == nil:
+			i++
+		case errors.Is(err, msgnet.ErrBufferFull):
+			time.Sleep(time.Millisecond) // the acknowledgements free room
+		default:
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+}
+
+// checkExactlyOnce checks that r got m-1 ... m-n, each once, in order.
+func checkExactlyOnce(t *testing.T, r *streamRecorder, n int) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.lost) > 0 {
+		t.Errorf("continuity lost: %v", r.lost[0])
+	}
+	if len(r.msgs) != n {
+		t.Fatalf("got %d messages, want %d", len(r.msgs), n)
+	}
+	for i, m := range r.msgs {
+		if want := fmt.Sprint("m-", i+1); m != want {
+			t.Fatalf("message %d is %q, want %q", i, m, want)
+		}
+	}
+}
+
+// Reliable publish and subscribe across a network that keeps failing: a
+// proxy cuts both clients' connections at random points while 5,000
+// messages flow. The subscriber gets each exactly once, in order: the
+// publisher's retries are de-duplicated, and the subscriber resumes where
+// it left off.
+func TestReliableAcrossCutConnections(t *testing.T) {
+	engines(t, func(t *testing.T, opts ...msgnet.Option) {
+		_, addr := startServer(t, opts...)
+		proxy := newCutProxy(t, addr)
+		sub, got := reliableClient(t, "subscriber", proxy.addr())
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if err := sub.Subscribe(ctx, msgnet.GroupStream("room")); err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := reliableClient(t, "publisher", proxy.addr())
+		const n = 5000
+		stop := make(chan struct{})
+		cutterDone := make(chan struct{})
+		go func() {
+			defer close(cutterDone)
+			rng := rand.New(rand.NewPCG(1, 2))
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Duration(5+rng.IntN(40)) * time.Millisecond):
+					proxy.cut()
+				}
+			}
+		}()
+		publishAll(t, pub, msgnet.GroupStream("room"), n, 2*time.Millisecond)
+		if err := pub.WaitPublished(ctx); err != nil {
+			t.Fatalf("publishes not acknowledged: %v (%d pending)", err, pub.Pending())
+		}
+		close(stop)
+		<-cutterDone
+		deadline := time.Now().Add(30 * time.Second)
+		for got.count() < n && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		checkExactlyOnce(t, got, n)
+		t.Logf("%d cuts while %d messages flowed", proxy.cuts, n)
+		if proxy.cuts < 3 {
+			t.Fatalf("only %d cuts: the test did not test reconnection", proxy.cuts)
+		}
+	})
+}
+
+// Messages addressed to a client id while it is away are kept, and it gets
+// them when it comes back; SendTo succeeds meanwhile.
+func TestInboxKeptWhileAway(t *testing.T) {
+	srv, addr := startServer(t)
+	c, got := reliableClient(t, "phone", addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Subscribe(ctx, msgnet.ClientStream("phone")); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.SendTo("phone", []byte("m-1")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first message", func() bool { return got.count() == 1 })
+	c.Close()
+	waitFor(t, "the session to end", func() bool { return srv.ConnectionCount() == 0 })
+	for i := 2; i <= 5; i++ {
+		if err := srv.SendTo("phone", []byte(fmt.Sprint("m-", i))); err != nil {
+			t.Fatalf("SendTo while the client is away: %v", err)
+		}
+	}
+	// The same client process comes back (a new Client keeps no position:
+	// it names none, and gets everything kept for its id).
+	c2, got2 := reliableClient(t, "phone", addr)
+	if err := c2.Subscribe(ctx, msgnet.ClientStream("phone")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "what was kept", func() bool { return got2.count() == 5 })
+	checkExactlyOnce(t, got2, 5)
+}
+
+// A subscriber that comes back after its position left retention is told,
+// explicitly, and goes on from what is kept.
+func TestContinuityLostWhenRetentionOverflows(t *testing.T) {
+	srv, addr := startServer(t, msgnet.WithRetention(msgnet.Retention{MaxMessages: 10}))
+	got := &streamRecorder{}
+	sub := msgnet.NewClient("late", msgnet.WithReliable(msgnet.ReliableOptions{}),
+		msgnet.WithReconnect(500*time.Millisecond, time.Second, 0)) // away long enough
+	sub.OnStream(got.add)
+	sub.OnContinuityLost(func(l *msgnet.ContinuityLost) {
+		got.mu.Lock()
+		got.lost = append(got.lost, l)
+		got.mu.Unlock()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sub.Connect(ctx, addr); err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := sub.Subscribe(ctx, msgnet.GroupStream("news")); err != nil {
+		t.Fatal(err)
+	}
+	srv.Publish(msgnet.GroupStream("news"), []byte("m-1"))
+	waitFor(t, "the first message", func() bool { return got.count() == 1 })
+	s, _ := srv.SessionByClientID("late")
+	s.Disconnect("go away for a moment")
+	for i := 2; i <= 31; i++ { // meanwhile: 30 more, of which 10 are kept
+		srv.Publish(msgnet.GroupStream("news"), []byte(fmt.Sprint("m-", i)))
+	}
+	waitFor(t, "the continuity-lost signal", func() bool {
+		got.mu.Lock()
+		defer got.mu.Unlock()
+		return len(got.lost) == 1
+	})
+	waitFor(t, "the kept messages", func() bool { return got.count() == 11 })
+	got.mu.Lock()
+	defer got.mu.Unlock()
+	l := got.lost[0]
+	if l.Missed != 2 || l.Next != 22 || l.Stream != msgnet.GroupStream("news") {
+		t.Fatalf("lost %+v, want missed 2, next 22", l)
+	}
+	if got.msgs[1] != "m-22" || got.msgs[10] != "m-31" {
+		t.Fatalf("after the loss: %v", got.msgs)
+	}
+}
