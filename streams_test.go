@@ -4,88 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/internal/testenv"
 )
-
-// cutProxy forwards TCP connections to a server and cuts them all on
-// demand: both directions are closed at once, whatever is in flight, as a
-// failing network would.
-type cutProxy struct {
-	l        net.Listener
-	upstream string
-	mu       sync.Mutex
-	conns    map[net.Conn]bool
-	wg       sync.WaitGroup
-	cuts     int
-}
-
-func newCutProxy(t *testing.T, upstream string) *cutProxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{l: l, upstream: upstream, conns: map[net.Conn]bool{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.l.Addr().String() }
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		in, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		out, err := net.Dial("tcp", p.upstream)
-		if err != nil {
-			in.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[in], p.conns[out] = true, true
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(out, in)
-		go p.pipe(in, out)
-	}
-}
-
-func (p *cutProxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	io.Copy(dst, src)
-	dst.Close()
-	src.Close()
-}
-
-// cut closes every connection through the proxy now.
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	for c := range p.conns {
-		c.(*net.TCPConn).SetLinger(0) // a reset, as a dying network gives
-		c.Close()
-	}
-	p.conns = map[net.Conn]bool{}
-	p.cuts++
-	p.mu.Unlock()
-}
-
-func (p *cutProxy) close() {
-	p.l.Close()
-	p.cut()
-	p.wg.Wait()
-}
 
 // reliableClient connects a reliable, reconnecting client through addr and
 // records what its subscriptions deliver.
@@ -175,14 +101,14 @@ func checkExactlyOnce(t *testing.T, r *streamRecorder, n int) {
 func TestReliableAcrossCutConnections(t *testing.T) {
 	engines(t, func(t *testing.T, opts ...msgnet.Option) {
 		_, addr := startServer(t, opts...)
-		proxy := newCutProxy(t, addr)
-		sub, got := reliableClient(t, "subscriber", proxy.addr())
+		proxy := testenv.NewCutProxy(t, addr)
+		sub, got := reliableClient(t, "subscriber", proxy.Addr())
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		if err := sub.Subscribe(ctx, msgnet.GroupStream("room")); err != nil {
 			t.Fatal(err)
 		}
-		pub, _ := reliableClient(t, "publisher", proxy.addr())
+		pub, _ := reliableClient(t, "publisher", proxy.Addr())
 		const n = 5000
 		stop := make(chan struct{})
 		cutterDone := make(chan struct{})
@@ -194,7 +120,7 @@ func TestReliableAcrossCutConnections(t *testing.T) {
 				case <-stop:
 					return
 				case <-time.After(time.Duration(5+rng.IntN(40)) * time.Millisecond):
-					proxy.cut()
+					proxy.Cut()
 				}
 			}
 		}()
@@ -209,9 +135,9 @@ func TestReliableAcrossCutConnections(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		checkExactlyOnce(t, got, n)
-		t.Logf("%d cuts while %d messages flowed", proxy.cuts, n)
-		if proxy.cuts < 3 {
-			t.Fatalf("only %d cuts: the test did not test reconnection", proxy.cuts)
+		t.Logf("%d cuts while %d messages flowed", proxy.Cuts(), n)
+		if proxy.Cuts() < 3 {
+			t.Fatalf("only %d cuts: the test did not test reconnection", proxy.Cuts())
 		}
 	})
 }

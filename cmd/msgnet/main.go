@@ -30,6 +30,9 @@ Usage:
   msgnet serve [flags]            run a server (default: managed mode on 127.0.0.1:8080)
   msgnet send --addr A MESSAGE... send messages and print the replies
   msgnet chat --addr A            send stdin lines, print what arrives
+  msgnet sub --group G [--reliable]         print a group's messages, one per line
+  msgnet pub --group G [--reliable] [--count N] [--rate R] TEXT
+                                  publish TEXT to a group ({n}: the message's number)
   msgnet bench MODE [flags]       load-test a server: throughput, latency, connrate, idle, fanout
   msgnet container --from F --to F  convert a container on stdin (text|binary|json) to stdout
   msgnet version                  print the version and the revision it was built from
@@ -49,6 +52,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return send(ctx, args[1:], stdout, stderr)
 	case "chat":
 		return chat(ctx, args[1:], stdin, stdout, stderr)
+	case "sub":
+		return sub(ctx, args[1:], stdout, stderr)
+	case "pub":
+		return pub(ctx, args[1:], stdout, stderr)
 	case "container":
 		return containerCmd(args[1:], stdin, stdout, stderr)
 	case "bench":
