@@ -461,7 +461,7 @@ func TestDecompressNoAllocWithRoom(t *testing.T) {
 // the shared encoder, decoder and pools).
 func TestCompressConcurrent(t *testing.T) {
 	for _, c := range allCodecs(t) {
-		done := make(chan error)
+		done := make(chan error, 8) // a sender never waits, even after a failed receive
 		for g := range 8 {
 			go func() {
 				var err error
@@ -478,7 +478,7 @@ func TestCompressConcurrent(t *testing.T) {
 			}()
 		}
 		for range 8 {
-			if err := <-done; err != nil {
+			if err := recv(t, done, c.Name()+" goroutines to finish"); err != nil {
 				t.Errorf("%s: %v", c.Name(), err)
 			}
 		}

@@ -5,7 +5,23 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
+
+// recv receives from ch within a generous deadline, or fails the test
+// naming what it waited for: a bare receive would turn a stuck goroutine
+// into the package's timeout, minutes later and without a clear message.
+func recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
+	}
+}
 
 // allCodecs returns every built-in compressor, looked up by name.
 func allCodecs(t testing.TB) []Compressor {
