@@ -1,0 +1,533 @@
+package msgnet_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/frame"
+)
+
+// The hostile-client suite: what a careful attacker would try against
+// msgnet serve, in both of its modes. For every case an honest client
+// beside the attacker must get every answer it is due, in order, within a
+// bound measured in the same run (see honest), and the attacker must get
+// the answer the protocol documents. Helpers: hostile_helpers_test.go.
+
+// floodQueueBytes is the send queue bound of the flood cases (msgnet serve
+// --send-queue-bytes 1MiB), a quarter of the default, so that a peer that
+// does not read overflows it within a fraction of a second under -race.
+const floodQueueBytes = 1 << 20
+
+// stageLimit is what an event loop's turn may queue beyond the bound (see
+// WithSendQueueBytes).
+const stageLimit = 256 << 10
+
+// floodKind is one kind of frame an attacker sends without pause.
+type floodKind struct {
+	name  string
+	cheap bool   // few frames per byte: cheap enough for every engine
+	extra string // hello fields
+	// frame is flood frame number seq. Frames that carry their number
+	// (at seqAt, 8 bytes big-endian) are all one size, so that a batch is
+	// built once and renumbered.
+	frame   func(seq uint64) []byte
+	seqAt   int    // -1: the frames carry no number
+	seqMark uint64 // or'ed into the number
+	// answer reports whether f answers a flood frame, and the frame's
+	// number when the answer carries one (-1 otherwise). nil: the protocol
+	// answers nothing. It is called for every answer: cheap, so that the
+	// attacker takes little of the CPU the server and the honest client
+	// share with it.
+	answer func(tg target, f frame.Frame) (ok bool, seq int64)
+	// check tests the server's counters once every frame was handled.
+	check func(t *testing.T, st msgnet.Stats, sent uint64)
+}
+
+// seqPayload is prefix, seq (8 bytes) and padding up to size.
+func seqPayload(prefix string, seq uint64, size int) []byte {
+	p := binary.BigEndian.AppendUint64([]byte(prefix), seq)
+	for len(p) < size {
+		p = append(p, '.')
+	}
+	return p
+}
+
+func seqAfter(p []byte, prefix string) (bool, int64) {
+	if len(p) < len(prefix)+8 || string(p[:len(prefix)]) != prefix {
+		return false, -1
+	}
+	return true, int64(binary.BigEndian.Uint64(p[len(prefix):]))
+}
+
+var badControls = []string{
+	`not json`, `{}`, `{"op":1}`, `{"op":"nope"}`, `[]`, `{"op":"hello","client_id":"again"}`,
+	`{"op":"welcome"}`, `{"op":"auth","mac":"AAAA"}`, `{"op":`, `"hello"`, `null`, `{"op":null}`,
+}
+
+func errorCode(code string) func(target, frame.Frame) (bool, int64) {
+	want := []byte(`"code":"` + code + `"`)
+	return func(_ target, f frame.Frame) (bool, int64) {
+		return f.Kind == frame.KindError && bytes.Contains(f.Payload, want), -1
+	}
+}
+
+var floodKinds = []floodKind{
+	{
+		name:  "ping",
+		cheap: true,
+		frame: func(seq uint64) []byte { return frame.Append(nil, frame.KindPing, 0, seqPayload("ping-", seq, 1024)) },
+		seqAt: frame.HeaderLen + len("ping-"),
+		answer: func(_ target, f frame.Frame) (bool, int64) {
+			if f.Kind != frame.KindPong {
+				return false, -1
+			}
+			return seqAfter(f.Payload, "ping-")
+		},
+	},
+	{
+		name:  "data",
+		cheap: true,
+		frame: func(seq uint64) []byte { return frame.Append(nil, frame.KindData, 0, seqPayload("flood-", seq, 1024)) },
+		seqAt: frame.HeaderLen + len("flood-"),
+		answer: func(tg target, f frame.Frame) (bool, int64) {
+			if f.Kind != frame.KindData || f.Flags != 0 {
+				return false, -1
+			}
+			return seqAfter(f.Payload, tg.reply("flood-"))
+		},
+	},
+	{
+		name:  "request",
+		extra: `,"features":["request"]`,
+		frame: func(seq uint64) []byte {
+			return frame.Append(nil, frame.KindData, frame.FlagRequest, binary.BigEndian.AppendUint64(nil, seq))
+		},
+		seqAt: frame.HeaderLen,
+		answer: func(_ target, f frame.Frame) (bool, int64) {
+			// No request handler in either mode: status 1 and its message.
+			ok := f.Kind == frame.KindData && f.Flags == frame.FlagReply && len(f.Payload) >= 9 &&
+				f.Payload[8] == 1 && string(f.Payload[9:]) == msgnet.ErrNoRequestHandler.Error()
+			if !ok {
+				return false, -1
+			}
+			return true, int64(binary.BigEndian.Uint64(f.Payload))
+		},
+	},
+	{
+		name: "control",
+		frame: func(seq uint64) []byte {
+			return frame.Append(nil, frame.KindControl, 0, []byte(badControls[seq%uint64(len(badControls))]))
+		},
+		seqAt:  -1,
+		answer: errorCode(frame.CodeBadControl),
+	},
+	{
+		// Unknown kinds and flags that were not negotiated, alternately.
+		name: "unknown-type",
+		frame: func(seq uint64) []byte {
+			if seq%2 == 0 {
+				return frame.Append(nil, frame.Kind(0x7e), 0, []byte("?"))
+			}
+			return frame.Append(nil, frame.KindData, frame.FlagCompressed, []byte("?"))
+		},
+		seqAt:  -1,
+		answer: errorCode(frame.CodeUnknownType),
+	},
+	{
+		// Frames the protocol does not answer, in turn: HEARTBEAT, ERROR
+		// with codes a peer made up, and replies to requests never made.
+		name:  "unanswered",
+		cheap: true,
+		extra: `,"features":["request"]`,
+		frame: func(seq uint64) []byte {
+			switch seq % 3 {
+			case 0:
+				return frame.Append(nil, frame.KindHeartbeat, 0, make([]byte, 64))
+			case 1:
+				return frame.Append(nil, frame.KindError, 0, fmt.Appendf(nil, `{"code":"made-up-%d","message":"flood"}`, seq))
+			}
+			p := binary.BigEndian.AppendUint64(nil, seq|1<<63) // an id the server never used
+			return frame.Append(nil, frame.KindData, frame.FlagReply, append(p, 0, 'x'))
+		},
+		seqAt: -1,
+		check: func(t *testing.T, st msgnet.Stats, sent uint64) {
+			each := sent / 3 // batches hold whole rounds of the three
+			if st.FramesIn["HEARTBEAT"] != each {
+				t.Errorf("%d HEARTBEAT frames counted, %d sent", st.FramesIn["HEARTBEAT"], each)
+			}
+			// A peer's made-up codes are folded, or they would grow the
+			// counters (and the metrics' label sets) without bound.
+			for code := range st.ErrorsReceived {
+				if code != "other" && !slices.Contains(msgnet.ErrorCodes, code) {
+					t.Errorf("a made-up code %q became a counter", code)
+				}
+			}
+			if st.ErrorsReceived["other"] != each {
+				t.Errorf("%d ERROR frames counted as other, %d sent", st.ErrorsReceived["other"], each)
+			}
+			if st.LateReplies != each {
+				t.Errorf("%d late replies counted, %d sent", st.LateReplies, each)
+			}
+		},
+	},
+}
+
+// flooder is an attacker connection that writes one kind of frame without
+// pause. A reading one reads everything it is sent; a silent one reads
+// nothing until the flood is over.
+type flooder struct {
+	id      string
+	nc      net.Conn
+	rd      *frame.Reader
+	bytes   atomic.Uint64 // written, the hello included
+	sent    atomic.Uint64 // flood frames written whole
+	answers atomic.Uint64
+	marker  chan struct{}
+	reading atomic.Bool
+	done    chan struct{} // closed when the reader has ended
+}
+
+func newFlooder(t *testing.T, addr, id string, k floodKind, rcvbuf int) *flooder {
+	t.Helper()
+	nc, err := dialAttacker(addr, rcvbuf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := handshake(nc, id, k.extra)
+	if err != nil {
+		nc.Close()
+		t.Fatalf("%s: %v", id, err)
+	}
+	f := &flooder{id: id, nc: nc, rd: rd, marker: make(chan struct{}, 1), done: make(chan struct{})}
+	f.bytes.Store(uint64(len(helloFrame(id, k.extra))))
+	t.Cleanup(func() {
+		nc.Close()
+		if f.reading.Load() {
+			<-f.done // the reader ends when the connection is closed
+		}
+	})
+	return f
+}
+
+// startReading reads everything the server sends: answers to the flood,
+// checked to come in order, and the marker PONG.
+func (f *flooder) startReading(t *testing.T, tg target, k floodKind) {
+	f.reading.Store(true)
+	go func() {
+		defer close(f.done)
+		last := int64(-1)
+		for {
+			fr, err := f.rd.ReadFrame()
+			if err != nil {
+				return
+			}
+			if fr.Kind == frame.KindPong && string(fr.Payload) == "marker" {
+				f.marker <- struct{}{}
+				continue
+			}
+			if k.answer != nil {
+				if ok, seq := k.answer(tg, fr); ok {
+					if seq != -1 && seq <= last {
+						t.Errorf("%s: answer to frame %d after the answer to %d", f.id, seq, last)
+					}
+					last = seq
+					f.answers.Add(1)
+					continue
+				}
+			}
+			t.Errorf("%s: unexpected %v %.200q", f.id, fr.Kind, fr.Payload)
+		}
+	}()
+}
+
+// flood writes frames in batches of whole frames until stop, or until
+// enough reports true.
+func (f *flooder) flood(t *testing.T, k floodKind, stop <-chan struct{}, enough func() bool) {
+	var batch []byte
+	var n, size uint64
+	for len(batch) < 32<<10 || n%6 != 0 { // whole rounds of kinds that take turns
+		fr := k.frame(n)
+		size = uint64(len(fr))
+		batch = append(batch, fr...)
+		n++
+	}
+	for seq := uint64(0); !stopped(stop) && !enough(); seq += n {
+		if k.seqAt >= 0 && seq > 0 {
+			if size*n != uint64(len(batch)) {
+				panic("numbered flood frames must be of one size")
+			}
+			for i := range n {
+				binary.BigEndian.PutUint64(batch[i*size+uint64(k.seqAt):], (seq+i)|k.seqMark)
+			}
+		}
+		if err := writeAll(f.nc, batch, 10*time.Second); err != nil {
+			t.Errorf("%s: %v", f.id, err)
+			return
+		}
+		f.sent.Add(n)
+		f.bytes.Add(uint64(len(batch)))
+	}
+}
+
+// Floods of every kind of frame, from one attacker that reads what it is
+// sent and one that never reads. The honest client stays within its bound;
+// every flood frame that has an answer gets exactly one, in order, unless
+// the attacker's queue was full, and then the drop is counted:
+// answers received + Stats().Dropped["queue_full"] = frames sent, exactly.
+// The silent attacker's queue stays within its bound, and so does the
+// memory the server holds.
+func TestHostileFlood(t *testing.T) {
+	for _, k := range floodKinds {
+		t.Run(k.name, func(t *testing.T) {
+			if k.cheap {
+				forEngines(t, func(t *testing.T, tg target) { floodCase(t, tg, k) })
+			} else {
+				forServeTargets(t, func(t *testing.T, tg target) { floodCase(t, tg, k) })
+			}
+		})
+	}
+}
+
+func floodCase(t *testing.T, tg target, k floodKind) {
+	srv, addr := tg.start(t, msgnet.WithSendQueueBytes(floodQueueBytes))
+	h := newHonest(t, tg, addr)
+	reader := newFlooder(t, addr, "flood-reader", k, 0)
+	silent := newFlooder(t, addr, "flood-silent", k, 16<<10)
+	reader.startReading(t, tg, k)
+	sReader, sSilent := sessionOf(t, srv, "flood-reader"), sessionOf(t, srv, "flood-silent")
+	before := heapInuse()
+
+	// Frames with large answers flood until the silent attacker's queue
+	// has overflowed, and each attacker has sent twice its bound. Small
+	// answers would take hundreds of thousands of frames to fill the
+	// queue and the kernel's buffers under it: those floods stop at
+	// smallVolume and need not overflow.
+	const volume, smallVolume, cap = 2 * floodQueueBytes, 512 << 10, 64 << 20
+	enough := func(f *flooder) func() bool {
+		return func() bool {
+			n := f.bytes.Load()
+			switch {
+			case n >= cap:
+				return true
+			case !k.cheap:
+				return n >= smallVolume
+			case k.answer != nil && srv.Stats().Dropped[msgnet.DropQueueFull] == 0:
+				return false
+			}
+			return n >= volume
+		}
+	}
+	a := newAttack(t)
+	var flooding atomic.Int32
+	for _, f := range []*flooder{reader, silent} {
+		flooding.Add(1)
+		a.goDo(func(stop <-chan struct{}) {
+			defer flooding.Add(-1)
+			f.flood(t, k, stop, enough(f))
+		})
+	}
+	maxQueued := 0
+	h.during(30, 30*time.Second, func() bool {
+		for _, s := range []*msgnet.Session{sReader, sSilent} {
+			maxQueued = max(maxQueued, s.Info().QueueBytes)
+		}
+		return flooding.Load() == 0
+	})
+	a.end()
+	// Every byte written is handled before the counts are taken.
+	waitForWithin(t, 10*time.Second, "the server to read the whole flood", func() bool {
+		return sReader.Info().BytesIn == reader.bytes.Load() && sSilent.Info().BytesIn == silent.bytes.Load()
+	})
+	for _, s := range []*msgnet.Session{sReader, sSilent} {
+		maxQueued = max(maxQueued, s.Info().QueueBytes)
+	}
+	held := int64(heapInuse()) - int64(before)
+	sent := reader.sent.Load() + silent.sent.Load()
+	t.Logf("%d frames (%d MiB) sent; server heap %+d KiB; largest queue seen %d KiB; stats: dropped %v",
+		sent, (reader.bytes.Load()+silent.bytes.Load())>>20, held>>10, maxQueued>>10, srv.Stats().Dropped)
+	if maxQueued > floodQueueBytes+stageLimit {
+		t.Errorf("a flooder's queue held %d bytes; bound %d (+%d staged)", maxQueued, floodQueueBytes, stageLimit)
+	}
+	// Two queues at their bound, each with what a turn stages, and a
+	// constant for buffers and bookkeeping: far less than the flood.
+	if limit := int64(2*(floodQueueBytes+stageLimit) + 4<<20); held > limit {
+		t.Errorf("the server holds %d KiB more after the flood; bound %d KiB", held>>10, limit>>10)
+	}
+
+	// The silent attacker reads at last; the queues drain; a marker PING
+	// on each, answered after everything else, tells that all is read.
+	silent.startReading(t, tg, k)
+	waitForWithin(t, 10*time.Second, "the queues to drain", func() bool {
+		return sReader.Info().QueueBytes == 0 && sSilent.Info().QueueBytes == 0
+	})
+	for _, f := range []*flooder{reader, silent} {
+		if err := writeAll(f.nc, frame.Append(nil, frame.KindPing, 0, []byte("marker")), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		recv(t, f.marker, f.id+"'s marker PONG")
+	}
+	st := srv.Stats()
+	t.Logf("reader: sent %d answers %d; silent: sent %d answers %d", reader.sent.Load(), reader.answers.Load(), silent.sent.Load(), silent.answers.Load())
+	answered := reader.answers.Load() + silent.answers.Load()
+	dropped := st.Dropped[msgnet.DropQueueFull]
+	if k.answer != nil {
+		if answered+dropped != sent {
+			t.Errorf("%d frames sent, %d answered, %d drops counted: %d unaccounted for",
+				sent, answered, dropped, int64(sent)-int64(answered+dropped))
+		}
+		if dropped == 0 && k.cheap {
+			t.Errorf("the silent attacker's queue never overflowed")
+		}
+		if st.SlowConsumers != dropped {
+			t.Errorf("%d slow-consumer refusals counted, %d drops", st.SlowConsumers, dropped)
+		}
+	} else if answered != 0 || dropped != 0 {
+		t.Errorf("%d answers and %d drops for frames the protocol does not answer", answered, dropped)
+	}
+	if k.check != nil {
+		k.check(t, st, sent)
+	}
+	if !sReader.IsConnected() || !sSilent.IsConnected() {
+		t.Errorf("a flood closed the session; the protocol drops what it cannot send and goes on")
+	}
+	h.trip(20) // and the honest client is still served
+}
+
+// slowPeer is a slowloris connection: it sends first at once, then one
+// byte of trickle every every, and never completes a handshake in time.
+type slowPeer struct {
+	name    string
+	first   string
+	trickle string
+	every   time.Duration
+	// disconnect: the peer has chosen binary mode by the deadline, so it
+	// gets DISCONNECT "handshake timeout"; otherwise nothing is written.
+	disconnect bool
+}
+
+// Slowloris variants are cut at the handshake deadline (WithHandshakeTimeout,
+// short here) however they trickle: half a header then nothing, a hello
+// one byte per 50 ms, a text line one byte per 50 ms, nothing at all, and
+// many connections each sending a byte now and then. Each is closed
+// between the deadline and the deadline plus a second (the sweeper's tick
+// and a loaded machine), binary ones after DISCONNECT "handshake timeout"
+// and nothing else, text ones without a byte; each is counted once in
+// Stats().Disconnects["handshake_timeout"]; the honest client stays within
+// its bound meanwhile.
+func TestHostileSlowloris(t *testing.T) {
+	forEngines(t, func(t *testing.T, tg target) {
+		const deadline = 300 * time.Millisecond
+		srv, addr := tg.start(t, msgnet.WithHandshakeTimeout(deadline))
+		h := newHonest(t, tg, addr)
+		hello := string(helloFrame("slowpoke", ""))
+		peers := []slowPeer{
+			{name: "half a header", first: "MSGI\x00\x00", disconnect: true},
+			{name: "trickled hello", trickle: hello, every: 50 * time.Millisecond, disconnect: true},
+			{name: "trickled text line", trickle: "a line that never ends, one byte at a time", every: 50 * time.Millisecond},
+			{name: "nothing"},
+		}
+		for i := range 30 { // a byte now and then, binary or text from the first
+			p := slowPeer{name: fmt.Sprint("byte now and then ", i), every: time.Duration(100+i%5*20) * time.Millisecond}
+			if i%2 == 0 {
+				p.first, p.trickle, p.disconnect = hello[:4], hello[4:], true
+			} else {
+				p.first, p.trickle = "G", "ET / HTTP/1.1"
+			}
+			peers = append(peers, p)
+		}
+		type result struct {
+			got    []byte
+			after  time.Duration
+			err    error
+			writes int
+		}
+		results := make([]chan result, len(peers))
+		a := newAttack(t)
+		for i, p := range peers {
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { nc.Close() })
+			dialed := time.Now()
+			results[i] = make(chan result, 1)
+			a.goDo(func(stop <-chan struct{}) {
+				closed := make(chan struct{})
+				var writes atomic.Int64
+				go func() {
+					defer close(closed)
+					b, at, err := readUntilClosed(nc, deadline+5*time.Second)
+					results[i] <- result{got: b, after: at.Sub(dialed), err: err, writes: int(writes.Load())}
+				}()
+				if p.first != "" {
+					nc.Write([]byte(p.first))
+				}
+				if p.every > 0 {
+					tick := time.NewTicker(p.every)
+					defer tick.Stop()
+				trickle:
+					for j := 0; j < len(p.trickle); j++ {
+						select {
+						case <-closed:
+							break trickle
+						case <-stop:
+							break trickle
+						case <-tick.C:
+						}
+						if _, err := nc.Write([]byte{p.trickle[j]}); err != nil {
+							break
+						}
+						writes.Add(1)
+					}
+				}
+				<-closed // the reader has its own deadline
+				nc.Close() // the server lingers over its close until the peer's
+			})
+		}
+		var got []result
+		h.during(20, 10*time.Second, func() bool {
+			for len(got) < len(peers) {
+				select {
+				case r := <-results[len(got)]:
+					got = append(got, r)
+					continue
+				default:
+				}
+				return false
+			}
+			return true
+		})
+		for i, r := range got {
+			p := peers[i]
+			if r.err != nil {
+				t.Errorf("%s: not closed: %v (got %q after %v)", p.name, r.err, r.got, r.after)
+				continue
+			}
+			if r.after < deadline*9/10 || r.after > deadline+time.Second {
+				t.Errorf("%s: closed after %v; the deadline is %v", p.name, r.after, deadline)
+			}
+			if p.trickle != "" && r.writes >= len(p.trickle) {
+				t.Errorf("%s: the whole trickle was written before the close", p.name)
+			}
+			fs, err := frames(r.got)
+			switch {
+			case !p.disconnect && len(r.got) > 0:
+				t.Errorf("%s: got %q; a peer that has not chosen binary mode is closed without a word", p.name, r.got)
+			case p.disconnect && (err != nil || len(fs) != 1 || fs[0].Kind != frame.KindDisconnect ||
+				string(fs[0].Payload) != msgnet.ErrHandshakeTimeout.Error()):
+				t.Errorf("%s: got %q, want only DISCONNECT %q", p.name, r.got, msgnet.ErrHandshakeTimeout)
+			}
+		}
+		waitFor(t, "only the honest session left", func() bool { return srv.ConnectionCount() == 1 })
+		if n := srv.Stats().Disconnects["handshake_timeout"]; n != uint64(len(peers)) {
+			t.Errorf("%d handshake timeouts counted for %d slowloris peers", n, len(peers))
+		}
+	})
+}
