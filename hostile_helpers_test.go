@@ -3,6 +3,7 @@ package msgnet_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -319,20 +320,27 @@ func helloFrame(id, extra string) []byte {
 // handshake sends a hello and reads frames up to the welcome; it returns
 // the reader, positioned after the welcome.
 func handshake(nc net.Conn, id, extra string) (*frame.Reader, error) {
+	rd, _, err := handshakeWelcome(nc, id, extra)
+	return rd, err
+}
+
+// handshakeWelcome is handshake that also returns the welcome.
+func handshakeWelcome(nc net.Conn, id, extra string) (*frame.Reader, map[string]any, error) {
 	rd := frame.NewReader(nc, 16<<20)
 	if _, err := nc.Write(helloFrame(id, extra)); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	defer nc.SetReadDeadline(time.Time{})
 	f, err := rd.ReadFrame()
 	if err != nil {
-		return nil, fmt.Errorf("waiting for the welcome: %w", err)
+		return nil, nil, fmt.Errorf("waiting for the welcome: %w", err)
 	}
-	if op, _ := frame.ControlOp(f.Payload); f.Kind != frame.KindControl || op != "welcome" {
-		return nil, fmt.Errorf("got %v %.200q, want the welcome", f.Kind, f.Payload)
+	var w map[string]any
+	if f.Kind != frame.KindControl || json.Unmarshal(f.Payload, &w) != nil || w["op"] != "welcome" {
+		return nil, nil, fmt.Errorf("got %v %.200q, want the welcome", f.Kind, f.Payload)
 	}
-	return rd, nil
+	return rd, w, nil
 }
 
 // writeAll writes b, retrying short deadlines so that stop is noticed; a

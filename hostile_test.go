@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -487,7 +488,7 @@ func TestHostileSlowloris(t *testing.T) {
 						writes.Add(1)
 					}
 				}
-				<-closed // the reader has its own deadline
+				<-closed   // the reader has its own deadline
 				nc.Close() // the server lingers over its close until the peer's
 			})
 		}
@@ -529,5 +530,119 @@ func TestHostileSlowloris(t *testing.T) {
 		if n := srv.Stats().Disconnects["handshake_timeout"]; n != uint64(len(peers)) {
 			t.Errorf("%d handshake timeouts counted for %d slowloris peers", n, len(peers))
 		}
+	})
+}
+
+// Large frames trickled after the handshake, and many sessions holding
+// only a header that announces the largest frame, cost the server memory
+// in proportion to what it received, not to what the headers announce:
+// the heap it holds is at most twice what arrived (buffers grow by
+// doubling) plus a constant. (What it allocates is not bounded here: under
+// -race sync.Pool drops a quarter of what is put back, so the honest
+// client's replies alone allocate megabytes; TestTrickledMessageAllocatesInProportion
+// bounds it without traffic beside.) Completed, each trickled frame is
+// echoed whole.
+func TestHostileTrickledFrames(t *testing.T) {
+	forEngines(t, func(t *testing.T, tg target) {
+		srv, addr := tg.start(t)
+		h := newHonest(t, tg, addr)
+		const (
+			tricklers = 8
+			size      = 1<<20 - 64 // the reply fits the limit in managed mode too
+			partial   = 64 << 10   // trickled before the memory is measured
+			piece     = 1 << 10
+			headers   = 64 // sessions that send a header and one byte
+		)
+		type conn struct {
+			nc net.Conn
+			rd *frame.Reader
+			s  *msgnet.Session
+		}
+		var trick, idle []conn
+		for i := range tricklers + headers {
+			id := fmt.Sprint("trickle-", i)
+			nc := dialRaw(t, addr).nc
+			rd, err := handshake(nc, id, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := conn{nc: nc, rd: rd, s: sessionOf(t, srv, id)}
+			if i < tricklers {
+				trick = append(trick, c)
+			} else {
+				idle = append(idle, c)
+			}
+		}
+		payload := make([]byte, size)
+		for i := range payload {
+			payload[i] = byte('a' + i%26)
+		}
+		msg := frame.Append(nil, frame.KindData, 0, payload)
+		before := heapInuse()
+		var m0 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		for _, c := range idle {
+			c.nc.Write(msg[:frame.HeaderLen+1])
+		}
+		a := newAttack(t)
+		var trickling atomic.Int32
+		for _, c := range trick {
+			trickling.Add(1)
+			a.goDo(func(stop <-chan struct{}) {
+				defer trickling.Add(-1)
+				tick := time.NewTicker(2 * time.Millisecond)
+				defer tick.Stop()
+				const end = frame.HeaderLen + partial
+				for at := 0; at < end && !stopped(stop); at += piece {
+					<-tick.C
+					if _, err := c.nc.Write(msg[at:min(at+piece, end)]); err != nil {
+						t.Errorf("trickle: %v", err)
+						return
+					}
+				}
+			})
+		}
+		h.during(20, 20*time.Second, func() bool { return trickling.Load() == 0 })
+		a.end()
+		helloLen := func(i int) uint64 { return uint64(len(helloFrame(fmt.Sprint("trickle-", i), ""))) }
+		waitFor(t, "the server to read what was trickled", func() bool {
+			for i, c := range trick {
+				if c.s.Info().BytesIn != helloLen(i)+frame.HeaderLen+partial {
+					return false
+				}
+			}
+			for i, c := range idle {
+				if c.s.Info().BytesIn != helloLen(tricklers+i)+frame.HeaderLen+1 {
+					return false
+				}
+			}
+			return true
+		})
+		var m1 runtime.MemStats
+		runtime.ReadMemStats(&m1)
+		held := int64(heapInuse()) - int64(before)
+		received := int64(tricklers*(frame.HeaderLen+partial) + headers*(frame.HeaderLen+1))
+		announced := int64((tricklers + headers) * size)
+		alloc := int64(m1.TotalAlloc - m0.TotalAlloc)
+		t.Logf("received %d KiB, headers announced %d MiB; the process holds %+d KiB, allocated %d KiB meanwhile",
+			received>>10, announced>>20, held>>10, alloc>>10)
+		if limit := 2*received + 1<<20; held > limit {
+			t.Errorf("the server holds %d KiB for %d KiB received; bound %d KiB", held>>10, received>>10, limit>>10)
+		}
+		// The rest of each trickled frame, at once: the handler gets it whole.
+		want := []byte(tg.reply(string(payload)))
+		for _, c := range trick {
+			if _, err := c.nc.Write(msg[frame.HeaderLen+partial:]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, c := range trick {
+			c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			f, err := c.rd.ReadFrame()
+			if err != nil || f.Kind != frame.KindData || !bytes.Equal(f.Payload, want) {
+				t.Fatalf("trickler %d: got %v %d bytes, %v; want its frame echoed", i, f.Kind, len(f.Payload), err)
+			}
+		}
+		h.trip(20)
 	})
 }
