@@ -346,6 +346,7 @@ func handshakeWelcome(nc net.Conn, id, extra string) (*frame.Reader, map[string]
 // writeAll writes b, retrying short deadlines so that stop is noticed; a
 // write the server does not take within limit fails.
 func writeAll(nc net.Conn, b []byte, limit time.Duration) error {
+	defer nc.SetWriteDeadline(time.Time{})
 	deadline := time.Now().Add(limit)
 	for len(b) > 0 {
 		nc.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
