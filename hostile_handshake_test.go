@@ -1,6 +1,7 @@
 package msgnet_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -285,5 +286,67 @@ func TestHostileHandshakes(t *testing.T) {
 		if held > big*64<<10 {
 			t.Errorf("%d sessions that said a 1 MiB hello hold %d KiB; bound %d KiB", big, held>>10, big*64)
 		}
+	})
+}
+
+// Malformed frames get the answer section 2 gives them: a bad magic or a
+// length under the header's is bad_frame and the close; a length over the
+// limit is message_too_large, decided from the header alone; a flag on a
+// kind that takes none is unknown_type and the session goes on; an empty
+// DATA is a message; what follows a peer's DISCONNECT in the same write is
+// not handled, what precedes it is answered; a text line over the limit
+// is the line "ERROR message_too_large" and the close, without waiting
+// for its end.
+func TestHostileMalformedFrames(t *testing.T) {
+	forEngines(t, func(t *testing.T, tg target) {
+		_, addr := tg.start(t)
+		h := newHonest(t, tg, addr)
+		closedAfter := func(name string, nc net.Conn, rd *frame.Reader, want ...func(frame.Frame) error) {
+			t.Helper()
+			if err := expectFrames(nc, rd, want...); err != nil {
+				t.Errorf("%s: %v", name, err)
+				return
+			}
+			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if f, err := rd.ReadFrame(); err == nil {
+				t.Errorf("%s: got %v %.100q, want the close", name, f.Kind, f.Payload)
+			}
+		}
+		dial := func(in []byte) (net.Conn, *frame.Reader) {
+			nc := dialRaw(t, addr).nc
+			rd, err := handshake(nc, "malformed", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			nc.Write(in)
+			return nc, rd
+		}
+		nc, rd := dial([]byte("MSGX\x00\x00\x00\x0c\x00\x10hi"))
+		closedAfter("bad magic", nc, rd, isError(frame.CodeBadFrame), isKind(frame.KindDisconnect))
+		nc, rd = dial([]byte("MSGI\x00\x00\x00\x05\x00\x10"))
+		closedAfter("length under the header", nc, rd, isError(frame.CodeBadFrame), isKind(frame.KindDisconnect))
+		nc, rd = dial([]byte("MSGI\xff\xff\xff\xff\x00\x10"))
+		closedAfter("length of 4 GiB", nc, rd, isError(frame.CodeMessageTooLarge), isKind(frame.KindDisconnect))
+
+		in := frame.Append(nil, frame.KindPing, frame.FlagRequest, []byte("p"))
+		in = frame.Append(in, frame.KindData, 0, nil)
+		nc, rd = dial(in)
+		if err := expectFrames(nc, rd, isError(frame.CodeUnknownType), isData(tg.reply(""))); err != nil {
+			t.Errorf("flagged PING, empty DATA: %v", err)
+		}
+
+		in = frame.Append(nil, frame.KindData, 0, []byte("before"))
+		in = frame.Append(in, frame.KindDisconnect, 0, []byte("bye"))
+		in = frame.Append(in, frame.KindData, 0, []byte("after"))
+		nc, rd = dial(in)
+		closedAfter("DISCONNECT between messages", nc, rd, isData(tg.reply("before")))
+
+		text := dialRaw(t, addr).nc
+		writeAll(text, bytes.Repeat([]byte("x"), 1<<20+2), 5*time.Second) // no newline
+		b, _, err := readUntilClosed(text, 5*time.Second)
+		if want := "ERROR " + frame.CodeMessageTooLarge + "\n"; err != nil || string(b) != want {
+			t.Errorf("overlong text line: got %q (%v), want %q and the close", b, err, want)
+		}
+		h.trip(20)
 	})
 }
