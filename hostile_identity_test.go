@@ -157,6 +157,20 @@ func TestHostileTakeoverStorm(t *testing.T) {
 	forServeTargets(t, func(t *testing.T, tg target) {
 		srv, addr := tg.start(t)
 		h := newHonest(t, tg, addr)
+		// Connections are closed when the test ends: the survivors must
+		// stay open until they are counted.
+		var mu sync.Mutex
+		var open []net.Conn
+		t.Cleanup(func() {
+			for _, nc := range open {
+				nc.Close()
+			}
+		})
+		keep := func(nc net.Conn) {
+			mu.Lock()
+			open = append(open, nc)
+			mu.Unlock()
+		}
 		a := newAttack(t)
 		storming := make(chan struct{})
 		a.goDo(func(stop <-chan struct{}) {
@@ -169,7 +183,7 @@ func TestHostileTakeoverStorm(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				defer c.nc.Close()
+				keep(c.nc)
 				if err := c.welcome(); err != nil {
 					t.Errorf("claim %d: %v", i, err)
 					return
@@ -187,7 +201,6 @@ func TestHostileTakeoverStorm(t *testing.T) {
 			}
 			// At once.
 			const claimers, each = 10, 4
-			var mu sync.Mutex
 			var all []*claim
 			var wg sync.WaitGroup
 			for range claimers {
@@ -200,6 +213,7 @@ func TestHostileTakeoverStorm(t *testing.T) {
 							t.Error(err)
 							return
 						}
+						keep(c.nc)
 						mu.Lock()
 						all = append(all, c)
 						mu.Unlock()
@@ -207,11 +221,6 @@ func TestHostileTakeoverStorm(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			defer func() {
-				for _, c := range all {
-					c.nc.Close()
-				}
-			}()
 			// Each claim gets its welcome or, replaced before it, DISCONNECT;
 			// once all have, every hello has been handled.
 			first := make([]frame.Frame, len(all))
@@ -261,14 +270,24 @@ func TestHostileTakeoverStorm(t *testing.T) {
 		if t.Failed() {
 			return
 		}
-		waitFor(t, "the honest session and one of each client id", func() bool { return srv.ConnectionCount() == 3 })
+		for deadline := time.Now().Add(5 * time.Second); srv.ConnectionCount() != 3; time.Sleep(2 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				for _, s := range srv.Sessions() {
+					t.Logf("left: %+v connected %v", s.Info(), s.IsConnected())
+				}
+				t.Fatalf("%d sessions left, want the honest one and one of each client id", srv.ConnectionCount())
+			}
+		}
 		// The survivor is served.
 		owner, _ := srv.SessionByClientID("storm")
 		if err := owner.SendString("still yours"); err != nil {
 			t.Errorf("the surviving session: %v", err)
 		}
-		if n := srv.Stats().Disconnects["error"]; n != 0 {
-			t.Errorf("%d sessions ended in an unexpected error: %v", n, srv.Stats().Disconnects)
+		// A takeover is an end the protocol defines (ErrReplaced), like an
+		// idle timeout: it must not be counted as an unexpected error, or a
+		// takeover storm reads as failures on the dashboard.
+		if d := srv.Stats().Disconnects; d["error"] != 0 {
+			t.Errorf("sessions ended by takeover are counted as unexpected errors: Disconnects %v", d)
 		}
 	})
 }
