@@ -1,12 +1,14 @@
 package msgnet_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net"
 	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -642,6 +644,142 @@ func TestHostileTrickledFrames(t *testing.T) {
 			if err != nil || f.Kind != frame.KindData || !bytes.Equal(f.Payload, want) {
 				t.Fatalf("trickler %d: got %v %d bytes, %v; want its frame echoed", i, f.Kind, len(f.Payload), err)
 			}
+		}
+		h.trip(20)
+	})
+}
+
+// A flood of text lines (the nc-like mode, no hello) from an attacker that
+// reads and one that never does: the same rules as for frames. Every line
+// is echoed once, in order, or its drop is counted, exactly; the silent
+// attacker's queue and the server's heap stay within the bound.
+func TestHostileTextFlood(t *testing.T) {
+	forEngines(t, func(t *testing.T, tg target) {
+		srv, addr := tg.start(t, msgnet.WithSendQueueBytes(floodQueueBytes))
+		h := newHonest(t, tg, addr)
+		type liner struct {
+			nc       net.Conn
+			br       *bufio.Reader
+			s        *msgnet.Session
+			sent     atomic.Uint64
+			bytes    atomic.Uint64
+			answers  atomic.Uint64
+			marker   chan error
+			firstOut string
+		}
+		line := func(seq uint64) []byte { return fmt.Appendf(nil, "line-%016d-%s\n", seq, strings.Repeat("t", 1000)) }
+		newLiner := func(rcvbuf int) *liner {
+			nc, err := dialAttacker(addr, rcvbuf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { nc.Close() })
+			l := &liner{nc: nc, br: bufio.NewReaderSize(nc, 64<<10), marker: make(chan error, 1)}
+			// The first line makes the session; it is echoed like the rest.
+			nc.Write([]byte("first\n"))
+			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if got, err := l.br.ReadString('\n'); err != nil || got != tg.reply("first")+"\n" {
+				t.Fatalf("text attacker: %q %v", got, err)
+			}
+			var found *msgnet.Session
+			waitFor(t, "the text session", func() bool {
+				srv.Range(func(s *msgnet.Session) bool {
+					if s.Mode() == frame.ModeText && s.Info().BytesIn == uint64(len("first\n")) && s.RemotePort() == nc.LocalAddr().(*net.TCPAddr).Port {
+						found = s
+					}
+					return true
+				})
+				return found != nil
+			})
+			l.s = found
+			l.bytes.Store(uint64(len("first\n")))
+			return l
+		}
+		read := func(l *liner) {
+			go func() {
+				last := int64(-1)
+				prefix := tg.reply("line-")
+				for {
+					l.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+					got, err := l.br.ReadString('\n')
+					if err != nil {
+						l.marker <- err
+						return
+					}
+					if got == tg.reply("END")+"\n" {
+						l.marker <- nil
+						return
+					}
+					var seq int64
+					if _, err := fmt.Sscanf(strings.TrimPrefix(got, prefix), "%016d-", &seq); err != nil || !strings.HasPrefix(got, prefix) || seq <= last {
+						l.marker <- fmt.Errorf("got %.60q after line %d", got, last)
+						return
+					}
+					last = seq
+					l.answers.Add(1)
+				}
+			}()
+		}
+		reader, silent := newLiner(0), newLiner(16<<10)
+		read(reader)
+		before := heapInuse()
+		a := newAttack(t)
+		var flooding atomic.Int32
+		for _, l := range []*liner{reader, silent} {
+			flooding.Add(1)
+			a.goDo(func(stop <-chan struct{}) {
+				defer flooding.Add(-1)
+				for seq := uint64(0); !stopped(stop) && l.bytes.Load() < 2*floodQueueBytes+8<<20; {
+					var b []byte
+					n := uint64(0)
+					for len(b) < 32<<10 {
+						b = append(b, line(seq)...)
+						seq++
+						n++
+					}
+					if err := writeAll(l.nc, b, 10*time.Second); err != nil {
+						t.Errorf("text flood: %v", err)
+						return
+					}
+					l.sent.Add(n)
+					l.bytes.Add(uint64(len(b)))
+				}
+			})
+		}
+		maxQueued := 0
+		h.during(30, 30*time.Second, func() bool {
+			maxQueued = max(maxQueued, silent.s.Info().QueueBytes, reader.s.Info().QueueBytes)
+			return flooding.Load() == 0
+		})
+		a.end()
+		waitForWithin(t, 10*time.Second, "the server to read the whole flood", func() bool {
+			return reader.s.Info().BytesIn == reader.bytes.Load() && silent.s.Info().BytesIn == silent.bytes.Load()
+		})
+		maxQueued = max(maxQueued, silent.s.Info().QueueBytes)
+		held := int64(heapInuse()) - int64(before)
+		if maxQueued > floodQueueBytes+stageLimit {
+			t.Errorf("a text flooder's queue held %d bytes; bound %d", maxQueued, floodQueueBytes)
+		}
+		if limit := int64(2*(floodQueueBytes+stageLimit) + 4<<20); held > limit {
+			t.Errorf("the server holds %d KiB more after the flood; bound %d KiB", held>>10, limit>>10)
+		}
+		read(silent)
+		waitForWithin(t, 10*time.Second, "the queues to drain", func() bool {
+			return reader.s.Info().QueueBytes == 0 && silent.s.Info().QueueBytes == 0
+		})
+		for _, l := range []*liner{reader, silent} {
+			l.nc.Write([]byte("END\n"))
+			if err := recv(t, l.marker, "the END line's echo"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sent := reader.sent.Load() + silent.sent.Load()
+		answered := reader.answers.Load() + silent.answers.Load()
+		dropped := srv.Stats().Dropped[msgnet.DropQueueFull]
+		t.Logf("%d lines sent, %d echoed, %d dropped; largest queue %d KiB; the process holds %+d KiB",
+			sent, answered, dropped, maxQueued>>10, held>>10)
+		if answered+dropped != sent || dropped == 0 {
+			t.Errorf("%d lines sent, %d echoed, %d drops counted; want every line echoed or counted, some dropped", sent, answered, dropped)
 		}
 		h.trip(20)
 	})
