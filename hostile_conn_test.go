@@ -232,7 +232,7 @@ func TestHostileConnectionAbuse(t *testing.T) {
 		if st.Accepted != workers*each+1 || ended != workers*each {
 			t.Errorf("%d accepted, %d ended (%v); want %d and %d", st.Accepted, ended, st.Disconnects, workers*each+1, workers*each)
 		}
-		held := int64(heapInuse()) - int64(before)
+		held := heldSince(before)
 		t.Logf("%d abusive connections; the process holds %+d KiB; ends %v", workers*each, held>>10, st.Disconnects)
 		if held > 1<<20 {
 			t.Errorf("the process holds %d KiB more after the abuse", held>>10)

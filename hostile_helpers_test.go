@@ -115,7 +115,6 @@ type honest struct {
 	t       *testing.T
 	tg      target
 	nc      net.Conn
-	id      string
 	replies chan string
 	done    chan struct{}
 	seq     int
@@ -141,9 +140,9 @@ func newHonestFrom(t *testing.T, tg target, addr string, local net.Addr) *honest
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &honest{t: t, tg: tg, nc: nc, id: "honest", replies: make(chan string, 16), done: make(chan struct{})}
+	h := &honest{t: t, tg: tg, nc: nc, replies: make(chan string, 16), done: make(chan struct{})}
 	rd := frame.NewReader(nc, 16<<20)
-	if _, err := nc.Write(frame.Append(nil, frame.KindControl, 0, []byte(`{"op":"hello","client_id":"honest"}`))); err != nil {
+	if _, err := nc.Write(helloFrame("honest", "")); err != nil {
 		t.Fatal(err)
 	}
 	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -224,13 +223,13 @@ func (h *honest) baseline() {
 }
 
 // during makes round trips until attackOver reports true (checked between
-// round trips) and at least min were made, then checks them against the
-// bound. It fails if the attack has not ended within limit.
-func (h *honest) during(min int, limit time.Duration, attackOver func() bool) {
+// round trips) and at least atLeast were made, then checks them against
+// the bound. It fails if the attack has not ended within limit.
+func (h *honest) during(atLeast int, limit time.Duration, attackOver func() bool) {
 	h.t.Helper()
 	h.trips = h.trips[:0]
 	deadline := time.Now().Add(limit)
-	for len(h.trips) < min || !attackOver() {
+	for len(h.trips) < atLeast || !attackOver() {
 		if time.Now().After(deadline) {
 			h.t.Fatalf("the attack did not end within %v", limit)
 		}
@@ -411,6 +410,13 @@ func heapInuse() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse
+}
+
+// heldSince is how much more heap the process holds than before: the
+// least of three readings, since buffers in flight (the honest client's
+// traffic goes on) come and go, and what is kept stays.
+func heldSince(before uint64) int64 {
+	return int64(min(heapInuse(), heapInuse(), heapInuse())) - int64(before)
 }
 
 // sessionOf returns the server's session of a client id, waiting for it.

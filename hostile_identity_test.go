@@ -77,7 +77,7 @@ func TestHostileClientIDChurn(t *testing.T) {
 				}
 			}
 		}
-		held := int64(heapInuse()) - int64(before)
+		held := heldSince(before)
 		t.Logf("%d connections came and went; the process holds %+d KiB", workers*each, held>>10)
 		if held > 1<<20 {
 			t.Errorf("the process holds %d KiB more after %d connections came and went", held>>10, workers*each)

@@ -123,7 +123,7 @@ func TestHostileJoinLeaveStorm(t *testing.T) {
 			t.Fatalf("g-0-%d keeps %d members after its only member ended", i, len(m))
 		}
 	}
-	held := int64(heapInuse()) - int64(before)
+	held := heldSince(before)
 	t.Logf("%d sessions joined %d groups each; the process holds %+d KiB", attackers, groups, held>>10)
 	if held > 1<<20 {
 		t.Errorf("the process holds %d KiB more after the storm", held>>10)
@@ -226,7 +226,7 @@ func TestHostileGroupFlood(t *testing.T) {
 		return
 	}
 	ss := sessionOf(t, srv, "silent")
-	held := int64(heapInuse()) - int64(before)
+	held := heldSince(before)
 	st := srv.Stats()
 	dropped := st.Dropped[msgnet.DropQueueFull]
 	t.Logf("%d messages of %d KiB; the silent member's queue %d KiB; dropped %d; the process holds %+d KiB",
@@ -530,7 +530,7 @@ func TestHostileBroadcastFlood(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	held := int64(heapInuse()) - int64(before)
+	held := heldSince(before)
 	dropped := srv.Stats().Dropped[msgnet.DropQueueFull]
 	t.Logf("%d broadcasts to %d sessions; dropped %d; the process holds %+d KiB", n, silents+2, dropped, held>>10)
 	if limit := int64((silents+1)*(4<<20) + 4<<20); held > limit {

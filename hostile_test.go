@@ -312,12 +312,12 @@ func floodCase(t *testing.T, tg target, k floodKind) {
 	// answers would take hundreds of thousands of frames to fill the
 	// queue and the kernel's buffers under it: those floods stop at
 	// smallVolume and need not overflow.
-	const volume, smallVolume, cap = 2 * floodQueueBytes, 512 << 10, 64 << 20
+	const volume, smallVolume, maxVolume = 2 * floodQueueBytes, 512 << 10, 64 << 20
 	enough := func(f *flooder) func() bool {
 		return func() bool {
 			n := f.bytes.Load()
 			switch {
-			case n >= cap:
+			case n >= maxVolume:
 				return true
 			case !k.cheap:
 				return n >= smallVolume
@@ -351,9 +351,9 @@ func floodCase(t *testing.T, tg target, k floodKind) {
 	for _, s := range []*msgnet.Session{sReader, sSilent} {
 		maxQueued = max(maxQueued, s.Info().QueueBytes)
 	}
-	held := int64(heapInuse()) - int64(before)
+	held := heldSince(before)
 	sent := reader.sent.Load() + silent.sent.Load()
-	t.Logf("%d frames (%d MiB) sent; server heap %+d KiB; largest queue seen %d KiB; stats: dropped %v",
+	t.Logf("%d frames (%d MiB) sent; the process holds %+d KiB; largest queue seen %d KiB; dropped %v",
 		sent, (reader.bytes.Load()+silent.bytes.Load())>>20, held>>10, maxQueued>>10, srv.Stats().Dropped)
 	if maxQueued > floodQueueBytes+stageLimit {
 		t.Errorf("a flooder's queue held %d bytes; bound %d (+%d staged)", maxQueued, floodQueueBytes, stageLimit)
@@ -377,7 +377,8 @@ func floodCase(t *testing.T, tg target, k floodKind) {
 		recv(t, f.marker, f.id+"'s marker PONG")
 	}
 	st := srv.Stats()
-	t.Logf("reader: sent %d answers %d; silent: sent %d answers %d", reader.sent.Load(), reader.answers.Load(), silent.sent.Load(), silent.answers.Load())
+	t.Logf("answers: the reader %d of %d, the silent one %d of %d",
+		reader.answers.Load(), reader.sent.Load(), silent.answers.Load(), silent.sent.Load())
 	answered := reader.answers.Load() + silent.answers.Load()
 	dropped := st.Dropped[msgnet.DropQueueFull]
 	if k.answer != nil {
@@ -622,7 +623,7 @@ func TestHostileTrickledFrames(t *testing.T) {
 		})
 		var m1 runtime.MemStats
 		runtime.ReadMemStats(&m1)
-		held := int64(heapInuse()) - int64(before)
+		held := heldSince(before)
 		received := int64(tricklers*(frame.HeaderLen+partial) + headers*(frame.HeaderLen+1))
 		announced := int64((tricklers + headers) * size)
 		alloc := int64(m1.TotalAlloc - m0.TotalAlloc)
@@ -756,7 +757,7 @@ func TestHostileTextFlood(t *testing.T) {
 			return reader.s.Info().BytesIn == reader.bytes.Load() && silent.s.Info().BytesIn == silent.bytes.Load()
 		})
 		maxQueued = max(maxQueued, silent.s.Info().QueueBytes)
-		held := int64(heapInuse()) - int64(before)
+		held := heldSince(before)
 		if maxQueued > floodQueueBytes+stageLimit {
 			t.Errorf("a text flooder's queue held %d bytes; bound %d", maxQueued, floodQueueBytes)
 		}
