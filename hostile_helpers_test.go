@@ -94,12 +94,12 @@ func (tg target) reply(msg string) string {
 // it shares its cores between the sessions, it does not ration the
 // attacker. The costliest case is a flood of 11-byte frames that each
 // need an ERROR: an event loop's turn (64 KiB of input) is then ~6,000
-// handler calls, about 120 ms under -race here, and the honest client may
-// wait for both flooders' turns: p99 of up to ~260 ms was seen (the
-// goroutine engines stay under ~50 ms). The floor leaves that a margin of
-// two; a server that starves the honest session takes seconds, or never
-// answers, and fails. The baseline term only matters on a machine much
-// slower than this one.
+// handler calls, about 120 ms under -race on a 2-core machine, and the
+// honest client may wait for both flooders' turns: its p99 reaches
+// ~260 ms there (~15 ms without -race; the goroutine engines stay under
+// ~50 ms). The floor leaves that a margin of two; a server that starves
+// the honest session takes seconds, or never answers, and fails. The
+// baseline term only matters on a machine much slower than this one.
 const (
 	baselineTrips = 200
 	rttK          = 20
