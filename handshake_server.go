@@ -193,11 +193,14 @@ func (srv *Server) finishHello(s *Session, h *hello) {
 		}
 		w.Encryption = &welcomeSeal{Suite: suite, Nonce: nonce}
 	}
+	s.handshaking.Store(false)
+	s.c.Establish(srv.cfg.negotiatedPipe(w.Compression, sealer, opener), w.appendJSON(make([]byte, 0, 256)))
+	// The welcome is queued before the id is claimed: a newer session of
+	// the same client that replaces this one at once then ends it after
+	// its welcome, never before.
 	if h.ClientID != "" {
 		srv.claimClientID(s, h.ClientID)
 	}
-	s.handshaking.Store(false)
-	s.c.Establish(srv.cfg.negotiatedPipe(w.Compression, sealer, opener), w.appendJSON(make([]byte, 0, 256)))
 	srv.connected(s)
 }
 

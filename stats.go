@@ -257,8 +257,9 @@ func (c *counters) countIn(k frame.Kind, n int) {
 
 // ReasonClass names the kind of a session's end reason, as counted in
 // Stats.Disconnects: "peer_closed", "peer_disconnect", "disconnect",
-// "idle_timeout", "handshake_timeout", "shutdown", "closed", "slow_consumer", "heartbeat_timeout",
-// "handler_panic", "protocol:<code>", "client_closed" or "error".
+// "idle_timeout", "handshake_timeout", "shutdown", "closed",
+// "slow_consumer", "heartbeat_timeout", "handler_panic",
+// "protocol:<code>", "client_closed", "replaced" or "error".
 func ReasonClass(reason error) string {
 	var pe *ProtocolError
 	var de *DisconnectError
@@ -280,6 +281,8 @@ func ReasonClass(reason error) string {
 		return "handshake_timeout"
 	case errors.Is(reason, ErrClientClosed):
 		return "client_closed"
+	case errors.Is(reason, ErrReplaced):
+		return "replaced"
 	case errors.As(reason, &hp):
 		return "handler_panic"
 	case errors.As(reason, &pe):

@@ -69,6 +69,21 @@ func eventually(t *testing.T, d time.Duration, cond func() bool, what string) {
 	}
 }
 
+// recv receives from ch within a few seconds, or fails the test naming
+// what it waited for: a bare receive would turn a lost message into the
+// package's timeout, minutes later and without a clear message.
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(5 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
+	}
+}
+
 func healthy(p *Pool, addr string) bool {
 	for _, n := range p.Nodes() {
 		if n.Addr == addr {
@@ -328,15 +343,15 @@ func TestAcquireRelease(t *testing.T) {
 	if err := c1.SendString("ping"); err != nil {
 		t.Fatal(err)
 	}
-	if m := <-msgs; m != "ping" {
+	if m := recv(t, msgs, "the echo of ping"); m != "ping" {
 		t.Fatalf("echo %q", m)
 	}
 	rel1()
 	rel1() // twice is harmless
-	if c := <-got; c != c1 {
+	if c := recv(t, got, "the waiting Acquire's client"); c != c1 {
 		t.Fatal("the waiting Acquire did not get the released client")
 	}
-	<-got // and gave it back
+	recv(t, got, "the waiting Acquire to give its client back")
 	rel2()
 	// Released clients lost the borrower's handlers.
 	c, rel, err := p.Acquire(ctx, "")

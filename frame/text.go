@@ -86,35 +86,51 @@ func TrimLine(b []byte) []byte {
 	return b
 }
 
-// AppendEscaped appends msg with its control characters (bytes below 0x20
-// other than tab, and 0x7f) written as escapes: "\n", "\r", or "\x" and
-// two hex digits. An application that relays one peer's words to text-mode
-// peers uses it, so that the words stay on the line the application wrote
-// them into: a newline in them cannot start a line that reads as if
-// someone else had written it, and escape sequences cannot drive the
-// reader's terminal.
+// AppendEscaped appends msg with its control characters written as
+// escapes: C0 controls other than tab, and DEL, as "\n", "\r" or "\x" and
+// two hex digits; C1 controls (U+0080 to U+009F, encoded in UTF-8) as
+// "\u" and four hex digits. An application that relays one peer's words to
+// text-mode peers uses it, so that the words stay on the line the
+// application wrote them into: a newline in them cannot start a line that
+// reads as if someone else had written it, and escape sequences (ESC [ or
+// the one-character CSI, U+009B) cannot drive the reader's terminal.
 func AppendEscaped(dst, msg []byte) []byte {
+	const hex = "0123456789abcdef"
 	for len(msg) > 0 {
 		i := 0
-		for i < len(msg) && !needsEscape(msg[i]) {
+		for i < len(msg) && escapeLen(msg[i:]) == 0 {
 			i++
 		}
 		dst = append(dst, msg[:i]...)
 		if i == len(msg) {
 			break
 		}
-		switch c := msg[i]; c {
-		case '\n':
+		n := escapeLen(msg[i:])
+		switch c := msg[i]; {
+		case n == 2: // a C1 control: 0xc2, then 0x80 to 0x9f
+			c = msg[i+1]
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
+		case c == '\n':
 			dst = append(dst, `\n`...)
-		case '\r':
+		case c == '\r':
 			dst = append(dst, `\r`...)
 		default:
-			const hex = "0123456789abcdef"
 			dst = append(dst, '\\', 'x', hex[c>>4], hex[c&15])
 		}
-		msg = msg[i+1:]
+		msg = msg[i+n:]
 	}
 	return dst
 }
 
-func needsEscape(c byte) bool { return c < 0x20 && c != '\t' || c == 0x7f }
+// escapeLen is how many bytes at the start of b make one character that
+// AppendEscaped escapes: 1 for a C0 control or DEL, 2 for a C1 control in
+// UTF-8, 0 for none.
+func escapeLen(b []byte) int {
+	switch c := b[0]; {
+	case c < 0x20 && c != '\t' || c == 0x7f:
+		return 1
+	case c == 0xc2 && len(b) > 1 && b[1] >= 0x80 && b[1] <= 0x9f:
+		return 2
+	}
+	return 0
+}

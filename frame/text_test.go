@@ -15,6 +15,9 @@ func TestAppendEscaped(t *testing.T) {
 		"nul\x00del\x7f":          `nul\x00del\x7f`,
 		"ünï\u2028code":           "ünï\u2028code", // not a byte-level control
 		"back\\slash stays as is": "back\\slash stays as is",
+		"csi\u009b2J nel\u0085":   `csi\u009b2J nel\u0085`,
+		"\u00a0\u00c2 kept":       "\u00a0\u00c2 kept", // printable, and a lone 0xc2-lead
+		"end\xc2":                 "end\xc2",
 	} {
 		got := AppendEscaped([]byte("> "), []byte(in))
 		if string(got) != "> "+want {

@@ -7,9 +7,10 @@ import (
 	"github.com/pierrec/lz4/v4"
 )
 
-// lz4Codec is the "lz4" codec: the uvarint decompressed length followed by
-// one LZ4 block (the raw block format, not the LZ4 frame format). The
-// length prefix lets Decompress check the limit before allocating.
+// lz4Codec is the "lz4" codec: the decompressed length as 4 bytes,
+// big-endian, followed by one LZ4 block (the raw block format, not the LZ4
+// frame format), as C and C++ peers commonly frame it. The length prefix
+// lets Decompress check the limit before allocating.
 type lz4Codec struct{}
 
 // lz4MaxRatio bounds the output of an LZ4 block per input byte: each
@@ -28,8 +29,8 @@ func (lz4Codec) Compress(dst, src []byte) ([]byte, error) {
 	}
 	n := len(dst)
 	bound := lz4.CompressBlockBound(len(src))
-	dst = grow(dst, binary.MaxVarintLen64+bound)
-	dst = binary.AppendUvarint(dst, uint64(len(src)))
+	dst = grow(dst, 4+bound)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(src)))
 	m := len(dst)
 	c := lz4Pool.Get().(*lz4.Compressor)
 	k, err := c.CompressBlock(src, dst[m:m+bound])
@@ -43,16 +44,26 @@ func (lz4Codec) Compress(dst, src []byte) ([]byte, error) {
 }
 
 func (lz4Codec) Decompress(dst, src []byte, limit int) ([]byte, error) {
-	v, k := binary.Uvarint(src)
-	if k <= 0 {
+	if len(src) < 4 {
 		return dst, corrupt(CodecLZ4, nil)
 	}
-	if v > uint64(max(limit, 0)) {
+	v := binary.BigEndian.Uint32(src)
+	if uint64(v) > uint64(max(limit, 0)) {
 		return dst, ErrTooLarge
 	}
-	size, block := int(v), src[k:]
+	size, block := int(v), src[4:]
 	if size > lz4MaxRatio*len(block)+16 {
 		return dst, corrupt(CodecLZ4, nil)
+	}
+	if size == 0 {
+		// The decoder must not see a nil destination, which its assembly
+		// writes through: the empty message decodes into a byte of
+		// scratch, and must produce nothing.
+		var scratch [1]byte
+		if got, err := lz4.UncompressBlock(block, scratch[:]); err != nil || got != 0 {
+			return dst, corrupt(CodecLZ4, err)
+		}
+		return dst, nil
 	}
 	n := len(dst)
 	dst = grow(dst, size)

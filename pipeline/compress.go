@@ -30,7 +30,7 @@ const (
 	CodecZstd   = "zstd"   // Zstandard frames (RFC 8878); Compress writes one, with its size
 	CodecS2     = "s2"     // S2 block format, a Snappy extension
 	CodecSnappy = "snappy" // standard Snappy block format
-	CodecLZ4    = "lz4"    // uvarint decompressed length, then one LZ4 block
+	CodecLZ4    = "lz4"    // decompressed length (4 bytes, big-endian), then one LZ4 block
 )
 
 // ErrTooLarge reports that a payload would decompress to more than the

@@ -304,8 +304,8 @@ func bombs(t *testing.T) map[string][]bomb {
 	for _, name := range []string{CodecS2, CodecSnappy, CodecLZ4} {
 		c, _ := CompressorByName(name)
 		comp, _ := c.Compress(nil, zeros[:8<<20])
-		_, k := uvarint(comp)
-		lie := append(appendUvarint(nil, bombLimit), comp[k:]...)
+		_, k := sizePrefix(name, comp)
+		lie := append(appendSize(name, nil, bombLimit), comp[k:]...)
 		m[name] = append(m[name], bomb{"size prefix lies", lie, ErrCorrupt, exact})
 	}
 	return m
@@ -413,9 +413,9 @@ func TestDecompressSizeMismatch(t *testing.T) {
 	for _, name := range []string{CodecS2, CodecSnappy, CodecLZ4} {
 		c, _ := CompressorByName(name)
 		comp, _ := c.Compress(nil, p)
-		_, k := uvarint(comp)
+		_, k := sizePrefix(name, comp)
 		for _, size := range []int{len(p) - 1, len(p) + 1, 0} {
-			bad := append(appendUvarint(nil, uint64(size)), comp[k:]...)
+			bad := append(appendSize(name, nil, uint64(size)), comp[k:]...)
 			if _, err := c.Decompress(nil, bad, 1<<20); !errors.Is(err, ErrCorrupt) {
 				t.Errorf("%s: declared %d for %d: err = %v, want ErrCorrupt", name, size, len(p), err)
 			}
@@ -461,7 +461,7 @@ func TestDecompressNoAllocWithRoom(t *testing.T) {
 // the shared encoder, decoder and pools).
 func TestCompressConcurrent(t *testing.T) {
 	for _, c := range allCodecs(t) {
-		done := make(chan error)
+		done := make(chan error, 8) // a sender never waits, even after a failed receive
 		for g := range 8 {
 			go func() {
 				var err error
@@ -478,7 +478,7 @@ func TestCompressConcurrent(t *testing.T) {
 			}()
 		}
 		for range 8 {
-			if err := <-done; err != nil {
+			if err := recv(t, done, c.Name()+" goroutines to finish"); err != nil {
 				t.Errorf("%s: %v", c.Name(), err)
 			}
 		}
@@ -495,7 +495,7 @@ func TestDecompressImpossibleRatio(t *testing.T) {
 		if out, err := c.Decompress(nil, comp, len(zeros)); err != nil || !bytes.Equal(out, zeros) {
 			t.Fatalf("%s: 1 MiB of zeros (%d bytes compressed): %v", name, len(comp), err)
 		}
-		forged := append(appendUvarint(nil, 1<<20), comp[len(comp)-100:]...)
+		forged := append(appendSize(name, nil, 1<<20), comp[len(comp)-100:]...)
 		var err error
 		alloc := allocDuring(func() { _, err = c.Decompress(nil, forged, 1<<20) })
 		if !errors.Is(err, ErrCorrupt) || alloc > 1024 {

@@ -153,7 +153,7 @@ func TestChainSteadyStateNoAllocs(t *testing.T) {
 
 func TestChainConcurrent(t *testing.T) {
 	c := Chain{xorFilter(1), markFilter2('a'), xorFilter(7)}
-	done := make(chan error)
+	done := make(chan error, 8) // a sender never waits, even after a failed receive
 	for g := range 8 {
 		go func() {
 			var err error
@@ -170,7 +170,7 @@ func TestChainConcurrent(t *testing.T) {
 		}()
 	}
 	for range 8 {
-		if err := <-done; err != nil {
+		if err := recv(t, done, "the chain's goroutines to finish"); err != nil {
 			t.Error(err)
 		}
 	}

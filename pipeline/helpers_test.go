@@ -5,7 +5,23 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
+
+// recv receives from ch within a generous deadline, or fails the test
+// naming what it waited for: a bare receive would turn a stuck goroutine
+// into the package's timeout, minutes later and without a clear message.
+func recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
+	}
+}
 
 // allCodecs returns every built-in compressor, looked up by name.
 func allCodecs(t testing.TB) []Compressor {
@@ -57,6 +73,19 @@ func randomBytes(n int, seed uint64) []byte {
 	return b
 }
 
-func uvarint(b []byte) (uint64, int) { return binary.Uvarint(b) }
+// sizePrefix reads the declared decompressed size that starts a block
+// codec's payload: a uvarint for s2 and snappy, 4 bytes big-endian for lz4.
+func sizePrefix(codec string, b []byte) (uint64, int) {
+	if codec == CodecLZ4 {
+		return uint64(binary.BigEndian.Uint32(b)), 4
+	}
+	return binary.Uvarint(b)
+}
 
-func appendUvarint(b []byte, v uint64) []byte { return binary.AppendUvarint(b, v) }
+// appendSize appends a declared size in the codec's framing.
+func appendSize(codec string, b []byte, v uint64) []byte {
+	if codec == CodecLZ4 {
+		return binary.BigEndian.AppendUint32(b, uint32(v))
+	}
+	return binary.AppendUvarint(b, v)
+}

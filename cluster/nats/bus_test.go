@@ -150,7 +150,7 @@ func TestDirectToSessionWithoutHello(t *testing.T) {
 	got := make(chan string, 1)
 	b.srv.OnConnect(func(s *msgnet.Session) { got <- s.ID() })
 	nc := dialText(t, b.addr)
-	sid := <-got
+	sid := recv(t, 5*time.Second, got, "the text session's connect handler")
 	ca, _ := client(t, "alice", a.addr)
 	send(t, ca, "P:"+sid+":to a text session")
 	if line := nc.line(t); line != "to a text session" {
@@ -198,8 +198,10 @@ func TestSimultaneousDuplicatesConverge(t *testing.T) {
 		errs := make(chan error, 2)
 		go func() { errs <- ca.Connect(t.Context(), a.addr) }()
 		go func() { errs <- cb.Connect(t.Context(), b.addr) }()
-		<-errs // one of them may be kicked before its Connect returns
-		<-errs
+		// One of them may be kicked before its Connect returns. Connect
+		// gives up on its own after its connect timeout (5s).
+		recv(t, 10*time.Second, errs, "the first Connect of "+id)
+		recv(t, 10*time.Second, errs, "the second Connect of "+id)
 		eventually(t, 5*time.Second, func() bool {
 			_, onA := a.srv.SessionByClientID(id)
 			_, onB := b.srv.SessionByClientID(id)

@@ -78,7 +78,7 @@ func startExternalNATS(t *testing.T) (url string, kill func()) {
 			case <-done:
 			case <-time.After(10 * time.Second):
 				cmd.Process.Kill()
-				<-done
+				<-done // a killed process ends, and Wait copies no pipe (stdout is ours, stderr a file)
 			}
 		})
 	}
@@ -99,6 +99,21 @@ func eventually(t testing.TB, d time.Duration, cond func() bool, format string, 
 			t.Fatalf("timed out after %v: "+format, append([]any{d}, args...)...)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// recv receives from ch within d, or fails the test naming what it waited
+// for: a bare receive would turn a lost message into the package's
+// timeout, minutes later and without a clear message.
+func recv[T any](t testing.TB, d time.Duration, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+		var zero T
+		return zero
 	}
 }
 

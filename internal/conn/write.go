@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"syscall"
@@ -9,6 +10,7 @@ import (
 	"github.com/msgnet/msgnet/frame"
 	"github.com/msgnet/msgnet/internal/gid"
 	"github.com/msgnet/msgnet/pipeline"
+	"golang.org/x/sys/unix"
 )
 
 // The write path. A send appends an encoded frame to the connection's
@@ -378,6 +380,9 @@ func (c *Conn) writeLoop() {
 		n, err := w.write(c.nc)
 		c.bytesOut.Add(uint64(n))
 		if err != nil {
+			if errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) {
+				err = ErrPeerClosed // the peer went away while we wrote
+			}
 			c.Close(err, Abort, nil)
 		}
 	}

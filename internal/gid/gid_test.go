@@ -27,7 +27,9 @@ func TestCurrentTellsGoroutinesApart(t *testing.T) {
 			defer done.Done()
 			ids[i] = Current()
 			ready.Done()
-			<-release // all alive together, so no descriptor is reused
+			// Closed below once every goroutine is up, so this cannot block
+			// for good; all alive together, so no descriptor is reused.
+			<-release
 			if ids[i] != Current() {
 				t.Errorf("goroutine %d: Current changed", i)
 			}
