@@ -31,7 +31,7 @@ func main() {
 	var checked atomic.Uint64
 	server := msgnet.NewServer("pipeline_server",
 		msgnet.WithFilters(checksum.Filter(&checked)), // the user filter
-		msgnet.WithCompression("zstd", "s2"),           // codecs granted to clients that ask
+		msgnet.WithCompression("zstd", "s2"),          // codecs granted to clients that ask
 		msgnet.WithCompressionThreshold(64),
 		msgnet.WithEncryption([]byte(psk)), // every client must encrypt
 	)
