@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,23 +73,12 @@ func TestHTTPCurlH2C(t *testing.T) {
 	}
 }
 
-// Node's own WebSocket client, on --http's /ws, and a Go client on the TCP
-// port exchange group messages both ways through managed mode: one server,
-// one session table.
+// A WebSocket client in Node (Node's own, or the ws package's on a Node
+// without one, as web/testdata/websocket.js picks), on --http's /ws, and
+// a Go client on the TCP port exchange group messages both ways through
+// managed mode: one server, one session table.
 func TestHTTPNodeWebSocketGroups(t *testing.T) {
-	node := testenv.Tool(t, "node")
-	var flags []string
-	for _, try := range [][]string{nil, {"--experimental-websocket"}} {
-		out, err := exec.Command(node, append(try, "-e", "process.stdout.write(typeof WebSocket)")...).Output()
-		if err == nil && string(out) == "function" {
-			flags = append(try, "")
-			break
-		}
-	}
-	if flags == nil {
-		testenv.Missing(t, "this node has no WebSocket, not even with --experimental-websocket; install Node 20.10 or newer")
-	}
-	flags = flags[:len(flags)-1]
+	node, web := testenv.JSPackage(t, filepath.Join("..", "..", "web"))
 	httpAddr := freeAddr(t)
 	addr := startServe(t, "--http", httpAddr)
 	waitListening(t, httpAddr)
@@ -99,9 +89,11 @@ func TestHTTPNodeWebSocketGroups(t *testing.T) {
 
 	script := filepath.Join(t.TempDir(), "peer.mjs")
 	os.WriteFile(script, []byte(`
+const { WebSocket } = await import(process.argv[3]);
 const ws = new WebSocket(process.argv[2]);
 const lines = [];
 ws.onmessage = (e) => {
+  e = { data: String(e.data) };
   lines.push(e.data);
   console.log(e.data);
   if (e.data === "Joined lobby") ws.send("GROUP:lobby:from node");
@@ -113,7 +105,8 @@ ws.onclose = () => process.exit(lines.some((l) => l === "[lobby] tcp-peer: from 
 `), 0o600)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, append(flags, script, "ws://"+httpAddr+"/ws")...)
+	wsModule := (&url.URL{Scheme: "file", Path: filepath.Join(web, "testdata", "websocket.js")}).String()
+	cmd := exec.CommandContext(ctx, node, script, "ws://"+httpAddr+"/ws", wsModule)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

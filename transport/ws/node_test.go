@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,86 +26,9 @@ import (
 // webDir is the JavaScript client's package (web/), relative to this one.
 var webDir = filepath.Join("..", "..", "web")
 
-// jsPackage returns node and the absolute path of web/, with the packages
-// its tests need (package.json's devDependencies: typescript, and ws for a
-// Node without a global WebSocket) installed: when node_modules lacks one,
-// or holds another version than package-lock.json, it runs npm ci once.
-// A missing node or npm ends the test as testenv says (a failure under CI
-// or MSGNET_REQUIRE_TOOLS=1); a failing npm ci fails it.
-func jsPackage(t *testing.T) (node, dir string) {
-	t.Helper()
-	node = testenv.Tool(t, "node")
-	dir, err := filepath.Abs(webDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	missing, err := missingPackages(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(missing) == 0 {
-		return node, dir
-	}
-	npm := testenv.Tool(t, "npm")
-	npmOnce.Do(func() { npmOut, npmErr = npmCI(npm, dir) })
-	if npmErr != nil {
-		t.Fatalf("web/ lacks %s; npm ci in %s failed: %v\n%s", strings.Join(missing, ", "), dir, npmErr, npmOut)
-	}
-	if missing, err = missingPackages(dir); err != nil || len(missing) > 0 {
-		t.Fatalf("after npm ci, web/node_modules still lacks %s (%v)\n%s", strings.Join(missing, ", "), err, npmOut)
-	}
-	return node, dir
-}
-
-var (
-	npmOnce sync.Once
-	npmOut  []byte
-	npmErr  error
-)
-
-func npmCI(npm, dir string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
-	cmd.Dir = dir
-	return cmd.CombinedOutput()
-}
-
-// missingPackages lists the devDependencies of dir/package.json that
-// dir/node_modules lacks, or holds in another version than the lock file.
-func missingPackages(dir string) ([]string, error) {
-	var pkg struct {
-		DevDependencies map[string]string `json:"devDependencies"`
-	}
-	var lock struct {
-		Packages map[string]struct {
-			Version string `json:"version"`
-		} `json:"packages"`
-	}
-	for name, v := range map[string]any{"package.json": &pkg, "package-lock.json": &lock} {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			return nil, err
-		}
-		if err := json.Unmarshal(b, v); err != nil {
-			return nil, fmt.Errorf("%s: %v", name, err)
-		}
-	}
-	var missing []string
-	for name := range pkg.DevDependencies {
-		var installed struct {
-			Version string `json:"version"`
-		}
-		b, err := os.ReadFile(filepath.Join(dir, "node_modules", name, "package.json"))
-		if err == nil {
-			err = json.Unmarshal(b, &installed)
-		}
-		if err != nil || installed.Version != lock.Packages["node_modules/"+name].Version {
-			missing = append(missing, name)
-		}
-	}
-	return missing, nil
-}
+// jsPackage returns node and the absolute path of web/, its test
+// packages installed (testenv.JSPackage).
+func jsPackage(t *testing.T) (node, dir string) { return testenv.JSPackage(t, webDir) }
 
 // TestNodeTests runs web/'s Node tests (npm test: node --test in web/,
 // which finds the test files on every Node version): the frame codec, the
