@@ -48,6 +48,10 @@ type ClusterMessage struct {
 	Target  string // group name, or session or client id
 	Origin  string // node id of the publisher
 	Payload []byte
+	// Stored: the origin appended the message to the stream of its group
+	// or client id. With a SharedStore, the other nodes then deliver it
+	// to that stream's subscribers from the log, and not again.
+	Stored bool
 }
 
 // ClusterNode is a server as its bus sees it.
@@ -97,11 +101,23 @@ func (n clusterNode) Deliver(m ClusterMessage) error {
 	case ClusterBroadcast:
 		srv.broadcastLocal(m.Payload, nil)
 	case ClusterGroup:
+		if ss := srv.streams; ss != nil && ss.shared == nil {
+			srv.appendIfStream(GroupStream(m.Target), m.Payload) // this node's own log
+		}
 		srv.sendGroupLocal(m.Target, m.Payload, nil)
 	case ClusterDirect:
 		s := srv.lookup(m.Target)
 		if s == nil {
 			return ErrNoSession
+		}
+		if cid := s.ClientID(); cid != "" && s.subscribed(ClientStream(cid)) {
+			switch {
+			case srv.streams.shared == nil:
+				srv.appendIfStream(ClientStream(cid), m.Payload) // this node's own log
+				return nil
+			case m.Stored:
+				return nil // the shared log's watch delivers it
+			}
 		}
 		return s.Send(m.Payload)
 	}

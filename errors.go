@@ -180,6 +180,7 @@ const (
 	CodeServerBusy         = "server_busy"         // the server-wide queue budget is spent
 	CodeBadStream          = "bad_stream"          // a stream name that is not group:<group> or client:<own id>, or a malformed stream frame
 	CodeContinuityLost     = "continuity_lost"     // a subscription's position left retention, or its stream's epoch changed
+	CodeStoreUnavailable   = "store_unavailable"   // the stream store failed; the session ends, and the client reconnects and resends
 )
 
 // ErrorCodes lists every ERROR code msgnet sends, for monitors that want a
@@ -189,7 +190,7 @@ var ErrorCodes = []string{
 	CodeBadRequest, CodeBadContainer, CodeAuthFailed, CodeAuthRequired, CodeEncryptionRequired,
 	CodeDecryptFailed, CodeBadCompression, CodeFilterFailed, CodeRateLimited, CodePerIPLimit,
 	CodeHandshakeTimeout, CodeBadClientID, CodeTooManyGroups, CodeBadGroup, CodeServerBusy,
-	CodeBadStream, CodeContinuityLost,
+	CodeBadStream, CodeContinuityLost, CodeStoreUnavailable,
 }
 
 // knownCode folds a code a peer sent into msgnet's set, so that a peer

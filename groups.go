@@ -125,16 +125,16 @@ func (srv *Server) GroupMembers(group string) []*Session {
 // something was published to it), the message is appended to it too, and
 // the stream's subscribers get it with its position (see Publish).
 func (srv *Server) SendGroup(group string, msg []byte, except ...*Session) Delivery {
-	srv.appendIfStream(GroupStream(group), msg)
-	return srv.sendGroupPlain(group, msg, except...)
+	stored := srv.appendIfStream(GroupStream(group), msg)
+	return srv.sendGroupPlain(group, msg, stored, except...)
 }
 
 // sendGroupPlain sends msg to the group's members, here and on the other
-// nodes, without touching its stream.
-func (srv *Server) sendGroupPlain(group string, msg []byte, except ...*Session) Delivery {
+// nodes, without touching its stream; stored says it was appended to it.
+func (srv *Server) sendGroupPlain(group string, msg []byte, stored bool, except ...*Session) Delivery {
 	d := srv.sendGroupLocal(group, msg, except)
 	if srv.bus != nil {
-		if err := srv.bus.Publish(ClusterMessage{Kind: ClusterGroup, Target: group, Origin: srv.id, Payload: msg}); err != nil {
+		if err := srv.bus.Publish(ClusterMessage{Kind: ClusterGroup, Target: group, Origin: srv.id, Payload: msg, Stored: stored}); err != nil {
 			srv.log.Warn("cluster group message failed", "group", group, "err", err)
 		}
 	}

@@ -184,23 +184,24 @@ func (srv *Server) broadcastLocal(msg []byte, except []*Session) Delivery {
 // it comes back. SendTo then succeeds even if the client is not connected.
 func (srv *Server) SendTo(id string, msg []byte) error {
 	if srv.appendIfStream(ClientStream(id), msg) {
-		srv.sendToPlain(id, msg)
+		srv.sendToPlain(id, msg, true)
 		return nil
 	}
-	return srv.sendToPlain(id, msg)
+	return srv.sendToPlain(id, msg, false)
 }
 
 // sendToPlain sends msg to the session of id, here or on another node, if
-// it did not subscribe to the id's stream (which delivers it itself).
-func (srv *Server) sendToPlain(id string, msg []byte) error {
+// it did not subscribe to the id's stream (which delivers it itself);
+// stored says msg was appended to that stream.
+func (srv *Server) sendToPlain(id string, msg []byte, stored bool) error {
 	if s := srv.lookup(id); s != nil {
-		if s.subscribed(ClientStream(id)) {
+		if stored && s.subscribed(ClientStream(id)) {
 			return nil
 		}
 		return s.Send(msg)
 	}
 	if srv.bus != nil {
-		return srv.bus.Publish(ClusterMessage{Kind: ClusterDirect, Target: id, Origin: srv.id, Payload: msg})
+		return srv.bus.Publish(ClusterMessage{Kind: ClusterDirect, Target: id, Origin: srv.id, Payload: msg, Stored: stored})
 	}
 	return ErrNoSession
 }

@@ -812,6 +812,7 @@ func (srv *Server) finishStop() {
 		srv.bus.Close()
 	}
 	if srv.streams != nil {
+		srv.streams.close()
 		if err := srv.streams.store.Close(); err != nil {
 			srv.log.Warn("closing the stream store", "err", err)
 		}

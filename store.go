@@ -44,6 +44,25 @@ type StreamLog interface {
 	Expire(now time.Time)
 }
 
+// SharedStore is a Store that the servers of a cluster share (a replicated
+// log such as JetStream's): a message appended on one node is in the log
+// on every node. The server then fans out what each log's Watch reports,
+// its own appends included, rather than its own appends, and leaves
+// appending to the node a message was published on.
+type SharedStore interface {
+	Store
+	// Exists reports whether the named stream exists, on any node.
+	Exists(name string) (bool, error)
+}
+
+// WatchedLog is the StreamLog of a SharedStore.
+type WatchedLog interface {
+	StreamLog
+	// Watch calls f for each message appended to the log from now on, on
+	// any node, in offset order, from one goroutine, until stop is called.
+	Watch(f func(offset uint64, payload []byte)) (stop func(), err error)
+}
+
 // Retention bounds what a stream keeps. Zero fields take the defaults of
 // DefaultRetention.
 type Retention struct {

@@ -45,13 +45,22 @@ type Position struct {
 
 // streams is a server's streams and the state of its publishers.
 type streams struct {
-	srv   *Server
-	store Store
+	srv    *Server
+	store  Store
+	shared SharedStore // store, when the cluster's nodes share it; else nil
 
-	mu   sync.Mutex
-	m    map[string]*stream
-	pubs map[pubKey]*pubState // publishers' last sequence numbers, for de-duplication
+	openMu sync.Mutex // serializes opening streams in the store
+	mu     sync.Mutex
+	m      map[string]*stream
+	absent map[string]time.Time // shared store: group streams found not to exist, and when
+	pubs   map[pubKey]*pubState // publishers' last sequence numbers, for de-duplication
 }
+
+// absentFor is how long a shared store's answer that a group's stream
+// does not exist is trusted, so that SendGroup to a group without one
+// does not ask the store each time. A group stream created on another
+// node is appended to from this one at most this long after.
+const absentFor = time.Second
 
 // pubKey names a publisher: a client id and the publisher id its client
 // chose for the process's life, so that a restarted process (which counts
@@ -77,8 +86,13 @@ const pubMemory = 10 * time.Minute
 // orders appends with the fan-out to subscriptions and with subscribing,
 // so a subscription sees every offset exactly once.
 type stream struct {
-	name string
-	log  StreamLog
+	name  string
+	group string // the group of a group stream; "" otherwise
+	log   StreamLog
+	ss    *streams
+	// watched: the log is shared, and its watch, not append, fans out.
+	watched   bool
+	stopWatch func()
 
 	mu   sync.Mutex
 	subs map[*subscription]struct{}
@@ -95,7 +109,9 @@ type subscription struct {
 }
 
 func newStreams(srv *Server, store Store) *streams {
-	return &streams{srv: srv, store: store, m: map[string]*stream{}, pubs: map[pubKey]*pubState{}}
+	ss := &streams{srv: srv, store: store, m: map[string]*stream{}, absent: map[string]time.Time{}, pubs: map[pubKey]*pubState{}}
+	ss.shared, _ = store.(SharedStore)
+	return ss
 }
 
 // validStream reports whether name is a stream a peer may use, and which
@@ -114,20 +130,85 @@ func (ss *streams) validStream(name string) (group, client string, ok bool) {
 }
 
 // get returns the named stream, opening it in the store when create is
-// set and it is not open yet; nil otherwise.
+// set and it is not open yet. Without create, it returns nil for a stream
+// that does not exist: not open here, or, with a shared store, not in the
+// store either.
 func (ss *streams) get(name string, create bool) (*stream, error) {
 	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if st := ss.m[name]; st != nil || !create {
+	st := ss.m[name]
+	ss.mu.Unlock()
+	if st != nil {
+		return st, nil
+	}
+	if !create {
+		if ss.shared == nil || !ss.mayExist(name) {
+			return nil, nil
+		}
+		ok, err := ss.shared.Exists(name)
+		if err != nil || !ok {
+			if err == nil && strings.HasPrefix(name, groupPrefix) {
+				ss.mu.Lock()
+				if len(ss.absent) >= 10_000 {
+					clear(ss.absent)
+				}
+				ss.absent[name] = time.Now()
+				ss.mu.Unlock()
+			}
+			return nil, err
+		}
+	}
+	ss.openMu.Lock()
+	defer ss.openMu.Unlock()
+	ss.mu.Lock()
+	st = ss.m[name]
+	ss.mu.Unlock()
+	if st != nil {
 		return st, nil
 	}
 	log, err := ss.store.Open(name, ss.srv.retentionFor(name))
 	if err != nil {
 		return nil, err
 	}
-	st := &stream{name: name, log: log, subs: map[*subscription]struct{}{}}
+	st = &stream{name: name, log: log, ss: ss, subs: map[*subscription]struct{}{}}
+	if g, ok := strings.CutPrefix(name, groupPrefix); ok {
+		st.group = g
+	}
+	if wl, ok := log.(WatchedLog); ok && ss.shared != nil {
+		stop, err := wl.Watch(st.watchedAppend)
+		if err != nil {
+			return nil, err
+		}
+		st.watched, st.stopWatch = true, stop
+	}
+	ss.mu.Lock()
 	ss.m[name] = st
+	delete(ss.absent, name)
+	ss.mu.Unlock()
 	return st, nil
+}
+
+// mayExist reports whether a shared store is worth asking about name: a
+// group stream found absent within absentFor is not.
+func (ss *streams) mayExist(name string) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	at, ok := ss.absent[name]
+	return !ok || time.Since(at) > absentFor
+}
+
+// close stops the streams' watches; the server is closing.
+func (ss *streams) close() {
+	ss.mu.Lock()
+	list := make([]*stream, 0, len(ss.m))
+	for _, st := range ss.m {
+		list = append(list, st)
+	}
+	ss.mu.Unlock()
+	for _, st := range list {
+		if st.stopWatch != nil {
+			st.stopWatch()
+		}
+	}
 }
 
 // append adds payload to st and sends it to the subscriptions that are
@@ -136,19 +217,60 @@ func (st *stream) append(payload []byte, key string) (Position, bool, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	off, dup, err := st.log.Append(payload, key)
+	if err != nil && !errors.Is(err, errTooLargeToRetain) {
+		err = &storeError{err}
+	}
 	if err != nil || dup {
 		epoch, _, _ := st.log.Bounds()
 		return Position{epoch, off}, dup, err
 	}
 	epoch, _, _ := st.log.Bounds()
+	if !st.watched {
+		st.fanOut(epoch, off, payload)
+	}
+	return Position{epoch, off}, false, nil
+}
+
+// storeError is a failure of the store, rather than of what was asked of
+// it: worth trying again, on this node later or on another.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return "stream store: " + e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+// storeFailed ends a session whose publish or subscription the store could
+// not take, with DISCONNECT store_unavailable: its client reconnects, and
+// resends and resubscribes in order, rather than taking a failure for
+// final. Its later publishes are ignored: none may overtake the failed one.
+func (s *Session) storeFailed(err error) {
+	e := s.x()
+	e.storeFailed = true
+	s.close(&ProtocolError{Code: CodeStoreUnavailable, Message: err.Error()}, true)
+}
+
+// watchedAppend fans out a message the shared log's watch reports,
+// appended on this node or another.
+func (st *stream) watchedAppend(off uint64, payload []byte) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	epoch, _, _ := st.log.Bounds()
+	st.fanOut(epoch, off, payload)
+}
+
+// fanOut sends the message at off to the subscriptions that are caught
+// up; one that is behind catches up from the log. Stream lock must be
+// held.
+func (st *stream) fanOut(epoch, off uint64, payload []byte) {
 	for sub := range st.subs {
-		if sub.epoch == epoch && sub.next == off && sub.next-1-sub.acked < subWindow {
+		switch {
+		case sub.epoch == epoch && sub.next == off && sub.next-1-sub.acked < subWindow:
 			if sub.send(off, payload) {
 				sub.next++
 			}
+		case sub.next < off:
+			sub.pump()
 		}
 	}
-	return Position{epoch, off}, false, nil
 }
 
 // send queues one message of the subscription's stream on its session, and
@@ -265,7 +387,7 @@ func (ss *streams) subscribe(s *Session, m *controlMsg) {
 	}
 	st, err := ss.get(name, true)
 	if err != nil {
-		refuse(CodeBadStream, err.Error())
+		s.storeFailed(err)
 		return
 	}
 	e := s.x()
@@ -288,7 +410,7 @@ func (ss *streams) subscribe(s *Session, m *controlMsg) {
 		}
 		sub = &subscription{s: s, st: st}
 		e.subs[name] = sub
-		st.subs[sub] = struct{}{}
+		st.addSub(sub)
 	}
 	sub.epoch = epoch
 	reply := subscribedMsg{Op: "subscribed", Stream: name, Epoch: epochText(epoch), First: first, Last: last}
@@ -326,8 +448,30 @@ func (ss *streams) unsubscribe(s *Session, name string) {
 	e.subMu.Unlock()
 	if sub != nil {
 		sub.st.mu.Lock()
-		delete(sub.st.subs, sub)
+		sub.st.removeSub(sub)
 		sub.st.mu.Unlock()
+	}
+}
+
+// addSub adds a subscription. A group stream's first subscription on this
+// node, in a cluster without a shared store, makes the node receive the
+// group's messages from the other nodes (Bus.GroupUp): each node appends
+// them to its own log. Stream lock must be held.
+func (st *stream) addSub(sub *subscription) {
+	st.subs[sub] = struct{}{}
+	if len(st.subs) == 1 && st.group != "" && !st.watched && st.ss.srv.bus != nil {
+		st.ss.srv.bus.GroupUp(st.group)
+	}
+}
+
+// removeSub removes a subscription. Stream lock must be held.
+func (st *stream) removeSub(sub *subscription) {
+	if _, ok := st.subs[sub]; !ok {
+		return
+	}
+	delete(st.subs, sub)
+	if len(st.subs) == 0 && st.group != "" && !st.watched && st.ss.srv.bus != nil {
+		st.ss.srv.bus.GroupDown(st.group)
 	}
 }
 
@@ -343,7 +487,7 @@ func (ss *streams) dropSubscriptions(s *Session) {
 	e.subMu.Unlock()
 	for _, sub := range subs {
 		sub.st.mu.Lock()
-		delete(sub.st.subs, sub)
+		sub.st.removeSub(sub)
 		sub.st.mu.Unlock()
 	}
 }
@@ -403,6 +547,9 @@ func (ss *streams) publish(s *Session, p []byte) {
 		return
 	}
 	e := s.x()
+	if e.storeFailed {
+		return // the client sends it again after reconnecting
+	}
 	key := pubKey{client: s.ClientID(), publisher: e.publisher}
 	now := time.Now().UnixNano()
 	ss.mu.Lock()
@@ -424,6 +571,12 @@ func (ss *streams) publish(s *Session, p []byte) {
 		ps.last = seq
 	}
 	ps.mu.Unlock()
+	var se *storeError
+	if errors.As(err, &se) {
+		e.flushPubAcks(s)
+		s.storeFailed(err)
+		return
+	}
 	s.queuePubAck(seq, err)
 }
 
@@ -467,7 +620,7 @@ func (srv *Server) publishStream(name string, body []byte, key string) (Position
 	}
 	st, err := ss.get(name, true)
 	if err != nil {
-		return Position{}, err
+		return Position{}, &storeError{err}
 	}
 	pos, dup, err := st.append(body, key)
 	if err != nil || dup {
@@ -475,9 +628,9 @@ func (srv *Server) publishStream(name string, body []byte, key string) (Position
 	}
 	switch {
 	case group != "":
-		srv.sendGroupPlain(group, body)
+		srv.sendGroupPlain(group, body, true)
 	case client != "":
-		srv.sendToPlain(client, body) // ErrNoSession is no error here: the stream keeps it
+		srv.sendToPlain(client, body, true) // ErrNoSession is no error here: the stream keeps it
 	}
 	return pos, nil
 }

@@ -49,6 +49,7 @@ type Bus struct {
 	cfg      config
 	log      *slog.Logger
 	ns       *server.Server // embedded server, or nil
+	url      string         // external NATS URLs; "" with an embedded server
 	nc       *nats.Conn
 	in       chan *nats.Msg // every subscription delivers here, in arrival order
 	instance string         // random per Bus: tells a restarted node from its previous life
@@ -184,22 +185,15 @@ func New(opts ...Option) (*Bus, error) {
 			b.log.Info("cluster: NATS reconnected", "url", nc.ConnectedUrlRedacted())
 		}),
 	}
-	url := strings.Join(cfg.urls, ",")
+	b.url = strings.Join(cfg.urls, ",")
 	if cfg.embedded != nil {
 		ns, err := startEmbedded(*cfg.embedded, cfg.log)
 		if err != nil {
 			return nil, err
 		}
 		b.ns = ns
-		nopts = append(nopts, nats.InProcessServer(ns))
-		if e := cfg.embedded; e.ClientUser != "" {
-			nopts = append(nopts, nats.UserInfo(e.ClientUser, e.ClientPassword))
-		} else if e.ClientToken != "" {
-			nopts = append(nopts, nats.Token(e.ClientToken))
-		}
-		url = ""
 	}
-	nc, err := nats.Connect(url, append(nopts, cfg.natsOpts...)...)
+	nc, err := nats.Connect(b.url, append(append(nopts, b.serverOptions()...), cfg.natsOpts...)...)
 	if err != nil {
 		if b.ns != nil {
 			b.ns.Shutdown()
@@ -209,6 +203,29 @@ func New(opts ...Option) (*Bus, error) {
 	}
 	b.nc = nc
 	return b, nil
+}
+
+// serverOptions are the options that reach the bus's NATS: in-process
+// with the embedded server's client credentials, or nothing beyond the URL
+// and WithNATSOptions.
+func (b *Bus) serverOptions() []nats.Option {
+	if b.ns == nil {
+		return nil
+	}
+	opts := []nats.Option{nats.InProcessServer(b.ns)}
+	if e := b.cfg.embedded; e.ClientUser != "" {
+		opts = append(opts, nats.UserInfo(e.ClientUser, e.ClientPassword))
+	} else if e.ClientToken != "" {
+		opts = append(opts, nats.Token(e.ClientToken))
+	}
+	return opts
+}
+
+// connect opens another connection to the bus's NATS, for a Store: echo
+// on, reconnecting forever.
+func (b *Bus) connect(name string) (*nats.Conn, error) {
+	opts := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, b.serverOptions()...)
+	return nats.Connect(b.url, append(opts, b.cfg.natsOpts...)...)
 }
 
 // Attach implements msgnet.Bus: it subscribes to the cluster's subjects
@@ -307,7 +324,11 @@ func (b *Bus) Publish(m msgnet.ClusterMessage) error {
 	if len(m.Target) > 0xffff {
 		return errors.New("natsbus: target longer than 65535 bytes")
 	}
-	if err := b.send(subj, byte(m.Kind), m.Target, m.Payload); err != nil {
+	kind := byte(m.Kind)
+	if m.Stored && m.Kind != msgnet.ClusterBroadcast {
+		kind |= flagStored
+	}
+	if err := b.send(subj, kind, m.Target, m.Payload); err != nil {
 		return fmt.Errorf("natsbus: publish: %w", err)
 	}
 	b.pub[m.Kind].Add(1)

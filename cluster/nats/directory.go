@@ -46,9 +46,10 @@ func (b *Bus) handle(nm *nats.Msg) {
 		return
 	}
 	switch m.kind {
-	case kindBroadcast, kindGroup, kindDirect:
-		kind := msgnet.ClusterMessageKind(m.kind)
-		err := b.node.Deliver(msgnet.ClusterMessage{Kind: kind, Target: m.target, Origin: m.origin, Payload: m.body})
+	case kindBroadcast, kindGroup, kindDirect, kindGroup | flagStored, kindDirect | flagStored:
+		kind := msgnet.ClusterMessageKind(m.kind &^ flagStored)
+		err := b.node.Deliver(msgnet.ClusterMessage{Kind: kind, Target: m.target, Origin: m.origin, Payload: m.body,
+			Stored: m.kind&flagStored != 0})
 		switch {
 		case err == nil:
 			b.recv[kind].Add(1)

@@ -64,6 +64,13 @@ func startEmbedded(e Embedded, log *slog.Logger) (*server.Server, error) {
 	if len(o.Routes) > 0 && o.Cluster.Port == 0 {
 		return nil, fmt.Errorf("natsbus: routes need a cluster listen address")
 	}
+	if e.StoreDir != "" {
+		o.JetStream = true
+		o.StoreDir = e.StoreDir
+		if o.Cluster.Port != 0 && o.ServerName == "" {
+			return nil, fmt.Errorf("natsbus: clustered JetStream needs a ServerName for each node")
+		}
+	}
 	if err := secure(e, o); err != nil {
 		return nil, err
 	}

@@ -57,6 +57,10 @@ type Embedded struct {
 	// MaxPayload bounds one published message (default 8 MiB): a msgnet
 	// message plus the bus's header (docs/CLUSTER.md) must fit.
 	MaxPayload int
+	// StoreDir, when set, enables JetStream, keeping its files there, for
+	// Bus.Store. In a cluster every node needs its own directory and a
+	// distinct ServerName, and JetStream needs a majority of the nodes up.
+	StoreDir string
 
 	// RouteUser and RoutePassword, set together, are the route credentials
 	// (nats-server's cluster authorization), the same pair on every node:

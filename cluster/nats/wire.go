@@ -33,6 +33,10 @@ const (
 	kindSync      = 18                            // directory: origin's whole table, to one node
 	kindLoad      = 19                            // heartbeat with origin's load
 	kindBye       = 20                            // origin is leaving the cluster
+
+	// flagStored, on a group or direct kind: the origin appended the
+	// message to its stream (msgnet.ClusterMessage.Stored).
+	flagStored = 0x40
 )
 
 var errBadMessage = errors.New("natsbus: malformed cluster message")

@@ -1,0 +1,267 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/msgnet/msgnet"
+)
+
+// streamRecorder keeps what a reliable client's subscriptions deliver.
+type streamRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+	lost []*msgnet.ContinuityLost
+}
+
+func (r *streamRecorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.msgs)
+}
+
+// reliable connects a reliable client that reconnects by itself, trying
+// addrs in turn.
+func reliable(t testing.TB, id string, addrs ...string) (*msgnet.Client, *streamRecorder) {
+	t.Helper()
+	r := &streamRecorder{}
+	c := msgnet.NewClient(id, msgnet.WithReliable(msgnet.ReliableOptions{}),
+		msgnet.WithReconnect(10*time.Millisecond, 100*time.Millisecond, 0), msgnet.WithConnectTimeout(2*time.Second))
+	c.OnStream(func(m msgnet.StreamMessage) {
+		r.mu.Lock()
+		r.msgs = append(r.msgs, string(m.Payload))
+		r.mu.Unlock()
+	})
+	c.OnContinuityLost(func(l *msgnet.ContinuityLost) {
+		r.mu.Lock()
+		r.lost = append(r.lost, l)
+		r.mu.Unlock()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx, addrs...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, r
+}
+
+// publish publishes m-from ... m-to, waiting while the client's store of
+// unacknowledged publishes is full, pausing pace after every tenth.
+func publish(t testing.TB, c *msgnet.Client, stream string, from, to int, pace time.Duration) {
+	t.Helper()
+	for i := from; i <= to; {
+		if pace > 0 && i%10 == 0 {
+			time.Sleep(pace)
+		}
+		switch err := c.Publish(stream, []byte(fmt.Sprint("m-", i))); {
+		case err == nil:
+			i++
+		case errors.Is(err, msgnet.ErrBufferFull):
+			time.Sleep(time.Millisecond)
+		default:
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+}
+
+// exactlyOnce waits until r has n messages, then checks they are m-1 ...
+// m-n in order, with no continuity lost.
+func exactlyOnce(t testing.TB, r *streamRecorder, n int, d time.Duration) {
+	t.Helper()
+	eventually(t, d, func() bool { return r.count() >= n }, "the subscriber did not get %d messages", n)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.lost) > 0 {
+		t.Errorf("continuity lost: %+v", *r.lost[0])
+	}
+	if len(r.msgs) != n {
+		t.Fatalf("got %d messages, want %d", len(r.msgs), n)
+	}
+	for i, m := range r.msgs {
+		if want := fmt.Sprint("m-", i+1); m != want {
+			t.Fatalf("message %d is %q, want %q", i, m, want)
+		}
+	}
+}
+
+// storeServer serves msgnet on addr ("127.0.0.1:0" for any port) with a
+// store kept in dir.
+func storeServer(t testing.TB, addr, dir string) (*msgnet.Server, *Store) {
+	t.Helper()
+	st, err := OpenStore(dir, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := msgnet.NewServer("single", msgnet.WithStore(st))
+	if err := srv.Start(addr); err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv, st
+}
+
+// A publisher's retry of a message already stored is recognised after
+// the store is closed and opened again: the de-duplication window is
+// JetStream's, on disk, not the server's memory.
+func TestStoreDeduplicatesAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	for round := range 2 {
+		st, err := OpenStore(dir, StoreOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := st.Open("group:g", msgnet.DefaultRetention())
+		if err != nil {
+			t.Fatal(err)
+		}
+		off, dup, err := l.Append([]byte("once"), "client/pub/1")
+		if err != nil || off != 1 || dup != (round == 1) {
+			t.Errorf("round %d: Append = %d, dup %v, %v; want offset 1, dup %v", round, off, dup, err, round == 1)
+		}
+		epoch, first, last := l.Bounds()
+		if round == 0 {
+			l.Append([]byte("two"), "")
+		}
+		var got []string
+		if err := l.Read(1, 10, func(off uint64, p []byte) bool { got = append(got, fmt.Sprint(off, ":", string(p))); return true }); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != "[1:once 2:two]" {
+			t.Errorf("round %d: read %v", round, got)
+		}
+		t.Logf("round %d: epoch %d, first %d, last %d", round, epoch, first, last)
+		st.Close()
+	}
+}
+
+// The epoch of a stream is its JetStream creation time: the same after a
+// restart, so positions stay valid.
+func TestStoreEpochSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	var epochs [2]uint64
+	for i := range epochs {
+		st, err := OpenStore(dir, StoreOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := st.Open("client:someone", msgnet.DefaultRetention())
+		if err != nil {
+			t.Fatal(err)
+		}
+		epochs[i], _, _ = l.Bounds()
+		st.Close()
+	}
+	if epochs[0] != epochs[1] || epochs[0] == 0 {
+		t.Fatalf("epochs %v: want one, not zero", epochs)
+	}
+}
+
+// A server with a JetStream store on disk is closed while messages flow
+// and started again on the same directory: the reliable subscriber gets
+// every message exactly once, in order, and the publisher's resends after
+// the restart are not stored twice.
+func TestStoreServerRestart(t *testing.T) {
+	dir := t.TempDir()
+	srv, _ := storeServer(t, "127.0.0.1:0", dir)
+	addr := srv.Addr().String()
+	sub, got := reliable(t, "sub", addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := sub.Subscribe(ctx, msgnet.GroupStream("room")); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := reliable(t, "pub", addr)
+	publish(t, pub, msgnet.GroupStream("room"), 1, 500, 0)
+	eventually(t, 20*time.Second, func() bool { return got.count() >= 300 }, "nothing flowed")
+	srv.Close()                                               // closes the store, and its JetStream server
+	publish(t, pub, msgnet.GroupStream("room"), 501, 1000, 0) // kept by the client meanwhile
+	storeServer(t, addr, dir)
+	if err := pub.WaitPublished(ctx); err != nil {
+		t.Fatal(err)
+	}
+	exactlyOnce(t, got, 1000, 30*time.Second)
+}
+
+// In a cluster of three nodes with a replicated store, the subscriber's
+// node dies while 2,000 messages flow: the subscriber resumes on another
+// node, and gets each exactly once, in order.
+func TestStoreClusterNodeDeath(t *testing.T) {
+	if testing.Short() {
+		t.Skip("forms a JetStream cluster")
+	}
+	nodes := startStoreCluster(t)
+	sub, got := reliable(t, "sub", nodes[1].addr, nodes[2].addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := sub.Subscribe(ctx, msgnet.GroupStream("room")); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := reliable(t, "pub", nodes[0].addr, nodes[2].addr)
+	const n = 2000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		publish(t, pub, msgnet.GroupStream("room"), 1, n, 2*time.Millisecond)
+	}()
+	eventually(t, 30*time.Second, func() bool { return got.count() >= n/4 }, "nothing flowed")
+	t.Logf("node n1 dies after %d of %d messages reached the subscriber", got.count(), n)
+	nodes[1].srv.Close() // the subscriber's node: its server, NATS and JetStream
+	<-done
+	if err := pub.WaitPublished(ctx); err != nil {
+		t.Fatal(err)
+	}
+	exactlyOnce(t, got, n, 60*time.Second)
+}
+
+// startStoreCluster starts three nodes whose embedded NATS servers form a
+// JetStream cluster, each with a store of three replicas.
+func startStoreCluster(t *testing.T) []*testNode {
+	t.Helper()
+	// Clustered JetStream wants routes configured on every server, the
+	// first one's too: each lists all three (its own is ignored).
+	var listen, routes []string
+	for range 3 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		listen = append(listen, l.Addr().String())
+		routes = append(routes, "nats-route://"+l.Addr().String())
+		l.Close()
+	}
+	var buses []*Bus
+	for i := range 3 {
+		e := Embedded{ClusterListen: listen[i], Routes: routes, ServerName: fmt.Sprint("js", i), StoreDir: t.TempDir()}
+		b, err := New(with(WithEmbedded(e))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buses = append(buses, b)
+	}
+	var nodes []*testNode
+	for i, b := range buses {
+		var st *Store
+		eventually(t, 30*time.Second, func() bool {
+			var err error
+			st, err = b.Store(StoreOptions{Replicas: 3})
+			return err == nil
+		}, "JetStream did not become available on node %d", i)
+		id := fmt.Sprint("n", i)
+		srv := msgnet.NewServer(id, msgnet.WithBus(b), msgnet.WithStore(st), msgnet.WithIdleTimeout(0))
+		if err := srv.Start("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		n := &testNode{id: id, srv: srv, bus: b, addr: srv.Addr().String()}
+		t.Cleanup(n.stop)
+		nodes = append(nodes, n)
+	}
+	waitCluster(t, nodes...)
+	return nodes
+}
