@@ -12,6 +12,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/msgnet/msgnet/frame"
@@ -261,13 +262,10 @@ func permanent(err error) bool {
 			return true
 		}
 	}
-	return errors.Is(err, ErrHandshake) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) &&
-		!errors.Is(err, context.DeadlineExceeded) && !isTimeout(err)
-}
-
-func isTimeout(err error) bool {
 	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	var errno syscall.Errno
+	return errors.Is(err, ErrHandshake) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) &&
+		!errors.Is(err, context.DeadlineExceeded) && !errors.As(err, &ne) && !errors.As(err, &errno)
 }
 
 // dialOne opens one connection and completes the handshake on it.

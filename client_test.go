@@ -284,3 +284,48 @@ func TestHeartbeatDetectsBlackhole(t *testing.T) {
 		t.Fatal("dead connection not detected")
 	}
 }
+
+// A first connection reset in the middle of the handshake is a network
+// failure, not a refusal: Connect with WithReconnect tries again.
+func TestConnectRetriesHandshakeReset(t *testing.T) {
+	srv, addr := startServer(t)
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer func() { l.Close(); wg.Wait() }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if i == 0 { // the hello arrives, then a reset
+				in.Read(make([]byte, 16))
+				in.(*net.TCPConn).SetLinger(0)
+				in.Close()
+				continue
+			}
+			out, err := net.Dial("tcp", addr)
+			if err != nil {
+				in.Close()
+				return
+			}
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(out, in); out.Close() }()
+			go func() { defer wg.Done(); io.Copy(in, out); in.Close() }()
+		}
+	}()
+	c := msgnet.NewClient("retry", msgnet.WithReconnect(10*time.Millisecond, 50*time.Millisecond, 0))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx, l.Addr().String()); err != nil {
+		t.Fatalf("Connect gave up after a reset handshake: %v", err)
+	}
+	c.Close()
+	srv.Close()
+}

@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/msgnet/msgnet"
@@ -32,6 +35,7 @@ type Store struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	ns   *server.Server // owned embedded server (OpenStore), or nil
+	lock *os.File       // OpenStore's lock on its directory
 	cfg  StoreOptions
 	log  *slog.Logger
 	once sync.Once
@@ -93,14 +97,20 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		return nil, errors.New("natsbus: OpenStore needs a directory")
 	}
 	o = o.withDefaults()
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
 	ns, err := startEmbedded(Embedded{StoreDir: dir}, o.Logger)
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Name("msgnet-store"), nats.MaxReconnects(-1))
 	if err != nil {
 		ns.Shutdown()
 		ns.WaitForShutdown()
+		lock.Close()
 		return nil, fmt.Errorf("natsbus: connect to the store's server: %w", err)
 	}
 	st, err := NewStore(nc, o)
@@ -108,27 +118,51 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		nc.Close()
 		ns.Shutdown()
 		ns.WaitForShutdown()
+		lock.Close()
 		return nil, err
 	}
-	st.ns = ns
+	st.ns, st.lock = ns, lock
 	return st, nil
+}
+
+// lockDir takes an exclusive lock on a file in dir, so that two processes
+// never run JetStream on one directory (each would append, and their
+// de-duplication would not see the other's messages). The kernel lets go
+// of it when the process dies, kill -9 included.
+func lockDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("natsbus: store directory: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "msgnet.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: store directory: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("natsbus: store directory %s is in use by another process", dir)
+	}
+	return f, nil
 }
 
 // Store returns a store on the bus's NATS server or cluster, through a
 // connection of its own: the embedded servers' JetStream (Embedded.StoreDir
 // on every node), or the external NATS's. Replicated (StoreOptions.Replicas
-// 3), it is shared by the cluster's nodes.
+// 3), it is shared by the cluster's nodes. It does not wait for JetStream:
+// a clustered JetStream is available once a majority of its servers are
+// up, and until then opening a stream fails (the server tells its client
+// store_unavailable, and the client tries again).
 func (b *Bus) Store(o StoreOptions) (*Store, error) {
 	nc, err := b.connect("msgnet-store")
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: connect the store: %w", err)
 	}
-	st, err := NewStore(nc, o)
+	o = o.withDefaults()
+	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
-		return nil, err
+		return nil, fmt.Errorf("natsbus: JetStream: %w", err)
 	}
-	return st, nil
+	return &Store{nc: nc, js: js, cfg: o, log: o.Logger}, nil
 }
 
 // NewStore returns a store on a NATS connection to a server with
@@ -227,6 +261,9 @@ func (st *Store) Close() error {
 		if st.ns != nil {
 			st.ns.Shutdown()
 			st.ns.WaitForShutdown()
+		}
+		if st.lock != nil {
+			st.lock.Close()
 		}
 	})
 	return nil

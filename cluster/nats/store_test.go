@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 type streamRecorder struct {
 	mu   sync.Mutex
 	msgs []string
+	offs []uint64
 	lost []*msgnet.ContinuityLost
 }
 
@@ -35,6 +37,7 @@ func reliable(t testing.TB, id string, addrs ...string) (*msgnet.Client, *stream
 	c.OnStream(func(m msgnet.StreamMessage) {
 		r.mu.Lock()
 		r.msgs = append(r.msgs, string(m.Payload))
+		r.offs = append(r.offs, m.Offset)
 		r.mu.Unlock()
 	})
 	c.OnContinuityLost(func(l *msgnet.ContinuityLost) {
@@ -81,6 +84,12 @@ func exactlyOnce(t testing.TB, r *streamRecorder, n int, d time.Duration) {
 		t.Errorf("continuity lost: %+v", *r.lost[0])
 	}
 	if len(r.msgs) != n {
+		for i, m := range r.msgs {
+			if want := fmt.Sprint("m-", i+1); m != want {
+				t.Logf("first difference at %d: %q (offset %d); around it: %q %v", i, m, r.offs[i], r.msgs[max(0, i-3):min(len(r.msgs), i+3)], r.offs[max(0, i-3):min(len(r.msgs), i+3)])
+				break
+			}
+		}
 		t.Fatalf("got %d messages, want %d", len(r.msgs), n)
 	}
 	for i, m := range r.msgs {
@@ -141,6 +150,28 @@ func TestStoreDeduplicatesAcrossRestart(t *testing.T) {
 	}
 }
 
+// A second store on a directory in use is refused, and allowed once the
+// first is closed.
+func TestStoreDirectoryLocked(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenStore(dir, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st2, err := OpenStore(dir, StoreOptions{}); err == nil || !strings.Contains(err.Error(), "in use by another process") {
+		if st2 != nil {
+			st2.Close()
+		}
+		t.Fatalf("a second store on one directory: %v", err)
+	}
+	st.Close()
+	st, err = OpenStore(dir, StoreOptions{})
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	st.Close()
+}
+
 // The epoch of a stream is its JetStream creation time: the same after a
 // restart, so positions stay valid.
 func TestStoreEpochSurvivesRestart(t *testing.T) {
@@ -181,6 +212,7 @@ func TestStoreServerRestart(t *testing.T) {
 	publish(t, pub, msgnet.GroupStream("room"), 1, 500, 0)
 	eventually(t, 20*time.Second, func() bool { return got.count() >= 300 }, "nothing flowed")
 	srv.Close()                                               // closes the store, and its JetStream server
+	srv.Wait()                                                // which must be gone before another opens the directory
 	publish(t, pub, msgnet.GroupStream("room"), 501, 1000, 0) // kept by the client meanwhile
 	storeServer(t, addr, dir)
 	if err := pub.WaitPublished(ctx); err != nil {

@@ -95,6 +95,11 @@ func (f *clusterFeature) options(log *slog.Logger) ([]msgnet.Option, error) {
 		if err := f.sec.embedded(&e, log); err != nil {
 			return nil, err
 		}
+		if dir := f.fs.Lookup("store").Value.String(); dir != "" {
+			// Clustered JetStream: each node keeps its replicas in its own
+			// directory, under its own server name.
+			e.StoreDir, e.ServerName = dir, f.fs.Lookup("id").Value.String()
+		}
 		opts = append(opts, natsbus.WithEmbedded(e))
 	}
 	if id := f.fs.Lookup("id"); id != nil && id.Value.String() == id.DefValue {
@@ -109,6 +114,16 @@ func (f *clusterFeature) options(log *slog.Logger) ([]msgnet.Option, error) {
 	} else {
 		log.Info("cluster: embedded NATS started", "routes_on", bus.ClusterAddr(), "routes", redactURLs(f.routes))
 	}
-	// The server attaches the bus when it serves and closes it when it stops.
-	return []msgnet.Option{msgnet.WithBus(bus)}, nil
+	st, err := clusterStore(f.fs, bus, f.url != "", log)
+	if err != nil {
+		bus.Close()
+		return nil, err
+	}
+	// The server attaches the bus when it serves and closes it (and the
+	// store) when it stops.
+	mopts := []msgnet.Option{msgnet.WithBus(bus)}
+	if st != nil {
+		mopts = append(mopts, msgnet.WithStore(st))
+	}
+	return mopts, nil
 }

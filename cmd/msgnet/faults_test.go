@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,6 +211,86 @@ func TestPubSubProcessesAcrossCuts(t *testing.T) {
 		t.Fatalf("only %d cuts: reconnection was not tested", proxy.Cuts())
 	}
 	expectSequence(t, sub, "m-", n, 60*time.Second)
+	select {
+	case extra := <-sub.lines:
+		t.Fatalf("sub printed %q after the %d messages", extra, n)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if strings.Contains(sub.stderr.String(), "continuity lost") {
+		t.Fatalf("sub lost continuity:\n%s", sub.stderr.String())
+	}
+	sub.stop(t)
+	serve.stop(t)
+}
+
+// kill9 kills the process with SIGKILL: no shutdown, no flush, no goodbye.
+func (p *proc) kill9(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not die of SIGKILL", p.name)
+	}
+}
+
+// `msgnet serve --store DIR` is killed with SIGKILL twice while `msgnet
+// pub --reliable` and `msgnet sub --reliable` run through a proxy that
+// also cuts their connections, and is started again on the same port and
+// directory each time: the subscriber prints each of the 5,000 messages
+// once, in order. What the server acknowledged was on disk; what it had
+// not, the publisher sent again, and JetStream recognised what it had
+// stored but not yet acknowledged.
+func TestPubSubAcrossServerKill9(t *testing.T) {
+	addr := freePort(t)
+	dir := t.TempDir()
+	serve := serveProc(t, addr, "--store", dir)
+	proxy := testenv.NewCutProxy(t, addr)
+	sub := startProc(t, "sub", "sub", "--addr", proxy.Addr(), "--group", "room", "--reliable", "--id", "sub-1")
+	sub.waitStderr(t, `listening on group "room"`, 20*time.Second)
+
+	const n = 5000
+	pub := startProc(t, "pub", "pub", "--addr", proxy.Addr(), "--group", "room", "--reliable", "--id", "pub-1",
+		"--count", fmt.Sprint(n), "--rate", "1000", "m-{n}")
+	stop := make(chan struct{})
+	cutter := cutEvery(proxy, 50*time.Millisecond, 300*time.Millisecond, stop)
+	read := 0 // lines read and checked
+	for kill := range 2 {
+		// Kill once messages flow: the subscriber has printed some.
+		want := (kill + 1) * n / 4
+		deadline := time.After(60 * time.Second)
+		for ; read < want; read++ {
+			select {
+			case line := <-sub.lines:
+				if exp := fmt.Sprint("m-", read+1); line != exp {
+					t.Fatalf("line %d is %q, want %q", read+1, line, exp)
+				}
+			case <-deadline:
+				t.Fatalf("the subscriber printed %d of %d lines before kill %d", read, want, kill+1)
+			}
+		}
+		serve.kill9(t)
+		t.Logf("serve killed with SIGKILL after %d messages reached the subscriber", want)
+		serve = serveProc(t, addr, "--store", dir)
+	}
+	err := pub.wait(t, 120*time.Second)
+	close(stop)
+	<-cutter
+	if err != nil {
+		t.Fatalf("pub: %v\n%s", err, pub.stderr.String())
+	}
+	// The first half was checked while waiting for the kills.
+	deadline := time.After(60 * time.Second)
+	for i := read + 1; i <= n; i++ {
+		select {
+		case line := <-sub.lines:
+			if want := fmt.Sprint("m-", i); line != want {
+				t.Fatalf("line %d is %q, want %q", i, line, want)
+			}
+		case <-deadline:
+			t.Fatalf("the subscriber printed %d of %d lines", i-1, n)
+		}
+	}
 	select {
 	case extra := <-sub.lines:
 		t.Fatalf("sub printed %q after the %d messages", extra, n)
