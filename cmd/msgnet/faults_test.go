@@ -302,3 +302,93 @@ func TestPubSubAcrossServerKill9(t *testing.T) {
 	sub.stop(t)
 	serve.stop(t)
 }
+
+// A cluster of three `msgnet serve` processes, their streams replicated
+// in JetStream (--store): the subscriber's node is killed with SIGKILL
+// while 3,000 messages flow, and the subscriber, given the addresses of
+// two nodes, resumes on the other: each message once, in order.
+func TestPubSubClusterNodeKill9(t *testing.T) {
+	var addrs, routes, listen []string
+	for range 3 {
+		addrs = append(addrs, freePort(t))
+		l := freePort(t)
+		listen = append(listen, l)
+		routes = append(routes, "nats-route://"+l)
+	}
+	var nodes []*proc
+	for i := range 3 {
+		nodes = append(nodes, serveProc(t, addrs[i], "--id", fmt.Sprint("n", i+1),
+			"--cluster-listen", listen[i], "--cluster-routes", strings.Join(routes, ","),
+			"--store", t.TempDir(), "--cluster-heartbeat", "200ms"))
+	}
+	sub := startProc(t, "sub", "sub", "--addr", addrs[1]+","+addrs[2], "--group", "room", "--reliable", "--id", "sub-1")
+	sub.waitStderr(t, `listening on group "room"`, 60*time.Second)
+	const n = 3000
+	pub := startProc(t, "pub", "pub", "--addr", addrs[0]+","+addrs[2], "--group", "room", "--reliable", "--id", "pub-1",
+		"--count", fmt.Sprint(n), "--rate", "1000", "m-{n}")
+	expectSequence(t, sub, "m-", n/3, 60*time.Second)
+	nodes[1].kill9(t)
+	t.Logf("node n2, the subscriber's, killed with SIGKILL after %d messages", n/3)
+	if err := pub.wait(t, 120*time.Second); err != nil {
+		t.Fatalf("pub: %v\n%s", err, pub.stderr.String())
+	}
+	for i := n/3 + 1; i <= n; i++ {
+		select {
+		case line := <-sub.lines:
+			if want := fmt.Sprint("m-", i); line != want {
+				t.Fatalf("line %d is %q, want %q", i, line, want)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("the subscriber printed %d of %d lines", i-1, n)
+		}
+	}
+	if strings.Contains(sub.stderr.String(), "continuity lost") {
+		t.Fatalf("sub lost continuity:\n%s", sub.stderr.String())
+	}
+	sub.stop(t)
+	nodes[0].stop(t)
+	nodes[2].stop(t)
+}
+
+// A subscriber away for longer than its stream keeps messages is told so:
+// `msgnet sub` says "continuity lost" on stderr and goes on from the
+// oldest message retained, never silently skipping.
+func TestPubSubRetentionOverflow(t *testing.T) {
+	addr := freePort(t)
+	serve := serveProc(t, addr, "--retention-messages", "100")
+	proxy := testenv.NewCutProxy(t, addr)
+	sub := startProc(t, "sub", "sub", "--addr", proxy.Addr(), "--group", "room", "--reliable", "--id", "sub-1")
+	sub.waitStderr(t, `listening on group "room"`, 20*time.Second)
+	pub := func(id string, n int, text string) {
+		p := startProc(t, "pub "+id, "pub", "--addr", addr, "--group", "room", "--reliable", "--id", id, "--count", fmt.Sprint(n), text)
+		if err := p.wait(t, 60*time.Second); err != nil {
+			t.Fatalf("pub: %v\n%s", err, p.stderr.String())
+		}
+	}
+	pub("pub-1", 10, "m-{n}")
+	expectSequence(t, sub, "m-", 10, 20*time.Second)
+
+	// Away: stopped, and its connection gone, while 1,000 messages pass
+	// through a stream that keeps 100.
+	sub.cmd.Process.Signal(syscall.SIGSTOP)
+	proxy.Cut()
+	pub("pub-2", 1000, "x-{n}")
+	sub.cmd.Process.Signal(syscall.SIGCONT)
+
+	sub.waitStderr(t, "continuity lost", 20*time.Second)
+	for i := 901; i <= 1000; i++ {
+		select {
+		case line := <-sub.lines:
+			if want := fmt.Sprint("x-", i); line != want {
+				t.Fatalf("after the loss, line %q, want %q (the oldest retained on)", line, want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("after the loss, the subscriber printed up to x-%d of x-1000", i-1)
+		}
+	}
+	if !strings.Contains(sub.stderr.String(), "missed from 11") {
+		t.Errorf("the loss does not say where it began:\n%s", sub.stderr.String())
+	}
+	sub.stop(t)
+	serve.stop(t)
+}
