@@ -147,6 +147,10 @@ func (srv *Server) refuseAuth(s *Session) {
 	})
 }
 
+// maxPublisherID bounds a hello's publisher id, which the server keeps per
+// publisher for de-duplication.
+const maxPublisherID = 64
+
 // finishHello grants what the hello asked for and can be granted, answers
 // with the welcome and establishes the session.
 func (srv *Server) finishHello(s *Session, h *hello) {
@@ -155,6 +159,10 @@ func (srv *Server) finishHello(s *Session, h *hello) {
 		offered |= featReliable
 	}
 	granted, mask := grantFeatures(h.Features, offered)
+	if len(h.Publisher) > maxPublisherID {
+		s.close(&ProtocolError{Code: CodeBadControl, Message: "a publisher id is at most 64 bytes"}, true)
+		return
+	}
 	if mask&featReliable != 0 {
 		s.x().publisher = h.Publisher
 	}

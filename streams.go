@@ -551,6 +551,11 @@ func (ss *streams) publish(s *Session, p []byte) {
 		return // the client sends it again after reconnecting
 	}
 	key := pubKey{client: s.ClientID(), publisher: e.publisher}
+	if key.publisher == "" {
+		// No publisher id in the hello: its numbers are this session's
+		// alone, so that they never collide with another's.
+		key.publisher = "session:" + s.id
+	}
 	now := time.Now().UnixNano()
 	ss.mu.Lock()
 	ps := ss.pubs[key]

@@ -2,14 +2,18 @@ package msgnet_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/frame"
 	"github.com/msgnet/msgnet/internal/testenv"
 )
 
@@ -216,5 +220,56 @@ func TestContinuityLostWhenRetentionOverflows(t *testing.T) {
 	}
 	if got.msgs[1] != "m-22" || got.msgs[10] != "m-31" {
 		t.Fatalf("after the loss: %v", got.msgs)
+	}
+}
+
+// A hello with an overlong publisher id is refused; publishes from a
+// session without one are de-duplicated within that session only, so that
+// a process that counts from 1 again is not taken for a retry.
+func TestPublisherIDs(t *testing.T) {
+	_, addr := startServer(t)
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	hello := fmt.Sprintf(`{"op":"hello","features":["reliable"],"publisher":%q}`, strings.Repeat("p", 65))
+	nc.Write(frame.Append(nil, frame.KindControl, 0, []byte(hello)))
+	rd := frame.NewReader(nc, 1<<20)
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	f, err := rd.ReadFrame()
+	if err != nil || f.Kind != frame.KindError || !strings.Contains(string(f.Payload), msgnet.CodeBadControl) {
+		t.Fatalf("a 65-byte publisher id: got %v %q, %v; want ERROR bad_control", f.Kind, f.Payload, err)
+	}
+
+	// Two sessions of one client id in turn, without a publisher id (a
+	// restarted process that counts from 1 again), each publishing its seq
+	// 1: both are stored.
+	sub, got := reliableClient(t, "watcher", addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sub.Subscribe(ctx, msgnet.GroupStream("anon")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(frame.Append(nil, frame.KindControl, 0, []byte(`{"op":"hello","client_id":"same","features":["reliable"]}`)))
+		name := msgnet.GroupStream("anon")
+		p := binary.BigEndian.AppendUint64(nil, 1)
+		p = append(p, byte(len(name)))
+		p = append(p, name...)
+		p = append(p, fmt.Sprint("anon-", i)...)
+		c.Write(frame.Append(nil, frame.KindData, frame.FlagPublish, p))
+		deadline := time.Now().Add(10 * time.Second)
+		for got.count() < i+1 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if n := got.count(); n != 2 {
+		t.Fatalf("two sessions without a publisher id, seq 1 each: %d stored, want 2", n)
 	}
 }
