@@ -409,7 +409,10 @@ func heapInuse() uint64 {
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapInuse
+	// HeapAlloc after two collections: the live objects, pools emptied.
+	// (HeapInuse counts whole spans, and moves by a megabyte or more with
+	// fragmentation on a loaded machine.)
+	return m.HeapAlloc
 }
 
 // heldSince is how much more heap the process holds than before: the
