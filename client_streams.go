@@ -74,10 +74,6 @@ func WithReliable(o ReliableOptions) Option {
 	return func(c *config) { c.reliable = &o }
 }
 
-// ErrPublishExpired is reported to OnPublishFailed for a publish that stayed
-// unacknowledged for ReliableOptions.MaxAge.
-var ErrPublishExpired = errors.New("msgnet: publish not acknowledged in time")
-
 // clientStreams is a client's state of streams, kept across connections.
 type clientStreams struct {
 	mu        sync.Mutex

@@ -47,6 +47,12 @@ var (
 	// ErrConnectionLost is returned by a Request whose connection ended
 	// before the reply came. The peer may or may not have handled it.
 	ErrConnectionLost = errors.New("msgnet: connection lost before the reply")
+	// ErrPublishExpired is reported to OnPublishFailed for a publish that
+	// stayed unacknowledged for longer than ReliableOptions.MaxAge.
+	ErrPublishExpired = errors.New("msgnet: publish not acknowledged in time")
+	// ErrStoreFull refuses a publish that the memory store has no room
+	// for (NewMemoryStore): its publisher is told (status 1, store_full).
+	ErrStoreFull = &ProtocolError{Code: CodeStoreFull, Message: "the server's stream store is full"}
 )
 
 // Reasons a session ends, as passed to disconnect handlers, and words that
@@ -181,6 +187,7 @@ const (
 	CodeBadStream          = "bad_stream"          // a stream name that is not group:<group> or client:<own id>, or a malformed stream frame
 	CodeContinuityLost     = "continuity_lost"     // a subscription's position left retention, or its stream's epoch changed
 	CodeStoreUnavailable   = "store_unavailable"   // the stream store failed; the session ends, and the client reconnects and resends
+	CodeStoreFull          = "store_full"          // a publish refused: the memory store has no room for it
 )
 
 // ErrorCodes lists every ERROR code msgnet sends, for monitors that want a
@@ -190,7 +197,7 @@ var ErrorCodes = []string{
 	CodeBadRequest, CodeBadContainer, CodeAuthFailed, CodeAuthRequired, CodeEncryptionRequired,
 	CodeDecryptFailed, CodeBadCompression, CodeFilterFailed, CodeRateLimited, CodePerIPLimit,
 	CodeHandshakeTimeout, CodeBadClientID, CodeTooManyGroups, CodeBadGroup, CodeServerBusy,
-	CodeBadStream, CodeContinuityLost, CodeStoreUnavailable,
+	CodeBadStream, CodeContinuityLost, CodeStoreUnavailable, CodeStoreFull,
 }
 
 // knownCode folds a code a peer sent into msgnet's set, so that a peer

@@ -147,7 +147,10 @@ func (srv *Server) appendIfStream(name string, msg []byte) bool {
 	if srv.streams == nil {
 		return false
 	}
-	st, _ := srv.streams.get(name, false)
+	st, err := srv.streams.get(name, false)
+	if err != nil {
+		srv.log.Warn("looking up a stream failed; the message is delivered but not kept", "stream", name, "err", err)
+	}
 	if st == nil {
 		return false
 	}

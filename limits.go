@@ -28,6 +28,7 @@ type Limits struct {
 	MaxClientIDLength   int // bytes (WithMaxClientIDLength)
 	MaxGroupsPerSession int // (WithMaxGroupsPerSession)
 	MaxGroupNameLength  int // bytes (WithMaxGroupNameLength)
+	MaxStreams          int // streams open on the server (WithMaxStreams); 0: no limit
 }
 
 // Defaults of the limits that have one.
@@ -40,6 +41,7 @@ const (
 	DefaultMaxGroupNameLength  = 128       // bytes
 	DefaultMaxGroupsPerSession = 64        // groups one session may be in
 	DefaultServerQueueBytes    = 256 << 20 // bytes queued on all sessions together
+	DefaultMaxStreams          = 100_000   // streams a server keeps open
 )
 
 // DefaultLimits are a server's limits when no option sets them.
@@ -54,6 +56,7 @@ func DefaultLimits() Limits {
 		MaxClientIDLength:   DefaultMaxClientIDLength,
 		MaxGroupsPerSession: DefaultMaxGroupsPerSession,
 		MaxGroupNameLength:  DefaultMaxGroupNameLength,
+		MaxStreams:          DefaultMaxStreams,
 	}
 }
 
@@ -68,6 +71,7 @@ func (l Limits) normalized() Limits {
 	l.MaxClientIDLength = max(l.MaxClientIDLength, 1)
 	l.MaxGroupsPerSession = max(l.MaxGroupsPerSession, 0)
 	l.MaxGroupNameLength = max(l.MaxGroupNameLength, 1)
+	l.MaxStreams = max(l.MaxStreams, 0)
 	return l
 }
 
@@ -155,6 +159,12 @@ func WithMaxClientIDLength(n int) Option { return func(c *config) { c.limits.Max
 func WithMaxGroupsPerSession(n int) Option {
 	return func(c *config) { c.limits.MaxGroupsPerSession = n }
 }
+
+// WithMaxStreams bounds the streams a server keeps open (default 100,000;
+// 0: no limit): a subscription or publish that would open one more is
+// refused with bad_stream. With the retention limits and the memory
+// store's size, it bounds what streams cost. Server only.
+func WithMaxStreams(n int) Option { return func(c *config) { c.limits.MaxStreams = n } }
 
 // WithMaxGroupNameLength bounds a group's name (default 128 bytes). Join
 // with a longer name, an empty one, or one with control, format or

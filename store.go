@@ -3,9 +3,9 @@ package msgnet
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -128,12 +128,33 @@ func (srv *Server) retentionFor(name string) Retention {
 	return srv.cfg.retention.orDefaults()
 }
 
-// MemoryStore returns a store that keeps streams in memory.
-func MemoryStore() Store { return &memStore{logs: map[string]*memLog{}} }
+// DefaultMemoryStoreBytes bounds what MemoryStore keeps, all streams
+// together.
+const DefaultMemoryStoreBytes = 256 << 20
+
+// memEntryCost is what the memory store charges a message beyond its
+// payload: its ring slot and the allocation's rounding (measured by
+// BenchmarkRetainedMessageMemory: 32 bytes).
+const memEntryCost = 48
+
+// MemoryStore returns a store that keeps streams in memory, at most
+// DefaultMemoryStoreBytes of them.
+func MemoryStore() Store { return NewMemoryStore(DefaultMemoryStoreBytes) }
+
+// NewMemoryStore returns a store that keeps streams in memory, all of
+// them together at most maxBytes: each message counts its payload and 48
+// bytes. A stream that would go past it drops its own oldest messages to
+// make room; when it has none left to drop, the append fails with
+// ErrStoreFull, and the publisher is told.
+func NewMemoryStore(maxBytes int64) Store {
+	return &memStore{logs: map[string]*memLog{}, max: maxBytes}
+}
 
 type memStore struct {
-	mu   sync.Mutex
-	logs map[string]*memLog
+	mu    sync.Mutex
+	logs  map[string]*memLog
+	max   int64
+	bytes atomic.Int64 // charged by every log
 }
 
 func (m *memStore) Open(name string, limits Retention) (StreamLog, error) {
@@ -145,7 +166,7 @@ func (m *memStore) Open(name string, limits Retention) (StreamLog, error) {
 	}
 	var e [8]byte
 	rand.Read(e[:])
-	l := &memLog{epoch: binary.BigEndian.Uint64(e[:]) | 1, next: 1}
+	l := &memLog{store: m, epoch: binary.BigEndian.Uint64(e[:]) | 1, next: 1}
 	l.setLimits(limits)
 	m.logs[name] = l
 	return l, nil
@@ -155,6 +176,7 @@ func (m *memStore) Close() error { return nil }
 
 // memLog is a stream's log in memory: a ring of its retained messages.
 type memLog struct {
+	store  *memStore
 	mu     sync.Mutex
 	epoch  uint64
 	limits Retention
@@ -177,7 +199,7 @@ func (l *memLog) setLimits(r Retention) {
 }
 
 // errTooLargeToRetain refuses a message larger than its stream may keep.
-var errTooLargeToRetain = errors.New("msgnet: message larger than the stream's retention")
+var errTooLargeToRetain = &ProtocolError{Code: CodeBadStream, Message: "message larger than the stream's retention"}
 
 func (l *memLog) Append(payload []byte, _ string) (uint64, bool, error) {
 	l.mu.Lock()
@@ -186,6 +208,14 @@ func (l *memLog) Append(payload []byte, _ string) (uint64, bool, error) {
 		return 0, false, errTooLargeToRetain
 	}
 	for l.n > 0 && (l.n >= l.limits.MaxMessages || l.bytes+int64(len(payload)) > l.limits.MaxBytes) {
+		l.dropOldest()
+	}
+	cost := int64(len(payload)) + memEntryCost
+	for l.store.bytes.Add(cost) > l.store.max {
+		l.store.bytes.Add(-cost)
+		if l.n == 0 {
+			return 0, false, ErrStoreFull
+		}
 		l.dropOldest()
 	}
 	if l.n == len(l.ring) {
@@ -212,6 +242,7 @@ func (l *memLog) grow() {
 func (l *memLog) dropOldest() {
 	e := &l.ring[l.head]
 	l.bytes -= int64(len(e.payload))
+	l.store.bytes.Add(-int64(len(e.payload)) - memEntryCost)
 	*e = memEntry{}
 	l.head = (l.head + 1) % len(l.ring)
 	l.n--

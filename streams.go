@@ -145,8 +145,11 @@ func (ss *streams) get(name string, create bool) (*stream, error) {
 			return nil, nil
 		}
 		ok, err := ss.shared.Exists(name)
-		if err != nil || !ok {
-			if err == nil && strings.HasPrefix(name, groupPrefix) {
+		if err != nil {
+			return nil, &storeError{err}
+		}
+		if !ok {
+			if strings.HasPrefix(name, groupPrefix) {
 				ss.mu.Lock()
 				if len(ss.absent) >= 10_000 {
 					clear(ss.absent)
@@ -154,20 +157,23 @@ func (ss *streams) get(name string, create bool) (*stream, error) {
 				ss.absent[name] = time.Now()
 				ss.mu.Unlock()
 			}
-			return nil, err
+			return nil, nil
 		}
 	}
 	ss.openMu.Lock()
 	defer ss.openMu.Unlock()
 	ss.mu.Lock()
-	st = ss.m[name]
+	st, n := ss.m[name], len(ss.m)
 	ss.mu.Unlock()
 	if st != nil {
 		return st, nil
 	}
+	if max := ss.srv.lim().MaxStreams; max > 0 && n >= max {
+		return nil, errTooManyStreams
+	}
 	log, err := ss.store.Open(name, ss.srv.retentionFor(name))
 	if err != nil {
-		return nil, err
+		return nil, &storeError{err}
 	}
 	st = &stream{name: name, log: log, ss: ss, subs: map[*subscription]struct{}{}}
 	if g, ok := strings.CutPrefix(name, groupPrefix); ok {
@@ -217,8 +223,9 @@ func (st *stream) append(payload []byte, key string) (Position, bool, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	off, dup, err := st.log.Append(payload, key)
-	if err != nil && !errors.Is(err, errTooLargeToRetain) {
-		err = &storeError{err}
+	var pe *ProtocolError
+	if err != nil && !errors.As(err, &pe) {
+		err = &storeError{err} // a refusal (too large, store full) is not a failure
 	}
 	if err != nil || dup {
 		epoch, _, _ := st.log.Bounds()
@@ -230,6 +237,9 @@ func (st *stream) append(payload []byte, key string) (Position, bool, error) {
 	}
 	return Position{epoch, off}, false, nil
 }
+
+// errTooManyStreams refuses a stream past Limits.MaxStreams.
+var errTooManyStreams = &ProtocolError{Code: CodeBadStream, Message: "the server keeps as many streams as it may"}
 
 // storeError is a failure of the store, rather than of what was asked of
 // it: worth trying again, on this node later or on another.
@@ -386,8 +396,13 @@ func (ss *streams) subscribe(s *Session, m *controlMsg) {
 		return
 	}
 	st, err := ss.get(name, true)
-	if err != nil {
+	var se *storeError
+	switch {
+	case errors.As(err, &se):
 		s.storeFailed(err)
+		return
+	case err != nil:
+		refuse(CodeBadStream, err.Error())
 		return
 	}
 	e := s.x()
@@ -625,7 +640,7 @@ func (srv *Server) publishStream(name string, body []byte, key string) (Position
 	}
 	st, err := ss.get(name, true)
 	if err != nil {
-		return Position{}, &storeError{err}
+		return Position{}, err
 	}
 	pos, dup, err := st.append(body, key)
 	if err != nil || dup {

@@ -273,3 +273,61 @@ func TestPublisherIDs(t *testing.T) {
 		t.Fatalf("two sessions without a publisher id, seq 1 each: %d stored, want 2", n)
 	}
 }
+
+// The memory store's bound is for all streams together: a stream makes
+// room by dropping its own oldest messages, and a publish to a stream with
+// nothing to drop is refused, and its publisher told (store_full).
+func TestMemoryStoreBound(t *testing.T) {
+	srv, addr := startServer(t, msgnet.WithStore(msgnet.NewMemoryStore(100*(1000+48))))
+	big := make([]byte, 1000)
+	for i := range 150 { // 100 fit; the stream drops its oldest for the rest
+		if _, err := srv.Publish(msgnet.GroupStream("a"), big); err != nil {
+			t.Fatalf("publish %d to a: %v", i, err)
+		}
+	}
+	if _, err := srv.Publish(msgnet.GroupStream("b"), big); !errors.Is(err, msgnet.ErrStoreFull) {
+		t.Fatalf("a publish to b, with a holding everything: %v, want ErrStoreFull", err)
+	}
+	// A client's publish refused that way reaches OnPublishFailed.
+	c, _ := reliableClient(t, "pub", addr)
+	failed := make(chan error, 1)
+	c.OnPublishFailed(func(stream string, payload []byte, err error) { failed <- err })
+	if err := c.Publish(msgnet.GroupStream("b"), big); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-failed:
+		if !strings.Contains(err.Error(), msgnet.CodeStoreFull) {
+			t.Fatalf("OnPublishFailed: %v, want store_full", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the refused publish was not reported")
+	}
+}
+
+// Past Limits.MaxStreams, a publish that needs a new stream is refused,
+// and a subscription too; existing streams go on.
+func TestMaxStreams(t *testing.T) {
+	srv, addr := startServer(t, msgnet.WithMaxStreams(3))
+	for i := range 3 {
+		if _, err := srv.Publish(msgnet.GroupStream(fmt.Sprint("g", i)), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var pe *msgnet.ProtocolError
+	if _, err := srv.Publish(msgnet.GroupStream("g3"), []byte("x")); !errors.As(err, &pe) || pe.Code != msgnet.CodeBadStream {
+		t.Fatalf("a fourth stream: %v, want bad_stream", err)
+	}
+	if _, err := srv.Publish(msgnet.GroupStream("g0"), []byte("y")); err != nil {
+		t.Fatalf("an existing stream: %v", err)
+	}
+	c, _ := reliableClient(t, "sub", addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Subscribe(ctx, msgnet.GroupStream("g4")); err == nil || !strings.Contains(err.Error(), msgnet.CodeBadStream) {
+		t.Fatalf("subscribing to a fourth stream: %v, want bad_stream", err)
+	}
+	if err := c.Subscribe(ctx, msgnet.GroupStream("g1")); err != nil {
+		t.Fatalf("subscribing to an existing stream: %v", err)
+	}
+}

@@ -40,6 +40,7 @@ func newLimitsFeature(fs *flag.FlagSet) serveFeature {
 	fs.Int("max-client-id-length", d.MaxClientIDLength, "longest client id a hello may claim, in bytes (longer: ERROR bad_client_id)")
 	fs.Int("max-groups-per-session", d.MaxGroupsPerSession, "most groups one session may join (more: ERROR too_many_groups)")
 	fs.Int("max-group-name-length", d.MaxGroupNameLength, "longest group name, in bytes (longer: ERROR bad_group)")
+	fs.Int("max-streams", d.MaxStreams, "most streams the server keeps open (0: no limit; more: refused with bad_stream)")
 	f.slowConsumer = fs.String("slow-consumer", "error", "what a full send queue does: error (the send fails and is counted) or disconnect (the session is closed)")
 	fs.Var(&f.readBuffer, "socket-read-buffer", "the kernel's receive buffer per TCP connection (SO_RCVBUF), e.g. 256KiB; 0: the kernel sizes it with the traffic (the default). Larger helps fast links with a long round trip; smaller bounds the kernel memory of many connections")
 	fs.Var(&f.writeBuffer, "socket-write-buffer", "the kernel's send buffer per TCP connection (SO_SNDBUF); 0: the kernel's (see --socket-read-buffer)")
@@ -65,7 +66,7 @@ func (f *limitsFeature) options(*slog.Logger) ([]msgnet.Option, error) {
 var limitFlags = []string{
 	"max-connections", "max-connections-per-ip", "message-size-limit", "send-queue-bytes", "max-queued-bytes",
 	"idle-timeout", "handshake-timeout", "message-rate", "message-burst", "control-rate", "control-burst",
-	"max-client-id-length", "max-groups-per-session", "max-group-name-length",
+	"max-client-id-length", "max-groups-per-session", "max-group-name-length", "max-streams",
 }
 
 // limitsFromFlags reads msgnet.Limits from the flags of fs.
@@ -86,5 +87,6 @@ func limitsFromFlags(fs *flag.FlagSet) msgnet.Limits {
 		MaxClientIDLength:   get("max-client-id-length").(int),
 		MaxGroupsPerSession: get("max-groups-per-session").(int),
 		MaxGroupNameLength:  get("max-group-name-length").(int),
+		MaxStreams:          get("max-streams").(int),
 	}
 }

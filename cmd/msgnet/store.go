@@ -32,14 +32,16 @@ type storeFeature struct {
 	bytes    sizeFlag
 	age      time.Duration
 	groups   string
+	memory   sizeFlag
 }
 
 func newStoreFeature(fs *flag.FlagSet) serveFeature {
 	d := msgnet.DefaultRetention()
-	f := &storeFeature{fs: fs, bytes: sizeFlag(d.MaxBytes)}
+	f := &storeFeature{fs: fs, bytes: sizeFlag(d.MaxBytes), memory: sizeFlag(msgnet.DefaultMemoryStoreBytes)}
 	fs.StringVar(&f.dir, "store", "", "keep streams in JetStream in this directory, surviving a restart or kill -9 (default: in memory); in a cluster with --cluster-listen, replicated across the nodes; with --cluster (external NATS), 'jetstream' uses that NATS's JetStream")
 	fs.IntVar(&f.replicas, "store-replicas", 0, "servers holding each stream: 0 for 1 alone and 3 in a cluster (which then needs 3 nodes or more)")
 	fs.BoolVar(&f.streams, "streams", true, "offer acknowledged delivery (streams); false: SendGroup and SendTo keep nothing")
+	fs.Var(&f.memory, "store-memory", "without --store: bytes all streams keep in memory together, each message counting its payload and 48 bytes, e.g. 256MiB")
 	fs.IntVar(&f.messages, "retention-messages", d.MaxMessages, "messages each stream keeps")
 	fs.Var(&f.bytes, "retention-bytes", "payload bytes each stream keeps, e.g. 16MiB")
 	fs.DurationVar(&f.age, "retention-age", d.MaxAge, "how long each stream keeps a message")
@@ -57,6 +59,9 @@ func (f *storeFeature) options(log *slog.Logger) ([]msgnet.Option, error) {
 	if f.messages < 0 || f.bytes < 0 || f.age < 0 {
 		return nil, errors.New("retention limits cannot be negative")
 	}
+	if f.memory <= 0 {
+		return nil, errors.New("--store-memory must be positive")
+	}
 	opts := []msgnet.Option{msgnet.WithRetention(msgnet.Retention{MaxMessages: f.messages, MaxBytes: int64(f.bytes), MaxAge: f.age})}
 	groups, err := parseGroupRetention(f.groups)
 	if err != nil {
@@ -65,8 +70,11 @@ func (f *storeFeature) options(log *slog.Logger) ([]msgnet.Option, error) {
 	for _, g := range groups {
 		opts = append(opts, msgnet.WithGroupRetention(g.pattern, g.r))
 	}
-	if f.dir == "" || clustered(f.fs) {
-		return opts, nil // memory, or the cluster feature's store
+	if f.dir == "" {
+		return append(opts, msgnet.WithStore(msgnet.NewMemoryStore(int64(f.memory)))), nil
+	}
+	if clustered(f.fs) {
+		return opts, nil // the cluster feature's store
 	}
 	if f.replicas > 1 {
 		return nil, errors.New("--store-replicas above 1 needs a cluster (--cluster-listen)")
