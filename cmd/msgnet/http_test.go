@@ -73,12 +73,26 @@ func TestHTTPCurlH2C(t *testing.T) {
 	}
 }
 
-// A WebSocket client in Node (Node's own, or the ws package's on a Node
-// without one, as web/testdata/websocket.js picks), on --http's /ws, and
-// a Go client on the TCP port exchange group messages both ways through
+// Node's own WebSocket client (global in Node 22, behind
+// --experimental-websocket in Node 20 and 21; on an older Node, the ws
+// package's, as web/testdata/websocket.js picks), on --http's /ws, and a
+// Go client on the TCP port exchange group messages both ways through
 // managed mode: one server, one session table.
 func TestHTTPNodeWebSocketGroups(t *testing.T) {
 	node, web := testenv.JSPackage(t, filepath.Join("..", "..", "web"))
+	var flags []string
+	builtin := false
+	for _, try := range [][]string{nil, {"--experimental-websocket"}} {
+		out, err := exec.Command(node, append(try, "-e", "process.stdout.write(typeof WebSocket)")...).Output()
+		if err == nil && string(out) == "function" {
+			flags, builtin = try, true
+			break
+		}
+	}
+	if !builtin {
+		out, _ := exec.Command(node, "--version").Output()
+		t.Logf("node %s has no WebSocket of its own: the ws package's is used", strings.TrimSpace(string(out)))
+	}
 	httpAddr := freeAddr(t)
 	addr := startServe(t, "--http", httpAddr)
 	waitListening(t, httpAddr)
@@ -89,7 +103,8 @@ func TestHTTPNodeWebSocketGroups(t *testing.T) {
 
 	script := filepath.Join(t.TempDir(), "peer.mjs")
 	os.WriteFile(script, []byte(`
-const { WebSocket } = await import(process.argv[3]);
+const { WebSocket, source } = await import(process.argv[3]);
+console.log("websocket:", source);
 const ws = new WebSocket(process.argv[2]);
 const lines = [];
 ws.onmessage = (e) => {
@@ -106,7 +121,7 @@ ws.onclose = () => process.exit(lines.some((l) => l === "[lobby] tcp-peer: from 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	wsModule := (&url.URL{Scheme: "file", Path: filepath.Join(web, "testdata", "websocket.js")}).String()
-	cmd := exec.CommandContext(ctx, node, script, "ws://"+httpAddr+"/ws", wsModule)
+	cmd := exec.CommandContext(ctx, node, append(flags, script, "ws://"+httpAddr+"/ws", wsModule)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -122,6 +137,9 @@ ws.onclose = () => process.exit(lines.some((l) => l === "[lobby] tcp-peer: from 
 				tcp.SendString("GROUP:lobby:from tcp")
 				if err := cmd.Wait(); err != nil {
 					t.Fatalf("node: %v\n%s", err, out.String())
+				}
+				if builtin && !strings.Contains(out.String(), "websocket: global") {
+					t.Fatalf("node has a WebSocket of its own, and the test did not use it:\n%s", out.String())
 				}
 				return
 			}
