@@ -97,7 +97,15 @@ func TestLoopStress(t *testing.T) {
 			time.Sleep(100 * time.Microsecond)
 		}
 	}()
-	time.Sleep(time.Second)
+	// Run for a second, and until a megabyte has come back: on a loaded
+	// machine that takes longer, and the test waits rather than fails.
+	start := time.Now()
+	for time.Since(start) < time.Second || received.Load() < 1<<20 {
+		if time.Since(start) > 30*time.Second {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	close(stop)
 	for _, r := range raws {
 		r.nc.SetReadDeadline(time.Now()) // a reader waiting in Read stops now
@@ -106,7 +114,7 @@ func TestLoopStress(t *testing.T) {
 	wg.Wait()
 	t.Logf("clients done after %v; %d bytes received", time.Since(t0), received.Load())
 	if received.Load() < 1<<20 {
-		t.Fatalf("the clients read %d bytes in a second of echoes and broadcasts", received.Load())
+		t.Fatalf("the clients read %d bytes in %v of echoes and broadcasts", received.Load(), time.Since(start))
 	}
 	t0 = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -376,11 +376,19 @@ func (l *jsLog) Expire(time.Time) {
 		}
 		return
 	}
-	l.first = max(info.State.FirstSeq, 1)
-	l.last = max(l.last, info.State.LastSeq)
-	if info.State.Msgs == 0 {
-		l.first = l.last + 1
+	l.first, l.last = refreshBounds(l.first, l.last, info.State)
+}
+
+// refreshBounds is a log's first and last offsets after JetStream reports
+// its state. The report may be older than what this node has seen appended
+// since (last, moved by appends and the watch): first comes from the
+// report alone, and neither moves back.
+func refreshBounds(first, last uint64, st jetstream.StreamState) (uint64, uint64) {
+	f := st.FirstSeq
+	if st.Msgs == 0 {
+		f = st.LastSeq + 1
 	}
+	return max(first, f, 1), max(last, st.LastSeq)
 }
 
 // Watch implements msgnet.WatchedLog with an ordered consumer from the

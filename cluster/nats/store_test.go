@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/msgnet/msgnet"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // streamRecorder keeps what a reliable client's subscriptions deliver.
@@ -170,6 +171,29 @@ func TestStoreDirectoryLocked(t *testing.T) {
 		t.Fatalf("after the first closed: %v", err)
 	}
 	st.Close()
+}
+
+// A state report older than the appends this node has seen since (an
+// empty stream, while the watch already moved last to 1) must not move
+// first past a message that is there: that read as a continuity loss of
+// message 1 in a cluster test.
+func TestRefreshBoundsStaleReport(t *testing.T) {
+	for _, c := range []struct {
+		first, last uint64
+		st          jetstream.StreamState
+		want        [2]uint64
+	}{
+		{1, 1, jetstream.StreamState{}, [2]uint64{1, 1}},                                      // stale: empty
+		{1, 0, jetstream.StreamState{Msgs: 3, FirstSeq: 1, LastSeq: 3}, [2]uint64{1, 3}},      // fresher
+		{1, 10, jetstream.StreamState{Msgs: 5, FirstSeq: 4, LastSeq: 8}, [2]uint64{4, 10}},    // retention moved first
+		{4, 10, jetstream.StreamState{Msgs: 0, FirstSeq: 11, LastSeq: 10}, [2]uint64{11, 10}}, // all expired
+		{6, 10, jetstream.StreamState{Msgs: 5, FirstSeq: 4, LastSeq: 8}, [2]uint64{6, 10}},    // never back
+	} {
+		f, l := refreshBounds(c.first, c.last, c.st)
+		if [2]uint64{f, l} != c.want {
+			t.Errorf("refreshBounds(%d, %d, %+v) = %d, %d; want %v", c.first, c.last, c.st, f, l, c.want)
+		}
+	}
 }
 
 // The epoch of a stream is its JetStream creation time: the same after a
