@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/msgnet/msgnet"
 	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/internal/testenv"
 	"github.com/msgnet/msgnet/managed"
 )
 
@@ -221,23 +221,8 @@ func TestControlRate(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer = testenv.Buffer
 
 // SetLimits changes the limits of a running server: the next checks use
 // the new values, the idle timeout included.

@@ -287,20 +287,5 @@ func jsEndToEnd(t *testing.T, node string, nodeArgs []string, webSocket string) 
 	transporttest.Await(t, "the JavaScript session to end", func() bool { return srv.ConnectionCount() == 1 })
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer = testenv.Buffer
