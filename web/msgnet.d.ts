@@ -54,6 +54,12 @@ export declare const Flag: Readonly<{
   ENCRYPTED: 0x02;
   REQUEST: 0x04;
   REPLY: 0x08;
+  /** reliable: a stream's message (server to client). */
+  STREAM: 0x10;
+  /** reliable: a publish's answer (server to client), a subscriber's acknowledgement (client to server). */
+  ACK: 0x20;
+  /** reliable: a publish (client to server). */
+  PUBLISH: 0x40;
 }>;
 
 /** One of the flag bits in Flag. */
@@ -126,6 +132,9 @@ export type ErrorCode =
   | 'too_many_groups'
   | 'bad_group'
   | 'server_busy'
+  | 'bad_stream'
+  | 'continuity_lost'
+  | 'store_unavailable'
   | (string & {});
 
 /** Parses an ERROR frame's payload; a payload that is not JSON becomes the message. */
@@ -159,6 +168,26 @@ export declare class RemoteError extends RequestError {
   readonly code: 'remote';
   /** The error text the peer sent, e.g. "no request handler". */
   readonly remoteMessage: string;
+}
+
+/**
+ * Why a publish or a subscription failed (StreamError.code):
+ * 'buffer_full' (publish: the publishes waiting hold maxBytes; thrown),
+ * 'refused' (by the server, for good: see remoteCode), 'expired' (publish:
+ * not acknowledged within maxAgeMs), 'not_negotiated' (no reliable option,
+ * or the server did not grant it), 'closed' (the client was closed, or the
+ * stream unsubscribed, first).
+ */
+export type StreamErrorCode = 'buffer_full' | 'refused' | 'expired' | 'not_negotiated' | 'closed';
+
+/** A publish or a subscription that failed (docs/PROTOCOL.md 6.7). */
+export declare class StreamError extends Error {
+  constructor(code: StreamErrorCode, message: string, stream?: string, remoteCode?: string);
+  readonly code: StreamErrorCode;
+  /** The stream it was for. */
+  readonly stream: string;
+  /** With 'refused': the server's code, e.g. 'bad_stream', 'too_many_groups', 'rate_limited'; '' otherwise. */
+  readonly remoteCode: ErrorCode;
 }
 
 // ---------------------------------------------------------------- containers
@@ -282,6 +311,86 @@ export declare class Message {
   container(): TopContainer;
 }
 
+/**
+ * A message of a subscribed stream: its stream, its position, its payload
+ * (data, also as payload).
+ */
+export declare class StreamMessage extends Message {
+  constructor(stream: string, epoch: string, offset: number, data: Uint8Array, replayed?: boolean);
+  /** 'group:<name>' or 'client:<id>'. */
+  readonly stream: string;
+  /**
+   * The stream's incarnation: a decimal string up to 2^64-1, as the server
+   * writes it (BigInt(epoch) for arithmetic). Offsets of two epochs are not
+   * comparable.
+   */
+  readonly epoch: string;
+  /** The message's place in the stream, from 1, contiguous within an epoch. */
+  readonly offset: number;
+  /**
+   * It was already in the stream when this connection's subscription was
+   * answered: after a reconnect, it was published while the client was away.
+   */
+  readonly replayed: boolean;
+  /** The payload bytes (the same as data). */
+  readonly payload: Uint8Array;
+}
+
+/** The name of a group's stream: 'group:' + name. */
+export declare function groupStream<N extends string>(name: N): `group:${N}`;
+
+/** The name of the stream of messages addressed to a client id: 'client:' + id. */
+export declare function clientStream<I extends string>(id: I): `client:${I}`;
+
+/** What the reliable option bounds. */
+export interface ReliableOptions {
+  /** Payload bytes of publishes kept until acknowledged (default 8 MiB); past it publish throws 'buffer_full'. */
+  maxBytes?: number;
+  /** ms a publish may wait for its acknowledgement (default 60000); then it fails with 'expired'. */
+  maxAgeMs?: number;
+}
+
+/** A subscription the server confirmed (subscribe()'s result, onsubscribed). */
+export interface Subscribed {
+  stream: string;
+  /** The stream's epoch, a decimal string. */
+  epoch: string;
+  /** The retained range when the server answered: first to last (first = last + 1 when empty). */
+  first: number;
+  last: number;
+  /** The first offset to be delivered. */
+  next: number;
+  /** A renewal of a subscription that had a position (after a reconnect). */
+  resumed: boolean;
+}
+
+/** What oncontinuitylost gets: messages missed..next-1 left retention before they were delivered. */
+export interface ContinuityLost {
+  stream: string;
+  /** The first offset that was wanted; 0 when the stream's epoch changed (its log was lost). */
+  missed: number;
+  /** Where delivery goes on. */
+  next: number;
+  /** The stream's epoch now. */
+  epoch: string;
+  reason: string;
+}
+
+/** What onpublishfailed gets. */
+export interface PublishFailure {
+  stream: string;
+  payload: Uint8Array;
+  error: StreamError;
+}
+
+/** Options of waitPublished(). */
+export interface WaitOptions {
+  /** ms to wait (default Infinity). */
+  timeoutMs?: number;
+  /** Aborting it rejects with the signal's reason. */
+  signal?: AbortSignalLike;
+}
+
 /** The client's state. */
 export type ClientState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
@@ -374,6 +483,8 @@ export interface ClientOptions {
   protocols?: string | string[];
   /** The WebSocket class (default globalThis.WebSocket). */
   WebSocket?: WebSocketConstructor;
+  /** Acknowledged delivery: publish() and subscribe() (default false). true takes the defaults. */
+  reliable?: boolean | ReliableOptions;
 }
 
 /**
@@ -396,6 +507,10 @@ export declare class Client {
   readonly features: string[];
   /** Replies that came after their request gave up, over the client's life. */
   readonly lateReplies: number;
+  /** The publisher id the hello names: 32 random hex digits for the client's life ('' without reliable). */
+  readonly publisherId: string;
+  /** How many publishes wait for their acknowledgement. */
+  readonly pending: number;
 
   /** The first session is open. */
   onopen: ((this: Client, welcome: Welcome) => void) | null;
@@ -414,6 +529,14 @@ export declare class Client {
   /** A session ended (or the first connect failed for good). */
   onclose: ((this: Client, info: CloseInfo) => void) | null;
   onstatechange: ((this: Client, state: ClientState) => void) | null;
+  /** A message of a subscribed stream: each once, in order. */
+  onstream: ((this: Client, message: StreamMessage) => void) | null;
+  /** The server confirmed a subscription (also each renewal after a reconnect). */
+  onsubscribed: ((this: Client, info: Subscribed) => void) | null;
+  /** A subscription could not go on where it left off: messages were lost to retention. */
+  oncontinuitylost: ((this: Client, lost: ContinuityLost) => void) | null;
+  /** A publish failed: refused, expired, or the client closed first. */
+  onpublishfailed: ((this: Client, failure: PublishFailure) => void) | null;
 
   /**
    * Opens the session; resolves with the welcome. Rejects if the first
@@ -431,6 +554,26 @@ export declare class Client {
   ping(timeoutMs?: number): Promise<number>;
   /** Sends a request and resolves with the reply (docs/PROTOCOL.md 6.1). */
   request(payload: Payload, options?: RequestOptions): Promise<Message>;
+  /**
+   * Publishes to a stream (reliable option): kept until the server has
+   * stored it, and sent again after a reconnect. The promise resolves when
+   * it is stored, and rejects with a StreamError ('refused', 'expired',
+   * 'closed', 'not_negotiated'); it never becomes an unhandled rejection
+   * (failures also go to onpublishfailed). Throws when it cannot be taken:
+   * StreamError 'buffer_full', 'not_negotiated' or 'closed', ProtocolError
+   * 'message_too_large', RangeError (stream name), TypeError (payload).
+   */
+  publish(stream: string, payload: Payload): Promise<void>;
+  /** Resolves when no publish waits for its acknowledgement. */
+  waitPublished(options?: WaitOptions): Promise<void>;
+  /**
+   * Subscribes to a stream (reliable option); messages go to onstream. The
+   * client renews it after each reconnect, where it left off. Rejects with
+   * a StreamError ('refused', 'not_negotiated', 'closed').
+   */
+  subscribe(stream: string): Promise<Subscribed>;
+  /** Ends a subscription. */
+  unsubscribe(stream: string): void;
   /** Ends the session: DISCONNECT with reason, then a normal close. No reconnect. */
   close(reason?: string): void;
 }

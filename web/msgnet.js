@@ -12,6 +12,11 @@
 //   const reply = await c.request('status?', { timeoutMs: 5000 });
 //   c.onrequest = (req) => 'answer to ' + req.text();
 //
+// With { reliable: true } it also has acknowledged delivery
+// (docs/PROTOCOL.md 6.7): publish() to streams, kept until the server
+// acknowledges and sent again after a reconnect; subscribe() to streams,
+// resumed where they left off, each message delivered once and in order.
+//
 // It also exports the frame codec (encodeFrame, FrameDecoder) and the
 // container JSON form (containerToJSON, containerFromJSON, encodeContainer,
 // decodeContainer; docs/CONTAINER.md), which need no WebSocket.
@@ -33,7 +38,15 @@ export const Kind = Object.freeze({
 });
 
 /** Flag bits: the high byte of a frame's type (extensions; 0 in the core). */
-export const Flag = Object.freeze({ COMPRESSED: 0x01, ENCRYPTED: 0x02, REQUEST: 0x04, REPLY: 0x08 });
+export const Flag = Object.freeze({
+  COMPRESSED: 0x01,
+  ENCRYPTED: 0x02,
+  REQUEST: 0x04,
+  REPLY: 0x08,
+  STREAM: 0x10, // reliable: a stream's message (server to client)
+  ACK: 0x20, // reliable: a publish's answer (server to client), a subscriber's acknowledgement (client to server)
+  PUBLISH: 0x40, // reliable: a publish (client to server)
+});
 
 const MAX_FRAME_PAYLOAD = 0xffffffff - HEADER_LEN;
 const utf8Encoder = new TextEncoder();
@@ -75,6 +88,30 @@ export class RemoteError extends RequestError {
     super('remote', `remote: ${remoteMessage}`);
     this.name = 'RemoteError';
     this.remoteMessage = remoteMessage;
+  }
+}
+
+/**
+ * A publish or a subscription that failed (docs/PROTOCOL.md 6.7). code says why:
+ *   'buffer_full'    publish: the publishes not yet acknowledged hold
+ *                    reliable.maxBytes already; nothing was queued (thrown)
+ *   'refused'        the server refused it for good; remoteCode is its code
+ *                    ('bad_stream', 'too_many_groups', 'rate_limited', ...)
+ *   'expired'        publish: not acknowledged within reliable.maxAgeMs (it
+ *                    may or may not have been stored)
+ *   'not_negotiated' the client has no reliable option, or the server did
+ *                    not grant "reliable"
+ *   'closed'         the client was closed (or the stream unsubscribed)
+ *                    first; a publish may or may not have been stored
+ * stream names the stream.
+ */
+export class StreamError extends Error {
+  constructor(code, message, stream = '', remoteCode = '') {
+    super(message);
+    this.name = 'StreamError';
+    this.code = code;
+    this.stream = stream;
+    this.remoteCode = remoteCode;
   }
 }
 
@@ -599,6 +636,12 @@ export function backoff(attempt, base, max, random = Math.random) {
 const now = () => (globalThis.performance ? globalThis.performance.now() : Date.now());
 const HB_BIT = 1n << 63n;
 const FEATURE_REQUEST = 'request';
+const FEATURE_RELIABLE = 'reliable';
+const ACK_EVERY = 256; // a subscription is acknowledged every this many messages...
+const STREAM_TICK_MS = 50; // ...and this often when quiet; expired publishes are given up as often
+const MAX_STREAM_NAME = 255; // bytes: its length is one byte on the wire
+const BATCH_BYTES = 256 << 10; // what a new connection sends first goes in WebSocket messages of about this size
+const pos0 = (v) => (Number.isSafeInteger(v) && v >= 0 ? v : 0);
 const REPLY_OK = 0;
 const REPLY_ERROR = 1;
 const MAX_TIMEOUT = 0x7fffffff; // setTimeout's limit in ms
@@ -629,6 +672,66 @@ export class Message {
 }
 
 /**
+ * A message of a subscribed stream (docs/PROTOCOL.md 6.7): its stream, its
+ * position (epoch, offset), and its payload (data, also as payload).
+ * epoch is the stream's incarnation as the server writes it: a decimal
+ * string, up to 2^64-1 (BigInt(epoch) for arithmetic; never a number,
+ * which would round it). offset counts the stream's messages from 1.
+ * replayed: the message was already in the stream when the server
+ * answered this connection's subscription, so it comes from the stream's
+ * log: after a reconnect, what was published while the client was away.
+ */
+export class StreamMessage extends Message {
+  constructor(stream, epoch, offset, data, replayed = false) {
+    super(data);
+    this.stream = stream;
+    this.epoch = epoch;
+    this.offset = offset;
+    this.replayed = replayed;
+  }
+  /** The payload bytes (the same as data). */
+  get payload() {
+    return this.data;
+  }
+}
+
+/** The name of a group's stream: 'group:' + name. */
+export function groupStream(name) {
+  return `group:${name}`;
+}
+
+/** The name of the stream of messages addressed to a client id: 'client:' + id. */
+export function clientStream(id) {
+  return `client:${id}`;
+}
+
+// randomHex is n random bytes in hex. Without crypto.getRandomValues (Node
+// 18 has it only behind a flag) Math.random serves: a publisher id must be
+// unique, not secret.
+function randomHex(n) {
+  const b = new Uint8Array(n);
+  if (typeof globalThis.crypto?.getRandomValues === 'function') globalThis.crypto.getRandomValues(b);
+  else for (let i = 0; i < n; i++) b[i] = Math.floor(Math.random() * 256);
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+function u64(n) {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(n));
+  return b;
+}
+
+// streamNameFrame is a stream's name as frames carry it: one byte of
+// length, then the name.
+function streamNameFrame(name) {
+  const b = utf8Encoder.encode(name);
+  const out = new Uint8Array(1 + b.length);
+  out[0] = b.length;
+  out.set(b, 1);
+  return out;
+}
+
+/**
  * Client is a msgnet session over WebSocket, with hello/welcome, PING,
  * heartbeats, request/reply, and reconnect with backoff and jitter.
  *
@@ -642,10 +745,15 @@ export class Message {
  *   maxMessageSize largest payload accepted from the server (default 16 MiB)
  *   protocols      WebSocket subprotocols (default ['msgnet'])
  *   WebSocket      the WebSocket class (default globalThis.WebSocket)
+ *   reliable       true or { maxBytes: 8 MiB, maxAgeMs: 60000 }: acknowledged
+ *                  delivery (publish, subscribe; docs/PROTOCOL.md 6.7)
  *
  * Callbacks (assign them): onopen(welcome), onreconnect(welcome),
  * onmessage(Message), onrequest(Message) => reply, onerror({code,
- * message}), onclose({code, reason, willReconnect}), onstatechange(state).
+ * message}), onclose({code, reason, willReconnect}), onstatechange(state);
+ * with reliable: onstream(StreamMessage), onsubscribed({stream, epoch,
+ * first, last, next, resumed}), oncontinuitylost({stream, missed, next,
+ * epoch, reason}), onpublishfailed({stream, payload, error}).
  *
  * State: 'idle', 'connecting', 'open', 'reconnecting', 'closed'.
  */
@@ -693,6 +801,26 @@ export class Client {
     this._connectWait = null; // { resolve, reject } of connect()
     this._disconnectReason = ''; // the server's DISCONNECT reason
     this._connectTimer = null;
+
+    // Acknowledged delivery (reliable): kept across connections.
+    const rel = options.reliable ?? false;
+    this._reliable = rel === false || rel === null ? null : {
+      maxBytes: rel.maxBytes > 0 ? rel.maxBytes : 8 << 20,
+      maxAgeMs: rel.maxAgeMs > 0 ? rel.maxAgeMs : 60000,
+    };
+    /** The publisher id sent in the hello: random, for the client's life ('' without reliable). */
+    this.publisherId = this._reliable ? randomHex(16) : '';
+    this.onstream = null;
+    this.onsubscribed = null;
+    this.oncontinuitylost = null;
+    this.onpublishfailed = null;
+    this._canStream = false; // "reliable" was granted on this connection
+    this._pubSeq = 0; // the last publish sequence number used
+    this._pubs = []; // publishes not acknowledged, in order: { seq, stream, payload, frame, at, resolve, reject }
+    this._pubBytes = 0; // their payload bytes
+    this._pubWaiters = new Set(); // waitPublished() calls: functions called when _pubs empties
+    this._subs = new Map(); // stream -> { epoch, last, acked, known, replayTo, waits }
+    this._streamTimer = null;
   }
 
   /**
@@ -706,6 +834,7 @@ export class Client {
     return new Promise((resolve, reject) => {
       this._connectWait = { resolve, reject };
       this._setState('connecting');
+      if (this._reliable) this._streamTimer = setInterval(() => this._streamTick(), STREAM_TICK_MS);
       this._open();
     });
   }
@@ -824,6 +953,154 @@ export class Client {
     return this._lateReplies;
   }
 
+  // -- acknowledged delivery (docs/PROTOCOL.md 6.7)
+
+  /**
+   * Publishes payload to a stream (groupStream(name), clientStream(id)).
+   * Needs the reliable option. The publish is kept until the server
+   * acknowledges it, and sent again, with its sequence number, on the next
+   * connection after a lost one, before anything newer; the server stores
+   * it once. Returns a promise resolved when the server has stored it, and
+   * rejected with a StreamError: 'refused' (status 1: e.g. remoteCode
+   * 'bad_stream'; it is not sent again), 'expired' (not acknowledged within
+   * maxAgeMs), 'closed', 'not_negotiated'. Failures also go to
+   * onpublishfailed, and the promise may be ignored: it never becomes an
+   * unhandled rejection.
+   *
+   * Throws, and keeps nothing, when the publish cannot be taken: StreamError
+   * 'buffer_full' (the publishes waiting hold maxBytes), 'not_negotiated',
+   * 'closed'; ProtocolError 'message_too_large'; RangeError for a stream
+   * name of 0 or more than 255 bytes; TypeError for a payload that is not
+   * a string or bytes. Before connect() and while reconnecting, publishes
+   * wait and go out on the next connection.
+   */
+  publish(stream, payload) {
+    const bad = this._streamCheck('publish', stream);
+    if (bad) throw bad;
+    if (this.state === 'closed') throw new StreamError('closed', 'publish: client is closed', stream);
+    if (this._welcomed && !this._canStream) throw new StreamError('not_negotiated', 'publish: the server did not grant "reliable"', stream);
+    const body = toBytes(payload);
+    const name = streamNameFrame(stream);
+    if (8 + name.length + body.length > this.maxMessageSize) {
+      throw new ProtocolError('message_too_large', `publish of ${8 + name.length + body.length} bytes exceeds the limit of ${this.maxMessageSize}`);
+    }
+    if (this._pubBytes + body.length > this._reliable.maxBytes) {
+      throw new StreamError('buffer_full', `publish: ${this._pubs.length} publishes (${this._pubBytes} bytes) wait for their acknowledgement; the limit is ${this._reliable.maxBytes} bytes`, stream);
+    }
+    const seq = ++this._pubSeq;
+    const frame = encodeFrame(Kind.DATA, concatBytes([u64(seq), name, body]), Flag.PUBLISH);
+    let resolve;
+    let reject;
+    const done = new Promise((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    done.catch(() => {}); // failures are also reported to onpublishfailed
+    const p = { seq, stream, payload: frame.subarray(HEADER_LEN + 8 + name.length), frame, at: now(), resolve, reject };
+    this._pubs.push(p);
+    this._pubBytes += body.length;
+    if (this.state === 'open' && this._ws) this._sendRaw(frame); // else first on the next connection
+    return done;
+  }
+
+  /** How many publishes wait for their acknowledgement. */
+  get pending() {
+    return this._pubs.length;
+  }
+
+  /**
+   * Resolves when no publish waits for its acknowledgement any more: each
+   * was stored or failed (its own promise and onpublishfailed say which).
+   * Options: timeoutMs (default Infinity) and signal; either rejects.
+   */
+  waitPublished({ timeoutMs = Infinity, signal } = {}) {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(abortReason(signal));
+        return;
+      }
+      if (this._pubs.length === 0) {
+        resolve();
+        return;
+      }
+      let timer = null;
+      let onAbort = null;
+      const finish = () => {
+        this._pubWaiters.delete(drained);
+        clearTimeout(timer);
+        if (onAbort) signal.removeEventListener('abort', onAbort);
+      };
+      const drained = () => {
+        finish();
+        resolve();
+      };
+      if (timeoutMs !== Infinity) {
+        timer = setTimeout(() => {
+          finish();
+          reject(new Error(`waitPublished: ${this._pubs.length} publishes not acknowledged within ${timeoutMs} ms`));
+        }, Math.min(timeoutMs, MAX_TIMEOUT));
+      }
+      if (signal) {
+        onAbort = () => {
+          finish();
+          reject(abortReason(signal));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
+      this._pubWaiters.add(drained);
+    });
+  }
+
+  /**
+   * Subscribes to a stream (groupStream(name), clientStream(this client's
+   * id)); its messages go to onstream. Needs the reliable option. Resolves
+   * when the server has confirmed it, with { stream, epoch, first, last,
+   * next, resumed } (onsubscribed gets the same); rejects with a
+   * StreamError: 'refused' (remoteCode 'bad_stream', 'too_many_groups'),
+   * 'not_negotiated', 'closed'. A group's stream is delivered from now on;
+   * the client's own, from the oldest message kept for it.
+   *
+   * The subscription lasts until unsubscribe() or close(): after a lost
+   * connection the client renews it by itself, resuming after the last
+   * message delivered, so that each message reaches onstream once, in
+   * order. What left the stream's retention meanwhile is reported to
+   * oncontinuitylost, never skipped silently. Before connect() and while
+   * reconnecting, the subscription is made on the next connection.
+   */
+  subscribe(stream) {
+    return new Promise((resolve, reject) => {
+      const bad = this._streamCheck('subscribe', stream);
+      if (bad) {
+        reject(bad);
+        return;
+      }
+      if (this.state === 'closed') {
+        reject(new StreamError('closed', 'subscribe: client is closed', stream));
+        return;
+      }
+      if (this._welcomed && !this._canStream) {
+        reject(new StreamError('not_negotiated', 'subscribe: the server did not grant "reliable"', stream));
+        return;
+      }
+      let sub = this._subs.get(stream);
+      if (!sub) {
+        sub = { epoch: '', last: 0, acked: 0, known: false, replayTo: 0, waits: [] };
+        this._subs.set(stream, sub);
+      }
+      sub.waits.push({ resolve, reject });
+      if (this.state === 'open' && this._ws) this._sendRaw(encodeControl(this._subMsg(stream, sub))); // else first on the next connection
+    });
+  }
+
+  /** Ends a subscription: its messages are no longer delivered. */
+  unsubscribe(stream) {
+    const sub = this._subs.get(stream);
+    if (!sub) return;
+    this._subs.delete(stream);
+    for (const w of sub.waits) w.reject(new StreamError('closed', `subscribe: unsubscribed from ${stream} first`, stream));
+    if (this.state === 'open' && this._canStream && this._ws) this._sendRaw(encodeControl({ op: 'unsub', stream }));
+  }
+
   /** Ends the session: DISCONNECT with reason, then a normal close. No reconnect. */
   close(reason = 'client closed') {
     if (this.state === 'closed') return;
@@ -886,6 +1163,10 @@ export class Client {
       const hello = { op: 'hello' };
       if (this.clientId) hello.client_id = this.clientId;
       hello.features = [FEATURE_REQUEST];
+      if (this._reliable) {
+        hello.features.push(FEATURE_RELIABLE);
+        hello.publisher = this.publisherId;
+      }
       ws.send(encodeControl(hello));
     };
     ws.onmessage = (ev) => this._onData(ws, ev.data);
@@ -927,7 +1208,9 @@ export class Client {
         } catch {
           return;
         }
-        if (msg && msg.op === 'welcome' && !this._welcomed) this._welcome(msg);
+        if (msg === null || typeof msg !== 'object') return;
+        if (msg.op === 'welcome' && !this._welcomed) this._welcome(msg);
+        else if (this._welcomed && this._canStream) this._streamControl(msg);
         return;
       }
       case Kind.DATA:
@@ -935,6 +1218,8 @@ export class Client {
         if (f.flags === 0) this._emit('onmessage', new Message(f.payload.slice()));
         else if (f.flags === Flag.REQUEST && this._canRequest) this._handleRequest(ws, f.payload);
         else if (f.flags === Flag.REPLY && this._canRequest) this._handleReply(ws, f.payload);
+        else if (f.flags === Flag.STREAM && this._canStream) this._handleStream(ws, f.payload);
+        else if (f.flags === Flag.ACK && this._canStream) this._handlePubAck(ws, f.payload);
         else this._sendError(ws, 'unknown_type', `DATA with flags 0x${f.flags.toString(16).padStart(2, '0')}, which were not negotiated`);
         return;
       case Kind.PING:
@@ -1072,16 +1357,19 @@ export class Client {
     this.sessionId = w.session_id ?? '';
     this.serverId = w.server_id ?? '';
     if (w.max_message_size > 0) this.maxMessageSize = w.max_message_size;
+    this._canStream = this._reliable !== null && this.features.includes(FEATURE_RELIABLE);
     const reconnected = this._everOpen;
     this._everOpen = true;
-    this._setState('open');
+    // Before any callback can send something newer: the subscriptions and
+    // the unacknowledged publishes, then what was sent while not open.
+    const frames = this._reliable ? this._resumeStreams() : [];
     if (this._pending.length > 0) {
-      // Everything buffered in one message: several whole frames.
-      const batch = concatBytes(this._pending);
+      frames.push(...this._pending);
       this._pending = [];
       this._pendingBytes = 0;
-      this._ws.send(batch);
     }
+    this._sendBatch(frames);
+    this._setState('open');
     this._startHeartbeat(w.idle_timeout_ms ?? 0);
     if (this._connectWait) {
       const { resolve } = this._connectWait;
@@ -1167,6 +1455,7 @@ export class Client {
     const wasOpen = this._welcomed;
     this._welcomed = false;
     this._canRequest = false;
+    this._canStream = false;
     this.features = [];
     this._failRequests('connection lost');
     for (const p of this._pings.values()) {
@@ -1218,6 +1507,259 @@ export class Client {
       this._connectWait.reject(reason);
       this._connectWait = null;
     }
+    clearInterval(this._streamTimer);
+    this._streamTimer = null;
+    this._canStream = false;
+    this._failStreams('closed', `${reason.message ?? reason}`);
     this._setState('closed');
+  }
+
+  // _sendBatch sends frames on the open socket, several whole frames to a
+  // WebSocket message.
+  _sendBatch(frames) {
+    let i = 0;
+    while (i < frames.length) {
+      const batch = [];
+      let n = 0;
+      while (i < frames.length && (batch.length === 0 || n + frames[i].length <= BATCH_BYTES)) {
+        n += frames[i].length;
+        batch.push(frames[i++]);
+      }
+      this._sendRaw(batch.length === 1 ? batch[0] : concatBytes(batch));
+    }
+  }
+
+  // _sendRaw sends on the open socket; if that fails, onclose follows (and
+  // what must be sent again is, on the next connection).
+  _sendRaw(bytes) {
+    try {
+      this._ws.send(bytes);
+    } catch {
+      // onclose follows
+    }
+  }
+
+  // -- acknowledged delivery: internals
+
+  _streamCheck(what, stream) {
+    if (!this._reliable) return new StreamError('not_negotiated', `${what}: the client was made without the reliable option`, String(stream));
+    if (typeof stream !== 'string') return new TypeError(`${what}: a stream name is a string`);
+    const n = utf8Encoder.encode(stream).length;
+    if (n === 0 || n > MAX_STREAM_NAME) return new RangeError(`${what}: a stream name is 1 to ${MAX_STREAM_NAME} bytes, not ${n}`);
+    return null;
+  }
+
+  // _subMsg is the sub for a stream, naming where it resumes once the
+  // server has told its position.
+  _subMsg(stream, sub) {
+    const m = { op: 'sub', stream };
+    if (sub.known) {
+      m.epoch = sub.epoch;
+      m.after = sub.last;
+    }
+    return m;
+  }
+
+  // _resumeStreams returns what a new connection sends first: a sub for
+  // each subscription (resuming it), then the publishes not acknowledged,
+  // in order, with their sequence numbers. On a server that did not grant
+  // "reliable", they fail instead.
+  _resumeStreams() {
+    if (!this._canStream) {
+      this._failStreams('not_negotiated', 'the server did not grant "reliable"');
+      return [];
+    }
+    this._expirePublishes();
+    const frames = [];
+    for (const [stream, sub] of this._subs) frames.push(encodeControl(this._subMsg(stream, sub)));
+    const tooLarge = this._pubs.filter((p) => p.frame.length - HEADER_LEN > this.maxMessageSize);
+    for (const p of tooLarge) {
+      this._dropPublish(p);
+      this._publishFailed(p, new StreamError('refused', `publish: larger than the server's limit of ${this.maxMessageSize} bytes`, p.stream, 'message_too_large'));
+    }
+    for (const p of this._pubs) frames.push(p.frame);
+    this._checkDrained();
+    return frames;
+  }
+
+  // _failStreams fails every publish waiting and every subscription not
+  // confirmed yet, and forgets the subscriptions.
+  _failStreams(code, why) {
+    const pubs = this._pubs;
+    this._pubs = [];
+    this._pubBytes = 0;
+    for (const p of pubs) this._publishFailed(p, new StreamError(code, `publish: ${why}`, p.stream));
+    const subs = [...this._subs];
+    this._subs.clear();
+    for (const [stream, sub] of subs) {
+      for (const w of sub.waits) w.reject(new StreamError(code, `subscribe: ${why}`, stream));
+    }
+    this._checkDrained();
+  }
+
+  _dropPublish(p) {
+    const i = this._pubs.indexOf(p);
+    if (i >= 0) {
+      this._pubs.splice(i, 1);
+      this._pubBytes -= p.payload.length;
+    }
+  }
+
+  _publishFailed(p, err) {
+    p.reject(err);
+    this._emit('onpublishfailed', { stream: p.stream, payload: p.payload, error: err });
+  }
+
+  _checkDrained() {
+    if (this._pubs.length > 0) return;
+    for (const f of [...this._pubWaiters]) f();
+  }
+
+  // _expirePublishes gives up the publishes older than maxAgeMs.
+  _expirePublishes() {
+    const limit = now() - this._reliable.maxAgeMs;
+    const expired = [];
+    while (this._pubs.length > 0 && this._pubs[0].at <= limit) {
+      const p = this._pubs.shift();
+      this._pubBytes -= p.payload.length;
+      expired.push(p);
+    }
+    for (const p of expired) {
+      this._publishFailed(p, new StreamError('expired', `publish to ${p.stream}: not acknowledged within ${this._reliable.maxAgeMs} ms`, p.stream));
+    }
+    if (expired.length > 0) this._checkDrained();
+  }
+
+  // _streamTick runs every STREAM_TICK_MS from connect() to the end:
+  // acknowledges what was delivered and not yet acknowledged (so that a
+  // quiet stream is acknowledged too), and gives up expired publishes,
+  // also while reconnecting.
+  _streamTick() {
+    if (this._welcomed && this._canStream) {
+      for (const [stream, sub] of this._subs) {
+        if (sub.known && sub.last > sub.acked) {
+          sub.acked = sub.last;
+          this._sendAck(stream, sub.last);
+        }
+      }
+    }
+    this._expirePublishes();
+  }
+
+  _sendAck(stream, offset) {
+    this._sendRaw(encodeFrame(Kind.DATA, concatBytes([streamNameFrame(stream), u64(offset)]), Flag.ACK));
+  }
+
+  // _handleStream delivers a stream's message, once: an offset not above
+  // the last one delivered is a repeat (a replay overlapping what was
+  // had) and is dropped. It is acknowledged after onstream returns, every
+  // ACK_EVERY messages (and by _streamTick).
+  _handleStream(ws, p) {
+    const n = p.length > 0 ? p[0] : 0;
+    if (n === 0 || p.length < 1 + n + 8) {
+      this._sendError(ws, 'bad_stream', 'a stream message is a stream name, an offset and a payload');
+      return;
+    }
+    const stream = utf8Decoder.decode(p.subarray(1, 1 + n));
+    const offset = Number(new DataView(p.buffer, p.byteOffset + 1 + n, 8).getBigUint64(0));
+    const sub = this._subs.get(stream);
+    if (!sub || (sub.known && offset <= sub.last)) return;
+    sub.last = offset;
+    sub.known = true;
+    this._emit('onstream', new StreamMessage(stream, sub.epoch, offset, p.slice(1 + n + 8), offset <= sub.replayTo));
+    if (ws !== this._ws || this._subs.get(stream) !== sub) return; // closed or unsubscribed meanwhile
+    if (sub.last - sub.acked >= ACK_EVERY) {
+      sub.acked = sub.last;
+      this._sendAck(stream, sub.last);
+    }
+  }
+
+  // _handlePubAck takes the server's answer to a run of publishes, first
+  // to last. Status 0 also acknowledges any earlier one still held: its
+  // answer was lost with a connection.
+  _handlePubAck(ws, p) {
+    if (p.length < 17) {
+      this._sendError(ws, 'bad_stream', 'a publish acknowledgement is two sequence numbers and a status');
+      return;
+    }
+    const dv = new DataView(p.buffer, p.byteOffset, 16);
+    const first = Number(dv.getBigUint64(0));
+    const last = Number(dv.getBigUint64(8));
+    const ok = p[16] === 0;
+    const keep = [];
+    const answered = [];
+    for (const q of this._pubs) {
+      if ((q.seq >= first && q.seq <= last) || (ok && q.seq < first)) {
+        this._pubBytes -= q.payload.length;
+        answered.push(q);
+      } else {
+        keep.push(q);
+      }
+    }
+    this._pubs = keep;
+    if (ok) {
+      for (const q of answered) q.resolve();
+    } else {
+      const text = utf8Decoder.decode(p.subarray(17));
+      const i = text.indexOf(': ');
+      const remoteCode = i > 0 ? text.slice(0, i) : '';
+      for (const q of answered) this._publishFailed(q, new StreamError('refused', `publish to ${q.stream} refused: ${text}`, q.stream, remoteCode));
+    }
+    this._checkDrained();
+  }
+
+  // _streamControl takes the server's CONTROL frames of streams:
+  // subscribed, refused, lost.
+  _streamControl(m) {
+    const sub = typeof m.stream === 'string' ? this._subs.get(m.stream) : undefined;
+    const pos = (v) => (Number.isSafeInteger(v) && v >= 0 ? v : null);
+    switch (m.op) {
+      case 'subscribed': {
+        const next = pos(m.next);
+        if (!sub || next === null || next === 0) return;
+        const info = {
+          stream: m.stream,
+          epoch: String(m.epoch ?? ''),
+          first: pos(m.first) ?? next,
+          last: pos(m.last) ?? next - 1,
+          next,
+          resumed: sub.known,
+        };
+        sub.epoch = info.epoch;
+        sub.last = next - 1;
+        sub.acked = sub.last;
+        sub.known = true;
+        sub.replayTo = info.last;
+        const waits = sub.waits;
+        sub.waits = [];
+        if (m.lost && typeof m.lost === 'object') this._continuityLost(m.stream, m.lost.missed, next, info.epoch, m.lost.reason);
+        this._emit('onsubscribed', info);
+        for (const w of waits) w.resolve(info);
+        return;
+      }
+      case 'refused': {
+        if (!sub) return;
+        const code = String(m.code ?? '');
+        const waits = sub.waits;
+        sub.waits = [];
+        if (!sub.known) this._subs.delete(m.stream);
+        for (const w of waits) w.reject(new StreamError('refused', `subscribe to ${m.stream} refused: ${code}${m.message ? ': ' + m.message : ''}`, m.stream, code));
+        return;
+      }
+      case 'lost': {
+        const next = pos(m.next);
+        if (!sub || next === null || next === 0) return;
+        sub.epoch = String(m.epoch ?? '');
+        sub.last = next - 1;
+        sub.acked = sub.last;
+        sub.known = true;
+        this._continuityLost(m.stream, m.missed, next, sub.epoch, m.reason);
+        return;
+      }
+    }
+  }
+
+  _continuityLost(stream, missed, next, epoch, reason) {
+    this._emit('oncontinuitylost', { stream, missed: pos0(missed), next, epoch, reason: String(reason ?? '') });
   }
 }

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Client, Flag, FrameDecoder, Kind, ProtocolError, RemoteError, RequestError, backoff, base64Decode, base64Encode,
+  Client, Flag, FrameDecoder, Kind, ProtocolError, RemoteError, RequestError, StreamError, backoff, base64Decode, base64Encode,
   concatBytes, containerFromJSON, containerToJSON, decodeContainer, encodeContainer,
   encodeFrame, formatFloat, parseError, value,
 } from './msgnet.js';
@@ -590,4 +590,299 @@ test('request/reply frames that are too short, or not negotiated, are answered E
   assert.equal(repliesTo(ws2).length, 0);
   assert.deepEqual(got, ['plain']);
   c2.close();
+});
+
+// ---------------------------------------------------------------- acknowledged delivery
+
+const enc = (s) => new TextEncoder().encode(s);
+const nameBytes = (s) => concatBytes([new Uint8Array([enc(s).length]), enc(s)]);
+const pubAck = (first, last, status = 0, msg = '') => encodeFrame(Kind.DATA, concatBytes([u64(first), u64(last), new Uint8Array([status]), enc(msg)]), Flag.ACK);
+const streamFrame = (stream, offset, body) => encodeFrame(Kind.DATA, concatBytes([nameBytes(stream), u64(offset), enc(body)]), Flag.STREAM);
+const ctl = (obj) => encodeFrame(Kind.CONTROL, JSON.stringify(obj));
+const BIG_EPOCH = '18446744073709551615'; // 2^64-1: a JS number would round it
+
+// publishes returns the publish frames a socket carried, as [seq, stream, body].
+const publishes = (ws) => ws.frames.filter((f) => f.kind === Kind.DATA && f.flags === Flag.PUBLISH).map((f) => {
+  const n = f.payload[8];
+  return [Number(idOf(f.payload)), text(f.payload.subarray(9, 9 + n)), text(f.payload.subarray(9 + n))];
+});
+// acks returns the subscriber acknowledgements a socket carried, as [stream, offset].
+const acks = (ws) => ws.frames.filter((f) => f.kind === Kind.DATA && f.flags === Flag.ACK).map((f) => {
+  const n = f.payload[0];
+  return [text(f.payload.subarray(1, 1 + n)), Number(new DataView(f.payload.buffer, f.payload.byteOffset + 1 + n, 8).getBigUint64(0))];
+});
+// controls returns the CONTROL objects a socket carried after the hello.
+const controls = (ws) => ws.frames.filter((f) => f.kind === Kind.CONTROL).slice(1).map((f) => JSON.parse(text(f.payload)));
+
+async function reliableClient(opts = {}, features = ['request', 'reliable']) {
+  return connected({ reliable: true, reconnect: { base: 1, max: 5 }, ...opts }, features);
+}
+
+// reconnectTo drops ws and returns the client's next socket, welcomed.
+async function reconnectTo(ws, features = ['request', 'reliable']) {
+  const i = FakeWebSocket.sockets.indexOf(ws) + 1;
+  ws.drop();
+  await until('a new socket', () => FakeWebSocket.sockets[i]?.frames.length === 1);
+  const next = FakeWebSocket.sockets[i];
+  next.welcome({ features });
+  return next;
+}
+
+test('reliable: the hello asks for it and names a random publisher', async () => {
+  const { c, ws } = await reliableClient();
+  const hello = JSON.parse(text(ws.frames[0].payload));
+  assert.deepEqual(hello.features, ['request', 'reliable']);
+  assert.match(hello.publisher, /^[0-9a-f]{32}$/);
+  assert.equal(hello.publisher, c.publisherId);
+  assert.notEqual(newClient({ reliable: true }).publisherId, c.publisherId);
+  assert.equal(newClient().publisherId, '');
+  c.close();
+});
+
+test('publish: sequence numbers, acknowledged runs, pending and waitPublished', async () => {
+  const { c, ws } = await reliableClient();
+  const a = c.publish('group:room', 'one');
+  const b = c.publish('group:room', new Uint8Array([0x74, 0x77, 0x6f]));
+  const d = c.publish('client:web_1', '');
+  assert.deepEqual(publishes(ws), [[1, 'group:room', 'one'], [2, 'group:room', 'two'], [3, 'client:web_1', '']]);
+  assert.equal(c.pending, 3);
+  let drained = false;
+  const wait = c.waitPublished().then(() => (drained = true));
+  ws.deliver(pubAck(1, 2));
+  assert.equal(await a, undefined);
+  await b;
+  assert.equal(c.pending, 1);
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(drained, false);
+  // A later first acknowledges an earlier publish still held: its answer
+  // was lost with a connection.
+  const e = c.publish('group:room', 'four');
+  ws.deliver(pubAck(4, 4));
+  await d;
+  await e;
+  await wait;
+  assert.equal(c.pending, 0);
+  await c.waitPublished(); // nothing pending: at once
+  c.close();
+});
+
+test('publish: refused for good, reported, and never sent again', async () => {
+  const { c, ws } = await reliableClient();
+  const failures = [];
+  c.onpublishfailed = (f) => failures.push([f.stream, text(f.payload), f.error.code, f.error.remoteCode]);
+  const bad = c.publish('nope', 'x');
+  const good = c.publish('group:ok', 'y');
+  ws.deliver(pubAck(1, 1, 1, 'bad_stream: a stream is group:<group> or client:<client id>'), pubAck(2, 2));
+  await assert.rejects(bad, (e) => e instanceof StreamError && e.code === 'refused' && e.remoteCode === 'bad_stream' && e.stream === 'nope' && /bad_stream: a stream is/.test(e.message));
+  await good;
+  assert.deepEqual(failures, [['nope', 'x', 'refused', 'bad_stream']]);
+  c.publish('nope', 'ignored'); // refused too, and never awaited: no unhandled rejection
+  ws.deliver(pubAck(3, 3, 1, 'bad_stream: no'));
+  assert.equal(failures.length, 2);
+  const ws2 = await reconnectTo(ws);
+  assert.deepEqual(publishes(ws2), [], 'nothing refused is sent again');
+  c.close();
+});
+
+test('publish: unacknowledged ones are sent again after a reconnect, same seq, before anything newer', async () => {
+  const { c, ws } = await reliableClient();
+  c.subscribe('group:room');
+  ws.deliver(ctl({ op: 'subscribed', stream: 'group:room', epoch: BIG_EPOCH, first: 1, last: 0, next: 1 }));
+  const p1 = c.publish('group:room', 'm1');
+  const p2 = c.publish('group:room', 'm2');
+  const p3 = c.publish('group:room', 'm3');
+  ws.deliver(pubAck(1, 1));
+  await p1;
+  ws.drop();
+  assert.equal(c.state, 'reconnecting');
+  const p4 = c.publish('group:room', 'm4'); // while reconnecting: waits
+  c.sendText('plain'); // buffered plain messages go after them
+  await until('a second socket', () => FakeWebSocket.sockets[1]?.frames.length === 1);
+  const ws2 = FakeWebSocket.sockets[1];
+  let sentInOpen = null;
+  c.onstatechange = (s) => {
+    if (s === 'open') sentInOpen = c.publish('group:room', 'm5'); // newer: after the resent ones
+  };
+  ws2.welcome({ features: ['request', 'reliable'] });
+  assert.equal(ws2.sent.length, 3, 'hello, what a new connection sends first in one message, then m5');
+  assert.deepEqual(controls(ws2), [{ op: 'sub', stream: 'group:room', epoch: BIG_EPOCH, after: 0 }]);
+  assert.deepEqual(publishes(ws2), [[2, 'group:room', 'm2'], [3, 'group:room', 'm3'], [4, 'group:room', 'm4'], [5, 'group:room', 'm5']]);
+  const kinds = ws2.frames.slice(1).map((f) => (f.kind === Kind.CONTROL ? 'sub' : f.flags === Flag.PUBLISH ? 'pub' : text(f.payload)));
+  assert.deepEqual(kinds, ['sub', 'pub', 'pub', 'pub', 'plain', 'pub']);
+  ws2.deliver(pubAck(2, 5));
+  await Promise.all([p2, p3, p4, sentInOpen]);
+  assert.equal(c.pending, 0);
+  c.close();
+});
+
+test('publish: bounded by maxBytes; what cannot be taken throws', async () => {
+  const { c, ws } = await reliableClient({ reliable: { maxBytes: 10 } });
+  const a = c.publish('group:g', '123456');
+  assert.throws(() => c.publish('group:g', '12345'), (e) => e instanceof StreamError && e.code === 'buffer_full' && /10 bytes/.test(e.message));
+  assert.equal(c.pending, 1);
+  assert.equal(publishes(ws).length, 1, 'nothing sent for the refused one');
+  ws.deliver(pubAck(1, 1));
+  await a;
+  c.publish('group:g', '1234567890');
+  assert.throws(() => c.publish('', 'x'), RangeError);
+  assert.throws(() => c.publish('group:' + 'x'.repeat(250), 'x'), RangeError);
+  assert.throws(() => c.publish('group:g', 42), TypeError);
+  assert.throws(() => c.publish('group:g', new Uint8Array(1024)), (e) => e instanceof ProtocolError && e.code === 'message_too_large');
+  assert.deepEqual(publishes(ws).map((p) => p[0]), [1, 2], 'no sequence number was used by what was refused');
+  c.close();
+  assert.throws(() => c.publish('group:g', 'x'), (e) => e.code === 'closed');
+
+  const plain = newClient();
+  assert.throws(() => plain.publish('group:g', 'x'), (e) => e instanceof StreamError && e.code === 'not_negotiated');
+  await assert.rejects(plain.subscribe('group:g'), (e) => e instanceof StreamError && e.code === 'not_negotiated');
+});
+
+test('publish: not acknowledged within maxAgeMs expires, also while reconnecting', async () => {
+  const { c, ws } = await reliableClient({ reliable: { maxAgeMs: 40 }, reconnect: { base: 10_000, max: 10_000 } });
+  const failures = [];
+  c.onpublishfailed = (f) => failures.push(f.error.code);
+  const p = c.publish('group:g', 'x');
+  await assert.rejects(p, (e) => e instanceof StreamError && e.code === 'expired');
+  assert.deepEqual(failures, ['expired']);
+  assert.equal(c.pending, 0);
+  ws.drop();
+  assert.equal(c.state, 'reconnecting');
+  const q = c.publish('group:g', 'y');
+  await assert.rejects(q, (e) => e.code === 'expired');
+  await c.waitPublished({ timeoutMs: 1000 });
+  c.close();
+});
+
+test('publish: close fails what waits; waitPublished ends', async () => {
+  const { c } = await reliableClient();
+  const failures = [];
+  c.onpublishfailed = (f) => failures.push(f.error.code);
+  const p = c.publish('group:g', 'x');
+  const wait = c.waitPublished();
+  await assert.rejects(c.waitPublished({ timeoutMs: 10 }), /1 publishes not acknowledged within 10 ms/);
+  c.close();
+  await assert.rejects(p, (e) => e instanceof StreamError && e.code === 'closed');
+  await wait;
+  assert.deepEqual(failures, ['closed']);
+});
+
+test('subscribe: delivered once, in order, acknowledged every 256 and when quiet; resumed after a reconnect', async () => {
+  const { c, ws } = await reliableClient({ clientId: 'web_1' });
+  const got = [];
+  c.onstream = (m) => got.push([m.stream, m.epoch, m.offset, m.text(), m.replayed]);
+  const infos = [];
+  c.onsubscribed = (i) => infos.push(i);
+  const sub = c.subscribe('group:room');
+  assert.deepEqual(controls(ws), [{ op: 'sub', stream: 'group:room' }]);
+  ws.deliver(ctl({ op: 'subscribed', stream: 'group:room', epoch: BIG_EPOCH, first: 1, last: 9, next: 10 }));
+  const info = await sub;
+  assert.deepEqual(info, { stream: 'group:room', epoch: BIG_EPOCH, first: 1, last: 9, next: 10, resumed: false });
+  assert.deepEqual(infos, [info]);
+  const frames = [];
+  for (let off = 10; off < 10 + 300; off++) frames.push(streamFrame('group:room', off, `m${off}`));
+  ws.deliver(...frames.slice(0, 260));
+  ws.deliver(streamFrame('group:room', 100, 'a repeat'), streamFrame('group:other', 5, 'not subscribed'));
+  ws.deliver(...frames.slice(250)); // overlaps: 250..259 again
+  assert.equal(got.length, 300);
+  got.forEach((g, i) => assert.deepEqual(g, ['group:room', BIG_EPOCH, 10 + i, `m${10 + i}`, false]));
+  assert.deepEqual(acks(ws), [['group:room', 265]], 'one acknowledgement after 256 messages');
+  await until('the quiet acknowledgement', () => acks(ws).length === 2);
+  assert.deepEqual(acks(ws)[1], ['group:room', 309]);
+
+  // After a reconnect: resumed after the last delivered; what the server
+  // replays overlaps and is dropped; what was already in the stream is
+  // marked replayed.
+  const ws2 = await reconnectTo(ws);
+  assert.deepEqual(controls(ws2), [{ op: 'sub', stream: 'group:room', epoch: BIG_EPOCH, after: 309 }]);
+  ws2.deliver(ctl({ op: 'subscribed', stream: 'group:room', epoch: BIG_EPOCH, first: 1, last: 312, next: 310 }));
+  ws2.deliver(streamFrame('group:room', 309, 'old'), streamFrame('group:room', 310, 'a'), streamFrame('group:room', 311, 'b'), streamFrame('group:room', 312, 'c'), streamFrame('group:room', 313, 'live'));
+  assert.deepEqual(got.slice(300).map((g) => [g[2], g[3], g[4]]), [[310, 'a', true], [311, 'b', true], [312, 'c', true], [313, 'live', false]]);
+  assert.equal(infos.at(-1).resumed, true);
+
+  // Unsubscribed: nothing more is delivered, and it is not renewed.
+  c.unsubscribe('group:room');
+  assert.deepEqual(controls(ws2).at(-1), { op: 'unsub', stream: 'group:room' });
+  ws2.deliver(streamFrame('group:room', 314, 'after'));
+  assert.equal(got.length, 304);
+  const ws3 = await reconnectTo(ws2);
+  assert.deepEqual(controls(ws3), []);
+  c.close();
+});
+
+test('subscribe: continuity lost on resuming and on a live subscription', async () => {
+  const { c, ws } = await reliableClient();
+  const lost = [];
+  c.oncontinuitylost = (l) => lost.push(l);
+  const got = [];
+  c.onstream = (m) => got.push(m.offset);
+  c.subscribe('group:news');
+  ws.deliver(ctl({ op: 'subscribed', stream: 'group:news', epoch: '7', first: 1, last: 0, next: 1 }), streamFrame('group:news', 1, 'x'));
+  const ws2 = await reconnectTo(ws);
+  assert.deepEqual(controls(ws2), [{ op: 'sub', stream: 'group:news', epoch: '7', after: 1 }]);
+  ws2.deliver(
+    ctl({ op: 'subscribed', stream: 'group:news', epoch: '7', first: 22, last: 31, next: 22, lost: { code: 'continuity_lost', missed: 2, reason: 'the messages after its position have left retention' } }),
+    streamFrame('group:news', 22, 'y'),
+  );
+  assert.deepEqual(lost, [{ stream: 'group:news', missed: 2, next: 22, epoch: '7', reason: 'the messages after its position have left retention' }]);
+  // A live subscription that fell behind.
+  ws2.deliver(ctl({ op: 'lost', stream: 'group:news', code: 'continuity_lost', epoch: BIG_EPOCH, next: 2001, missed: 23, reason: 'behind' }));
+  assert.deepEqual(lost[1], { stream: 'group:news', missed: 23, next: 2001, epoch: BIG_EPOCH, reason: 'behind' });
+  ws2.deliver(streamFrame('group:news', 1999, 'before next'), streamFrame('group:news', 2001, 'z'));
+  assert.deepEqual(got, [1, 22, 2001]);
+  const ws3 = await reconnectTo(ws2);
+  assert.deepEqual(controls(ws3), [{ op: 'sub', stream: 'group:news', epoch: BIG_EPOCH, after: 2001 }]);
+  c.close();
+});
+
+test('subscribe: refused, not granted, closed', async () => {
+  const { c, ws } = await reliableClient({ clientId: 'me' });
+  const p = c.subscribe('client:someone-else');
+  ws.deliver(ctl({ op: 'refused', stream: 'client:someone-else', code: 'bad_stream', message: 'a session may subscribe only to its own client id\'s stream' }));
+  await assert.rejects(p, (e) => e instanceof StreamError && e.code === 'refused' && e.remoteCode === 'bad_stream');
+  const ws2 = await reconnectTo(ws);
+  assert.deepEqual(controls(ws2), [], 'a refused subscription is forgotten');
+  const pending = c.subscribe('group:later');
+  c.close();
+  await assert.rejects(pending, (e) => e.code === 'closed');
+  await assert.rejects(c.subscribe('group:x'), (e) => e.code === 'closed');
+
+  // A server without streams: subscriptions and publishes fail.
+  const { c: c2 } = await reliableClient({}, ['request']);
+  await assert.rejects(c2.subscribe('group:x'), (e) => e instanceof StreamError && e.code === 'not_negotiated');
+  assert.throws(() => c2.publish('group:x', 'y'), (e) => e.code === 'not_negotiated');
+  c2.close();
+  const c3 = newClient({ reliable: true });
+  const early = c3.publish('group:x', 'before connect'); // waits for the first connection
+  const earlySub = c3.subscribe('group:x');
+  const open = c3.connect();
+  await until('the hello', () => FakeWebSocket.sockets[0]?.frames.length === 1);
+  FakeWebSocket.sockets[0].welcome({ features: ['request'] });
+  await open;
+  await assert.rejects(early, (e) => e.code === 'not_negotiated');
+  await assert.rejects(earlySub, (e) => e.code === 'not_negotiated');
+  c3.close();
+});
+
+test('store_unavailable ends the session like a lost connection: reconnect, resubscribe, resend', async () => {
+  const { c, ws } = await reliableClient();
+  const events = [];
+  c.onerror = (e) => events.push(`error ${e.code}`);
+  c.onclose = (e) => events.push(`close ${e.reason} ${e.willReconnect}`);
+  c.subscribe('group:g');
+  ws.deliver(ctl({ op: 'subscribed', stream: 'group:g', epoch: '1', first: 1, last: 0, next: 1 }));
+  const p = c.publish('group:g', 'kept');
+  ws.deliver(
+    encodeFrame(Kind.ERROR, JSON.stringify({ code: 'store_unavailable', message: 'stream store: disk on fire' })),
+    encodeFrame(Kind.DISCONNECT, 'store_unavailable: stream store: disk on fire'),
+  );
+  ws.close(1000);
+  await until('a second socket', () => FakeWebSocket.sockets[1]?.frames.length === 1);
+  const ws2 = FakeWebSocket.sockets[1];
+  ws2.welcome({ features: ['request', 'reliable'] });
+  assert.deepEqual(events, ['error store_unavailable', 'close store_unavailable: stream store: disk on fire true']);
+  assert.deepEqual(controls(ws2), [{ op: 'sub', stream: 'group:g', epoch: '1', after: 0 }]);
+  assert.deepEqual(publishes(ws2), [[1, 'group:g', 'kept']]);
+  ws2.deliver(pubAck(1, 1));
+  await p;
+  c.close();
 });

@@ -18,6 +18,11 @@
 //
 //	mux.Handle("/live/", http.StripPrefix("/live", web.Handler(srv)))
 //
+// The chat can also subscribe to a group's stream with acknowledged
+// delivery (docs/PROTOCOL.md 6.7) and publish to it: after a reconnect
+// it shows what it recovered of what the group got meanwhile, and says
+// what was lost to the stream's retention.
+//
 // The chat sends what the server's message handler understands; with
 // `msgnet serve`'s managed mode that is JOIN:<group>, LEAVE:<group>,
 // GROUP:<group>:<text>, PRIVATE:<id>:<text>, BROADCAST, and anything else is

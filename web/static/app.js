@@ -1,11 +1,15 @@
 // app.js: the live page of a msgnet server. It polls api/sessions and
 // api/stats every second (the session table, the rate chart) and, when
 // api/features says the server offers it, runs a chat session over
-// WebSocket with msgnet.js (the chat panel stays hidden otherwise). Every
-// URL is relative, so the page works wherever its handler is mounted.
+// WebSocket with msgnet.js (the chat panel stays hidden otherwise). The
+// chat can also subscribe to a group's stream with acknowledged delivery
+// (docs/PROTOCOL.md 6.7): after a reconnect, what the group got meanwhile
+// is recovered and marked so, and messages lost to the server's retention
+// are said to be. Every URL is relative, so the page works wherever its
+// handler is mounted.
 // Received text is only ever put in the page as text (textContent), never
 // as HTML.
-import { Client } from './msgnet.js';
+import { Client, groupStream } from './msgnet.js';
 
 const POLL_MS = 1000;
 const WINDOW_MS = 60_000; // the chart's span
@@ -214,6 +218,9 @@ function drawChart(now) {
 
 let client = null;
 const joined = new Set(); // groups the chat session is in
+const subscribed = new Set(); // groups whose streams it is subscribed to
+const recovering = new Map(); // stream -> { until, count }: a resumed subscription's replay
+let recoveredTotal = 0; // messages recovered after reconnects, for the tests
 
 function wsURL() {
   const u = new URL('ws', location.href);
@@ -221,16 +228,119 @@ function wsURL() {
   return u.href;
 }
 
-function say(kind, text) {
+// say adds a line to the transcript: kind is 'in', 'out' or 'sys' (and
+// more classes after it); badges are small labels after the text. It
+// returns the line.
+function say(kind, text, ...badges) {
   const t = $('transcript');
-  const mark = { in: '←', out: '→', sys: '·' }[kind];
-  t.append(el('li', { className: kind }, el('time', {}, clock(new Date())), el('span', { className: 'dir' }, mark), el('span', { className: 'text' }, text)));
+  const mark = { in: '←', out: '→', sys: '·' }[kind.split(' ')[0]];
+  const li = el('li', { className: kind }, el('time', {}, clock(new Date())), el('span', { className: 'dir' }, mark), el('span', { className: 'text' }, text), ...badges);
+  t.append(li);
   while (t.children.length > MAX_TRANSCRIPT) t.firstElementChild.remove();
   t.scrollTop = t.scrollHeight;
+  return li;
 }
 
+const badge = (text, className = '') => el('span', { className: `badge ${className}`.trim() }, text);
+
 function showGroups() {
-  $('groups').textContent = joined.size ? `in: ${[...joined].sort().join(', ')}` : '';
+  const parts = [];
+  if (joined.size) parts.push(`in: ${[...joined].sort().join(', ')}`);
+  if (subscribed.size) parts.push(`subscribed: ${[...subscribed].sort().join(', ')}`);
+  $('groups').textContent = parts.join(' · ');
+  const g = $('group').value.trim();
+  const sub = $('subscribe');
+  sub.textContent = subscribed.has(g) ? 'Unsubscribe' : 'Subscribe';
+  sub.toggleAttribute('data-subscribed', subscribed.has(g));
+}
+
+// A message of a subscribed stream: replayed ones (what the group got
+// while the page was away) are marked recovered, and when a resumed
+// subscription's replay is done the count is said.
+function showStream(m) {
+  const li = say('in stream', m.text(), badge(`${m.stream} #${m.offset}`), ...(m.replayed ? [badge('recovered', 'recovered')] : []));
+  li.dataset.offset = String(m.offset);
+  if (m.replayed) li.classList.add('recovered');
+  const r = recovering.get(m.stream);
+  if (r && m.replayed) {
+    r.count++;
+    recoveredTotal++;
+    $('transcript').dataset.recovered = String(recoveredTotal);
+    if (m.offset >= r.until) {
+      recovering.delete(m.stream);
+      say('sys', `recovered ${r.count} message${r.count === 1 ? '' : 's'} of ${m.stream} after reconnect`);
+    }
+  }
+}
+
+function showSubscribed(info) {
+  if (!info.resumed) return;
+  const n = info.last - info.next + 1;
+  if (n > 0) recovering.set(info.stream, { until: info.last, count: 0 });
+  else say('sys', `resumed ${info.stream} after reconnect: nothing missed`);
+}
+
+function showLost(l) {
+  const what = l.missed > 0
+    ? `messages ${l.missed} to ${l.next - 1} left the server's retention before they could be delivered`
+    : "the stream's log was lost (a new epoch)";
+  const li = say('sys lost', `continuity lost on ${l.stream}: ${what}; going on from ${l.next}`);
+  li.dataset.missed = String(l.missed);
+  li.dataset.next = String(l.next);
+}
+
+function toggleSubscription() {
+  const g = $('group').value.trim();
+  if (!g || !client) return;
+  const stream = groupStream(g);
+  if (subscribed.has(g)) {
+    client.unsubscribe(stream);
+    subscribed.delete(g);
+    say('sys', `unsubscribed from ${stream}`);
+    showGroups();
+    return;
+  }
+  const c = client;
+  c.subscribe(stream).then(
+    (info) => {
+      if (c !== client) return;
+      subscribed.add(g);
+      say('sys', `subscribed to ${stream} (acknowledged delivery, from #${info.next})`);
+      showGroups();
+    },
+    (e) => {
+      if (c === client) say('sys', `not subscribed: ${e.message}`);
+    },
+  );
+}
+
+// publish publishes text to the group's stream; the line says when the
+// server has stored it, or why not.
+function publish(g, text) {
+  const stream = groupStream(g);
+  let done;
+  try {
+    done = client.publish(stream, text);
+  } catch (e) {
+    say('sys', `not published: ${e.message}`);
+    return false;
+  }
+  const state = badge('publishing…');
+  const li = say('out', text, badge(stream), state);
+  li.dataset.publish = 'pending';
+  done.then(
+    () => {
+      state.textContent = 'stored';
+      li.dataset.publish = 'stored';
+    },
+    (e) => {
+      state.textContent = `failed: ${e.code}`;
+      state.title = e.message;
+      state.classList.add('failed');
+      li.dataset.publish = 'failed';
+    },
+  );
+  return true;
 }
 
 function setChatState(state) {
@@ -241,14 +351,16 @@ function setChatState(state) {
   s.textContent = { idle: 'not connected', connecting: 'connecting…', open: 'connected', reconnecting: 'reconnecting…', closed: 'not connected' }[state] ?? state;
   $('connect').textContent = active ? 'Disconnect' : 'Connect';
   $('client-id').disabled = active;
-  for (const id of ['join', 'leave', 'send']) $(id).disabled = !open;
+  for (const id of ['join', 'leave', 'subscribe', 'send']) $(id).disabled = !open;
 }
 
 function connect() {
   const id = $('client-id').value.trim();
-  const c = new Client(wsURL(), { clientId: id, reconnect: { base: 500, max: 5000 } });
+  const c = new Client(wsURL(), { clientId: id, reconnect: { base: 500, max: 5000 }, reliable: true });
   client = c;
   joined.clear();
+  subscribed.clear();
+  recovering.clear();
   showGroups();
   c.onstatechange = (state) => {
     if (c === client) setChatState(state);
@@ -260,7 +372,16 @@ function connect() {
   c.onreconnect = (w) => {
     ownSession = w.session_id;
     say('sys', `reconnected (session ${w.session_id})`);
-    for (const g of joined) c.sendText(`JOIN:${g}`); // the new session is in no group yet
+    for (const g of joined) c.sendText(`JOIN:${g}`); // the new session is in no group yet (subscriptions the client renews itself)
+  };
+  c.onstream = (m) => {
+    if (c === client) showStream(m);
+  };
+  c.onsubscribed = (info) => {
+    if (c === client) showSubscribed(info);
+  };
+  c.oncontinuitylost = (l) => {
+    if (c === client) showLost(l);
   };
   c.onmessage = (m) => {
     const text = m.text();
@@ -302,6 +423,8 @@ function setupChat() {
       client.close('page disconnected');
       client = null;
       ownSession = '';
+      subscribed.clear();
+      showGroups();
       setChatState('closed');
       return;
     }
@@ -317,6 +440,8 @@ function setupChat() {
     const g = $('group').value.trim();
     if (g) send(`LEAVE:${g}`);
   });
+  $('subscribe').addEventListener('click', toggleSubscription);
+  $('group').addEventListener('input', showGroups);
 
   $('send-mode').addEventListener('change', () => {
     $('to').hidden = $('send-mode').value !== 'private';
@@ -339,6 +464,13 @@ function setupChat() {
         if (!to) return say('sys', 'not sent: no recipient');
         out = `PRIVATE:${to}:${text}`;
         break;
+      }
+      case 'publish': {
+        const g = $('group').value.trim();
+        if (!g) return say('sys', 'not published: no group');
+        if (publish(g, text)) $('message').value = '';
+        $('message').focus();
+        return;
       }
     }
     if (send(out)) $('message').value = '';

@@ -14,9 +14,12 @@ import {
   ProtocolError,
   RemoteError,
   RequestError,
+  StreamError,
+  StreamMessage,
   backoff,
   base64Decode,
   base64Encode,
+  clientStream,
   concatBytes,
   containerFromJSON,
   containerToJSON,
@@ -25,6 +28,7 @@ import {
   encodeControl,
   encodeFrame,
   formatFloat,
+  groupStream,
   parseError,
   toBytes,
   value,
@@ -39,6 +43,7 @@ import type {
   ContainerInput,
   ContainerValue,
   ContainerValueInput,
+  ContinuityLost,
   ControlMessage,
   ErrorCode,
   ErrorInfo,
@@ -49,14 +54,19 @@ import type {
   KindValue,
   Name,
   Payload,
+  PublishFailure,
   ReconnectOptions,
+  ReliableOptions,
   ReplyBody,
   RequestErrorCode,
   RequestOptions,
+  StreamErrorCode,
+  Subscribed,
   TopContainer,
   ValueInputs,
   ValueType,
   ValueTypes,
+  WaitOptions,
   Welcome,
   WebSocketConstructor,
   WebSocketLike,
@@ -133,6 +143,12 @@ const remote = new RemoteError('no request handler');
 const remoteCode: 'remote' = remote.code;
 const remoteText: string = remote.remoteMessage;
 const remoteIsRequestError: RequestError = remote;
+const se = new StreamError('refused', 'publish to nope refused: bad_stream: ...', 'nope', 'bad_stream');
+const seCode: StreamErrorCode = se.code;
+const seStream: string = se.stream + se.remoteCode;
+new StreamError('buffer_full', 'full');
+// @ts-expect-error not a stream error code
+new StreamError('full', 'x');
 
 // ---------------------------------------------------------------- containers
 
@@ -374,6 +390,69 @@ async function use(signal: AbortSignalLike): Promise<void> {
   c.close(1000);
 }
 
+// Acknowledged delivery.
+const reliable: ReliableOptions = { maxBytes: 1 << 20, maxAgeMs: 30000 };
+const rc = new Client('ws://localhost:8081/ws', { clientId: 'web_1', reliable });
+new Client('ws://localhost:8081/ws', { reliable: true });
+// @ts-expect-error the option is maxAgeMs, in ms
+new Client('ws://x/ws', { reliable: { maxAge: 1000 } });
+const room: 'group:room' = groupStream('room');
+const inbox: 'client:web_1' = clientStream('web_1');
+const publisher: string = rc.publisherId;
+const waiting: number = rc.pending;
+// @ts-expect-error pending is read-only
+rc.pending = 0;
+rc.onstream = (m: StreamMessage) => {
+  const s: string = m.stream;
+  const epoch: bigint = BigInt(m.epoch);
+  const off: number = m.offset;
+  const again: boolean = m.replayed;
+  const p: Uint8Array = m.payload;
+  const d: Uint8Array = m.data;
+  const t: string = m.text();
+  // @ts-expect-error an epoch is a decimal string, never a number
+  const n: number = m.epoch;
+};
+rc.onsubscribed = (info: Subscribed) => {
+  const span: number = info.last - info.first + info.next;
+  const e: string = info.epoch;
+  const r: boolean = info.resumed;
+};
+rc.oncontinuitylost = (lost: ContinuityLost) => {
+  const missed: number = lost.next - lost.missed;
+  const why: string = lost.stream + lost.epoch + lost.reason;
+};
+rc.onpublishfailed = (f: PublishFailure) => {
+  const why: StreamErrorCode = f.error.code;
+  const bytes: Uint8Array = f.payload;
+  const s: string = f.stream;
+};
+rc.onstream = null;
+
+async function streams(signal: AbortSignalLike): Promise<void> {
+  const info: Subscribed = await rc.subscribe(room);
+  await rc.subscribe(inbox);
+  const done: Promise<void> = rc.publish(room, 'hello');
+  rc.publish('group:room', new Uint8Array([1]));
+  await done;
+  // @ts-expect-error a payload is a string or bytes
+  rc.publish(room, 42);
+  const wait: WaitOptions = { timeoutMs: 5000, signal };
+  await rc.waitPublished(wait);
+  await rc.waitPublished();
+  try {
+    await rc.publish('nope', 'x');
+  } catch (e) {
+    if (e instanceof StreamError && e.code === 'refused') {
+      const remoteCode: ErrorCode = e.remoteCode;
+    }
+  }
+  rc.unsubscribe(room);
+  // @ts-expect-error unsubscribe takes a stream name
+  rc.unsubscribe();
+  const own = new StreamMessage('group:room', '18446744073709551615', 1, toBytes('x'), true);
+}
+
 // A message of one's own, e.g. in tests.
 const m = new Message(toBytes('x'));
 // @ts-expect-error a message's data is read-only
@@ -382,5 +461,5 @@ m.data = new Uint8Array(0);
 export {
   magic, headerLen, data, request, flags, buffered, known, newer, code, peCode, asError, reCode, remoteCode, remoteText,
   remoteIsRequestError, wrong, source, asContainer, typeName, f32, u64in, one, floatText, delay, ctor, state, ids, limit,
-  features, opts, body, use,
+  features, opts, body, use, seCode, seStream, room, inbox, publisher, waiting, streams,
 };
