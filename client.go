@@ -710,6 +710,9 @@ func (c *Client) reconnectLoop() {
 		case <-c.life.Done():
 			return
 		}
+		// Publishes age while the client is away too (the connection's
+		// ticker gives them up only while it lives).
+		c.expirePublishes(time.Now())
 		c.mu.Lock()
 		addrs, next := c.addrs, c.addrNext
 		c.mu.Unlock()

@@ -115,7 +115,7 @@ func (a *handlerSlot[T]) store(v T) { a.mu.Lock(); a.v = v; a.mu.Unlock() }
 func (a *handlerSlot[T]) load() T   { a.mu.Lock(); defer a.mu.Unlock(); return a.v }
 
 func newClientStreams() *clientStreams {
-	var b [8]byte
+	var b [16]byte
 	rand.Read(b[:])
 	d := make(chan struct{})
 	close(d)
@@ -145,7 +145,8 @@ func (c *Client) Subscribe(ctx context.Context, stream string) error {
 	cs := c.streams
 	cs.mu.Lock()
 	sub := cs.subs[stream]
-	if sub == nil {
+	created := sub == nil
+	if created {
 		sub = &clientSub{}
 		cs.subs[stream] = sub
 	}
@@ -154,15 +155,27 @@ func (c *Client) Subscribe(ctx context.Context, stream string) error {
 	sub.wait = wait
 	msg := cs.subMsgLocked(stream, sub, c.cfg.reliable != nil)
 	cs.mu.Unlock()
+	// forget undoes a subscription that was never sent, so that it is not
+	// sent after the next reconnection behind the caller's back.
+	forget := func(err error) error {
+		if created {
+			cs.mu.Lock()
+			if cs.subs[stream] == sub {
+				delete(cs.subs, stream)
+			}
+			cs.mu.Unlock()
+		}
+		return err
+	}
 	s, err := c.current()
 	if err != nil {
-		return err
+		return forget(err)
 	}
 	if s.features.Load()&featReliable == 0 {
-		return ErrNotNegotiated
+		return forget(ErrNotNegotiated)
 	}
 	if err := s.c.Enqueue(frame.KindControl, 0, msg); err != nil {
-		return err
+		return forget(err)
 	}
 	select {
 	case err := <-wait:
@@ -303,6 +316,9 @@ func (c *Client) resumeStreams(s *Session) {
 	}
 	cs := c.streams
 	reliable := c.cfg.reliable != nil
+	// What expired while away is given up, not sent again: past the
+	// server's de-duplication window it could be stored twice.
+	c.expirePublishes(time.Now())
 	cs.mu.Lock()
 	var failed []pendingPub
 	for stream, sub := range cs.subs {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"log/slog"
@@ -562,8 +561,13 @@ func (srv *Server) handleData(s *Session, f frame.Frame) error {
 	case frame.FlagReply:
 		s.handleReply(f.Payload)
 	case frame.FlagPublish:
-		if !srv.allowMessage(s) {
-			s.queuePubAck(publishSeq(f.Payload), &ProtocolError{Code: CodeRateLimited, Message: "over the message rate"})
+		if e := s.x(); !e.pubHalted && !srv.allowMessage(s) {
+			// Not a refusal of the message: over the rate, the session
+			// ends, and the client resends it, in order, once reconnected.
+			// Acknowledging later publishes instead would reorder them.
+			e.flushPubAcks(s)
+			e.pubHalted = true
+			s.close(&ProtocolError{Code: CodeRateLimited, Message: "over the message rate: reconnect and publish again"}, true)
 			return nil
 		}
 		srv.streams.publish(s, f.Payload)
@@ -573,14 +577,6 @@ func (srv *Server) handleData(s *Session, f frame.Frame) error {
 		srv.deliver(s, f.Payload)
 	}
 	return nil
-}
-
-// publishSeq is a publish's sequence number, 0 if it has none.
-func publishSeq(p []byte) uint64 {
-	if len(p) < 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(p)
 }
 
 // handleError implements peer.

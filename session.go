@@ -95,7 +95,7 @@ type sessionExt struct {
 	subMu             sync.Mutex
 	subs              map[string]*subscription
 	subsClosed        bool
-	storeFailed       bool // a publish failed in the store: later ones are ignored (reader only)
+	pubHalted         bool // a publish failed in the store or the rate: later ones are ignored (reader only)
 	publisher         string
 	ackFirst, ackLast uint64
 

@@ -254,7 +254,7 @@ func (e *storeError) Unwrap() error { return e.err }
 // final. Its later publishes are ignored: none may overtake the failed one.
 func (s *Session) storeFailed(err error) {
 	e := s.x()
-	e.storeFailed = true
+	e.pubHalted = true
 	s.close(&ProtocolError{Code: CodeStoreUnavailable, Message: err.Error()}, true)
 }
 
@@ -562,7 +562,7 @@ func (ss *streams) publish(s *Session, p []byte) {
 		return
 	}
 	e := s.x()
-	if e.storeFailed {
+	if e.pubHalted {
 		return // the client sends it again after reconnecting
 	}
 	key := pubKey{client: s.ClientID(), publisher: e.publisher}

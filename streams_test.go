@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -329,5 +330,80 @@ func TestMaxStreams(t *testing.T) {
 	}
 	if err := c.Subscribe(ctx, msgnet.GroupStream("g1")); err != nil {
 		t.Fatalf("subscribing to an existing stream: %v", err)
+	}
+}
+
+// A reliable publisher over the server's message rate is not refused for
+// good: its session ends (rate_limited), and it resends once reconnected,
+// so every message is stored once and in order, at the rate allowed.
+func TestReliablePublisherOverTheRate(t *testing.T) {
+	srv, addr := startServer(t, msgnet.WithMessageRate(2000, 50))
+	sub, got := reliableClient(t, "subscriber", addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := sub.Subscribe(ctx, msgnet.GroupStream("room")); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := reliableClient(t, "publisher", addr)
+	var failed atomic.Int64
+	pub.OnPublishFailed(func(string, []byte, error) { failed.Add(1) })
+	const n = 600
+	publishAll(t, pub, msgnet.GroupStream("room"), n, 0)
+	if err := pub.WaitPublished(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for got.count() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if failed.Load() != 0 {
+		t.Fatalf("%d publishes failed for good", failed.Load())
+	}
+	checkExactlyOnce(t, got, n)
+	// A fresh session gets a fresh burst: the rate ended a few of them.
+	if d := srv.Stats().Disconnects["protocol:" + msgnet.CodeRateLimited]; d == 0 {
+		t.Fatalf("no session ended over the rate (%v): the test did not test it", srv.Stats().Disconnects)
+	} else {
+		t.Logf("%d sessions ended over the rate", d)
+	}
+}
+
+// A publish that ages past MaxAge while the client is away is given up
+// and reported, not sent when the connection comes back (past the
+// server's de-duplication window it could be stored twice).
+func TestPublishExpiresWhileAway(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	srv := msgnet.NewServer("first")
+	go srv.Serve(l)
+	c := msgnet.NewClient("away", msgnet.WithReliable(msgnet.ReliableOptions{MaxAge: 300 * time.Millisecond}),
+		msgnet.WithReconnect(50*time.Millisecond, 100*time.Millisecond, 0))
+	failed := make(chan error, 1)
+	c.OnPublishFailed(func(_ string, _ []byte, err error) { failed <- err })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx, addr); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	srv.Close()
+	srv.Wait()
+	waitFor(t, "the client to notice", func() bool { return c.State() != msgnet.StateConnected })
+	if err := c.Publish(msgnet.GroupStream("g"), []byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-failed:
+		if !errors.Is(err, msgnet.ErrPublishExpired) {
+			t.Fatalf("OnPublishFailed: %v, want ErrPublishExpired", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the publish did not expire while the client was away")
+	}
+	if n := c.Pending(); n != 0 {
+		t.Fatalf("%d publishes still pending", n)
 	}
 }
