@@ -263,8 +263,11 @@ func TestStagingConcurrentSendersAndDisconnect(t *testing.T) {
 					t.Fatalf("after DISCONNECT: %v %x", k, p)
 				}
 				r.nc.Close() // ends the server's linger
+				// The handlers have returned; and ended orders the handler's
+				// wg.Add before this Wait (the DISCONNECT read from the
+				// socket is no ordering the race detector sees).
+				<-ended
 				wg.Wait()
-				<-ended // the handlers have returned
 				for k := range next {
 					if a := accepted[k].Load(); a != next[k] {
 						t.Fatalf("sender %d: %d sends accepted, %d arrived", k, a, next[k])
