@@ -83,6 +83,9 @@ type clientStreams struct {
 	pendBytes int
 	drained   chan struct{} // closed when pending empties; replaced when it fills
 	subs      map[string]*clientSub
+	// session is the connection the pending publishes were last (re)sent
+	// on, in order, by resumeStreams: new publishes go there, behind them.
+	session *Session
 
 	onMessage handlerSlot[func(StreamMessage)]
 	onLost    handlerSlot[func(*ContinuityLost)]
@@ -215,7 +218,8 @@ func (cs *clientStreams) subMsgLocked(stream string, sub *clientSub, resume bool
 // Publish publishes payload to a stream (GroupStream, ClientStream). It
 // never waits on the network. With WithReliable the payload is kept until
 // the server acknowledges it, and sent again on a new connection; it fails
-// with ErrBufferFull when that store is full. Without, it fails with
+// with ErrBufferFull when that store is full, and with ErrQueueFull when
+// the connection's send queue is (nothing is kept then: try again). Without, it fails with
 // ErrNotConnected while there is no connection. WaitPublished waits for
 // the acknowledgements.
 func (c *Client) Publish(stream string, payload []byte) error {
@@ -244,12 +248,24 @@ func (c *Client) Publish(stream string, payload []byte) error {
 	cs.pending = append(cs.pending, p)
 	cs.pendBytes += len(payload)
 	defer cs.mu.Unlock()
+	if reliable {
+		// The session the pending publishes were resent on, in order: a
+		// session that connected since has not resent them yet, and a
+		// publish sent on it now would overtake them (the server takes
+		// a publisher's numbers in order, and one behind the last it
+		// took is a repeat).
+		s = cs.session
+	}
 	if s == nil {
 		return nil // sent when the client is connected again
 	}
-	// Queued under the lock: the server takes a publisher's sequence
-	// numbers in order, and one behind the last it took is a repeat.
-	if err := s.c.Enqueue(frame.KindData, frame.FlagPublish, p.frame()); err != nil && !reliable {
+	// Queued under the lock, for the same reason.
+	if err := s.c.Enqueue(frame.KindData, frame.FlagPublish, p.frame()); err != nil {
+		if reliable && errors.Is(err, ErrSessionClosed) {
+			return nil // the connection is ending: resent on the next one
+		}
+		// Not taken (a full queue): not published at all, and not kept,
+		// or an acknowledgement of a later one would count it done.
 		cs.removeLocked(p.seq)
 		return err
 	}
@@ -312,6 +328,9 @@ func (cs *clientStreams) drainedLocked() {
 // WithReliable, the publishes of the lost connection are given up.
 func (c *Client) resumeStreams(s *Session) {
 	if s.features.Load()&featReliable == 0 {
+		c.streams.mu.Lock()
+		c.streams.session = nil
+		c.streams.mu.Unlock()
 		return
 	}
 	cs := c.streams
@@ -328,6 +347,7 @@ func (c *Client) resumeStreams(s *Session) {
 		for i := range cs.pending {
 			s.c.EnqueueForce(frame.KindData, frame.FlagPublish, cs.pending[i].frame())
 		}
+		cs.session = s
 	} else {
 		failed, cs.pending, cs.pendBytes = cs.pending, nil, 0
 		cs.drainedLocked()

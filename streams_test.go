@@ -72,8 +72,8 @@ func publishAll(t *testing.T, c *msgnet.Client, stream string, n int, pace time.
 		switch {
 		case err == nil:
 			i++
-		case errors.Is(err, msgnet.ErrBufferFull):
-			time.Sleep(time.Millisecond) // the acknowledgements free room
+		case errors.Is(err, msgnet.ErrBufferFull), errors.Is(err, msgnet.ErrQueueFull):
+			time.Sleep(time.Millisecond) // the acknowledgements, or the writer, free room
 		default:
 			t.Fatalf("publish %d: %v", i, err)
 		}
@@ -361,7 +361,7 @@ func TestReliablePublisherOverTheRate(t *testing.T) {
 	}
 	checkExactlyOnce(t, got, n)
 	// A fresh session gets a fresh burst: the rate ended a few of them.
-	if d := srv.Stats().Disconnects["protocol:" + msgnet.CodeRateLimited]; d == 0 {
+	if d := srv.Stats().Disconnects["protocol:"+msgnet.CodeRateLimited]; d == 0 {
 		t.Fatalf("no session ended over the rate (%v): the test did not test it", srv.Stats().Disconnects)
 	} else {
 		t.Logf("%d sessions ended over the rate", d)
@@ -406,4 +406,54 @@ func TestPublishExpiresWhileAway(t *testing.T) {
 	if n := c.Pending(); n != 0 {
 		t.Fatalf("%d publishes still pending", n)
 	}
+}
+
+// A publish that the connection's send queue refuses is not kept: a later
+// publish's acknowledgement would otherwise count it done though it was
+// never sent. Big payloads through a small send queue: every one arrives.
+func TestReliablePublishQueueFull(t *testing.T) {
+	_, addr := startServer(t)
+	sub, got := reliableClient(t, "subscriber", addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := sub.Subscribe(ctx, msgnet.GroupStream("big")); err != nil {
+		t.Fatal(err)
+	}
+	pub := msgnet.NewClient("publisher", msgnet.WithReliable(msgnet.ReliableOptions{}), msgnet.WithSendQueueBytes(64<<10))
+	if err := pub.Connect(ctx, addr); err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	const n = 400
+	full := 0
+	for i := 1; i <= n; {
+		p := make([]byte, 16<<10)
+		copy(p, fmt.Sprint("m-", i))
+		switch err := pub.Publish(msgnet.GroupStream("big"), p); {
+		case err == nil:
+			i++
+		case errors.Is(err, msgnet.ErrQueueFull), errors.Is(err, msgnet.ErrBufferFull):
+			full++
+			time.Sleep(time.Millisecond)
+		default:
+			t.Fatal(err)
+		}
+	}
+	if err := pub.WaitPublished(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for got.count() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	got.mu.Lock()
+	for i, m := range got.msgs {
+		got.msgs[i] = strings.TrimRight(m, "\x00")
+	}
+	got.mu.Unlock()
+	checkExactlyOnce(t, got, n)
+	if full == 0 {
+		t.Fatal("the send queue never filled: the test did not test it")
+	}
+	t.Logf("the send queue refused %d publishes, retried", full)
 }
