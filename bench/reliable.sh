@@ -18,6 +18,11 @@
 # message, and its subscriber is an ordered consumer (CONSUMER=ackall: a
 # pull consumer acknowledging in runs).
 #
+#   msgnet-mem-base, msgnet-file-base
+#                the same, with `msgnet serve` built from BASE_REV (the load
+#                tool stays this tree's), for a before/after table in one run:
+#                BASE_REV=HEAD~1 SYSTEMS="msgnet-file-base msgnet-file" ./reliable.sh
+#
 # Every test starts a fresh server (fresh store directory) pinned to CPU 0
 # and runs the load pinned to CPU 1, with the server's pid for its CPU time
 # (/proc/PID/stat). Rounds interleave the systems (A B C D A B C D ...);
@@ -35,6 +40,7 @@
 #   SYSTEMS="msgnet-mem msgnet-file js-mem js-file"
 #   TESTS="rel128 rel1k lat128"
 #   CONSUMER=ordered  the JetStream subscriber: ordered or ackall
+#   BASE_REV=         a git revision to build the *-base systems' server from
 #   OUT=../docs/BENCHMARKS.md   file whose reliable:begin/end part is rewritten
 #   COOLDOWN=2        seconds of rest between tests
 #   KEEP=1            keep the work directory (binaries, JSON, logs)
@@ -60,6 +66,7 @@ OUT=${OUT:-$ROOT/docs/BENCHMARKS.md}
 COOLDOWN=${COOLDOWN:-2}
 PORT=${PORT:-17700}
 PROFILE=${PROFILE:-}
+BASE_REV=${BASE_REV:-}
 [ -n "$PROFILE" ] && KEEP=1
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/msgnet-reliable.XXXXXX")
@@ -119,9 +126,19 @@ log "building into $BIN"
 for s in $SYSTEMS; do
 	case $s in
 	msgnet-mem | msgnet-file | js-mem | js-file) ;;
-	*) die "unknown system $s (known: msgnet-mem msgnet-file js-mem js-file)" ;;
+	msgnet-mem-base | msgnet-file-base) [ -n "$BASE_REV" ] || die "$s needs BASE_REV" ;;
+	*) die "unknown system $s (known: msgnet-mem msgnet-file js-mem js-file msgnet-mem-base msgnet-file-base)" ;;
 	esac
 done
+if [ -n "$BASE_REV" ]; then
+	# The revision's tree, exported (no worktree is made).
+	mkdir -p "$WORK/base" &&
+		git -C "$ROOT" archive "$BASE_REV" | tar -x -C "$WORK/base" &&
+		(cd "$WORK/base" && go build -o "$BIN/msgnet-base" ./cmd/msgnet) >"$LOGS/base-build.log" 2>&1 ||
+		die "cannot build msgnet from $BASE_REV (see $LOGS/base-build.log)"
+	rm -rf "$WORK/base"
+	log "msgnet-base: built from $BASE_REV ($(git -C "$ROOT" rev-parse --short "$BASE_REV"))"
+fi
 for t in $TESTS; do
 	case $t in
 	rel128 | rel1k | lat128) ;;
@@ -150,6 +167,8 @@ start_server() {
 	case $1 in
 	msgnet-mem) cmd=("$BIN/msgnet" serve --addr "$addr" --quiet "${extra[@]}") ;;
 	msgnet-file) cmd=("$BIN/msgnet" serve --addr "$addr" --quiet --store "$SDIR" "${extra[@]}") ;;
+	msgnet-mem-base) cmd=("$BIN/msgnet-base" serve --addr "$addr" --quiet "${extra[@]}") ;;
+	msgnet-file-base) cmd=("$BIN/msgnet-base" serve --addr "$addr" --quiet --store "$SDIR" "${extra[@]}") ;;
 	js-mem | js-file) cmd=("$BIN/natsd" --addr "$addr" --store "$SDIR") ;;
 	esac
 	"${PIN_SERVER[@]}" "${cmd[@]}" >>"$LOGS/$1.server.log" 2>&1 &
@@ -226,5 +245,5 @@ ELAPSED=$(($(date +%s) - T0))
 	--rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" --inflight "$INFLIGHT" \
 	--consumer "$CONSUMER" --loadavg-before "$LOAD_BEFORE" --loadavg-after "$LOAD_AFTER" \
 	--elapsed "$((ELAPSED / 60)) min $((ELAPSED % 60)) s" \
-	--nats-version "$(cd "$HERE" && go list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)" || die "report failed"
+	--base-rev "$BASE_REV" --nats-version "$(cd "$HERE" && go list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)" || die "report failed"
 log "wrote $OUT"

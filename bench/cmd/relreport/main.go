@@ -40,7 +40,7 @@ type params struct {
 	duration, warmup, consumer     string
 	inflight                       int
 	loadBefore, loadAfter, elapsed string
-	natsVersion                    string
+	natsVersion, baseRev           string
 	systems, tests                 []string
 	results                        map[string][]*loadgen.Result // SYSTEM.TEST -> rounds
 }
@@ -60,6 +60,7 @@ func main() {
 	flag.StringVar(&p.loadAfter, "loadavg-after", "", "load average after")
 	flag.StringVar(&p.elapsed, "elapsed", "", "how long the run took")
 	flag.StringVar(&p.natsVersion, "nats-version", "", "nats-server's version")
+	flag.StringVar(&p.baseRev, "base-rev", "", "the revision the *-base systems were built from")
 	flag.Parse()
 	p.systems, p.tests = strings.Fields(*systems), strings.Fields(*tests)
 	var err error
@@ -141,10 +142,12 @@ func (p params) testName(t string) string {
 }
 
 var systemNames = map[string]string{
-	"msgnet-mem":  "msgnet, memory",
-	"msgnet-file": "msgnet --store (JetStream file)",
-	"js-mem":      "JetStream, memory",
-	"js-file":     "JetStream, file",
+	"msgnet-mem":       "msgnet, memory",
+	"msgnet-file":      "msgnet --store (JetStream file)",
+	"js-mem":           "JetStream, memory",
+	"js-file":          "JetStream, file",
+	"msgnet-mem-base":  "msgnet base, memory",
+	"msgnet-file-base": "msgnet base --store",
 }
 
 func values(p params, key string, m metric) []float64 {
@@ -170,7 +173,9 @@ func median(vs []float64) float64 {
 }
 
 // pairs are the ratios shown: msgnet over JetStream with the same storage.
-var pairs = [][2]string{{"msgnet-mem", "js-mem"}, {"msgnet-file", "js-file"}}
+// With a base build, msgnet over its base too.
+var pairs = [][2]string{{"msgnet-mem", "js-mem"}, {"msgnet-file", "js-file"},
+	{"msgnet-mem", "msgnet-mem-base"}, {"msgnet-file", "msgnet-file-base"}}
 
 func render(p params) string {
 	var b strings.Builder
@@ -276,10 +281,13 @@ func render(p params) string {
 	b.WriteString("\n### Machine and method\n\n")
 	fmt.Fprintf(&b, "- CPU: %s, %d logical CPUs; kernel Linux %s; %s\n", cpuModel(), runtime.NumCPU(), kernel(), goVersion())
 	fmt.Fprintf(&b, "- Load average (1, 5, 15 min) before: %s; after: %s. The machine is shared: other work shows up as noise. The run took %s.\n", p.loadBefore, p.loadAfter, p.elapsed)
-	fmt.Fprintf(&b, "- Each test: a fresh server (and store directory) pinned to CPU 0 with taskset, the load pinned to CPU 1, %s of warm-up, then a %s window; %d rounds, systems interleaved within each test (msgnet-mem, msgnet-file, js-mem, js-file, then again).\n", p.warmup, p.duration, p.rounds)
+	fmt.Fprintf(&b, "- Each test: a fresh server (and store directory) pinned to CPU 0 with taskset, the load pinned to CPU 1, %s of warm-up, then a %s window; %d rounds, systems interleaved within each test (%s, then again).\n", p.warmup, p.duration, p.rounds, strings.Join(p.systems, ", "))
 	fmt.Fprintf(&b, "- Load: one publisher and one subscriber (separate connections) on one stream. The publisher keeps at most %d publishes unacknowledged by the server and at most %d not yet delivered (window 1: one message in flight), stamps each payload with the time of its publish call, and the subscriber records publish-to-delivery latency and checks every message arrives once, in order. The same measuring loop drives both systems (internal/loadgen RunReliable).\n", p.inflight, p.inflight)
 	b.WriteString("- msgnet: `msgnet serve --addr 127.0.0.1:PORT --quiet [--store DIR]` (managed mode, default retention: 10,000 messages, 16 MiB, 10 min), driven by `msgnet bench reliable` (two msgnet clients WithReliable; Publish, WaitPending; Subscribe to group:bench, OnStream).\n")
 	fmt.Fprintf(&b, "- JetStream: `bench/cmd/natsd --addr 127.0.0.1:PORT --store DIR` (nats-server %s as a library, defaults, JetStream on), driven by `bench/cmd/jsbench --storage memory|file` (nats.go: PublishMsgAsync with a Nats-Msg-Id on every message; a stream with the same limits as msgnet's --store streams: 10,000 messages, 16 MiB, 10 min, duplicates window 2 min; subscriber: %s).\n", p.natsVersion, consumerText(p.consumer))
+	if p.baseRev != "" {
+		fmt.Fprintf(&b, "- msgnet base: `msgnet serve` built from %s, driven by this tree's `msgnet bench reliable`.\n", p.baseRev)
+	}
 	fmt.Fprintf(&b, "- Reproduce: `cd bench && ./reliable.sh` (env ROUNDS, DURATION, WARMUP, INFLIGHT, SYSTEMS, TESTS, CONSUMER, PROFILE; see the script's header).\n")
 	return b.String()
 }
@@ -299,7 +307,8 @@ func name(s string) string {
 }
 
 func short(s string) string {
-	return map[string]string{"msgnet-mem": "msgnet mem", "js-mem": "JS mem", "msgnet-file": "msgnet file", "js-file": "JS file"}[s]
+	return map[string]string{"msgnet-mem": "msgnet mem", "js-mem": "JS mem", "msgnet-file": "msgnet file", "js-file": "JS file",
+		"msgnet-mem-base": "base mem", "msgnet-file-base": "base file"}[s]
 }
 
 // splice writes block between the markers of path, or a new section at
