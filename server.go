@@ -563,6 +563,7 @@ func (srv *Server) handleData(s *Session, f frame.Frame) error {
 		s.handleReply(f.Payload)
 	case frame.FlagPublish:
 		if !srv.allowMessage(s) {
+			srv.streams.flushStaged(s) // its answers go first
 			s.queuePubAck(publishSeq(f.Payload), &ProtocolError{Code: CodeRateLimited, Message: "over the message rate"})
 			return nil
 		}
