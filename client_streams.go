@@ -82,6 +82,7 @@ type clientStreams struct {
 	pending   []pendingPub
 	pendBytes int
 	drained   chan struct{} // closed when pending empties; replaced when it fills
+	shrunk    chan struct{} // closed when pending shrinks, for WaitPending; nil when nobody waits
 	subs      map[string]*clientSub
 	// session is the connection the pending publishes were last (re)sent
 	// on, in order, by resumeStreams: new publishes go there, behind them.
@@ -286,6 +287,31 @@ func (c *Client) WaitPublished(ctx context.Context) error {
 	}
 }
 
+// WaitPending waits until at most n publishes wait for their
+// acknowledgement, or ctx ends: with Publish, a publisher that keeps a
+// bounded window of unacknowledged messages in flight. WaitPending(ctx, 0)
+// is WaitPublished.
+func (c *Client) WaitPending(ctx context.Context, n int) error {
+	cs := c.streams
+	for {
+		cs.mu.Lock()
+		if len(cs.pending) <= n {
+			cs.mu.Unlock()
+			return nil
+		}
+		if cs.shrunk == nil {
+			cs.shrunk = make(chan struct{})
+		}
+		w := cs.shrunk
+		cs.mu.Unlock()
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // Pending reports how many publishes wait for their acknowledgement.
 func (c *Client) Pending() int {
 	c.streams.mu.Lock()
@@ -313,7 +339,13 @@ func (cs *clientStreams) removeLocked(seq uint64) {
 	cs.drainedLocked()
 }
 
+// drainedLocked wakes WaitPending and, when nothing is pending any more,
+// WaitPublished: publishes left pending. Lock must be held.
 func (cs *clientStreams) drainedLocked() {
+	if cs.shrunk != nil {
+		close(cs.shrunk)
+		cs.shrunk = nil
+	}
 	if len(cs.pending) == 0 {
 		select {
 		case <-cs.drained:

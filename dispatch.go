@@ -82,6 +82,9 @@ func (s *Session) dispatch(b []byte) (used, need int, err error) {
 		if perBurst {
 			s.c.AddMsgsIn(s.seq - start)
 		}
+		if s.staged {
+			s.flushStaged() // the burst's publishes to a BatchLog
+		}
 		if e := s.ext.Load(); e != nil && e.ackFirst != 0 {
 			e.flushPubAcks(s) // the burst's publish answers, together
 		}
@@ -143,6 +146,9 @@ func (s *Session) dispatch(b []byte) (used, need int, err error) {
 		if !perBurst {
 			s.c.AddMsgsIn(1)
 		}
+		if s.staged && isPlain {
+			s.flushStaged() // staged publishes go first
+		}
 		switch msg := rest[frame.HeaderLen:total]; {
 		case !isPlain:
 			if err := s.handleFrame(frame.Decode(rest[:total])); err != nil {
@@ -157,9 +163,21 @@ func (s *Session) dispatch(b []byte) (used, need int, err error) {
 	return used, 0, nil
 }
 
+// flushStaged appends a server session's staged publishes (streams.go).
+func (s *Session) flushStaged() {
+	if srv, ok := s.peer.(*Server); ok && srv.streams != nil {
+		srv.streams.flushStaged(s)
+		return
+	}
+	s.staged = false
+}
+
 // handleFrame acts on one frame: the kinds every peer handles alike here,
 // DATA and CONTROL by the peer.
 func (s *Session) handleFrame(f frame.Frame) error {
+	if s.staged && (f.Kind != frame.KindData || f.Flags != frame.FlagPublish) {
+		s.flushStaged() // staged publishes go first
+	}
 	if f.Kind != frame.KindData {
 		s.ctr.countIn(f.Kind, frame.HeaderLen+len(f.Payload))
 	}

@@ -565,6 +565,7 @@ func (srv *Server) handleData(s *Session, f frame.Frame) error {
 			// Not a refusal of the message: over the rate, the session
 			// ends, and the client resends it, in order, once reconnected.
 			// Acknowledging later publishes instead would reorder them.
+			srv.streams.flushStaged(s) // its answers go first
 			e.flushPubAcks(s)
 			e.pubHalted = true
 			s.close(&ProtocolError{Code: CodeRateLimited, Message: "over the message rate: reconnect and publish again"}, true)

@@ -34,6 +34,7 @@ type Session struct {
 	// Reader-owned: touched only by the connection's reader, the
 	// goroutine or event loop that runs Ingest.
 	established bool   // the connect handler has run
+	staged      bool   // publishes wait in sessionExt.staged (streams.go)
 	frames      int    // frames received, for "hello must come first"
 	seq         uint64 // messages received
 	scanned     int    // text mode: bytes at the head of input known to hold no newline
@@ -98,6 +99,7 @@ type sessionExt struct {
 	pubHalted         bool // a publish failed in the store or the rate: later ones are ignored (reader only)
 	publisher         string
 	ackFirst, ackLast uint64
+	staged            *stagedPubs // publishes of the burst being read, for a BatchLog (reader only)
 
 	limiter    *rate.Limiter // WithMessageRate
 	ctlLimiter *rate.Limiter // WithControlRate, made on the first frame it applies to

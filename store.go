@@ -44,6 +44,33 @@ type StreamLog interface {
 	Expire(now time.Time)
 }
 
+// BatchLog is a StreamLog that appends a run of messages in one exchange
+// with its store, pipelined, rather than a round trip each: the server
+// appends a burst of one session's publishes to one stream with it.
+type BatchLog interface {
+	StreamLog
+	// AppendBatch appends msgs in order, as Append would one by one, and
+	// returns what Append would have returned for each. On an error it
+	// returns the results of the messages before the one that failed;
+	// that one and those after it may or may not have been appended (a
+	// retry with the same keys is de-duplicated).
+	AppendBatch(msgs []BatchMessage) ([]Appended, error)
+}
+
+// BatchMessage is one message of BatchLog.AppendBatch; Payload is valid
+// only during the call.
+type BatchMessage struct {
+	Payload []byte
+	Key     string
+}
+
+// Appended is where BatchLog.AppendBatch put a message: its offset, and
+// whether it was a duplicate of one its key names.
+type Appended struct {
+	Offset uint64
+	Dup    bool
+}
+
 // SharedStore is a Store that the servers of a cluster share (a replicated
 // log such as JetStream's): a message appended on one node is in the log
 // on every node. The server then fans out what each log's Watch reports,

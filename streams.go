@@ -549,15 +549,20 @@ func cutName(p []byte) (name, rest []byte, ok bool) {
 
 // publish handles a client's publish: it de-duplicates by the publisher's
 // sequence number, appends the message to its stream, delivers it, and
-// acknowledges it.
+// acknowledges it. A stream whose log is a BatchLog takes the publishes
+// of a burst together: they are staged here and appended when the burst
+// ends, or before anything else the session sends is handled
+// (flushStaged), so that the answers keep their order.
 func (ss *streams) publish(s *Session, p []byte) {
 	if len(p) < 8 {
+		ss.flushStaged(s)
 		s.queuePubAck(0, &ProtocolError{Code: CodeBadStream, Message: "a publish starts with its 8-byte sequence number"})
 		return
 	}
 	seq := binary.BigEndian.Uint64(p)
 	name, body, ok := cutName(p[8:])
 	if !ok {
+		ss.flushStaged(s)
 		s.queuePubAck(seq, &ProtocolError{Code: CodeBadStream, Message: "a publish names its stream"})
 		return
 	}
@@ -580,13 +585,20 @@ func (ss *streams) publish(s *Session, p []byte) {
 	}
 	ps.seen = now
 	ss.mu.Unlock()
+	if ss.stage(s, e, ps, key, seq, name, body) {
+		return
+	}
+	ss.flushStaged(s)
+	if e.pubHalted {
+		return
+	}
 	ps.mu.Lock()
 	if seq <= ps.last {
 		ps.mu.Unlock()
 		s.queuePubAck(seq, nil) // a retry of what was accepted: acknowledged again, not added again
 		return
 	}
-	_, err := ss.srv.publishStream(string(name), body, key.client+"/"+key.publisher+"/"+strconv.FormatUint(seq, 10))
+	_, err := ss.srv.publishStream(string(name), body, pubKeyText(key, seq))
 	if err == nil {
 		ps.last = seq
 	}
@@ -598,6 +610,143 @@ func (ss *streams) publish(s *Session, p []byte) {
 		return
 	}
 	s.queuePubAck(seq, err)
+}
+
+// pubKeyText is the store's de-duplication key of a publish.
+func pubKeyText(key pubKey, seq uint64) string {
+	return key.client + "/" + key.publisher + "/" + strconv.FormatUint(seq, 10)
+}
+
+// stagedPubs is a session's run of publishes to one stream whose log is a
+// BatchLog, from one publisher, in increasing sequence numbers, waiting
+// for the end of the burst they arrived in. Reader-owned.
+type stagedPubs struct {
+	st            *stream
+	ps            *pubState
+	group, client string
+	seqs          []uint64
+	msgs          []BatchMessage
+	copied        []byte // payloads, when the frame's buffer does not outlive the frame
+}
+
+// maxStaged bounds a run of staged publishes.
+const maxStaged = 256
+
+// stage adds a publish to the session's staged run, if its stream's log
+// is a BatchLog; it reports whether it did.
+func (ss *streams) stage(s *Session, e *sessionExt, ps *pubState, key pubKey, seq uint64, name, body []byte) bool {
+	b := e.staged
+	if b != nil && len(b.seqs) > 0 {
+		if b.st.name == string(name) && b.ps == ps && seq > b.seqs[len(b.seqs)-1] && len(b.seqs) < maxStaged {
+			b.add(s, key, seq, body)
+			return true
+		}
+		ss.flushStaged(s)
+		if e.pubHalted {
+			return true // ignored, as publish ignores it
+		}
+	}
+	group, client, ok := ss.validStream(string(name))
+	if !ok {
+		return false
+	}
+	ss.mu.Lock()
+	st := ss.m[string(name)]
+	ss.mu.Unlock()
+	if st == nil {
+		return false // opened by the plain path, which reports its errors
+	}
+	if _, ok := st.log.(BatchLog); !ok {
+		return false
+	}
+	if b == nil {
+		b = &stagedPubs{}
+		e.staged = b
+	}
+	b.st, b.ps, b.group, b.client = st, ps, group, client
+	b.add(s, key, seq, body)
+	s.staged = true
+	return true
+}
+
+func (b *stagedPubs) add(s *Session, key pubKey, seq uint64, body []byte) {
+	if s.c.Pipe() != nil {
+		// The pipeline's output is reused for the next frame.
+		at := len(b.copied)
+		b.copied = append(b.copied, body...)
+		body = b.copied[at:len(b.copied):len(b.copied)]
+	}
+	b.seqs = append(b.seqs, seq)
+	b.msgs = append(b.msgs, BatchMessage{Payload: body, Key: pubKeyText(key, seq)})
+}
+
+// flushStaged appends the session's staged publishes, delivers and
+// acknowledges them.
+func (ss *streams) flushStaged(s *Session) {
+	if !s.staged {
+		return
+	}
+	s.staged = false
+	e := s.x()
+	b := e.staged
+	defer func() {
+		clear(b.msgs)
+		b.st, b.ps, b.seqs, b.msgs, b.copied = nil, nil, b.seqs[:0], b.msgs[:0], b.copied[:0]
+	}()
+	ps := b.ps
+	ps.mu.Lock()
+	// Those another session of this publisher appended meanwhile (an old
+	// connection still draining) are acknowledged, not added again.
+	i := 0
+	for i < len(b.seqs) && b.seqs[i] <= ps.last {
+		i++
+	}
+	res, err := b.st.appendBatch(b.msgs[i:])
+	if len(res) > 0 {
+		ps.last = b.seqs[i+len(res)-1]
+	}
+	ps.mu.Unlock()
+	for _, seq := range b.seqs[:i] {
+		s.queuePubAck(seq, nil)
+	}
+	for k, r := range res {
+		if !r.Dup {
+			switch body := b.msgs[i+k].Payload; {
+			case b.group != "":
+				ss.srv.sendGroupPlain(b.group, body, true)
+			case b.client != "":
+				ss.srv.sendToPlain(b.client, body, true)
+			}
+		}
+		s.queuePubAck(b.seqs[i+k], nil)
+	}
+	if err != nil {
+		e.flushPubAcks(s)
+		s.storeFailed(err)
+	}
+}
+
+// appendBatch appends a run of messages to st's BatchLog and sends them
+// to the subscriptions that are caught up (unless a watch does).
+func (st *stream) appendBatch(msgs []BatchMessage) ([]Appended, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	res, err := st.log.(BatchLog).AppendBatch(msgs)
+	if !st.watched {
+		epoch, _, _ := st.log.Bounds()
+		for k, r := range res {
+			if !r.Dup {
+				st.fanOut(epoch, r.Offset, msgs[k].Payload)
+			}
+		}
+	}
+	if err != nil {
+		err = &storeError{err}
+	}
+	return res, err
 }
 
 // expire drops what retention says has expired and forgets idle

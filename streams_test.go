@@ -457,3 +457,47 @@ func TestReliablePublishQueueFull(t *testing.T) {
 	}
 	t.Logf("the send queue refused %d publishes, retried", full)
 }
+
+// A windowed publisher: WaitPending holds it to a bounded number of
+// unacknowledged publishes, and wakes it as acknowledgements arrive.
+func TestWaitPendingWindow(t *testing.T) {
+	_, addr := startServer(t)
+	sub, got := reliableClient(t, "subscriber", addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := sub.Subscribe(ctx, msgnet.GroupStream("window")); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := reliableClient(t, "publisher", addr)
+	if err := pub.WaitPending(ctx, 0); err != nil {
+		t.Fatalf("WaitPending with nothing pending: %v", err)
+	}
+	const n, window = 3000, 16
+	most := 0
+	for i := 1; i <= n; i++ {
+		if err := pub.WaitPending(ctx, window-1); err != nil {
+			t.Fatalf("WaitPending: %v (%d pending)", err, pub.Pending())
+		}
+		if err := pub.Publish(msgnet.GroupStream("window"), []byte(fmt.Sprint("m-", i))); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+		most = max(most, pub.Pending())
+	}
+	if most > window {
+		t.Errorf("%d publishes pending at once, window %d", most, window)
+	}
+	if err := pub.WaitPending(ctx, 0); err != nil {
+		t.Fatalf("publishes not acknowledged: %v (%d pending)", err, pub.Pending())
+	}
+	waitFor(t, "every message", func() bool { return got.count() == n })
+	checkExactlyOnce(t, got, n)
+	// A window that stays full waits until ctx ends.
+	done, stop := context.WithCancel(ctx)
+	stop()
+	if err := pub.Publish(msgnet.GroupStream("window"), []byte("last")); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.WaitPending(done, -1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitPending(-1) on an ended context: %v, want context.Canceled", err)
+	}
+}

@@ -321,3 +321,46 @@ func startStoreCluster(t *testing.T) []*testNode {
 	waitCluster(t, nodes...)
 	return nodes
 }
+
+// AppendBatch appends a run in order, with offsets as Append's, and
+// de-duplicates by key within the run and against earlier appends.
+func TestStoreAppendBatch(t *testing.T) {
+	st, err := OpenStore(t.TempDir(), StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	l, err := st.Open("group:g", msgnet.DefaultRetention())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bl := l.(msgnet.BatchLog)
+	if _, _, err := l.Append([]byte("m-1"), "c/p/1"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := bl.AppendBatch([]msgnet.BatchMessage{
+		{Payload: []byte("m-1"), Key: "c/p/1"}, // a retry
+		{Payload: []byte("m-2"), Key: "c/p/2"},
+		{Payload: []byte("m-3"), Key: "c/p/3"},
+		{Payload: []byte("m-2"), Key: "c/p/2"}, // again, in the same run
+		{Payload: []byte("m-4"), Key: ""},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []msgnet.Appended{{Offset: 1, Dup: true}, {Offset: 2}, {Offset: 3}, {Offset: 2, Dup: true}, {Offset: 4}}
+	if fmt.Sprint(res) != fmt.Sprint(want) {
+		t.Fatalf("AppendBatch = %v, want %v", res, want)
+	}
+	if _, _, last := l.Bounds(); last != 4 {
+		t.Errorf("last offset %d, want 4", last)
+	}
+	var got []string
+	l.Read(1, 10, func(off uint64, p []byte) bool { got = append(got, fmt.Sprint(off, ":", string(p))); return true })
+	if fmt.Sprint(got) != "[1:m-1 2:m-2 3:m-3 4:m-4]" {
+		t.Errorf("read %v", got)
+	}
+	if res, err := bl.AppendBatch(nil); err != nil || len(res) != 0 {
+		t.Errorf("an empty run: %v, %v", res, err)
+	}
+}

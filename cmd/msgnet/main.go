@@ -33,7 +33,7 @@ Usage:
   msgnet sub --group G [--reliable]         print a group's messages, one per line
   msgnet pub --group G [--reliable] [--count N] [--rate R] TEXT
                                   publish TEXT to a group ({n}: the message's number)
-  msgnet bench MODE [flags]       load-test a server: throughput, latency, connrate, idle, fanout
+  msgnet bench MODE [flags]       load-test a server: throughput, latency, connrate, idle, fanout, reliable
   msgnet container --from F --to F  convert a container on stdin (text|binary|json) to stdout
   msgnet version                  print the version and the revision it was built from
 

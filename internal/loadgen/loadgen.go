@@ -18,6 +18,10 @@
 //   - fanout: receivers join a group on a managed-mode server, one sender
 //     sends timestamped GROUP messages at a fixed rate, receivers record the
 //     delivery latency.
+//   - reliable: acknowledged delivery through a stream (msgnet's client
+//     WithReliable, or any ReliableClient through RunReliable): one
+//     publisher keeps Inflight publishes unacknowledged, one subscriber
+//     records publish-to-delivery latency and checks exactly-once order.
 //
 // Run is the library entry point; Main is the command line (`msgnet bench`).
 // Latencies are recorded in HDR histograms in nanoseconds and summarised in
@@ -47,10 +51,11 @@ const (
 	ModeConnRate   Mode = "connrate"   // connection setup and teardown rate
 	ModeIdle       Mode = "idle"       // many idle connections, RSS per connection
 	ModeFanout     Mode = "fanout"     // group broadcast delivery latency
+	ModeReliable   Mode = "reliable"   // acknowledged publish -> deliver through a stream
 )
 
 // Modes lists every mode in the order the command line documents them.
-var Modes = []Mode{ModeThroughput, ModeLatency, ModeConnRate, ModeIdle, ModeFanout}
+var Modes = []Mode{ModeThroughput, ModeLatency, ModeConnRate, ModeIdle, ModeFanout, ModeReliable}
 
 // Config describes one run. Zero values take the defaults noted on each field
 // (see Config.WithDefaults).
@@ -63,7 +68,8 @@ type Config struct {
 	// parallel workers (connrate) or of receivers (fanout). Default 50.
 	Conns int
 	// Inflight is the number of DATA frames each throughput connection keeps
-	// outstanding. Default 32.
+	// outstanding (default 32), or the publishes the reliable mode's
+	// publisher keeps unacknowledged (default 1024).
 	Inflight int
 	// Size is the DATA payload size in bytes (throughput, latency,
 	// connrate). Default 64. Negative is invalid; 0 sends empty payloads.
@@ -84,7 +90,13 @@ type Config struct {
 	// ClientID prefixes the client_id sent in hello; the connection's index
 	// is appended. Default "bench".
 	ClientID string
-	// Group is the fanout group name. Default "bench".
+	// MaxLag, in reliable mode, bounds the messages published and not yet
+	// delivered to the subscriber: the publisher waits at MaxLag, so that a
+	// subscriber slower than the server's acknowledgements never falls
+	// behind the stream's retention. 0 sets no bound.
+	MaxLag int
+	// Group is the fanout group name, and the reliable mode's group stream.
+	// Default "bench".
 	Group string
 	// JoinWait is how long fanout waits after the receivers' JOIN messages
 	// before the sender starts, so the server has processed them. Default
@@ -151,6 +163,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Inflight == 0 {
 		c.Inflight = DefaultInflight
+		if c.Mode == ModeReliable {
+			c.Inflight = DefaultReliableInflight
+		}
 	}
 	if c.Size == 0 {
 		c.Size = DefaultSize
@@ -202,7 +217,7 @@ const EmptyPayload = -1
 // defaults applied.
 func (c Config) Validate() error {
 	switch c.Mode {
-	case ModeThroughput, ModeLatency, ModeConnRate, ModeIdle, ModeFanout:
+	case ModeThroughput, ModeLatency, ModeConnRate, ModeIdle, ModeFanout, ModeReliable:
 	case "":
 		return errors.New("loadgen: no mode")
 	default:
@@ -219,12 +234,16 @@ func (c Config) Validate() error {
 		return fmt.Errorf("loadgen: size must not be negative, not %d", c.Size)
 	case c.payloadSize() > c.MaxPayload:
 		return fmt.Errorf("loadgen: size %d is above the payload limit %d", c.payloadSize(), c.MaxPayload)
+	case c.Mode == ModeReliable && c.payloadSize() < reliableHeader:
+		return fmt.Errorf("loadgen: reliable mode needs a size of at least %d bytes (a timestamp and a number), not %d", reliableHeader, c.payloadSize())
 	case c.Duration <= 0:
 		return errors.New("loadgen: duration must be positive")
 	case c.Warmup < 0:
 		return errors.New("loadgen: warmup must not be negative")
 	case c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0):
 		return errors.New("loadgen: rate must be a finite number >= 0")
+	case c.MaxLag < 0:
+		return errors.New("loadgen: max lag must not be negative")
 	case c.Hold < 0:
 		return errors.New("loadgen: hold must not be negative")
 	case c.DialConcurrency < 1:
@@ -251,6 +270,7 @@ type Result struct {
 	TLS      bool    `json:"tls"`
 	Conns    int     `json:"conns"`
 	Inflight int     `json:"inflight,omitempty"`
+	MaxLag   int     `json:"max_lag,omitempty"`
 	Size     int     `json:"size"`
 	Rate     float64 `json:"rate,omitempty"`
 	// OpenLoop is true for a latency run at a fixed rate.
@@ -291,6 +311,9 @@ type Result struct {
 	// connections (connrate, idle: connect plus handshake), deliveries
 	// (fanout).
 	Latency Summary `json:"latency"`
+	// Reliable is the reliable mode's count of what was published and
+	// delivered.
+	Reliable *ReliableStats `json:"reliable,omitempty"`
 	// Server is the server process's resource use, with Config.PID.
 	Server *ServerStats `json:"server,omitempty"`
 	// LoadCPUSeconds is the CPU time the load tool itself used over the
@@ -379,12 +402,28 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res, err = r.idle(ctx)
 	case ModeFanout:
 		res, err = r.fanout(ctx)
+	case ModeReliable:
+		var c ReliableClient
+		if c, err = DialMsgnetReliable(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("loadgen: connect to %s: %w", cfg.Addr, err)
+		}
+		res, err = r.reliable(ctx, c)
 	}
 	if err != nil {
 		return nil, err
 	}
+	r.finish(res)
+	return res, nil
+}
+
+// finish fills in what every mode's result shares.
+func (r *runner) finish(res *Result) {
+	cfg := r.cfg
 	res.Mode, res.Addr, res.TLS = cfg.Mode, cfg.Addr, cfg.TLS != nil
 	res.Conns = cfg.Conns
+	if cfg.Mode == ModeReliable {
+		res.Conns = 2 // a publisher and a subscriber
+	}
 	if cfg.Mode != ModeIdle && cfg.Mode != ModeFanout {
 		res.Size = cfg.payloadSize() // idle sends no DATA; fanout's are text
 	}
@@ -407,5 +446,4 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if s := res.Server; s != nil && cfg.Mode == ModeIdle && res.Connections > 0 {
 		s.RSSPerConn = float64(s.RSSAfter-s.RSSBefore) / float64(res.Connections)
 	}
-	return res, nil
 }

@@ -101,6 +101,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 type options struct {
 	addr, clientID, group                  string
 	conns, inflight, pid, dialConc, maxPay int
+	maxLag                                 int
 	size                                   sizeFlag
 	duration, warmup, hold, heartbeat      time.Duration
 	joinWait, drain, dialTimeout           time.Duration
@@ -133,7 +134,11 @@ func newFlagSet(mode Mode, stderr io.Writer) (*flag.FlagSet, *options) {
 	case ModeFanout:
 		connsHelp = "receiving connections (the sender is one more)"
 	}
-	fs.IntVar(&o.conns, "conns", defConns, connsHelp)
+	if mode != ModeReliable { // one publisher, one subscriber
+		fs.IntVar(&o.conns, "conns", defConns, connsHelp)
+	} else {
+		o.conns = 1
+	}
 	defDur := DefaultDuration
 	durHelp := "length of the measured window"
 	if mode == ModeIdle {
@@ -153,16 +158,23 @@ func newFlagSet(mode Mode, stderr io.Writer) (*flag.FlagSet, *options) {
 	case ModeIdle:
 		fs.DurationVar(&o.hold, "hold", DefaultHold, "how long to hold the connections once open")
 		fs.DurationVar(&o.heartbeat, "heartbeat", 0, "HEARTBEAT interval on held connections (0: a third of the server's announced idle timeout; negative: none)")
+	case ModeReliable:
+		fs.IntVar(&o.inflight, "inflight", DefaultReliableInflight, "publishes kept unacknowledged by the server, at most")
+		fs.IntVar(&o.maxLag, "max-lag", -1, "publishes not yet delivered to the subscriber, at most (-1: as --inflight; 0: no bound)")
+		fs.StringVar(&o.group, "group", DefaultGroup, "the group whose stream is published to and subscribed")
+		fs.DurationVar(&o.drain, "drain", 10*time.Second, "how long to wait, after the window, for the last acknowledgements and deliveries")
 	case ModeFanout:
 		fs.Float64Var(&o.rate, "rate", DefaultFanoutRate, "GROUP messages per second from the sender")
 		fs.StringVar(&o.group, "group", DefaultGroup, "group to join and send to")
 		fs.DurationVar(&o.joinWait, "join-wait", DefaultJoinWait, "pause after JOIN before sending")
 		fs.DurationVar(&o.drain, "drain", DefaultDrain, "how long to keep receiving after the sender stops")
 	}
-	if mode == ModeThroughput || mode == ModeLatency || mode == ModeConnRate {
+	if mode == ModeThroughput || mode == ModeLatency || mode == ModeConnRate || mode == ModeReliable {
 		fs.Var(&o.size, "size", "DATA payload size: bytes, or with a unit: 1KiB, 4K (1024), 1KB (1000), 1MiB")
 	}
-	fs.BoolVar(&o.noHello, "no-hello", false, "skip the CONTROL hello / welcome handshake")
+	if mode != ModeReliable {
+		fs.BoolVar(&o.noHello, "no-hello", false, "skip the CONTROL hello / welcome handshake")
+	}
 	fs.StringVar(&o.clientID, "client-id", DefaultClientID, "client_id prefix sent in hello")
 	fs.IntVar(&o.pid, "pid", 0, "server process id on this machine: report its CPU time and RSS from /proc")
 	fs.IntVar(&o.dialConc, "dial-concurrency", DefaultDialConcurrency, "connections being opened at once, at most")
@@ -187,7 +199,10 @@ func (o *options) config(mode Mode) (Config, error) {
 		NoHello: o.noHello, ClientID: o.clientID, Group: o.group,
 		JoinWait: o.joinWait, Drain: o.drain, Hold: o.hold, Heartbeat: o.heartbeat,
 		PID: o.pid, DialConcurrency: o.dialConc, DialRate: o.dialRate,
-		DialTimeout: o.dialTimeout, MaxPayload: o.maxPay,
+		DialTimeout: o.dialTimeout, MaxPayload: o.maxPay, MaxLag: o.maxLag,
+	}
+	if c.MaxLag == -1 {
+		c.MaxLag = c.Inflight
 	}
 	if c.Size == 0 {
 		c.Size = EmptyPayload
@@ -195,7 +210,7 @@ func (o *options) config(mode Mode) (Config, error) {
 	if c.Conns < 1 {
 		return c, fmt.Errorf("--conns must be at least 1")
 	}
-	if mode == ModeThroughput && c.Inflight < 1 {
+	if (mode == ModeThroughput || mode == ModeReliable) && c.Inflight < 1 {
 		return c, fmt.Errorf("--inflight must be at least 1")
 	}
 	if o.tls || o.tlsCA != "" || o.tlsInsecure || o.tlsServerName != "" {
@@ -301,6 +316,7 @@ var modeHelp = map[Mode]string{
 	ModeConnRate:   "Workers connect, say hello, make one DATA round trip and close, in a loop;\nreports connections/s and the latency of a whole connection.",
 	ModeIdle:       "Opens --conns connections (at most --dial-concurrency at once) and holds\nthem for --hold; with --pid, reports the server's RSS growth per connection.",
 	ModeFanout:     "Receivers send DATA \"JOIN:<group>\" to a managed-mode server; a sender sends\n\"GROUP:<group>:<seq>:<unix-nanos>\" at --rate; reports delivery latency.",
+	ModeReliable:   "A reliable publisher (WithReliable) keeps --inflight publishes to a group's\nstream unacknowledged, a reliable subscriber receives them; reports\ndeliveries/s, publish-to-delivery latency and exactly-once order.",
 }
 
 func usage(w io.Writer) {

@@ -27,6 +27,11 @@ func (res *Result) WriteText(w io.Writer) {
 		line("conns", "%s completed: %s conn/s", group(res.Connections), group(int64(res.ConnsPerSec)))
 	case ModeIdle:
 		line("conns", "%s opened and held, %s closed by the server", group(res.Connections), group(res.Dropped))
+	case ModeReliable:
+		line("delivered", "%s in the window: %s msg/s, %.2f MB/s of payload", group(res.Messages), group(int64(res.MsgsPerSec)), res.MBPerSec)
+		if rs := res.Reliable; rs != nil {
+			line("in all", "%s published, %s delivered, %s missing, %s repeated", group(rs.Published), group(rs.Delivered), group(rs.Gaps), group(rs.Repeats))
+		}
 	case ModeFanout:
 		line("sent", "%s GROUP messages to %d receivers", group(res.Sent), res.Conns)
 		line("delivered", "%s of %s expected: %s deliveries/s", group(res.Messages), group(res.Expected), group(int64(res.MsgsPerSec)))
@@ -71,6 +76,12 @@ func (res *Result) describe() string {
 		return fmt.Sprintf("idle: %d conns", res.Conns)
 	case ModeFanout:
 		return fmt.Sprintf("fanout: %d receivers, %s msg/s sent", res.Conns, group(int64(res.Rate)))
+	case ModeReliable:
+		lag := "no bound"
+		if res.MaxLag > 0 {
+			lag = strconv.Itoa(res.MaxLag)
+		}
+		return fmt.Sprintf("reliable: 1 publisher x %d unacknowledged (undelivered: %s), 1 subscriber, %d B payload", res.Inflight, lag, res.Size)
 	}
 	return string(res.Mode)
 }
@@ -80,7 +91,7 @@ func (res *Result) latencyName() string {
 	switch res.Mode {
 	case ModeConnRate, ModeIdle:
 		return "connect"
-	case ModeFanout:
+	case ModeFanout, ModeReliable:
 		return "delivery"
 	}
 	return "round trip"
