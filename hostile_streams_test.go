@@ -1,0 +1,629 @@
+package msgnet_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/frame"
+)
+
+// The hostile suite for acknowledged delivery (docs/PROTOCOL.md, 6.7):
+// what a lying, malformed, flooding or unlucky peer does to streams. Raw
+// attackers speak frames by hand beside honest peers (a raw round-trip
+// client, whose latency must stay bounded, and reliable Go clients, which
+// must get every message exactly once, in order). Helpers shared with the
+// rest of the suite: hostile_helpers_test.go, streams_test.go.
+
+// streamPeer is a raw connection that negotiated (or, with features "",
+// did not negotiate) the reliable extension.
+type streamPeer struct {
+	t   testing.TB
+	id  string
+	nc  net.Conn
+	rd  *frame.Reader
+	png uint64 // PINGs sent by alive
+}
+
+// dialStreamPeer connects a raw peer with hello fields extra (e.g.
+// `,"features":["reliable"],"publisher":"p1"`) and waits for its welcome.
+func dialStreamPeer(t testing.TB, addr, id, extra string) *streamPeer {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	rd, _, err := handshakeWelcome(nc, id, extra)
+	if err != nil {
+		t.Fatalf("%s: %v", id, err)
+	}
+	return &streamPeer{t: t, id: id, nc: nc, rd: rd}
+}
+
+// reliableHello is the hello fields of a peer that negotiates streams
+// with publisher id pub ("" for none).
+func reliableHello(pub string) string {
+	if pub == "" {
+		return `,"features":["reliable"]`
+	}
+	return `,"features":["reliable"],"publisher":"` + pub + `"`
+}
+
+func (p *streamPeer) write(b []byte) {
+	p.t.Helper()
+	if err := writeAll(p.nc, b, 5*time.Second); err != nil {
+		p.t.Fatalf("%s: write: %v", p.id, err)
+	}
+}
+
+// next reads one frame within limit; its payload is a copy.
+func (p *streamPeer) next(limit time.Duration) (frame.Frame, error) {
+	p.nc.SetReadDeadline(time.Now().Add(limit))
+	defer p.nc.SetReadDeadline(time.Time{})
+	f, err := p.rd.ReadFrame()
+	f.Payload = bytes.Clone(f.Payload)
+	return f, err
+}
+
+// must reads one frame within a few seconds, failing the test otherwise.
+func (p *streamPeer) must(what string) frame.Frame {
+	p.t.Helper()
+	f, err := p.next(5 * time.Second)
+	if err != nil {
+		p.t.Fatalf("%s: waiting for %s: %v", p.id, what, err)
+	}
+	return f
+}
+
+// alive checks that the session goes on and that nothing was sent to it
+// since the last frame read: a PING's PONG must be the next frame.
+func (p *streamPeer) alive() {
+	p.t.Helper()
+	p.png++
+	ping := fmt.Appendf(nil, "alive-%s-%d", p.id, p.png)
+	p.write(frame.Append(nil, frame.KindPing, 0, ping))
+	f := p.must("the PONG that says the session goes on")
+	if f.Kind != frame.KindPong || !bytes.Equal(f.Payload, ping) {
+		p.t.Fatalf("%s: got %v %.200q before the PONG: an answer the protocol does not give", p.id, f.Kind, describe(f))
+	}
+}
+
+// expectError reads an ERROR with code.
+func (p *streamPeer) expectError(code string) frame.ErrorBody {
+	p.t.Helper()
+	f := p.must("ERROR " + code)
+	e := frame.ParseError(f.Payload)
+	if f.Kind != frame.KindError || e.Code != code {
+		p.t.Fatalf("%s: got %v %.200q, want ERROR %s", p.id, f.Kind, describe(f), code)
+	}
+	return e
+}
+
+// expectClosed reads an optional DISCONNECT and then the end of the stream.
+func (p *streamPeer) expectClosed() {
+	p.t.Helper()
+	for {
+		f, err := p.next(5 * time.Second)
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isReset(err) {
+			return
+		}
+		if err != nil {
+			p.t.Fatalf("%s: waiting for the server to close: %v", p.id, err)
+		}
+		if f.Kind != frame.KindDisconnect {
+			p.t.Fatalf("%s: got %v %.200q, want DISCONNECT and the end", p.id, f.Kind, describe(f))
+		}
+	}
+}
+
+func isReset(err error) bool {
+	var ne *net.OpError
+	return errors.As(err, &ne) && strings.Contains(err.Error(), "reset")
+}
+
+// control reads a CONTROL frame with op.
+func (p *streamPeer) control(op string) map[string]any {
+	p.t.Helper()
+	f := p.must("CONTROL " + op)
+	var m map[string]any
+	if f.Kind != frame.KindControl || json.Unmarshal(f.Payload, &m) != nil || m["op"] != op {
+		p.t.Fatalf("%s: got %v %.200q, want CONTROL %s", p.id, f.Kind, describe(f), op)
+	}
+	return m
+}
+
+// sub sends a CONTROL sub (or any op) given as JSON.
+func (p *streamPeer) sub(js string) {
+	p.t.Helper()
+	p.write(frame.Append(nil, frame.KindControl, 0, []byte(js)))
+}
+
+// subscribe subscribes to stream from now on and returns the answer.
+func (p *streamPeer) subscribe(stream string) map[string]any {
+	p.t.Helper()
+	p.sub(`{"op":"sub","stream":` + quote(stream) + `}`)
+	return p.control("subscribed")
+}
+
+func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+// publish writes one publish frame.
+func (p *streamPeer) publish(seq uint64, stream string, body []byte) {
+	p.t.Helper()
+	p.write(pubFrame(seq, stream, body))
+}
+
+// expectPubAck reads a publish acknowledgement and checks it: status 1
+// also checks that its text starts with code.
+func (p *streamPeer) expectPubAck(first, last uint64, status byte, code string) pubAck {
+	p.t.Helper()
+	f := p.must(fmt.Sprintf("the acknowledgement of publishes %d-%d", first, last))
+	a, ok := parsePubAck(f)
+	if !ok {
+		p.t.Fatalf("%s: got %v %.200q, want a publish acknowledgement", p.id, f.Kind, describe(f))
+	}
+	if a.first != first || a.last != last || a.status != status || status != 0 && !strings.HasPrefix(a.text, code+": ") {
+		p.t.Fatalf("%s: acknowledgement %+v, want %d-%d status %d %s", p.id, a, first, last, status, code)
+	}
+	return a
+}
+
+// describe is a frame for a failure message.
+func describe(f frame.Frame) string {
+	return fmt.Sprintf("flags 0x%02x %q", uint8(f.Flags), f.Payload)
+}
+
+// nameField is a stream name as frames carry it: a length byte, the name.
+func nameField(name string) []byte { return append([]byte{byte(len(name))}, name...) }
+
+func pubFrame(seq uint64, stream string, body []byte) []byte {
+	p := binary.BigEndian.AppendUint64(nil, seq)
+	p = append(p, nameField(stream)...)
+	return frame.Append(nil, frame.KindData, frame.FlagPublish, append(p, body...))
+}
+
+func ackFrame(stream string, off uint64) []byte {
+	return frame.Append(nil, frame.KindData, frame.FlagAck, binary.BigEndian.AppendUint64(nameField(stream), off))
+}
+
+// pubAck is the server's acknowledgement of a run of publishes.
+type pubAck struct {
+	first, last uint64
+	status      byte
+	text        string
+}
+
+func parsePubAck(f frame.Frame) (pubAck, bool) {
+	if f.Kind != frame.KindData || f.Flags != frame.FlagAck || len(f.Payload) < 17 {
+		return pubAck{}, false
+	}
+	p := f.Payload
+	return pubAck{binary.BigEndian.Uint64(p), binary.BigEndian.Uint64(p[8:]), p[16], string(p[17:])}, true
+}
+
+// streamMsg is a stream's message as the server sends it.
+type streamMsg struct {
+	stream string
+	off    uint64
+	body   []byte
+}
+
+func parseStreamMsg(f frame.Frame) (streamMsg, bool) {
+	p := f.Payload
+	if f.Kind != frame.KindData || f.Flags != frame.FlagStream || len(p) < 1 || len(p) < 1+int(p[0])+8 {
+		return streamMsg{}, false
+	}
+	n := int(p[0])
+	return streamMsg{string(p[1 : 1+n]), binary.BigEndian.Uint64(p[1+n:]), p[1+n+8:]}, true
+}
+
+// jsonUint reads a JSON number field as a uint64 (the answers' offsets).
+func jsonUint(m map[string]any, k string) uint64 {
+	v, _ := m[k].(float64)
+	return uint64(v)
+}
+
+// bystanders are the honest peers beside an attack on streams: a raw
+// round-trip client whose latency is bounded, and a reliable subscriber
+// of group:room and a reliable publisher to it, whose messages must all
+// arrive, exactly once and in order.
+type bystanders struct {
+	t    *testing.T
+	h    *honest
+	pub  *msgnet.Client
+	got  *streamRecorder
+	sent int
+}
+
+func newBystanders(t *testing.T, tg target, addr string) *bystanders {
+	t.Helper()
+	b := &bystanders{t: t, h: newHonest(t, tg, addr)}
+	var sub *msgnet.Client
+	sub, b.got = reliableClient(t, "bystander-sub", addr)
+	if err := sub.Subscribe(ctx5s(t), msgnet.GroupStream("room")); err != nil {
+		t.Fatal(err)
+	}
+	b.pub, _ = reliableClient(t, "bystander-pub", addr)
+	return b
+}
+
+// publish publishes n more messages to group:room.
+func (b *bystanders) publish(n int) {
+	b.t.Helper()
+	for range n {
+		b.sent++
+		if err := b.pub.Publish(msgnet.GroupStream("room"), fmt.Append(nil, "m-", b.sent)); err != nil {
+			b.t.Fatalf("bystander publish %d: %v", b.sent, err)
+		}
+	}
+}
+
+// check publishes a few more, then checks that the bystanders got all
+// of theirs, and that the round-trip client is within its bound.
+func (b *bystanders) check() {
+	b.t.Helper()
+	b.publish(10)
+	if err := b.pub.WaitPublished(ctx5s(b.t)); err != nil {
+		b.t.Fatalf("the bystander's publishes were not acknowledged: %v (%d pending)", err, b.pub.Pending())
+	}
+	waitForWithin(b.t, 10*time.Second, "the bystander's messages", func() bool { return b.got.count() >= b.sent })
+	checkExactlyOnce(b.t, b.got, b.sent)
+	b.h.trip(20)
+}
+
+// Malformed stream frames, one after another on one session: each gets
+// the answer 6.7 documents (a publish, its acknowledgement with status 1
+// and bad_stream; a sub, refused; a frame whose flag was not negotiated,
+// ERROR unknown_type), the session goes on, and the bystanders notice
+// nothing. Frames that end the session are each on a session of their own.
+func TestHostileStreamMalformed(t *testing.T) {
+	forServeTargets(t, func(t *testing.T, tg target) {
+		_, addr := tg.start(t)
+		by := newBystanders(t, tg, addr)
+		by.publish(10)
+		a := dialStreamPeer(t, addr, "mal", reliableHello("mal-pub"))
+		raw := func(flags frame.Flags, p []byte) []byte { return frame.Append(nil, frame.KindData, flags, p) }
+		seqName := func(seq uint64, name []byte) []byte { return append(binary.BigEndian.AppendUint64(nil, seq), name...) }
+
+		// Publishes too short for a sequence number: status 1 for seq 0.
+		for _, p := range [][]byte{nil, {1}, {0, 0, 0, 0, 0, 0, 7}} {
+			a.write(raw(frame.FlagPublish, p))
+			a.expectPubAck(0, 0, 1, msgnet.CodeBadStream)
+		}
+		// A name length past the end of the frame, and an empty name.
+		a.write(raw(frame.FlagPublish, seqName(11, []byte{200, 'g', 'r'})))
+		a.expectPubAck(11, 11, 1, msgnet.CodeBadStream)
+		a.write(raw(frame.FlagPublish, seqName(12, []byte{0})))
+		a.expectPubAck(12, 12, 1, msgnet.CodeBadStream)
+		a.write(raw(frame.FlagPublish, seqName(13, []byte{0, 'x', 'y'})))
+		a.expectPubAck(13, 13, 1, msgnet.CodeBadStream)
+
+		// Names that are not group:<group> or client:<id>, or whose group
+		// or id breaks the rules of 6.5 (255 bytes is the most a name's
+		// length byte can say; a group name is at most 128).
+		badNames := []string{
+			"room", "group", "GROUP:room", "group:", "client:", "topic:room", ":room",
+			"group:a\nb", "group:a\x00b", "group:\u202eevil", "client:a b", "client:tab\t",
+			"group:" + strings.Repeat("g", 129), "group:" + strings.Repeat("g", 249),
+			"client:" + strings.Repeat("c", 248),
+		}
+		seq := uint64(100)
+		for _, name := range badNames {
+			seq++
+			a.publish(seq, name, []byte("x"))
+			a.expectPubAck(seq, seq, 1, msgnet.CodeBadStream)
+			a.sub(`{"op":"sub","stream":` + quote(name) + `}`)
+			if m := a.control("refused"); m["code"] != msgnet.CodeBadStream || m["stream"] != name {
+				t.Fatalf("sub %q: %v, want refused bad_stream", name, m)
+			}
+		}
+		// A name at the limits: a 128-byte group (a 134-byte name) is a
+		// stream; publishes to it are taken.
+		long := msgnet.GroupStream(strings.Repeat("g", 128))
+		seq++
+		a.publish(seq, long, []byte("x"))
+		a.expectPubAck(seq, seq, 0, "")
+
+		// Another client id's stream: refused to a sub.
+		a.sub(`{"op":"sub","stream":"client:bystander-sub"}`)
+		if m := a.control("refused"); m["code"] != msgnet.CodeBadStream {
+			t.Fatalf("sub to another client id's stream: %v, want refused bad_stream", m)
+		}
+		// The session's own client id's stream is allowed.
+		if m := a.subscribe("client:mal"); m["stream"] != "client:mal" {
+			t.Fatalf("sub to its own stream: %v", m)
+		}
+
+		// Acknowledgements of a stream never subscribed: nothing to answer.
+		a.write(ackFrame("group:never", 5))
+		a.write(ackFrame("group:room", math.MaxUint64))
+		// Flags combined, or a stream message sent the wrong way (0x10 is
+		// server to client): not frames the extension defines.
+		a.write(raw(frame.FlagPublish|frame.FlagAck, seqName(1, nameField("group:room"))))
+		a.expectError(msgnet.CodeUnknownType)
+		a.alive()
+
+		// Publishes and acknowledgements from a session that did not
+		// negotiate reliable: ERROR unknown_type, and the session goes on.
+		plain := dialStreamPeer(t, addr, "plain", "")
+		plain.publish(1, "group:room", []byte("sneaked in"))
+		plain.expectError(msgnet.CodeUnknownType)
+		plain.write(ackFrame("group:room", 1))
+		plain.expectError(msgnet.CodeUnknownType)
+		plain.sub(`{"op":"sub","stream":"group:room"}`)
+		plain.expectError(msgnet.CodeBadControl)
+		plain.alive()
+		asked := dialStreamPeer(t, addr, "asked-other", `,"features":["request"],"publisher":"p"`)
+		asked.publish(1, "group:room", []byte("sneaked in"))
+		asked.expectError(msgnet.CodeUnknownType)
+		asked.alive()
+
+		// Acknowledgements of the wrong shape: ERROR bad_stream, and the
+		// session ends (a peer that cannot frame an acknowledgement cannot
+		// be trusted with a window).
+		for i, p := range [][]byte{
+			nil,
+			nameField("group:room"), // no offset
+			append(nameField("group:room"), 0, 0, 0, 0, 0, 0, 1),       // 7 bytes
+			append(nameField("group:room"), 0, 0, 0, 0, 0, 0, 0, 1, 9), // 9 bytes
+			append([]byte{0}, 0, 0, 0, 0, 0, 0, 0, 1),                  // an empty name
+			{40, 'g'}, // a name past the end
+		} {
+			b := dialStreamPeer(t, addr, fmt.Sprint("badack-", i), reliableHello(""))
+			b.subscribe("group:room")
+			b.write(raw(frame.FlagAck, p))
+			b.expectError(msgnet.CodeBadStream)
+			b.expectClosed()
+		}
+		by.check()
+	})
+}
+
+// A stream message (flag 0x10) goes from server to client only: a client
+// that sends one is answered ERROR unknown_type, as for any flag used
+// outside what was agreed (section 1), and the message handler never sees
+// it as a plain message.
+func TestHostileStreamWrongDirection(t *testing.T) {
+	forServeTargets(t, func(t *testing.T, tg target) {
+		_, addr := tg.start(t)
+		a := dialStreamPeer(t, addr, "backwards", reliableHello(""))
+		p := binary.BigEndian.AppendUint64(nameField("group:room"), 1)
+		a.write(frame.Append(nil, frame.KindData, frame.FlagStream, append(p, "BROADCAST"...)))
+		a.expectError(msgnet.CodeUnknownType)
+		a.alive()
+	})
+}
+
+// watcher is a raw subscriber that reads a stream's messages, checks their
+// offsets are contiguous, and acknowledges each run.
+type watcher struct {
+	*streamPeer
+	stream string
+	next   uint64 // the offset expected next
+	bodies []string
+}
+
+func newWatcher(t *testing.T, addr, id, stream string) *watcher {
+	t.Helper()
+	w := &watcher{streamPeer: dialStreamPeer(t, addr, id, reliableHello(""))}
+	w.stream = stream
+	m := w.subscribe(stream)
+	w.next = jsonUint(m, "next")
+	return w
+}
+
+// until reads the stream's messages until one has body last, and returns
+// the bodies read since the last call.
+func (w *watcher) until(last string) []string {
+	w.t.Helper()
+	start := len(w.bodies)
+	for {
+		f := w.must("the stream's message " + last)
+		m, ok := parseStreamMsg(f)
+		if !ok || m.stream != w.stream {
+			w.t.Fatalf("%s: got %v %.200q, want a message of %s", w.id, f.Kind, describe(f), w.stream)
+		}
+		if m.off != w.next {
+			w.t.Fatalf("%s: offset %d after %d: skipped or repeated", w.id, m.off, w.next-1)
+		}
+		w.next++
+		w.bodies = append(w.bodies, string(m.body))
+		w.write(ackFrame(w.stream, m.off))
+		if string(m.body) == last {
+			return w.bodies[start:]
+		}
+	}
+}
+
+// Publishers that collide or lie about their sequence numbers get what
+// 6.7 says, and nothing they do stores a message twice or makes another
+// publisher's message vanish.
+func TestHostileStreamPublishers(t *testing.T) {
+	forServeTargets(t, func(t *testing.T, tg target) {
+		srv, addr := tg.start(t)
+		h := newHonest(t, tg, addr)
+
+		// Two sessions of one client id and one publisher id, racing with
+		// the same sequence number: the newer takes the client id over,
+		// and whichever got there first is stored; never both.
+		t.Run("twins", func(t *testing.T) {
+			w := newWatcher(t, addr, "twins-watch", "group:twins")
+			const rounds = 30
+			for r := range rounds {
+				start := make(chan struct{})
+				done := make(chan error, 2)
+				for _, who := range []string{"A", "B"} {
+					go func() {
+						nc, err := net.Dial("tcp", addr)
+						if err != nil {
+							done <- err
+							return
+						}
+						defer nc.Close()
+						b := helloFrame("twin", reliableHello("twin-pub"))
+						b = append(b, pubFrame(uint64(r+1), "group:twins", fmt.Appendf(nil, "%s-%d", who, r))...)
+						<-start
+						if _, err := nc.Write(b); err != nil {
+							done <- err
+							return
+						}
+						// Until the acknowledgement, or the end (replaced).
+						rd := frame.NewReader(nc, 1<<20)
+						nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+						for {
+							f, err := rd.ReadFrame()
+							if err != nil {
+								if errors.Is(err, io.EOF) || isReset(err) {
+									err = nil
+								}
+								done <- err
+								return
+							}
+							if a, ok := parsePubAck(f); ok {
+								if a.status != 0 || a.first != uint64(r+1) {
+									err = fmt.Errorf("%s: acknowledgement %+v", who, a)
+								}
+								done <- err
+								return
+							}
+						}
+					}()
+				}
+				close(start)
+				for range 2 {
+					if err := <-done; err != nil {
+						t.Fatalf("round %d: %v", r, err)
+					}
+				}
+			}
+			srv.Publish("group:twins", []byte("marker"))
+			got := w.until("marker")
+			if len(got) != rounds+1 {
+				t.Fatalf("%d messages stored for %d rounds: %q", len(got)-1, rounds, got)
+			}
+			for r, b := range got[:rounds] {
+				if b != fmt.Sprint("A-", r) && b != fmt.Sprint("B-", r) {
+					t.Fatalf("round %d stored %q", r, b)
+				}
+			}
+		})
+
+		// Sequence numbers going backwards, 0, and 2^64-1 then small ones.
+		t.Run("liar", func(t *testing.T) {
+			w := newWatcher(t, addr, "liar-watch", "group:lies")
+			a := dialStreamPeer(t, addr, "liar", reliableHello("liar-pub"))
+			step := func(seq uint64, body string, status byte, code string) {
+				t.Helper()
+				a.publish(seq, "group:lies", []byte(body))
+				a.expectPubAck(seq, seq, status, code)
+			}
+			step(10, "s10", 0, "")
+			// Behind the last one taken: taken for a retry, acknowledged,
+			// not stored (the publisher lied; only it is affected).
+			step(5, "s5", 0, "")
+			step(10, "s10-again", 0, "")
+			// 0 is no sequence number (they count from 1): refused, as
+			// any publish the server cannot take, with status 1.
+			a.publish(0, "group:lies", []byte("s0"))
+			a.write(frame.Append(nil, frame.KindPing, 0, []byte("after-seq-0")))
+			switch f := a.must("an answer to seq 0"); {
+			case f.Kind == frame.KindPong:
+				t.Errorf("a publish with seq 0 got no answer at all: its publisher waits for it forever")
+			default:
+				if ack, ok := parsePubAck(f); !ok || ack.first != 0 || ack.last != 0 || ack.status != 1 ||
+					!strings.HasPrefix(ack.text, msgnet.CodeBadStream+": ") {
+					t.Errorf("seq 0: got %v %.200q, want status 1 bad_stream", f.Kind, describe(f))
+				}
+				if f := a.must("the PONG"); f.Kind != frame.KindPong {
+					t.Fatalf("got %v %.200q, want the PONG", f.Kind, describe(f))
+				}
+			}
+			step(11, "s11", 0, "")
+			step(math.MaxUint64, "max", 0, "")
+			// After 2^64-1 every number is behind: this publisher id can
+			// store nothing more; acknowledged, never stored.
+			step(12, "s12", 0, "")
+			step(1, "s1", 0, "")
+			a.alive()
+			srv.Publish("group:lies", []byte("marker"))
+			got := w.until("marker")
+			if want := []string{"s10", "s11", "max", "marker"}; !equalStrings(got, want) {
+				t.Fatalf("stored %q, want %q", got, want)
+			}
+		})
+
+		// A publisher id is at most 64 bytes (UTF-8 counted in bytes).
+		t.Run("publisher-id-length", func(t *testing.T) {
+			for _, pub := range []string{strings.Repeat("p", 64), strings.Repeat("é", 32)} {
+				a := dialStreamPeer(t, addr, "pub64", reliableHello(pub))
+				a.publish(1, "group:ids", []byte("x"))
+				a.expectPubAck(1, 1, 0, "")
+				a.nc.Close()
+			}
+			for _, pub := range []string{strings.Repeat("p", 65), strings.Repeat("é", 33)} {
+				nc, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer nc.Close()
+				a := &streamPeer{t: t, id: "pub65", nc: nc, rd: frame.NewReader(nc, 1<<20)}
+				a.write(helloFrame("pub65", reliableHello(pub)))
+				a.expectError(msgnet.CodeBadControl)
+				a.expectClosed()
+			}
+		})
+
+		// A publisher id taken over with its client id continues its
+		// numbers: what it had stored is a retry. Another client id with
+		// the same publisher id, or the same client id with another
+		// publisher id (a restarted process), is a publisher of its own.
+		t.Run("takeover", func(t *testing.T) {
+			w := newWatcher(t, addr, "takeover-watch", "group:takeover")
+			old := dialStreamPeer(t, addr, "alice", reliableHello("P"))
+			for i := uint64(1); i <= 3; i++ {
+				old.publish(i, "group:takeover", fmt.Append(nil, "a", i))
+				old.expectPubAck(i, i, 0, "")
+			}
+			thief := dialStreamPeer(t, addr, "alice", reliableHello("P"))
+			old.expectClosed() // DISCONNECT "replaced"
+			for i := uint64(1); i <= 4; i++ {
+				thief.publish(i, "group:takeover", fmt.Append(nil, "x", i))
+				thief.expectPubAck(i, i, 0, "")
+			}
+			bob := dialStreamPeer(t, addr, "bob", reliableHello("P"))
+			bob.publish(1, "group:takeover", []byte("b1"))
+			bob.expectPubAck(1, 1, 0, "")
+			restarted := dialStreamPeer(t, addr, "alice", reliableHello("Q"))
+			restarted.publish(1, "group:takeover", []byte("q1"))
+			restarted.expectPubAck(1, 1, 0, "")
+			srv.Publish("group:takeover", []byte("marker"))
+			got := w.until("marker")
+			if want := []string{"a1", "a2", "a3", "x4", "b1", "q1", "marker"}; !equalStrings(got, want) {
+				t.Fatalf("stored %q, want %q", got, want)
+			}
+		})
+		h.trip(20)
+	})
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
