@@ -556,6 +556,12 @@ func (ss *streams) publish(s *Session, p []byte) {
 		return
 	}
 	seq := binary.BigEndian.Uint64(p)
+	if seq == 0 {
+		// Not a number a publisher uses (they count from 1), and one a
+		// pending run of answers cannot hold: refused at once.
+		s.queuePubAck(0, &ProtocolError{Code: CodeBadStream, Message: "sequence numbers count from 1"})
+		return
+	}
 	name, body, ok := cutName(p[8:])
 	if !ok {
 		s.queuePubAck(seq, &ProtocolError{Code: CodeBadStream, Message: "a publish names its stream"})
