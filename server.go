@@ -569,6 +569,9 @@ func (srv *Server) handleData(s *Session, f frame.Frame) error {
 		srv.streams.publish(s, f.Payload)
 	case frame.FlagAck:
 		return srv.streams.ack(s, f.Payload)
+	case frame.FlagStream:
+		// A stream's message goes from server to client only.
+		s.sendError(CodeUnknownType, "flag 0x10 (stream) is the server's to send")
 	default:
 		srv.deliver(s, f.Payload)
 	}
