@@ -627,3 +627,265 @@ func equalStrings(a, b []string) bool {
 	}
 	return true
 }
+
+// dialStreamPeerBuf is dialStreamPeer with a receive buffer of rcvbuf
+// bytes (dialAttacker), for a peer that does not read.
+func dialStreamPeerBuf(t testing.TB, addr, id, extra string, rcvbuf int) *streamPeer {
+	t.Helper()
+	nc, err := dialAttacker(addr, rcvbuf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	rd, _, err := handshakeWelcome(nc, id, extra)
+	if err != nil {
+		t.Fatalf("%s: %v", id, err)
+	}
+	return &streamPeer{t: t, id: id, nc: nc, rd: rd}
+}
+
+// pubBatch is n publishes to stream, numbered from seq by step, each with
+// a body of size bytes.
+func pubBatch(seq, step uint64, n int, stream string, size int) []byte {
+	var b []byte
+	body := bytes.Repeat([]byte{'.'}, size)
+	for i := range n {
+		b = append(b, pubFrame(seq+uint64(i)*step, stream, body)...)
+	}
+	return b
+}
+
+// A publisher floods 100,000 publishes and never reads its
+// acknowledgements (odd sequence numbers, so that no two answers merge
+// into one run). The answers meet the send queue's bound: under the
+// default policy the excess is dropped and counted, and the session goes
+// on; under --slow-consumer disconnect the session is closed. Either way
+// the honest client keeps its bound, the flooder's queue stays within its
+// bound, and the memory held is the stream's retention and the queues.
+func TestHostileStreamPublishFlood(t *testing.T) {
+	for _, policy := range []struct {
+		name string
+		p    msgnet.SlowConsumerPolicy
+	}{{"error", msgnet.SlowConsumerError}, {"disconnect", msgnet.SlowConsumerDisconnect}} {
+		t.Run(policy.name, func(t *testing.T) {
+			forServeTargets(t, func(t *testing.T, tg target) {
+				const queue = 256 << 10
+				srv, addr := tg.start(t, msgnet.WithSendQueueBytes(queue), msgnet.WithSlowConsumerPolicy(policy.p),
+					msgnet.WithSocketBuffers(0, 16<<10))
+				h := newHonest(t, tg, addr)
+				f := dialStreamPeerBuf(t, addr, "pubflood", reliableHello("flood"), 4<<10)
+				sess := sessionOf(t, srv, "pubflood")
+				before := heapInuse()
+				const total, batch, size = 100_000, 500, 32
+				var sent, closed = 0, false
+				done := make(chan struct{})
+				a := newAttack(t)
+				a.goDo(func(stop <-chan struct{}) {
+					defer close(done)
+					for sent < total && !stopped(stop) {
+						if err := writeAll(f.nc, pubBatch(uint64(2*sent+1), 2, batch, "group:flood", size), 20*time.Second); err != nil {
+							closed = true
+							return
+						}
+						sent += batch
+					}
+				})
+				maxQueued := 0
+				h.during(30, 40*time.Second, func() bool {
+					maxQueued = max(maxQueued, sess.Info().QueueBytes)
+					select {
+					case <-done:
+						return true
+					default:
+						return false
+					}
+				})
+				a.end()
+				maxQueued = max(maxQueued, sess.Info().QueueBytes)
+				held := heldSince(before)
+				st := srv.Stats()
+				t.Logf("%d publishes sent (closed: %v); largest queue %d KiB; held %+d KiB; dropped %v",
+					sent, closed, maxQueued>>10, held>>10, st.Dropped)
+				if maxQueued > queue+stageLimit {
+					t.Errorf("the flooder's queue held %d bytes; bound %d (+%d staged)", maxQueued, queue, stageLimit)
+				}
+				// The stream keeps 10,000 messages by default: their bodies
+				// and 48 bytes each, the ring, and a margin for buffers.
+				if limit := int64(10_000*(size+48+32) + 2*(queue+stageLimit) + 4<<20); held > limit {
+					t.Errorf("the server holds %d KiB more after the flood; bound %d KiB", held>>10, limit>>10)
+				}
+				switch policy.p {
+				case msgnet.SlowConsumerError:
+					if closed || !sess.IsConnected() {
+						t.Errorf("the flooder's session was closed; the default policy drops and goes on")
+					}
+					if st.Dropped[msgnet.DropQueueFull] == 0 {
+						t.Errorf("the flooder's answers never met the queue's bound: the test tested nothing")
+					}
+					// It reads at last: what it gets are acknowledgements,
+					// in order, status 0.
+					var last uint64
+					waitForWithin(t, 20*time.Second, "the flooder's queue to drain", func() bool {
+						for {
+							fr, err := f.next(50 * time.Millisecond)
+							if err != nil {
+								return sess.Info().QueueBytes == 0
+							}
+							ack, ok := parsePubAck(fr)
+							if !ok || ack.status != 0 || ack.first <= last {
+								t.Fatalf("got %v %.200q after %d", fr.Kind, describe(fr), last)
+							}
+							last = ack.last
+						}
+					})
+					f.alive()
+				case msgnet.SlowConsumerDisconnect:
+					waitForWithin(t, 10*time.Second, "the slow flooder to be closed", func() bool { return !sess.IsConnected() })
+					if st.Dropped[msgnet.DropSlowConsumer] == 0 {
+						t.Errorf("no slow-consumer drop counted")
+					}
+				}
+				h.trip(20)
+			})
+		})
+	}
+}
+
+// readStream reads what a raw subscriber of stream is sent until it has
+// the message at offset upTo, checking that offsets are contiguous except
+// where a "lost" says where delivery goes on: no message is skipped
+// silently. It acknowledges every ackEvery messages (0: never). It
+// returns how many messages it read and the lost notices.
+func readStream(t *testing.T, p *streamPeer, stream string, next, upTo uint64, ackEvery int, limit time.Duration) (n int, lost []map[string]any) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for next <= upTo {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: at offset %d of %d after %v", p.id, next, upTo, limit)
+		}
+		f, err := p.next(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("%s: at offset %d of %d: %v", p.id, next, upTo, err)
+		}
+		if f.Kind == frame.KindControl {
+			var m map[string]any
+			json.Unmarshal(f.Payload, &m)
+			if m["op"] != "lost" || m["stream"] != stream {
+				t.Fatalf("%s: got CONTROL %s", p.id, f.Payload)
+			}
+			lost = append(lost, m)
+			if jsonUint(m, "missed") != next {
+				t.Errorf("%s: lost says missed %d, but %d was the next due", p.id, jsonUint(m, "missed"), next)
+			}
+			next = jsonUint(m, "next")
+			continue
+		}
+		m, ok := parseStreamMsg(f)
+		if !ok || m.stream != stream {
+			t.Fatalf("%s: got %v %.200q, want a message of %s", p.id, f.Kind, describe(f), stream)
+		}
+		if m.off != next {
+			t.Fatalf("%s: offset %d arrived when %d was due, with no lost notice: %d messages skipped silently",
+				p.id, m.off, next, int64(m.off)-int64(next))
+		}
+		next++
+		n++
+		if ackEvery > 0 && n%ackEvery == 0 {
+			p.write(ackFrame(stream, m.off))
+		}
+	}
+	return n, lost
+}
+
+// A subscriber that never acknowledges is sent 1,024 messages and no
+// more (the window), however many are published; each acknowledgement
+// opens the window by what it acknowledges, and a lie (an
+// acknowledgement past what was sent) is clamped, so that nothing is
+// skipped. Not reading at all, its queue holds at most the window.
+func TestHostileStreamNoAck(t *testing.T) {
+	forServeTargets(t, func(t *testing.T, tg target) {
+		// A small kernel send buffer, so that what the silent subscriber
+		// is sent stays in the server's queue, where the window bounds it.
+		srv, addr := tg.start(t, msgnet.WithSocketBuffers(0, 8<<10))
+		h := newHonest(t, tg, addr)
+		const stream = "group:window"
+		body := bytes.Repeat([]byte{'w'}, 1000)
+
+		// Reading, never acknowledging.
+		r := dialStreamPeer(t, addr, "no-ack", reliableHello(""))
+		r.subscribe(stream)
+		// Not reading either, with a small receive buffer.
+		s := dialStreamPeerBuf(t, addr, "no-read", reliableHello(""), 4<<10)
+		s.subscribe(stream)
+		sess := sessionOf(t, srv, "no-read")
+		before := heapInuse()
+		maxQueued := 0
+		for range 3000 {
+			if _, err := srv.Publish(stream, body); err != nil {
+				t.Fatal(err)
+			}
+			maxQueued = max(maxQueued, sess.Info().QueueBytes)
+		}
+		if n, _ := readStream(t, r, stream, 1, 1024, 0, 10*time.Second); n != 1024 {
+			t.Fatalf("read %d", n)
+		}
+		time.Sleep(100 * time.Millisecond) // room for a message past the window to arrive, if one were sent
+		r.alive()                          // none did: the PONG comes next
+		// An acknowledgement past what was sent: clamped to 1,024, so the
+		// window opens by 1,024 and the messages come on from 1,025.
+		r.write(ackFrame(stream, math.MaxUint64))
+		readStream(t, r, stream, 1025, 2048, 0, 10*time.Second)
+		time.Sleep(100 * time.Millisecond)
+		r.alive()
+		r.write(ackFrame(stream, 5000)) // clamped to 2,048
+		readStream(t, r, stream, 2049, 3000, 0, 10*time.Second)
+		r.alive()
+
+		maxQueued = max(maxQueued, sess.Info().QueueBytes)
+		held := heldSince(before)
+		frameSize := frame.HeaderLen + 1 + len(stream) + 8 + len(body)
+		t.Logf("the silent subscriber's queue peaked at %d KiB (window: %d KiB); held %+d KiB",
+			maxQueued>>10, subWindowFrames*frameSize>>10, held>>10)
+		if maxQueued > subWindowFrames*frameSize+4<<10 {
+			t.Errorf("the silent subscriber's queue held %d bytes; the window bounds it to %d",
+				maxQueued, subWindowFrames*frameSize)
+		}
+		// Retained: 3,000 messages; queued: at most a window each.
+		if limit := int64(3000*(len(body)+48+32) + 2*subWindowFrames*frameSize + 4<<20); held > limit {
+			t.Errorf("the server holds %d KiB more; bound %d KiB", held>>10, limit>>10)
+		}
+		// The silent one reads at last, and acknowledges: it gets all of
+		// it, in order.
+		readStream(t, s, stream, 1, 3000, 256, 20*time.Second)
+		h.trip(20)
+	})
+}
+
+// subWindowFrames is the subscription window of 6.7.
+const subWindowFrames = 1024
+
+// A subscriber that falls behind by more than retention while its send
+// queue is full is told continuity_lost before delivery jumps ahead: a
+// "lost" notice the full queue refused must not turn into a silent skip.
+func TestHostileStreamLostWhileQueueFull(t *testing.T) {
+	forServeTargets(t, func(t *testing.T, tg target) {
+		srv, addr := tg.start(t, msgnet.WithSendQueueBytes(64<<10), msgnet.WithSocketBuffers(0, 8<<10),
+			msgnet.WithRetention(msgnet.Retention{MaxMessages: 100}))
+		const stream = "group:behind"
+		s := dialStreamPeerBuf(t, addr, "behind", reliableHello(""), 4<<10)
+		s.subscribe(stream)
+		body := bytes.Repeat([]byte{'b'}, 1000)
+		for range 2000 {
+			if _, err := srv.Publish(stream, body); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if srv.Stats().Dropped[msgnet.DropQueueFull] == 0 {
+			t.Fatalf("the subscriber's queue never filled: the test tested nothing")
+		}
+		_, lost := readStream(t, s, stream, 1, 2000, 64, 20*time.Second)
+		if len(lost) == 0 {
+			t.Errorf("1,900 messages left retention before delivery and no lost notice came")
+		}
+	})
+}
