@@ -306,10 +306,14 @@ func (sub *subscription) pump() {
 		reason := "the messages after its position have left retention"
 		if epoch != sub.epoch {
 			reason = "the stream's epoch changed: its log was lost (a restart without a durable store)"
+		}
+		if sub.s.sendStreamControl(lostMsg{Op: "lost", Stream: sub.st.name, Code: CodeContinuityLost,
+			Epoch: epochText(epoch), Next: first, Missed: sub.next, Reason: reason}) != nil {
+			return // the queue is full: the jump waits until the client can be told of it
+		}
+		if epoch != sub.epoch {
 			sub.epoch, sub.acked = epoch, first-1
 		}
-		sub.s.sendStreamControl(lostMsg{Op: "lost", Stream: sub.st.name, Code: CodeContinuityLost,
-			Epoch: epochText(epoch), Next: first, Missed: sub.next, Reason: reason})
 		sub.next = first
 		sub.acked = max(sub.acked, first-1)
 	}
@@ -372,9 +376,9 @@ type (
 	}
 )
 
-func (s *Session) sendStreamControl(v any) {
+func (s *Session) sendStreamControl(v any) error {
 	b, _ := json.Marshal(v)
-	s.c.Enqueue(frame.KindControl, 0, b)
+	return s.c.Enqueue(frame.KindControl, 0, b)
 }
 
 // subscribe handles a client's sub: it opens the stream, works out where
