@@ -678,16 +678,19 @@ func TestHostileStreamPublishFlood(t *testing.T) {
 				before := heapInuse()
 				const total, batch, size = 100_000, 500, 32
 				var sent, closed = 0, false
+				written := uint64(len(helloFrame("pubflood", reliableHello("flood"))))
 				done := make(chan struct{})
 				a := newAttack(t)
 				a.goDo(func(stop <-chan struct{}) {
 					defer close(done)
 					for sent < total && !stopped(stop) {
-						if err := writeAll(f.nc, pubBatch(uint64(2*sent+1), 2, batch, "group:flood", size), 20*time.Second); err != nil {
+						b := pubBatch(uint64(2*sent+1), 2, batch, "group:flood", size)
+						if err := writeAll(f.nc, b, 20*time.Second); err != nil {
 							closed = true
 							return
 						}
 						sent += batch
+						written += uint64(len(b))
 					}
 				})
 				maxQueued := 0
@@ -722,6 +725,9 @@ func TestHostileStreamPublishFlood(t *testing.T) {
 					if st.Dropped[msgnet.DropQueueFull] == 0 {
 						t.Errorf("the flooder's answers never met the queue's bound: the test tested nothing")
 					}
+					waitForWithin(t, 20*time.Second, "the server to read the whole flood", func() bool {
+						return sess.Info().BytesIn == written
+					})
 					// It reads at last: what it gets are acknowledgements,
 					// in order, status 0.
 					var last uint64
@@ -888,4 +894,182 @@ func TestHostileStreamLostWhileQueueFull(t *testing.T) {
 			t.Errorf("1,900 messages left retention before delivery and no lost notice came")
 		}
 	})
+}
+
+// churn subscribes and unsubscribes a raw peer n times, name(i) being the
+// stream of round i, pipelined in batches, and reads every answer: each
+// sub must be subscribed.
+func churn(p *streamPeer, n int, name func(i int) string) error {
+	const batch = 250
+	for i := 0; i < n; i += batch {
+		var b []byte
+		for j := i; j < min(n, i+batch); j++ {
+			q := quote(name(j))
+			b = frame.Append(b, frame.KindControl, 0, []byte(`{"op":"sub","stream":`+q+`}`))
+			b = frame.Append(b, frame.KindControl, 0, []byte(`{"op":"unsub","stream":`+q+`}`))
+		}
+		if err := writeAll(p.nc, b, 10*time.Second); err != nil {
+			return err
+		}
+		for j := i; j < min(n, i+batch); {
+			f, err := p.next(10 * time.Second)
+			if err != nil {
+				return fmt.Errorf("sub %d: %w", j, err)
+			}
+			if _, ok := parseStreamMsg(f); ok {
+				continue // a message published between a sub and its unsub
+			}
+			var m map[string]any
+			if f.Kind != frame.KindControl || json.Unmarshal(f.Payload, &m) != nil || m["op"] != "subscribed" || m["stream"] != name(j) {
+				return fmt.Errorf("sub %d: got %v %.200q", j, f.Kind, describe(f))
+			}
+			j++
+		}
+	}
+	return nil
+}
+
+// A session that subscribes and unsubscribes 10,000 times holds nothing
+// afterwards: it may still take its 64 subscriptions (the groups per
+// session limit), and the 65th is refused too_many_groups while the
+// session goes on. Meanwhile the honest client keeps its bound.
+func TestHostileStreamSubscribeChurn(t *testing.T) {
+	forServeTargets(t, func(t *testing.T, tg target) {
+		srv, addr := tg.start(t)
+		h := newHonest(t, tg, addr)
+		a := dialStreamPeer(t, addr, "churner", reliableHello(""))
+		srv.Publish("group:churn", []byte("exists"))
+		before := heapInuse()
+		errc := make(chan error, 1)
+		at := newAttack(t)
+		at.goDo(func(stop <-chan struct{}) {
+			errc <- churn(a, 10_000, func(int) string { return "group:churn" })
+		})
+		var err error
+		h.during(30, 40*time.Second, func() bool {
+			select {
+			case err = <-errc:
+				return true
+			default:
+				return false
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held := heldSince(before)
+		t.Logf("10,000 sub/unsub of one stream: held %+d KiB", held>>10)
+		if held > 1<<20 {
+			t.Errorf("the server holds %d KiB more after 10,000 sub/unsub of one stream", held>>10)
+		}
+
+		// The limit on subscriptions per session, counted right after the
+		// churn.
+		limit := srv.Limits().MaxGroupsPerSession
+		for i := range limit {
+			a.subscribe(fmt.Sprint("group:limit-", i))
+		}
+		a.sub(`{"op":"sub","stream":"group:one-too-many"}`)
+		if m := a.control("refused"); m["code"] != msgnet.CodeTooManyGroups {
+			t.Fatalf("sub number %d: %v, want refused too_many_groups", limit+1, m)
+		}
+		a.subscribe("group:limit-0") // a sub it holds already is renewed, not counted again
+		a.sub(`{"op":"unsub","stream":"group:limit-1"}`)
+		a.subscribe("group:one-too-many")
+		a.alive()
+		h.trip(20)
+	})
+}
+
+// Every stream a peer names in a sub is created and kept: 10,000 sub and
+// unsub of distinct names leave 10,000 empty streams. This measures what
+// each costs (the default limit, 100,000 streams, times this is what the
+// server may hold for streams that hold nothing).
+func TestHostileStreamEmptyStreamCost(t *testing.T) {
+	srv, addr := startServer(t)
+	a := dialStreamPeer(t, addr, "namer", reliableHello(""))
+	before := heapInuse()
+	const n = 10_000
+	if err := churn(a, n, func(i int) string { return fmt.Sprint("group:empty-", i) }); err != nil {
+		t.Fatal(err)
+	}
+	a.nc.Close()
+	waitFor(t, "the session to end", func() bool { return srv.ConnectionCount() == 0 })
+	held := heldSince(before)
+	each := held / n
+	t.Logf("%d empty streams, no subscriber: %d KiB, %d bytes each; at the default limit of %d streams: %d MiB",
+		n, held>>10, each, msgnet.DefaultMaxStreams, each*msgnet.DefaultMaxStreams>>20)
+	if each > 2048 {
+		t.Errorf("an empty stream costs %d bytes", each)
+	}
+}
+
+// Past Limits.MaxStreams a sub or a publish that needs a new stream is
+// refused with bad_stream, for the attacker that used them up and for
+// everyone else; the streams that exist go on.
+func TestHostileStreamMaxStreams(t *testing.T) {
+	forServeTargets(t, func(t *testing.T, tg target) {
+		const maxStreams = 50
+		_, addr := tg.start(t, msgnet.WithMaxStreams(maxStreams))
+		h := newHonest(t, tg, addr)
+		c, got := reliableClient(t, "early", addr)
+		if err := c.Subscribe(ctx5s(t), "group:kept"); err != nil {
+			t.Fatal(err)
+		}
+		a := dialStreamPeer(t, addr, "hoarder", reliableHello("hoard"))
+		if err := churn(a, maxStreams-1, func(i int) string { return fmt.Sprint("group:hoard-", i) }); err != nil {
+			t.Fatal(err)
+		}
+		a.sub(`{"op":"sub","stream":"group:hoard-more"}`)
+		if m := a.control("refused"); m["code"] != msgnet.CodeBadStream {
+			t.Fatalf("a sub past MaxStreams: %v, want refused bad_stream", m)
+		} else if msg, _ := m["message"].(string); strings.HasPrefix(msg, msgnet.CodeBadStream) {
+			t.Errorf("the refusal's message repeats its code: %q", msg)
+		}
+		a.publish(1, "group:hoard-more", []byte("x"))
+		a.expectPubAck(1, 1, 1, msgnet.CodeBadStream)
+		a.publish(2, "group:kept", []byte("m-1"))
+		a.expectPubAck(2, 2, 0, "")
+		a.alive()
+
+		late, _ := reliableClient(t, "late", addr)
+		if err := late.Subscribe(ctx5s(t), "group:new"); err == nil || !strings.Contains(err.Error(), msgnet.CodeBadStream) {
+			t.Fatalf("an honest sub past MaxStreams: %v, want bad_stream", err)
+		}
+		if err := late.Subscribe(ctx5s(t), "group:kept"); err != nil {
+			t.Fatalf("an honest sub to an existing stream: %v", err)
+		}
+		waitFor(t, "the message", func() bool { return got.count() == 1 })
+		checkExactlyOnce(t, got, 1)
+		h.trip(20)
+	})
+}
+
+// A peer can use up Limits.MaxStreams by naming streams in subs (a
+// moment's work: no message needs to be stored) and leave. Once it has
+// gone and nothing it created holds a message or a subscriber, the
+// streams must come back: otherwise one unauthenticated peer refuses
+// every new stream to everyone until the server restarts.
+func TestHostileStreamExhaustionRecovers(t *testing.T) {
+	const maxStreams = 50
+	_, addr := startServer(t, msgnet.WithMaxStreams(maxStreams),
+		msgnet.WithRetention(msgnet.Retention{MaxAge: 200 * time.Millisecond}))
+	a := dialStreamPeer(t, addr, "hoarder", reliableHello(""))
+	if err := churn(a, maxStreams, func(i int) string { return fmt.Sprint("group:hoard-", i) }); err != nil {
+		t.Fatal(err)
+	}
+	a.nc.Close()
+	c, _ := reliableClient(t, "honest-sub", addr)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := c.Subscribe(ctx5s(t), "group:fresh")
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5s after the hoarder left, with its %d streams empty and unsubscribed, a new stream is still refused: %v",
+				maxStreams, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
