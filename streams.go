@@ -400,10 +400,16 @@ func (ss *streams) subscribe(s *Session, m *controlMsg) {
 		return
 	}
 	st, err := ss.get(name, true)
-	var se *storeError
+	var (
+		se *storeError
+		pe *ProtocolError
+	)
 	switch {
 	case errors.As(err, &se):
 		s.storeFailed(err)
+		return
+	case errors.As(err, &pe):
+		refuse(pe.Code, pe.Message)
 		return
 	case err != nil:
 		refuse(CodeBadStream, err.Error())
