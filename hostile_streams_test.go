@@ -1073,3 +1073,117 @@ func TestHostileStreamExhaustionRecovers(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// readAcks reads publish acknowledgements until seq upTo is answered,
+// and returns how many publishes were stored and the refusals' codes.
+func readAcks(t *testing.T, p *streamPeer, upTo uint64) (stored int, refused map[string]int) {
+	t.Helper()
+	refused = map[string]int{}
+	var last uint64
+	for last < upTo {
+		f := p.must(fmt.Sprintf("the acknowledgement of publish %d", upTo))
+		a, ok := parsePubAck(f)
+		if !ok || a.first != last+1 || a.last < a.first {
+			t.Fatalf("%s: got %v %.200q after %d", p.id, f.Kind, describe(f), last)
+		}
+		if a.status == 0 {
+			stored += int(a.last - a.first + 1)
+		} else {
+			code, _, _ := strings.Cut(a.text, ":")
+			refused[code] += int(a.last - a.first + 1)
+		}
+		last = a.last
+	}
+	return stored, refused
+}
+
+// Many streams, each with retained messages, against a small memory
+// store: what it keeps stays within its bound (and the memory with it),
+// and a publish it has no room for is refused store_full, to the attacker
+// and to everyone else, while a stream that holds messages makes room by
+// dropping its own oldest.
+func TestHostileStreamStoreFull(t *testing.T) {
+	forServeTargets(t, func(t *testing.T, tg target) {
+		const storeBytes = 1 << 20
+		_, addr := tg.start(t, msgnet.WithStore(msgnet.NewMemoryStore(storeBytes)))
+		h := newHonest(t, tg, addr)
+		a := dialStreamPeer(t, addr, "filler", reliableHello("fill"))
+		before := heapInuse()
+		const groups, size = 2000, 1000
+		body := bytes.Repeat([]byte{'f'}, size)
+		var b []byte
+		for i := range groups {
+			b = append(b, pubFrame(uint64(i+1), fmt.Sprint("group:fill-", i), body)...)
+		}
+		a.write(b)
+		stored, refused := readAcks(t, a, groups)
+		held := heldSince(before)
+		t.Logf("%d stored, refused %v; held %+d KiB", stored, refused, held>>10)
+		if stored > storeBytes/(size+48) {
+			t.Errorf("%d messages of %d bytes stored in a store of %d bytes", stored, size, storeBytes)
+		}
+		if refused[msgnet.CodeStoreFull] != groups-stored {
+			t.Errorf("%d refused store_full, %d not stored", refused[msgnet.CodeStoreFull], groups-stored)
+		}
+		// The store's bound, the streams (about 500 bytes each), and a
+		// margin for buffers.
+		if limit := int64(storeBytes + groups*1024 + 2<<20); held > limit {
+			t.Errorf("the server holds %d KiB more; bound %d KiB", held>>10, limit>>10)
+		}
+		// A stream with messages makes room by dropping its own oldest.
+		a.publish(groups+1, "group:fill-0", body)
+		a.expectPubAck(groups+1, groups+1, 0, "")
+		// A new stream has none to drop: refused, and an honest
+		// publisher is told.
+		c, _ := reliableClient(t, "honest-pub", addr)
+		failed := make(chan error, 1)
+		c.OnPublishFailed(func(_ string, _ []byte, err error) { failed <- err })
+		if err := c.Publish("group:honest", body); err != nil {
+			t.Fatal(err)
+		}
+		if err := recv(t, failed, "the refusal of the honest publish"); !strings.Contains(err.Error(), msgnet.CodeStoreFull) {
+			t.Fatalf("OnPublishFailed: %v, want store_full", err)
+		}
+		h.trip(20)
+	})
+}
+
+// The memory store's bound counts each retained message's payload and 48
+// bytes. Once its messages have expired, a stream that held many must not
+// keep memory the bound no longer counts: streams filled, left to expire,
+// and filled again (other names each time) must not grow the server past
+// what it holds for the empty streams themselves.
+func TestHostileStreamStoreMemoryAfterExpiry(t *testing.T) {
+	const storeBytes = 8 << 20
+	srv, addr := startServer(t, msgnet.WithStore(msgnet.NewMemoryStore(storeBytes)),
+		msgnet.WithRetention(msgnet.Retention{MaxAge: 200 * time.Millisecond}))
+	probe := dialStreamPeer(t, addr, "probe", reliableHello(""))
+	before := heapInuse()
+	const rounds, groups, perGroup = 3, 100, 1000 // 4.8 MB charged per round: within the bound
+	for r := range rounds {
+		for g := range groups {
+			name := fmt.Sprintf("group:r%d-%d", r, g)
+			for range perGroup {
+				if _, err := srv.Publish(name, nil); err != nil {
+					t.Fatalf("round %d, %s: %v", r, name, err)
+				}
+			}
+		}
+		// Until the sweeper has expired them all: a sub sees the stream
+		// empty (first = last+1).
+		name := fmt.Sprintf("group:r%d-%d", r, groups-1)
+		waitForWithin(t, 10*time.Second, "the messages to expire", func() bool {
+			m := probe.subscribe(name)
+			probe.sub(`{"op":"unsub","stream":` + quote(name) + `}`)
+			return jsonUint(m, "first") == jsonUint(m, "last")+1
+		})
+	}
+	held := heldSince(before)
+	streams := rounds * groups
+	t.Logf("%d streams that each held %d messages, all expired: held %+d KiB (%d bytes a stream)",
+		streams, perGroup, held>>10, held/int64(streams))
+	if limit := int64(streams*2048 + 1<<20); held > limit {
+		t.Errorf("with every message expired the server still holds %d KiB for %d empty streams (bound %d KiB): "+
+			"memory the store's bound no longer counts", held>>10, streams, limit>>10)
+	}
+}
