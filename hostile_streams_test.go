@@ -1187,3 +1187,131 @@ func TestHostileStreamStoreMemoryAfterExpiry(t *testing.T) {
 			"memory the store's bound no longer counts", held>>10, streams, limit>>10)
 	}
 }
+
+// Resumptions that lie about their position: another stream's epoch, a
+// position past the end, 2^64-1, an epoch that is no number, fields of
+// the wrong JSON type, "after" on a client: stream. Each gets an answer
+// 6.7 documents (subscribed, with lost when the position cannot be
+// honoured; ERROR bad_control for a CONTROL that does not decode), what
+// follows the answer starts exactly at its "next", with no gap, and an
+// honest subscriber of the same stream misses nothing.
+func TestHostileStreamResumeLies(t *testing.T) {
+	forServeTargets(t, func(t *testing.T, tg target) {
+		srv, addr := tg.start(t)
+		h := newHonest(t, tg, addr)
+		const stream = "group:resume"
+		sub, got := reliableClient(t, "honest-resume", addr)
+		if err := sub.Subscribe(ctx5s(t), stream); err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := reliableClient(t, "resume-pub", addr)
+		sent := 0
+		publish := func(n int) {
+			for range n {
+				sent++
+				if err := pub.Publish(stream, fmt.Append(nil, "m-", sent)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := pub.WaitPublished(ctx5s(t)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		publish(20)
+		srv.Publish("group:other", []byte("x"))
+
+		a := dialStreamPeer(t, addr, "liar", reliableHello(""))
+		other := a.subscribe("group:other")
+		a.sub(`{"op":"unsub","stream":"group:other"}`)
+		cur := a.subscribe(stream)
+		epoch, _ := cur["epoch"].(string)
+		first, last := jsonUint(cur, "first"), jsonUint(cur, "last")
+		if first != 1 || last != 20 {
+			t.Fatalf("subscribed %v, want first 1, last 20", cur)
+		}
+
+		type want struct {
+			next uint64
+			lost bool
+		}
+		cases := []struct {
+			name string
+			sub  string
+			want want
+		}{
+			{"another stream's epoch", `"epoch":"` + other["epoch"].(string) + `","after":5`, want{first, true}},
+			{"an epoch that is no number", `"epoch":"abc","after":5`, want{first, true}},
+			{"after without an epoch", `"after":5`, want{first, true}},
+			{"an epoch without after", `"epoch":"` + epoch + `"`, want{last + 1, false}},
+			{"within retention", `"epoch":"` + epoch + `","after":10`, want{11, false}},
+			{"after 0", `"epoch":"` + epoch + `","after":0`, want{1, false}},
+			{"past the last", `"epoch":"` + epoch + `","after":120`, want{last + 1, false}},
+			{"2^64-2", `"epoch":"` + epoch + `","after":18446744073709551614`, want{last + 1, false}},
+			{"2^64-1", `"epoch":"` + epoch + `","after":18446744073709551615`, want{last + 1, false}},
+		}
+		for _, c := range cases {
+			a.sub(`{"op":"sub","stream":"` + stream + `",` + c.sub + `}`)
+			m := a.control("subscribed")
+			lost, _ := m["lost"].(map[string]any)
+			if next := jsonUint(m, "next"); next != c.want.next || (lost != nil) != c.want.lost {
+				t.Errorf("%s: %v; want next %d, lost %v", c.name, m, c.want.next, c.want.lost)
+			}
+			if lost != nil && lost["code"] != msgnet.CodeContinuityLost {
+				t.Errorf("%s: lost %v, want continuity_lost", c.name, lost)
+			}
+			// What follows starts at next, with no gap, up to the last.
+			if next := jsonUint(m, "next"); next <= last {
+				readStream(t, a, stream, next, last, 0, 5*time.Second)
+			}
+			a.alive()
+		}
+		// Fields of the wrong type, or numbers out of range: the CONTROL
+		// does not decode, and the answer is ERROR bad_control.
+		for _, bad := range []string{
+			`"epoch":12345,"after":5`, `"epoch":"` + epoch + `","after":"5"`, `"epoch":"` + epoch + `","after":-1`,
+			`"epoch":"` + epoch + `","after":1.5`, `"epoch":"` + epoch + `","after":18446744073709551616`,
+			`"stream":7`, `"epoch":["x"]`,
+		} {
+			a.sub(`{"op":"sub","stream":"` + stream + `",` + bad + `}`)
+			a.expectError(msgnet.CodeBadControl)
+			a.alive()
+		}
+
+		// "after" on the session's own client: stream.
+		a.subscribe("client:liar")
+		for i := range 5 {
+			if err := srv.SendTo("liar", fmt.Append(nil, "p-", i+1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		readStream(t, a, "client:liar", 1, 5, 0, 5*time.Second)
+		m := a.subscribe("client:liar") // a client's own stream: all it keeps, again
+		readStream(t, a, "client:liar", 1, 5, 0, 5*time.Second)
+		cepoch, _ := m["epoch"].(string)
+		for _, c := range []struct {
+			sub  string
+			want want
+		}{
+			{`"epoch":"` + cepoch + `","after":2`, want{3, false}},
+			{`"epoch":"` + cepoch + `","after":500`, want{6, false}},
+			{`"epoch":"` + cepoch + `","after":18446744073709551615`, want{6, false}},
+			{`"epoch":"` + epoch + `","after":2`, want{1, true}},
+			{`"after":2`, want{1, true}},
+		} {
+			a.sub(`{"op":"sub","stream":"client:liar",` + c.sub + `}`)
+			m := a.control("subscribed")
+			if next := jsonUint(m, "next"); next != c.want.next || (m["lost"] != nil) != c.want.lost {
+				t.Errorf("client stream, %s: %v; want next %d, lost %v", c.sub, m, c.want.next, c.want.lost)
+			}
+			if next := jsonUint(m, "next"); next <= 5 {
+				readStream(t, a, "client:liar", next, 5, 0, 5*time.Second)
+			}
+			a.alive()
+		}
+
+		publish(20)
+		waitForWithin(t, 10*time.Second, "the honest subscriber's messages", func() bool { return got.count() >= sent })
+		checkExactlyOnce(t, got, sent)
+		h.trip(20)
+	})
+}
