@@ -440,8 +440,8 @@ func (ss *streams) subscribe(s *Session, m *controlMsg) {
 	sub.epoch = epoch
 	reply := subscribedMsg{Op: "subscribed", Stream: name, Epoch: epochText(epoch), First: first, Last: last}
 	switch {
-	case m.After != nil && m.Epoch == epochText(epoch) && *m.After+1 >= first:
-		sub.next = min(*m.After+1, last+1) // where the client left off
+	case m.After != nil && m.Epoch == epochText(epoch) && *m.After >= first-1:
+		sub.next = min(*m.After, last) + 1 // where the client left off (After+1 would wrap at 2^64-1)
 	case m.After != nil:
 		missed := *m.After + 1
 		reason := "the messages after its position have left retention"
