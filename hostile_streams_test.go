@@ -2,6 +2,7 @@ package msgnet_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"math"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -1313,5 +1315,238 @@ func TestHostileStreamResumeLies(t *testing.T) {
 		waitForWithin(t, 10*time.Second, "the honest subscriber's messages", func() bool { return got.count() >= sent })
 		checkExactlyOnce(t, got, sent)
 		h.trip(20)
+	})
+}
+
+// cutSpec is where cutProxy cuts one connection: after n bytes in one
+// direction (up: client to server), counted from the end of that
+// direction's first frame (the hello or the welcome) when afterFirst is
+// set, from the first byte otherwise.
+type cutSpec struct {
+	up         bool
+	afterFirst bool
+	n          int
+}
+
+// cutProxy forwards TCP connections to a server, cutting the k-th
+// connection as cuts[k] says (both directions reset at once, exactly
+// after that many bytes were forwarded) and leaving connections past the
+// list alone; with trickle, it writes what it forwards one byte at a time.
+// (testenv.CutProxy cuts on demand; this one cuts at a byte.)
+type cutProxy struct {
+	t       testing.TB
+	l       net.Listener
+	target  string
+	cuts    []cutSpec
+	trickle bool
+
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+	next  int // connections accepted
+	wg    sync.WaitGroup
+}
+
+func newCutProxy(t testing.TB, target string, cuts []cutSpec, trickle bool) *cutProxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{t: t, l: l, target: target, cuts: cuts, trickle: trickle, conns: map[net.Conn]bool{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		l.Close()
+		p.mu.Lock()
+		for c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.l.Addr().String() }
+
+// exhausted reports whether every cut of the list was made (a connection
+// past the list was accepted).
+func (p *cutProxy) exhausted() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.next > len(p.cuts)
+}
+
+func (p *cutProxy) accept() {
+	defer p.wg.Done()
+	for {
+		in, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", p.target)
+		if err != nil {
+			in.Close()
+			continue
+		}
+		p.mu.Lock()
+		k := p.next
+		p.next++
+		p.conns[in], p.conns[out] = true, true
+		p.mu.Unlock()
+		var cut *cutSpec
+		if k < len(p.cuts) {
+			cut = &p.cuts[k]
+		}
+		var once sync.Once
+		kill := func() {
+			once.Do(func() {
+				for _, c := range []net.Conn{in, out} {
+					c.(*net.TCPConn).SetLinger(0)
+					c.Close()
+				}
+				p.mu.Lock()
+				delete(p.conns, in)
+				delete(p.conns, out)
+				p.mu.Unlock()
+			})
+		}
+		p.wg.Add(2)
+		go p.pump(out, in, cut != nil && cut.up, cut, kill)
+		go p.pump(in, out, cut != nil && !cut.up, cut, kill)
+	}
+}
+
+// pump forwards src to dst; when cutting is set it forwards exactly the
+// cut's bytes and then kills the connection.
+func (p *cutProxy) pump(dst, src net.Conn, cutting bool, cut *cutSpec, kill func()) {
+	defer p.wg.Done()
+	defer kill()
+	limit := -1 // bytes still to forward before the cut; -1: no cut (yet known)
+	if cutting && !cut.afterFirst {
+		limit = cut.n
+	}
+	var head []byte // the first frame's header, while its length is unknown
+	buf := make([]byte, 32<<10)
+	for {
+		if limit == 0 {
+			return
+		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			b := buf[:n]
+			if cutting && cut.afterFirst && limit < 0 {
+				have := len(head)
+				head = append(head, b[:min(len(b), 8-min(8, have))]...)
+				if len(head) >= 8 {
+					first := int(binary.BigEndian.Uint32(head[4:8]))
+					limit = first + cut.n - have // counted from the start of this read
+				}
+			}
+			if limit >= 0 && len(b) > limit {
+				b = b[:limit]
+			}
+			if limit >= 0 {
+				limit -= len(b)
+			}
+			if p.trickle {
+				for i := range b {
+					if _, err := dst.Write(b[i : i+1]); err != nil {
+						return
+					}
+					if i%7 == 6 {
+						time.Sleep(20 * time.Microsecond) // so that reads end inside frames
+					}
+				}
+			} else if _, err := dst.Write(b); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// cutSweep is the cut list of one client: first, every byte from the end
+// of the first frame up to past bytes further, upstream then downstream,
+// each step bytes; then cuts inside the handshake's first frames.
+func cutSweep(upPast, downPast, step int) []cutSpec {
+	var cuts []cutSpec
+	for n := 0; n <= upPast; n += step {
+		cuts = append(cuts, cutSpec{up: true, afterFirst: true, n: n})
+	}
+	for n := 0; n <= downPast; n += step {
+		cuts = append(cuts, cutSpec{afterFirst: true, n: n})
+	}
+	for n := 1; n < 100; n += 9 {
+		cuts = append(cuts, cutSpec{up: true, n: n}, cutSpec{n: n})
+	}
+	return cuts
+}
+
+// A reliable publisher and a reliable subscriber, each through a proxy
+// that cuts its connections at every byte of a range (in the middle of
+// the sub, of publishes and their resends, of acknowledgements both ways,
+// of stream messages, and inside the handshake), one cut per
+// connection: the subscriber gets every message exactly once, in order.
+func TestHostileStreamCutEverywhere(t *testing.T) {
+	forServeTargets(t, func(t *testing.T, tg target) {
+		_, addr := tg.start(t)
+		pubProxy := newCutProxy(t, addr, cutSweep(260, 160, 1), false)
+		subProxy := newCutProxy(t, addr, cutSweep(120, 300, 2), false)
+		sub, got := reliableClient(t, "cut-sub", subProxy.addr())
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if err := sub.Subscribe(ctx, "group:cut"); err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := reliableClient(t, "cut-pub", pubProxy.addr())
+		n := 0
+		deadline := time.Now().Add(45 * time.Second)
+		for n < 300 || !pubProxy.exhausted() || !subProxy.exhausted() {
+			if time.Now().After(deadline) {
+				t.Fatalf("after %d messages the sweep is not over: publisher's %v, subscriber's %v",
+					n, pubProxy.exhausted(), subProxy.exhausted())
+			}
+			switch err := pub.Publish("group:cut", fmt.Append(nil, "m-", n+1)); {
+			case err == nil:
+				n++
+				if n%4 == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			case errors.Is(err, msgnet.ErrBufferFull):
+				time.Sleep(time.Millisecond)
+			default:
+				t.Fatal(err)
+			}
+		}
+		if err := pub.WaitPublished(ctx); err != nil {
+			t.Fatalf("publishes not acknowledged: %v (%d pending)", err, pub.Pending())
+		}
+		waitForWithin(t, 30*time.Second, "every message", func() bool { return got.count() >= n })
+		time.Sleep(50 * time.Millisecond) // room for a duplicate to show
+		checkExactlyOnce(t, got, n)
+		t.Logf("%d messages; %d connections for the publisher, %d for the subscriber", n, pubProxy.next, subProxy.next)
+	})
+}
+
+// The same through a proxy that writes every byte on its own, both ways:
+// every frame arrives in pieces, at every possible split.
+func TestHostileStreamTrickle(t *testing.T) {
+	engines(t, func(t *testing.T, opts ...msgnet.Option) {
+		_, addr := startServer(t, opts...)
+		proxy := newCutProxy(t, addr, nil, true)
+		sub, got := reliableClient(t, "trickle-sub", proxy.addr())
+		if err := sub.Subscribe(ctx5s(t), "group:trickle"); err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := reliableClient(t, "trickle-pub", proxy.addr())
+		const n = 300
+		publishAll(t, pub, "group:trickle", n, 0)
+		if err := pub.WaitPublished(ctx5s(t)); err != nil {
+			t.Fatalf("publishes not acknowledged: %v (%d pending)", err, pub.Pending())
+		}
+		waitForWithin(t, 20*time.Second, "every message", func() bool { return got.count() >= n })
+		checkExactlyOnce(t, got, n)
 	})
 }
