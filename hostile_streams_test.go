@@ -12,10 +12,12 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/msgnet/msgnet"
+	natsbus "github.com/msgnet/msgnet/cluster/nats"
 	"github.com/msgnet/msgnet/frame"
 )
 
@@ -1549,4 +1551,135 @@ func TestHostileStreamTrickle(t *testing.T) {
 		waitForWithin(t, 20*time.Second, "every message", func() bool { return got.count() >= n })
 		checkExactlyOnce(t, got, n)
 	})
+}
+
+// failingStore is a shared store (JetStream) whose appends fail on
+// demand: the next fail appends return an error, after reaching the log
+// when lateAnswer is set (a store that took the message and lost the
+// answer, as a timeout after the commit does).
+type failingStore struct {
+	msgnet.SharedStore
+	fail       atomic.Int32
+	lateAnswer bool
+	failed     atomic.Int32
+}
+
+func (s *failingStore) Open(name string, r msgnet.Retention) (msgnet.StreamLog, error) {
+	l, err := s.SharedStore.Open(name, r)
+	if err != nil {
+		return nil, err
+	}
+	return &failingLog{WatchedLog: l.(msgnet.WatchedLog), s: s}, nil
+}
+
+type failingLog struct {
+	msgnet.WatchedLog
+	s *failingStore
+}
+
+func (l *failingLog) Append(p []byte, key string) (uint64, bool, error) {
+	if l.s.fail.Load() > 0 && l.s.fail.Add(-1) >= 0 {
+		l.s.failed.Add(1)
+		if l.s.lateAnswer {
+			l.WatchedLog.Append(p, key)
+		}
+		return 0, false, errors.New("injected failure: the store is unavailable")
+	}
+	return l.WatchedLog.Append(p, key)
+}
+
+// While the stream store fails (JetStream, its appends failing now and
+// then), a session whose publish fails ends with store_unavailable; the
+// reliable publisher reconnects and resends in order, and the subscriber
+// gets every message exactly once, in order. The same when the store had
+// taken the message before failing: the resend is a duplicate JetStream
+// drops.
+func TestHostileStreamStoreFails(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		t.Run(map[bool]string{false: "refused", true: "late-answer"}[late], func(t *testing.T) {
+			js, err := natsbus.OpenStore(t.TempDir(), natsbus.StoreOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := &failingStore{SharedStore: js, lateAnswer: late}
+			srv, addr := startServer(t, msgnet.WithStore(st))
+			sub, got := reliableClient(t, "fs-sub", addr)
+			if err := sub.Subscribe(ctx5s(t), "group:fs"); err != nil {
+				t.Fatal(err)
+			}
+			pub, _ := reliableClient(t, "fs-pub", addr)
+			var told atomic.Int32
+			pub.OnError(func(e *msgnet.ProtocolError) {
+				if e.Code == msgnet.CodeStoreUnavailable {
+					told.Add(1)
+				}
+			})
+			failed := make(chan error, 1)
+			pub.OnPublishFailed(func(_ string, _ []byte, err error) {
+				select {
+				case failed <- err:
+				default:
+				}
+			})
+
+			// A raw publisher whose publish meets the failure: ERROR
+			// store_unavailable, DISCONNECT, and the end; a publish behind
+			// it in the same burst is not taken.
+			a := dialStreamPeer(t, addr, "fs-raw", reliableHello("raw"))
+			a.publish(1, "group:fs", []byte("raw-1"))
+			a.expectPubAck(1, 1, 0, "")
+			st.fail.Store(1)
+			a.write(append(pubFrame(2, "group:fs", []byte("raw-2")), pubFrame(3, "group:fs", []byte("raw-3"))...))
+			a.expectError(msgnet.CodeStoreUnavailable)
+			a.expectClosed()
+			// Back, it resends from 2: both stored, once.
+			a = dialStreamPeer(t, addr, "fs-raw", reliableHello("raw"))
+			a.write(append(pubFrame(2, "group:fs", []byte("raw-2")), pubFrame(3, "group:fs", []byte("raw-3"))...))
+			a.expectPubAck(2, 3, 0, "")
+			a.nc.Close()
+
+			const n = 400
+			for i := 1; i <= n; {
+				if i%40 == 0 && st.fail.Load() == 0 {
+					st.fail.Store(2)
+				}
+				switch err := pub.Publish("group:fs", fmt.Append(nil, "m-", i)); {
+				case err == nil:
+					i++
+				case errors.Is(err, msgnet.ErrBufferFull):
+					time.Sleep(time.Millisecond)
+				default:
+					t.Fatal(err)
+				}
+				if i%4 == 0 {
+					time.Sleep(200 * time.Microsecond)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := pub.WaitPublished(ctx); err != nil {
+				t.Fatalf("publishes not acknowledged: %v (%d pending)", err, pub.Pending())
+			}
+			waitForWithin(t, 20*time.Second, "every message", func() bool { return got.count() >= n+3 })
+			time.Sleep(50 * time.Millisecond) // room for a duplicate to show
+			got.mu.Lock()
+			if want := []string{"raw-1", "raw-2", "raw-3"}; !equalStrings(got.msgs[:3], want) {
+				t.Errorf("the raw publisher's messages: %q, want %q", got.msgs[:3], want)
+			}
+			got.msgs = got.msgs[3:]
+			got.mu.Unlock()
+			checkExactlyOnce(t, got, n)
+			select {
+			case err := <-failed:
+				t.Errorf("a publish was reported failed: %v; a store failure is never final", err)
+			default:
+			}
+			t.Logf("%d appends failed; the reliable publisher was told store_unavailable %d times; ERRORs sent %v",
+				st.failed.Load(), told.Load(), srv.Stats().ErrorsSent)
+			if told.Load() == 0 || st.failed.Load() < 5 {
+				t.Errorf("the store failed %d times and the publisher was told %d times: the test tested little",
+					st.failed.Load(), told.Load())
+			}
+		})
+	}
 }
