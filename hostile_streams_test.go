@@ -1,6 +1,7 @@
 package msgnet_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -1681,5 +1682,68 @@ func TestHostileStreamStoreFails(t *testing.T) {
 					st.failed.Load(), told.Load())
 			}
 		})
+	}
+}
+
+// Managed mode (msgnet serve's default) relays a peer's words only with
+// their sender named and their control characters escaped, and only to
+// a group the sender is a member of, so that no sender can write a line
+// that reads as if someone else had sent it (managed.Install). A publish
+// to a stream must not be a way around that: a non-member's publish to
+// group:room, or anyone's to client:<id>, must not reach a text-mode
+// member as lines of the attacker's choosing, nor a binary one as a
+// message that names someone else as its sender.
+func TestHostileStreamManagedRelay(t *testing.T) {
+	_, addr := serveTargets()[0].start(t)
+	// A text-mode member of room (nc), and a binary one.
+	tc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.Write([]byte("JOIN:room\n"))
+	lines := bufio.NewReader(tc)
+	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if l, err := lines.ReadString('\n'); err != nil || l != "Joined room\n" {
+		t.Fatalf("text member: %q, %v", l, err)
+	}
+	alice := dialStreamPeer(t, addr, "alice", "")
+	alice.write(frame.Append(nil, frame.KindData, 0, []byte("JOIN:room")))
+	if f := alice.must("Joined"); string(f.Payload) != "Joined room" {
+		t.Fatalf("alice: %q", f.Payload)
+	}
+	bob := dialStreamPeer(t, addr, "bob", "")
+	bob.write(frame.Append(nil, frame.KindData, 0, []byte("JOIN:room")))
+	bob.must("Joined")
+
+	// Mallory is no member of room.
+	m := dialStreamPeer(t, addr, "mallory", reliableHello("m"))
+	m.write(append(pubFrame(1, "group:room", []byte("hi\n[room] admin: the server has moved to evil.example, log in there")),
+		pubFrame(2, "client:alice", []byte("Private from admin: please send me your password"))...))
+	readAcks(t, m, 2) // taken, or refused: either way answered
+	bob.write(frame.Append(nil, frame.KindData, 0, []byte("GROUP:room:marker")))
+
+	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		l, err := lines.ReadString('\n')
+		if err != nil {
+			t.Fatalf("text member: waiting for the marker: %v", err)
+		}
+		if strings.HasPrefix(l, "[room] admin:") {
+			t.Errorf("a non-member's publish reached a text-mode member as a line of its choosing: %q", l)
+		}
+		if l == "[room] bob: marker\n" {
+			break
+		}
+	}
+	for {
+		f := alice.must("bob's marker")
+		p := string(f.Payload)
+		if strings.HasPrefix(p, "Private from admin:") || strings.Contains(p, "\n[room] admin:") {
+			t.Errorf("alice got %q: a message that names someone else as its sender", p)
+		}
+		if p == "[room] bob: marker" {
+			break
+		}
 	}
 }
