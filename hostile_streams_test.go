@@ -1747,3 +1747,36 @@ func TestHostileStreamManagedRelay(t *testing.T) {
 		}
 	}
 }
+
+// An application that calls Subscribe again on a stream it is subscribed
+// to (to be sure) while messages flow still sees each message once: the
+// messages already on their way when the renewed sub is answered are not
+// delivered a second time.
+func TestHostileStreamSubscribeAgain(t *testing.T) {
+	srv, addr := startServer(t)
+	sub, got := reliableClient(t, "again", addr)
+	if err := sub.Subscribe(ctx5s(t), "group:again"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i <= n; i++ {
+			srv.Publish("group:again", fmt.Append(nil, "m-", i))
+			if i%50 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	for range 20 {
+		time.Sleep(2 * time.Millisecond)
+		if err := sub.Subscribe(ctx5s(t), "group:again"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
+	waitForWithin(t, 10*time.Second, "every message", func() bool { return got.count() >= n })
+	time.Sleep(50 * time.Millisecond)
+	checkExactlyOnce(t, got, n)
+}
