@@ -1782,3 +1782,65 @@ func TestHostileStreamSubscribeAgain(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	checkExactlyOnce(t, got, n)
 }
+
+// Sessions that publish once each and leave: what the server keeps for
+// de-duplication of one that had no publisher id is of no use once it has
+// ended (its numbers were its own), so many of them, one after another,
+// must not leave memory behind. (With a publisher id the server keeps its
+// last number for 10 minutes, for the retries of a client that comes
+// back: that is measured and logged.)
+func TestHostileStreamPublisherChurn(t *testing.T) {
+	srv, addr := startServer(t)
+	srv.Publish("group:churn", []byte("exists"))
+	run := func(n int, hello func(i int) string) int64 {
+		t.Helper()
+		before := heapInuse()
+		var wg sync.WaitGroup
+		errc := make(chan error, 8)
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < n; i += 8 {
+					nc, err := net.Dial("tcp", addr)
+					if err != nil {
+						errc <- err
+						return
+					}
+					b := helloFrame(fmt.Sprint("churn-", i), hello(i))
+					nc.Write(append(b, pubFrame(1, "group:churn", []byte("x"))...))
+					rd := frame.NewReader(nc, 1<<20)
+					nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+					for {
+						f, err := rd.ReadFrame()
+						if err != nil {
+							errc <- fmt.Errorf("session %d: %w", i, err)
+							nc.Close()
+							return
+						}
+						if _, ok := parsePubAck(f); ok {
+							break
+						}
+					}
+					nc.Close()
+				}
+			}()
+		}
+		wg.Wait()
+		select {
+		case err := <-errc:
+			t.Fatal(err)
+		default:
+		}
+		waitForWithin(t, 10*time.Second, "the sessions to end", func() bool { return srv.ConnectionCount() == 0 })
+		return heldSince(before) / int64(n)
+	}
+	const n = 2000
+	anon := run(n, func(int) string { return reliableHello("") })
+	named := run(n, func(i int) string { return reliableHello(fmt.Sprint("pub-", i)) })
+	t.Logf("held per ended session that published once: %d bytes without a publisher id, %d with one", anon, named)
+	if anon > 64 {
+		t.Errorf("each ended session without a publisher id left %d bytes behind, for 10 minutes: "+
+			"a peer that reconnects and publishes in a loop grows the server by that much per session", anon)
+	}
+}
