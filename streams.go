@@ -500,7 +500,8 @@ func (st *stream) removeSub(sub *subscription) {
 	}
 }
 
-// dropSubscriptions ends every subscription of an ending session.
+// dropSubscriptions ends every subscription of an ending session, and
+// forgets its publisher if it had no id of its own.
 func (ss *streams) dropSubscriptions(s *Session) {
 	e := s.ext.Load()
 	if e == nil {
@@ -514,6 +515,13 @@ func (ss *streams) dropSubscriptions(s *Session) {
 		sub.st.mu.Lock()
 		sub.st.removeSub(sub)
 		sub.st.mu.Unlock()
+	}
+	if e.publisher == "" {
+		// Its publishes were numbered for this session alone (publish):
+		// nothing can retry them now.
+		ss.mu.Lock()
+		delete(ss.pubs, pubKey{client: s.ClientID(), publisher: "session:" + s.id})
+		ss.mu.Unlock()
 	}
 }
 
