@@ -1856,7 +1856,9 @@ func TestHostileStreamPublisherChurn(t *testing.T) {
 // between connections must be sent on the next one, not only kept: a
 // later publish's acknowledgement would otherwise be taken for it.)
 func TestHostileStreamConcurrentPublishersAcrossCuts(t *testing.T) {
-	_, addr := startServer(t)
+	// Retention for all of it: a subscriber that falls behind by more
+	// than retention is told continuity_lost, which is not what this tests.
+	_, addr := startServer(t, msgnet.WithRetention(msgnet.Retention{MaxMessages: 100_000}))
 	proxy := testenv.NewCutProxy(t, addr)
 	sub, got := reliableClient(t, "cc-sub", addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -1920,6 +1922,9 @@ func TestHostileStreamConcurrentPublishersAcrossCuts(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	got.mu.Lock()
 	defer got.mu.Unlock()
+	for _, l := range got.lost {
+		t.Errorf("continuity lost: %v", l)
+	}
 	next := make([]int, writers)
 	for _, m := range got.msgs {
 		var w, i int
