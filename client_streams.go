@@ -83,6 +83,10 @@ type clientStreams struct {
 	pendBytes int
 	drained   chan struct{} // closed when pending empties; replaced when it fills
 	subs      map[string]*clientSub
+	// sess is the connection resumeStreams last ran on: the one a publish
+	// is sent on, decided under mu, so that none falls between the resend
+	// of what is pending and the publishes after it.
+	sess *Session
 
 	onMessage handlerSlot[func(StreamMessage)]
 	onLost    handlerSlot[func(*ContinuityLost)]
@@ -239,6 +243,12 @@ func (c *Client) Publish(stream string, payload []byte) error {
 	cs.pending = append(cs.pending, p)
 	cs.pendBytes += len(payload)
 	defer cs.mu.Unlock()
+	if reliable {
+		// The connection current returned may have been replaced since
+		// (or there was none, and one has come): a newer one has resent
+		// what was pending without this publish, and would never send it.
+		s = cs.sess
+	}
 	if s == nil {
 		return nil // sent when the client is connected again
 	}
@@ -312,6 +322,7 @@ func (c *Client) resumeStreams(s *Session) {
 	cs := c.streams
 	reliable := c.cfg.reliable != nil
 	cs.mu.Lock()
+	cs.sess = s
 	var failed []pendingPub
 	for stream, sub := range cs.subs {
 		s.c.EnqueueForce(frame.KindControl, 0, cs.subMsgLocked(stream, sub, reliable))
