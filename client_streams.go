@@ -149,6 +149,14 @@ func (c *Client) Subscribe(ctx context.Context, stream string) error {
 	cs := c.streams
 	cs.mu.Lock()
 	sub := cs.subs[stream]
+	if sub != nil && sub.known {
+		// Confirmed already, and renewed by every new connection. A sub
+		// sent again now would be answered behind the messages already on
+		// their way, and would move the position back before them: they
+		// would be delivered twice.
+		cs.mu.Unlock()
+		return nil
+	}
 	created := sub == nil
 	if created {
 		sub = &clientSub{}

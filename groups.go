@@ -154,7 +154,12 @@ func (srv *Server) appendIfStream(name string, msg []byte) bool {
 	if st == nil {
 		return false
 	}
-	if _, _, err := st.append(msg, ""); err != nil {
+	_, _, err = st.append(msg, "")
+	if err == errReclaimed {
+		// Dropped meanwhile as empty: a stream existed, so one keeps it.
+		_, _, err = srv.streams.append(name, msg, "")
+	}
+	if err != nil {
 		srv.log.Warn("appending to a stream failed", "stream", name, "err", err)
 	}
 	return true

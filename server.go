@@ -39,11 +39,20 @@ type ConnectHandler func(s *Session)
 // *HandlerPanicError.
 type DisconnectHandler func(s *Session, reason error)
 
+// PublishHandler decides what becomes of a client's publish to a stream
+// (docs/PROTOCOL.md 6.7) before it is stored: it returns what the group's
+// members (or the client id's session) that did not subscribe receive as a
+// plain message, nil for nothing, or an error to refuse the publish (the
+// publisher is told; a *ProtocolError's code is sent). The stream keeps
+// msg as published. Without one, relay is msg itself.
+type PublishHandler func(s *Session, stream string, msg []byte) (relay []byte, err error)
+
 type handlers struct {
 	request    RequestHandler
 	message    MessageHandler
 	connect    ConnectHandler
 	disconnect DisconnectHandler
+	publish    PublishHandler
 }
 
 // Server accepts connections and runs a Session for each. Create one with
@@ -152,6 +161,10 @@ func (srv *Server) OnMessage(h MessageHandler) { srv.setHandlers(func(x *handler
 // request/reply (the Go client does). Its return value is sent back as the
 // reply. It runs in the session's order, like OnMessage.
 func (srv *Server) OnRequest(h RequestHandler) { srv.setHandlers(func(x *handlers) { x.request = h }) }
+
+// OnPublish sets the handler of clients' publishes to streams (see
+// PublishHandler). It runs in the session's order, like OnMessage.
+func (srv *Server) OnPublish(h PublishHandler) { srv.setHandlers(func(x *handlers) { x.publish = h }) }
 
 // OnConnect sets the handler run when a session is established.
 func (srv *Server) OnConnect(h ConnectHandler) { srv.setHandlers(func(x *handlers) { x.connect = h }) }
@@ -574,6 +587,9 @@ func (srv *Server) handleData(s *Session, f frame.Frame) error {
 		srv.streams.publish(s, f.Payload)
 	case frame.FlagAck:
 		return srv.streams.ack(s, f.Payload)
+	case frame.FlagStream:
+		// A stream's message goes from server to client only.
+		s.sendError(CodeUnknownType, "flag 0x10 (stream) is the server's to send")
 	default:
 		srv.deliver(s, f.Payload)
 	}

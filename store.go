@@ -201,6 +201,16 @@ func (m *memStore) Open(name string, limits Retention) (StreamLog, error) {
 
 func (m *memStore) Close() error { return nil }
 
+// forget lets go of an empty log (streams.reclaim). Opening the name again
+// makes a new log, with a new epoch.
+func (m *memStore) forget(name string, log StreamLog) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.logs[name] == log {
+		delete(m.logs, name)
+	}
+}
+
 // memLog is a stream's log in memory: a ring of its retained messages.
 type memLog struct {
 	store  *memStore
@@ -241,10 +251,12 @@ func (l *memLog) Append(payload []byte, _ string) (uint64, bool, error) {
 	for l.store.bytes.Add(cost) > l.store.max {
 		l.store.bytes.Add(-cost)
 		if l.n == 0 {
+			l.shrink()
 			return 0, false, ErrStoreFull
 		}
 		l.dropOldest()
 	}
+	l.shrink()
 	if l.n == len(l.ring) {
 		l.grow()
 	}
@@ -260,6 +272,25 @@ func (l *memLog) grow() {
 	size := max(16, 2*len(l.ring))
 	size = min(size, max(l.limits.MaxMessages, l.n+1))
 	ring := make([]memEntry, size)
+	for i := 0; i < l.n; i++ {
+		ring[i] = l.ring[(l.head+i)%len(l.ring)]
+	}
+	l.ring, l.head = ring, 0
+}
+
+// shrink gives back the ring's room when it holds a quarter of it or
+// less: the store's bound counts the messages kept, not the slots they
+// once took, so a stream that held many and holds few now must not keep
+// them. Halving at a quarter keeps growing and shrinking amortized.
+func (l *memLog) shrink() {
+	if len(l.ring) <= 16 || l.n > len(l.ring)/4 {
+		return
+	}
+	if l.n == 0 {
+		l.ring, l.head = nil, 0
+		return
+	}
+	ring := make([]memEntry, max(16, 2*l.n))
 	for i := 0; i < l.n; i++ {
 		ring[i] = l.ring[(l.head+i)%len(l.ring)]
 	}
@@ -304,4 +335,5 @@ func (l *memLog) Expire(now time.Time) {
 	for l.n > 0 && l.ring[l.head].at < limit {
 		l.dropOldest()
 	}
+	l.shrink()
 }

@@ -49,11 +49,12 @@ type streams struct {
 	store  Store
 	shared SharedStore // store, when the cluster's nodes share it; else nil
 
-	openMu sync.Mutex // serializes opening streams in the store
-	mu     sync.Mutex
-	m      map[string]*stream
-	absent map[string]time.Time // shared store: group streams found not to exist, and when
-	pubs   map[pubKey]*pubState // publishers' last sequence numbers, for de-duplication
+	openMu   sync.Mutex // serializes opening streams in the store
+	idleScan time.Time  // when reclaim last found nothing to drop; guarded by openMu
+	mu       sync.Mutex
+	m        map[string]*stream
+	absent   map[string]time.Time // shared store: group streams found not to exist, and when
+	pubs     map[pubKey]*pubState // publishers' last sequence numbers, for de-duplication
 }
 
 // absentFor is how long a shared store's answer that a group's stream
@@ -96,6 +97,9 @@ type stream struct {
 
 	mu   sync.Mutex
 	subs map[*subscription]struct{}
+	// closed: reclaim dropped the stream to make room for another; whoever
+	// finds it set looks the name up again (ss.get).
+	closed bool
 }
 
 // subscription is one session's subscription to a stream. Its fields are
@@ -168,7 +172,7 @@ func (ss *streams) get(name string, create bool) (*stream, error) {
 	if st != nil {
 		return st, nil
 	}
-	if max := ss.srv.lim().MaxStreams; max > 0 && n >= max {
+	if max := ss.srv.lim().MaxStreams; max > 0 && n >= max && !ss.reclaim() {
 		return nil, errTooManyStreams
 	}
 	log, err := ss.store.Open(name, ss.srv.retentionFor(name))
@@ -191,6 +195,57 @@ func (ss *streams) get(name string, create bool) (*stream, error) {
 	delete(ss.absent, name)
 	ss.mu.Unlock()
 	return st, nil
+}
+
+// reclaim drops one stream that holds nothing and has no subscription, to
+// make room for a new one at Limits.MaxStreams, and reports whether it
+// did: streams a peer opened and left empty must not keep others out for
+// good. A scan that finds none is not repeated for a second, so a peer
+// asking for new streams at the limit costs a map walk at most that often.
+// A dropped stream reopens with a new epoch in the memory store: a
+// subscriber resuming it is told continuity_lost, with nothing missed.
+// openMu must be held.
+func (ss *streams) reclaim() bool {
+	if time.Since(ss.idleScan) < time.Second {
+		return false
+	}
+	ss.mu.Lock()
+	list := make([]*stream, 0, len(ss.m))
+	for _, st := range ss.m {
+		list = append(list, st)
+	}
+	ss.mu.Unlock()
+	for _, st := range list {
+		st.mu.Lock()
+		_, first, last := st.log.Bounds()
+		idle := len(st.subs) == 0 && first > last && !st.closed
+		if idle {
+			st.closed = true
+		}
+		st.mu.Unlock()
+		if !idle {
+			continue
+		}
+		ss.mu.Lock()
+		delete(ss.m, st.name)
+		ss.mu.Unlock()
+		if st.stopWatch != nil {
+			st.stopWatch()
+		}
+		if f, ok := ss.store.(forgetter); ok {
+			f.forget(st.name, st.log)
+		}
+		return true
+	}
+	ss.idleScan = time.Now()
+	return false
+}
+
+// forgetter is a store that can let go of an empty stream's log
+// (reclaim); a store without it keeps the log, and hands it back when the
+// stream is opened again.
+type forgetter interface {
+	forget(name string, log StreamLog)
 }
 
 // mayExist reports whether a shared store is worth asking about name: a
@@ -222,6 +277,9 @@ func (ss *streams) close() {
 func (st *stream) append(payload []byte, key string) (Position, bool, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.closed {
+		return Position{}, false, errReclaimed
+	}
 	off, dup, err := st.log.Append(payload, key)
 	var pe *ProtocolError
 	if err != nil && !errors.As(err, &pe) {
@@ -237,6 +295,10 @@ func (st *stream) append(payload []byte, key string) (Position, bool, error) {
 	}
 	return Position{epoch, off}, false, nil
 }
+
+// errReclaimed tells whoever held a stream that reclaim dropped it: the
+// name is to be looked up again.
+var errReclaimed = errors.New("msgnet: stream reclaimed")
 
 // errTooManyStreams refuses a stream past Limits.MaxStreams.
 var errTooManyStreams = &ProtocolError{Code: CodeBadStream, Message: "the server keeps as many streams as it may"}
@@ -306,10 +368,14 @@ func (sub *subscription) pump() {
 		reason := "the messages after its position have left retention"
 		if epoch != sub.epoch {
 			reason = "the stream's epoch changed: its log was lost (a restart without a durable store)"
+		}
+		if sub.s.sendStreamControl(lostMsg{Op: "lost", Stream: sub.st.name, Code: CodeContinuityLost,
+			Epoch: epochText(epoch), Next: first, Missed: sub.next, Reason: reason}) != nil {
+			return // the queue is full: the jump waits until the client can be told of it
+		}
+		if epoch != sub.epoch {
 			sub.epoch, sub.acked = epoch, first-1
 		}
-		sub.s.sendStreamControl(lostMsg{Op: "lost", Stream: sub.st.name, Code: CodeContinuityLost,
-			Epoch: epochText(epoch), Next: first, Missed: sub.next, Reason: reason})
 		sub.next = first
 		sub.acked = max(sub.acked, first-1)
 	}
@@ -372,9 +438,9 @@ type (
 	}
 )
 
-func (s *Session) sendStreamControl(v any) {
+func (s *Session) sendStreamControl(v any) error {
 	b, _ := json.Marshal(v)
-	s.c.Enqueue(frame.KindControl, 0, b)
+	return s.c.Enqueue(frame.KindControl, 0, b)
 }
 
 // subscribe handles a client's sub: it opens the stream, works out where
@@ -395,28 +461,49 @@ func (ss *streams) subscribe(s *Session, m *controlMsg) {
 		refuse(CodeBadStream, "a session may subscribe only to its own client id's stream")
 		return
 	}
+	for !ss.trySubscribe(s, m, client) {
+		// reclaim dropped the stream between looking it up and locking it
+	}
+}
+
+// trySubscribe is subscribe once the stream's name is checked; it reports
+// false if the stream it found was reclaimed before it could subscribe.
+func (ss *streams) trySubscribe(s *Session, m *controlMsg, client string) bool {
+	name := m.Stream
+	refuse := func(code, msg string) {
+		s.sendStreamControl(refusedMsg{Op: "refused", Stream: name, Code: code, Message: msg})
+	}
 	st, err := ss.get(name, true)
-	var se *storeError
+	var (
+		se *storeError
+		pe *ProtocolError
+	)
 	switch {
 	case errors.As(err, &se):
 		s.storeFailed(err)
-		return
+		return true
+	case errors.As(err, &pe):
+		refuse(pe.Code, pe.Message)
+		return true
 	case err != nil:
 		refuse(CodeBadStream, err.Error())
-		return
+		return true
 	}
 	e := s.x()
 	e.subMu.Lock()
 	defer e.subMu.Unlock()
 	if e.subsClosed {
-		return
+		return true
 	}
 	if len(e.subs) >= ss.srv.lim().MaxGroupsPerSession && e.subs[name] == nil {
 		refuse(CodeTooManyGroups, "too many subscriptions for one session")
-		return
+		return true
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.closed {
+		return false
+	}
 	epoch, first, last := st.log.Bounds()
 	sub := e.subs[name]
 	if sub == nil {
@@ -430,8 +517,8 @@ func (ss *streams) subscribe(s *Session, m *controlMsg) {
 	sub.epoch = epoch
 	reply := subscribedMsg{Op: "subscribed", Stream: name, Epoch: epochText(epoch), First: first, Last: last}
 	switch {
-	case m.After != nil && m.Epoch == epochText(epoch) && *m.After+1 >= first:
-		sub.next = min(*m.After+1, last+1) // where the client left off
+	case m.After != nil && m.Epoch == epochText(epoch) && *m.After >= first-1:
+		sub.next = min(*m.After, last) + 1 // where the client left off (After+1 would wrap at 2^64-1)
 	case m.After != nil:
 		missed := *m.After + 1
 		reason := "the messages after its position have left retention"
@@ -449,6 +536,7 @@ func (ss *streams) subscribe(s *Session, m *controlMsg) {
 	reply.Next = sub.next
 	s.sendStreamControl(reply)
 	sub.pump()
+	return true
 }
 
 // unsubscribe ends a session's subscription to a stream.
@@ -490,7 +578,8 @@ func (st *stream) removeSub(sub *subscription) {
 	}
 }
 
-// dropSubscriptions ends every subscription of an ending session.
+// dropSubscriptions ends every subscription of an ending session, and
+// forgets its publisher if it had no id of its own.
 func (ss *streams) dropSubscriptions(s *Session) {
 	e := s.ext.Load()
 	if e == nil {
@@ -504,6 +593,13 @@ func (ss *streams) dropSubscriptions(s *Session) {
 		sub.st.mu.Lock()
 		sub.st.removeSub(sub)
 		sub.st.mu.Unlock()
+	}
+	if e.publisher == "" {
+		// Its publishes were numbered for this session alone (publish):
+		// nothing can retry them now.
+		ss.mu.Lock()
+		delete(ss.pubs, pubKey{client: s.ClientID(), publisher: "session:" + s.id})
+		ss.mu.Unlock()
 	}
 }
 
@@ -560,6 +656,12 @@ func (ss *streams) publish(s *Session, p []byte) {
 		return
 	}
 	seq := binary.BigEndian.Uint64(p)
+	if seq == 0 {
+		// Not a number a publisher uses (they count from 1), and one a
+		// pending run of answers cannot hold: refused at once.
+		s.queuePubAck(0, &ProtocolError{Code: CodeBadStream, Message: "sequence numbers count from 1"})
+		return
+	}
 	name, body, ok := cutName(p[8:])
 	if !ok {
 		ss.flushStaged(s)
@@ -569,6 +671,20 @@ func (ss *streams) publish(s *Session, p []byte) {
 	e := s.x()
 	if e.pubHalted {
 		return // the client sends it again after reconnecting
+	}
+	relay, relayIsBody := body, true
+	if h := ss.srv.handlers.Load().publish; h != nil {
+		r, err := h(s, string(name), body)
+		if err != nil {
+			ss.flushStaged(s)
+			var pe *ProtocolError
+			if !errors.As(err, &pe) {
+				err = &ProtocolError{Code: CodeBadStream, Message: err.Error()}
+			}
+			s.queuePubAck(seq, err)
+			return
+		}
+		relay, relayIsBody = r, false
 	}
 	key := pubKey{client: s.ClientID(), publisher: e.publisher}
 	if key.publisher == "" {
@@ -585,7 +701,7 @@ func (ss *streams) publish(s *Session, p []byte) {
 	}
 	ps.seen = now
 	ss.mu.Unlock()
-	if ss.stage(s, e, ps, key, seq, name, body) {
+	if ss.stage(s, e, ps, key, seq, name, body, relay, relayIsBody) {
 		return
 	}
 	ss.flushStaged(s)
@@ -598,7 +714,7 @@ func (ss *streams) publish(s *Session, p []byte) {
 		s.queuePubAck(seq, nil) // a retry of what was accepted: acknowledged again, not added again
 		return
 	}
-	_, err := ss.srv.publishStream(string(name), body, pubKeyText(key, seq))
+	_, err := ss.srv.publishStream(string(name), body, relay, pubKeyText(key, seq))
 	if err == nil {
 		ps.last = seq
 	}
@@ -626,7 +742,8 @@ type stagedPubs struct {
 	group, client string
 	seqs          []uint64
 	msgs          []BatchMessage
-	copied        []byte // payloads, when the frame's buffer does not outlive the frame
+	relays        [][]byte // what members that did not subscribe get; nil: nothing
+	copied        []byte   // payloads, when the frame's buffer does not outlive the frame
 }
 
 // maxStaged bounds a run of staged publishes.
@@ -634,11 +751,11 @@ const maxStaged = 256
 
 // stage adds a publish to the session's staged run, if its stream's log
 // is a BatchLog; it reports whether it did.
-func (ss *streams) stage(s *Session, e *sessionExt, ps *pubState, key pubKey, seq uint64, name, body []byte) bool {
+func (ss *streams) stage(s *Session, e *sessionExt, ps *pubState, key pubKey, seq uint64, name, body, relay []byte, relayIsBody bool) bool {
 	b := e.staged
 	if b != nil && len(b.seqs) > 0 {
 		if b.st.name == string(name) && b.ps == ps && seq > b.seqs[len(b.seqs)-1] && len(b.seqs) < maxStaged {
-			b.add(s, key, seq, body)
+			b.add(s, key, seq, body, relay, relayIsBody)
 			return true
 		}
 		ss.flushStaged(s)
@@ -664,20 +781,24 @@ func (ss *streams) stage(s *Session, e *sessionExt, ps *pubState, key pubKey, se
 		e.staged = b
 	}
 	b.st, b.ps, b.group, b.client = st, ps, group, client
-	b.add(s, key, seq, body)
+	b.add(s, key, seq, body, relay, relayIsBody)
 	s.staged = true
 	return true
 }
 
-func (b *stagedPubs) add(s *Session, key pubKey, seq uint64, body []byte) {
+func (b *stagedPubs) add(s *Session, key pubKey, seq uint64, body, relay []byte, relayIsBody bool) {
 	if s.c.Pipe() != nil {
 		// The pipeline's output is reused for the next frame.
 		at := len(b.copied)
 		b.copied = append(b.copied, body...)
 		body = b.copied[at:len(b.copied):len(b.copied)]
 	}
+	if relayIsBody {
+		relay = body
+	}
 	b.seqs = append(b.seqs, seq)
 	b.msgs = append(b.msgs, BatchMessage{Payload: body, Key: pubKeyText(key, seq)})
+	b.relays = append(b.relays, relay)
 }
 
 // flushStaged appends the session's staged publishes, delivers and
@@ -691,7 +812,8 @@ func (ss *streams) flushStaged(s *Session) {
 	b := e.staged
 	defer func() {
 		clear(b.msgs)
-		b.st, b.ps, b.seqs, b.msgs, b.copied = nil, nil, b.seqs[:0], b.msgs[:0], b.copied[:0]
+		clear(b.relays)
+		b.st, b.ps, b.seqs, b.msgs, b.relays, b.copied = nil, nil, b.seqs[:0], b.msgs[:0], b.relays[:0], b.copied[:0]
 	}()
 	ps := b.ps
 	ps.mu.Lock()
@@ -702,6 +824,12 @@ func (ss *streams) flushStaged(s *Session) {
 		i++
 	}
 	res, err := b.st.appendBatch(b.msgs[i:])
+	if err == errReclaimed {
+		var st *stream
+		if st, err = ss.get(b.st.name, true); err == nil {
+			res, err = st.appendBatch(b.msgs[i:]) // a fresh stream: not reclaimed yet
+		}
+	}
 	if len(res) > 0 {
 		ps.last = b.seqs[i+len(res)-1]
 	}
@@ -710,12 +838,12 @@ func (ss *streams) flushStaged(s *Session) {
 		s.queuePubAck(seq, nil)
 	}
 	for k, r := range res {
-		if !r.Dup {
-			switch body := b.msgs[i+k].Payload; {
+		if relay := b.relays[i+k]; !r.Dup && relay != nil {
+			switch {
 			case b.group != "":
-				ss.srv.sendGroupPlain(b.group, body, true)
+				ss.srv.sendGroupPlain(b.group, relay, true)
 			case b.client != "":
-				ss.srv.sendToPlain(b.client, body, true)
+				ss.srv.sendToPlain(b.client, relay, true)
 			}
 		}
 		s.queuePubAck(b.seqs[i+k], nil)
@@ -734,6 +862,9 @@ func (st *stream) appendBatch(msgs []BatchMessage) ([]Appended, error) {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.closed {
+		return nil, errReclaimed
+	}
 	res, err := st.log.(BatchLog).AppendBatch(msgs)
 	if !st.watched {
 		epoch, _, _ := st.log.Bounds()
@@ -778,7 +909,9 @@ func (ss *streams) expire(now time.Time) {
 // to the stream's subscriptions, and, for a group, to the group's other
 // members as a plain message, here and on the other nodes; for a client
 // id, to its session when it is connected without a subscription.
-func (srv *Server) publishStream(name string, body []byte, key string) (Position, error) {
+// relay is what members (or the client id's session) that did not
+// subscribe get as a plain message; nil: nothing.
+func (srv *Server) publishStream(name string, body, relay []byte, key string) (Position, error) {
 	ss := srv.streams
 	if ss == nil {
 		return Position{}, ErrNotNegotiated
@@ -787,21 +920,32 @@ func (srv *Server) publishStream(name string, body []byte, key string) (Position
 	if !ok {
 		return Position{}, &ProtocolError{Code: CodeBadStream, Message: "a stream is group:<group> or client:<client id>"}
 	}
-	st, err := ss.get(name, true)
-	if err != nil {
-		return Position{}, err
-	}
-	pos, dup, err := st.append(body, key)
-	if err != nil || dup {
+	pos, dup, err := ss.append(name, body, key)
+	if err != nil || dup || relay == nil {
 		return pos, err
 	}
 	switch {
 	case group != "":
-		srv.sendGroupPlain(group, body, true)
+		srv.sendGroupPlain(group, relay, true)
 	case client != "":
-		srv.sendToPlain(client, body, true) // ErrNoSession is no error here: the stream keeps it
+		srv.sendToPlain(client, relay, true) // ErrNoSession is no error here: the stream keeps it
 	}
 	return pos, nil
+}
+
+// append appends to the named stream, opening it if need be, and looking
+// it up again if reclaim dropped it meanwhile.
+func (ss *streams) append(name string, body []byte, key string) (Position, bool, error) {
+	for {
+		st, err := ss.get(name, true)
+		if err != nil {
+			return Position{}, false, err
+		}
+		pos, dup, err := st.append(body, key)
+		if err != errReclaimed {
+			return pos, dup, err
+		}
+	}
 }
 
 // Publish appends msg to a stream ("group:<name>" or "client:<id>";
@@ -811,7 +955,7 @@ func (srv *Server) publishStream(name string, body []byte, key string) (Position
 // SendGroup does; to a client id's session that did not subscribe, as
 // SendTo does. It returns the message's position.
 func (srv *Server) Publish(stream string, msg []byte) (Position, error) {
-	return srv.publishStream(stream, msg, "")
+	return srv.publishStream(stream, msg, msg, "")
 }
 
 // queuePubAck records the answer to a publish; the answers of one burst

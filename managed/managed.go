@@ -25,8 +25,18 @@ import (
 //
 // A relayed text has its control characters escaped (frame.AppendEscaped):
 // it reaches a text-mode peer (nc) as one line, so that no sender can
-// write a line that reads as if someone else had sent it.
+// write a line that reads as if someone else had sent it. A reliable
+// client's publish to a stream (msgnet pub) is relayed the same way to
+// the members that did not subscribe: "[<group>] <client id>: <text>" for
+// group:<group>, "Private from <client id>: <text>" for client:<id>; its
+// subscribers get it as published.
 func Install(srv *msgnet.Server) {
+	srv.OnPublish(func(s *msgnet.Session, stream string, msg []byte) ([]byte, error) {
+		if group, ok := strings.CutPrefix(stream, "group:"); ok {
+			return relay("["+group+"] "+s.ClientID()+": ", string(msg)), nil
+		}
+		return relay("Private from "+s.ClientID()+": ", string(msg)), nil
+	})
 	srv.OnMessage(func(s *msgnet.Session, msg []byte) {
 		text := string(msg)
 		cmd, rest, _ := strings.Cut(text, ":")
