@@ -16,7 +16,8 @@ import (
 // receivers send DATA "JOIN:<group>", then one sender sends DATA
 // "GROUP:<group>:<seq>:<unix-nanos>" at Rate per second, where unix-nanos is
 // the message's intended send time on the wall clock. Each receiver records
-// now minus that time for every delivery.
+// now minus that time for every delivery, and the sequence numbers it got
+// (FanoutStats).
 func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -54,12 +55,15 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	}
 	w := r.planWindow()
 	sched := schedule{first: nanotime() + int64(time.Millisecond), every: 1e9 / r.cfg.Rate}
-	var inWindow atomic.Int64 // deliveries of window messages, for the drain
+	var inWindow atomic.Int64      // deliveries of window messages, for the drain
+	last := sched.dueBy(w.end - 1) // the sender sends numbers [0, last)
+	seqs := make([]seqSet, len(cs))
 	workers := make([]*connWorker, len(cs))
 	for i, c := range cs {
 		cw := newConnWorker(r, ctx, i, c)
 		workers[i] = cw
 		wg.Go(func() {
+			set := &seqs[i]
 			for {
 				f, err := c.r.ReadFrame()
 				if err != nil {
@@ -75,12 +79,15 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 				default:
 					continue
 				}
-				_, ts, ok := parseDelivery(f.Payload)
-				if !ok {
+				seq, ts, ok := parseDelivery(f.Payload)
+				if !ok || seq >= last {
 					continue // not one of ours: a join notice, say
 				}
 				msgs.add(i, 1)
-				if at := toMono(ts); w.contains(at) {
+				at := toMono(ts)
+				inW := w.contains(at)
+				set.add(seq, inW)
+				if inW {
 					hist.record(i, t-at)
 					cw.count++
 					inWindow.Add(1)
@@ -136,6 +143,13 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	res.Sent = sent
 	res.Expected = res.Sent * int64(len(cs))
 	res.Lost = res.Expected - res.Messages
+	lo := sched.dueBy(w.start - 1)
+	res.Fanout = fanoutStats(seqs, lo, lo+uint64(sent), res.Expected)
+	if stats != nil {
+		if peak, err := ProcPeakRSS(stats.PID); err == nil {
+			stats.RSSPeak = peak
+		}
+	}
 	return res, nil
 }
 

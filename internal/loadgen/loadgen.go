@@ -293,6 +293,8 @@ type Result struct {
 	Latency Summary `json:"latency"`
 	// Server is the server process's resource use, with Config.PID.
 	Server *ServerStats `json:"server,omitempty"`
+	// Fanout is fanout's per-message accounting.
+	Fanout *FanoutStats `json:"fanout,omitempty"`
 	// LoadCPUSeconds is the CPU time the load tool itself used over the
 	// window (idle: over the connecting and the hold), from /proc/self/stat;
 	// close to Seconds times its cores means the load tool was the limit.
@@ -349,6 +351,9 @@ type ServerStats struct {
 	RSSBefore  int64   `json:"rss_before_bytes"`
 	RSSAfter   int64   `json:"rss_after_bytes"`
 	RSSPerConn float64 `json:"rss_bytes_per_conn,omitempty"`
+	// RSSPeak is the server's peak resident set over its life (VmHWM),
+	// read at the end of the window (fanout).
+	RSSPeak int64 `json:"rss_peak_bytes,omitempty"`
 }
 
 // Run performs one measurement described by cfg and returns its result. It
