@@ -12,12 +12,14 @@ import (
 	"github.com/msgnet/msgnet/frame"
 )
 
-// fanout measures group broadcast against a managed-mode server: Conns
-// receivers send DATA "JOIN:<group>", then one sender sends DATA
-// "GROUP:<group>:<seq>:<unix-nanos>" at Rate per second, where unix-nanos is
-// the message's intended send time on the wall clock. Each receiver records
-// now minus that time for every delivery, and the sequence numbers it got
-// (FanoutStats).
+// fanout measures group broadcast. With the msgnet protocol, against a
+// managed-mode server: Conns receivers send DATA "JOIN:<group>", then one
+// sender sends DATA "GROUP:<group>:<seq>:<unix-nanos>" at Rate per second,
+// where unix-nanos is the message's intended send time on the wall clock.
+// With the NATS protocol, against a NATS server: the receivers SUB to the
+// subject <group> and the sender PUBs the same text to it. Each receiver
+// records now minus that time for every delivery, and the sequence numbers
+// it got (FanoutStats).
 func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -35,15 +37,8 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("loadgen: sender connection: %w", err)
 	}
 	defer sender.nc.Close()
+	r.fanoutJoin(ctx, cs, sender)
 
-	// The sender joins too: a server may accept GROUP only from a member
-	// (msgnet's managed mode does). What it gets back is not counted.
-	join := frame.Append(nil, frame.KindData, 0, []byte("JOIN:"+r.cfg.Group))
-	for _, c := range append(cs, sender) {
-		if _, err := c.nc.Write(join); err != nil {
-			r.errs.add(fmt.Errorf("send JOIN: %w", err))
-		}
-	}
 	// Wall-clock nanoseconds and nanotime are tied once, so that a receiver
 	// turns the timestamp in a message back into the monotonic clock.
 	mono0, wall0 := nanotime(), time.Now().UnixNano()
@@ -65,21 +60,13 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 		wg.Go(func() {
 			set := &seqs[i]
 			for {
-				f, err := c.r.ReadFrame()
+				p, err := c.nextDelivery()
 				if err != nil {
 					cw.fail(err)
 					return
 				}
 				t := nanotime()
-				switch f.Kind {
-				case frame.KindData:
-				case frame.KindError, frame.KindDisconnect:
-					cw.fail(frameError(f))
-					return
-				default:
-					continue
-				}
-				seq, ts, ok := parseDelivery(f.Payload)
+				seq, ts, ok := parseDelivery(p)
 				if !ok || seq >= last {
 					continue // not one of ours: a join notice, say
 				}
@@ -97,25 +84,10 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	}
 	// The sender's own connection is drained so that the server never
 	// blocks writing to it; what comes back is not measured, except that a
-	// text answer starting with "ERROR" (how a managed server refuses a
-	// command) is reported.
+	// refusal (msgnet: a text answer starting with "ERROR", how a managed
+	// server refuses a command; NATS: -ERR) is reported.
 	senderW := newConnWorker(r, ctx, len(cs), sender)
-	wg.Go(func() {
-		for {
-			f, err := sender.r.ReadFrame()
-			if err != nil {
-				senderW.fail(err)
-				return
-			}
-			switch {
-			case f.Kind == frame.KindError || f.Kind == frame.KindDisconnect:
-				senderW.fail(frameError(f))
-				return
-			case f.Kind == frame.KindData && bytes.HasPrefix(f.Payload, []byte("ERROR")):
-				r.errs.add(fmt.Errorf("server to the sender: %.120s", f.Payload))
-			}
-		}
-	})
+	wg.Go(func() { r.drainSender(senderW) })
 	wg.Go(func() { r.groupSender(senderW, sched, w.end, func(mono int64) int64 { return mono - mono0 + wall0 }) })
 
 	measured, stats := r.measure(ctx, prog, w)
@@ -144,7 +116,7 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	res.Expected = res.Sent * int64(len(cs))
 	res.Lost = res.Expected - res.Messages
 	lo := sched.dueBy(w.start - 1)
-	res.Fanout = fanoutStats(seqs, lo, lo+uint64(sent), res.Expected)
+	res.Fanout = fanoutStats(r.cfg.Proto, seqs, lo, lo+uint64(sent), res.Expected)
 	if stats != nil {
 		if peak, err := ProcPeakRSS(stats.PID); err == nil {
 			stats.RSSPeak = peak
@@ -159,6 +131,7 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 func (r *runner) groupSender(cw *connWorker, sched schedule, end int64, toWall func(int64) int64) {
 	last := sched.dueBy(end - 1)
 	prefix := "GROUP:" + r.cfg.Group + ":"
+	nats := cw.c.nats != nil
 	var buf, payload []byte
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -172,9 +145,19 @@ func (r *runner) groupSender(cw *connWorker, sched schedule, end int64, toWall f
 				payload = strconv.AppendUint(payload, seq, 10)
 				payload = append(payload, ':')
 				payload = strconv.AppendInt(payload, toWall(sched.at(seq)), 10)
-				buf = frame.Append(buf, frame.KindData, 0, payload)
+				if nats {
+					buf = appendNATSPub(buf, r.cfg.Group, payload)
+				} else {
+					buf = frame.Append(buf, frame.KindData, 0, payload)
+				}
 			}
-			if _, err := cw.c.nc.Write(buf); err != nil {
+			var err error
+			if nats {
+				err = cw.c.natsWrite(buf)
+			} else {
+				_, err = cw.c.nc.Write(buf)
+			}
+			if err != nil {
 				cw.fail(err)
 				return
 			}

@@ -14,6 +14,8 @@ import (
 // consumer), instead of as a shortfall in a count that duplicates could
 // hide.
 type FanoutStats struct {
+	// Proto is the wire protocol: msgnet or nats.
+	Proto string `json:"proto"`
 	// Delivered counts the distinct (receiver, message) pairs of the
 	// window's messages that arrived; DeliveredPct is it as a percentage of
 	// Result.Expected.
@@ -126,8 +128,11 @@ func (s *seqSet) count(lo, hi uint64) (got, runs int64) {
 }
 
 // fanoutStats sums the receivers' sets over the window's messages [lo, hi).
-func fanoutStats(sets []seqSet, lo, hi uint64, expected int64) *FanoutStats {
-	st := &FanoutStats{}
+func fanoutStats(proto string, sets []seqSet, lo, hi uint64, expected int64) *FanoutStats {
+	if proto == "" {
+		proto = ProtoMsgnet
+	}
+	st := &FanoutStats{Proto: proto}
 	for i := range sets {
 		s := &sets[i]
 		got, runs := s.count(lo, hi)

@@ -45,8 +45,8 @@ func TestSeqSet(t *testing.T) {
 	if s.add(maxSeqBits, true) {
 		t.Error("a number past maxSeqBits was taken")
 	}
-	st := fanoutStats([]seqSet{s, {}}, 0, 200, 400)
-	if st.Delivered != 134 || st.Gaps != 266 || st.ReceiversWithGaps != 2 || st.GapRuns != 3 || st.Sustained {
+	st := fanoutStats("", []seqSet{s, {}}, 0, 200, 400)
+	if st.Proto != ProtoMsgnet || st.Delivered != 134 || st.Gaps != 266 || st.ReceiversWithGaps != 2 || st.GapRuns != 3 || st.Sustained {
 		t.Errorf("fanoutStats = %+v", st)
 	}
 }

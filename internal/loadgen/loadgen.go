@@ -84,8 +84,13 @@ type Config struct {
 	// ClientID prefixes the client_id sent in hello; the connection's index
 	// is appended. Default "bench".
 	ClientID string
-	// Group is the fanout group name. Default "bench".
+	// Group is the fanout group name (with ProtoNATS, the subject).
+	// Default "bench".
 	Group string
+	// Proto is fanout's wire protocol: ProtoMsgnet (the default: JOIN and
+	// GROUP to a managed-mode server) or ProtoNATS (SUB and PUB to a NATS
+	// server).
+	Proto string
 	// JoinWait is how long fanout waits after the receivers' JOIN messages
 	// before the sender starts, so the server has processed them. Default
 	// 500ms.
@@ -232,7 +237,7 @@ func (c Config) Validate() error {
 	case c.DialRate < 0:
 		return errors.New("loadgen: dial rate must not be negative")
 	}
-	return nil
+	return c.validateProto()
 }
 
 // payloadSize is Size with EmptyPayload mapped to 0.

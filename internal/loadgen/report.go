@@ -77,7 +77,11 @@ func (res *Result) describe() string {
 	case ModeIdle:
 		return fmt.Sprintf("idle: %d conns", res.Conns)
 	case ModeFanout:
-		return fmt.Sprintf("fanout: %d receivers, %s msg/s sent", res.Conns, group(int64(res.Rate)))
+		proto := ""
+		if res.Fanout != nil && res.Fanout.Proto != ProtoMsgnet {
+			proto = ", " + res.Fanout.Proto
+		}
+		return fmt.Sprintf("fanout%s: %d receivers, %s msg/s sent", proto, res.Conns, group(int64(res.Rate)))
 	}
 	return string(res.Mode)
 }
