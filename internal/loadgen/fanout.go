@@ -90,7 +90,15 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	wg.Go(func() { r.drainSender(senderW) })
 	wg.Go(func() { r.groupSender(senderW, sched, w.end, func(mono int64) int64 { return mono - mono0 + wall0 }) })
 
+	// The run-queue waits are sampled at the window's edges too.
+	wait0 := make(chan runWaitSample, 1)
+	wg.Go(func() {
+		if sleepUntil(ctx, w.start) {
+			wait0 <- r.sampleRunWait()
+		}
+	})
 	measured, stats := r.measure(ctx, prog, w)
+	wait1 := r.sampleRunWait()
 	// Wait for the deliveries still on their way, up to Drain.
 	prog.setPhase("drain")
 	end := w.end
@@ -117,6 +125,11 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	res.Lost = res.Expected - res.Messages
 	lo := sched.dueBy(w.start - 1)
 	res.Fanout = fanoutStats(r.cfg.Proto, seqs, lo, lo+uint64(sent), res.Expected)
+	select {
+	case w0 := <-wait0:
+		res.Fanout.CPUWait = cpuWait(w0, wait1)
+	default:
+	}
 	if stats != nil {
 		if peak, err := ProcPeakRSS(stats.PID); err == nil {
 			stats.RSSPeak = peak

@@ -52,6 +52,9 @@ func TestFanoutNATS(t *testing.T) {
 	if res.Latency.Count != res.Messages {
 		t.Errorf("%d latencies for %d deliveries", res.Latency.Count, res.Messages)
 	}
+	if f.CPUWait == nil || f.CPUWait.Load < 0 {
+		t.Errorf("no CPU wait for the load tool: %+v", f.CPUWait)
+	}
 }
 
 func TestFanoutNATSNotANATSServer(t *testing.T) {

@@ -35,6 +35,9 @@ type FanoutStats struct {
 	// twice.
 	OutOfOrder int64 `json:"out_of_order"`
 	Duplicates int64 `json:"duplicates"`
+	// CPUWait is the time the server and the load tool waited for a CPU
+	// over the window.
+	CPUWait *CPUWait `json:"cpu_wait,omitempty"`
 }
 
 // SustainedPct is the share of expected deliveries at or above which a

@@ -33,6 +33,9 @@ func (res *Result) WriteText(w io.Writer) {
 		if f := res.Fanout; f != nil {
 			line("", "%.3f%% delivered: %s missing in %s gaps on %d receivers, %s out of order, %s duplicated",
 				f.DeliveredPct, group(f.Gaps), group(f.GapRuns), f.ReceiversWithGaps, group(f.OutOfOrder), group(f.Duplicates))
+			if w := f.CPUWait; w != nil {
+				line("cpu wait", "runnable but waiting for a CPU over the window: server %.2f s, load tool %.2f s", w.Server, w.Load)
+			}
 		}
 	}
 	line("errors", "%d", res.Errors)
