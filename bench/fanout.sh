@@ -25,11 +25,13 @@
 #                     in the load tool and in the server (ulimit -n, which
 #                     the script raises to the hard limit when it can; a
 #                     count that does not fit is skipped with a message)
-#   RATES="50000 100000 200000 300000 400000 600000 1000000"
-#                     deliveries per second; messages per second = RATE / SUBS.
-#                     On a 2-core machine one core saturates near 0.3M
-#                     deliveries/s for either server, hence the fine steps
-#                     below 1M
+#   RATES="250000 500000 1000000 2000000 4000000"
+#                     deliveries per second; messages per second = RATE / SUBS
+#   RATES_<SUBS>      the ladder of one subscriber count, instead of RATES.
+#                     When RATES is not set, RATES_10000 defaults to
+#                     "50000 100000 150000 200000 300000": on a 2-core
+#                     machine both servers fall behind near 0.2M deliveries/s
+#                     to 10,000 subscribers, while at 1,000 they go past 1M
 #   SERVERS="msgnet nats"
 #   DURATION=5s       measured window;  WARMUP=1s before it
 #   DRAIN=2s          how long deliveries of the window's messages may
@@ -43,7 +45,7 @@
 #   EXTRA_SERVE=""    more flags for msgnet serve (e.g. "--monitor
 #                     127.0.0.1:19090 --pprof" to profile it)
 #
-# A smoke run: ROUNDS=1 SUBS=1000 RATES="250000" DURATION=2s ./fanout.sh
+# A smoke run: ROUNDS=1 SUBS=1000 RATES="250000" DURATION=2s OUT=/tmp/f.md ./fanout.sh
 
 set -uo pipefail
 
@@ -51,7 +53,15 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 ROUNDS=${ROUNDS:-3}
 SUBS=${SUBS:-"1000 10000"}
-RATES=${RATES:-"50000 100000 200000 300000 400000 600000 1000000"}
+if [ -z "${RATES+x}" ]; then
+	RATES="250000 500000 1000000 2000000 4000000"
+	RATES_10000=${RATES_10000:-"50000 100000 150000 200000 300000"}
+fi
+# rates_for SUBS prints the ladder of a subscriber count.
+rates_for() {
+	local v="RATES_$1"
+	echo "${!v:-$RATES}"
+}
 SERVERS=${SERVERS:-"msgnet nats"}
 DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
@@ -196,11 +206,12 @@ net_counters() {
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 read -r DROPS0 RETRANS0 < <(net_counters)
 T0=$(date +%s)
-log "servers: $SERVERS; subscribers: $RUN_SUBS; deliveries/s: $RATES; rounds: $ROUNDS; window $DURATION after $WARMUP"
+log "servers: $SERVERS; rounds: $ROUNDS; window $DURATION after $WARMUP"
+for subs in $RUN_SUBS; do log "$subs subscribers: deliveries/s $(rates_for "$subs")"; done
 log "load average before: $LOAD_BEFORE"
 for round in $(seq "$ROUNDS"); do
 	for subs in $RUN_SUBS; do
-		for rate in $RATES; do
+		for rate in $(rates_for "$subs"); do
 			msgrate=$(awk -v r="$rate" -v s="$subs" 'BEGIN { printf "%.6g", r / s }')
 			for s in $SERVERS; do
 				if ! start_server "$s"; then
@@ -215,7 +226,8 @@ for round in $(seq "$ROUNDS"); do
 					>"$out.tmp" 2>>"$LOGS/$s.load.log"; then
 					mv "$out.tmp" "$out"
 					summary=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); f=r["fanout"]; s=r.get("server") or {}
-print("delivered %.3f%% p50 %.1fms p99 %.1fms server %.0f%% load %.0f%% errors %d" % (f["delivered_pct"], r["latency"]["p50_us"]/1e3, r["latency"]["p99_us"]/1e3, 100*s.get("cpu_seconds",0)/r["seconds"], 100*r["load_cpu_seconds"]/r["seconds"], r["errors"]))' "$out" 2>/dev/null)
+w=f.get("cpu_wait") or {}
+print("delivered %.3f%% p50 %.1fms p99 %.1fms server %.0f%% load %.0f%% (waiting for a CPU: %.0f%% / %.0f%%) errors %d" % (f["delivered_pct"], r["latency"]["p50_us"]/1e3, r["latency"]["p99_us"]/1e3, 100*s.get("cpu_seconds",0)/r["seconds"], 100*r["load_cpu_seconds"]/r["seconds"], 100*w.get("server_seconds",0)/r["seconds"], 100*w.get("load_seconds",0)/r["seconds"], r["errors"]))' "$out" 2>/dev/null)
 					log "round $round $s $subs subs $rate/s ($msgrate msg/s): $summary"
 				else
 					rm -f "$out.tmp"
