@@ -184,6 +184,7 @@ type client struct {
 	r           *frame.Reader
 	sessionID   string
 	idleTimeout time.Duration
+	nats        *natsConn // with ProtoNATS, instead of r
 }
 
 // welcome is the part of the server's welcome that loadgen uses.
@@ -196,6 +197,9 @@ type welcome struct {
 // dial connects to the server, wraps TLS if configured and, unless NoHello,
 // makes the hello / welcome handshake, all within DialTimeout.
 func (r *runner) dial(ctx context.Context, id int) (*client, error) {
+	if r.cfg.Proto == ProtoNATS {
+		return r.dialNATS(ctx, id)
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.DialTimeout)
 	defer cancel()
 	var d net.Dialer

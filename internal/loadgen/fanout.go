@@ -12,11 +12,14 @@ import (
 	"github.com/msgnet/msgnet/frame"
 )
 
-// fanout measures group broadcast against a managed-mode server: Conns
-// receivers send DATA "JOIN:<group>", then one sender sends DATA
-// "GROUP:<group>:<seq>:<unix-nanos>" at Rate per second, where unix-nanos is
-// the message's intended send time on the wall clock. Each receiver records
-// now minus that time for every delivery.
+// fanout measures group broadcast. With the msgnet protocol, against a
+// managed-mode server: Conns receivers send DATA "JOIN:<group>", then one
+// sender sends DATA "GROUP:<group>:<seq>:<unix-nanos>" at Rate per second,
+// where unix-nanos is the message's intended send time on the wall clock.
+// With the NATS protocol, against a NATS server: the receivers SUB to the
+// subject <group> and the sender PUBs the same text to it. Each receiver
+// records now minus that time for every delivery, and the sequence numbers
+// it got (FanoutStats).
 func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -34,15 +37,8 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("loadgen: sender connection: %w", err)
 	}
 	defer sender.nc.Close()
+	r.fanoutJoin(ctx, cs, sender)
 
-	// The sender joins too: a server may accept GROUP only from a member
-	// (msgnet's managed mode does). What it gets back is not counted.
-	join := frame.Append(nil, frame.KindData, 0, []byte("JOIN:"+r.cfg.Group))
-	for _, c := range append(cs, sender) {
-		if _, err := c.nc.Write(join); err != nil {
-			r.errs.add(fmt.Errorf("send JOIN: %w", err))
-		}
-	}
 	// Wall-clock nanoseconds and nanotime are tied once, so that a receiver
 	// turns the timestamp in a message back into the monotonic clock.
 	mono0, wall0 := nanotime(), time.Now().UnixNano()
@@ -54,33 +50,31 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	}
 	w := r.planWindow()
 	sched := schedule{first: nanotime() + int64(time.Millisecond), every: 1e9 / r.cfg.Rate}
-	var inWindow atomic.Int64 // deliveries of window messages, for the drain
+	var inWindow atomic.Int64      // deliveries of window messages, for the drain
+	last := sched.dueBy(w.end - 1) // the sender sends numbers [0, last)
+	seqs := make([]seqSet, len(cs))
 	workers := make([]*connWorker, len(cs))
 	for i, c := range cs {
 		cw := newConnWorker(r, ctx, i, c)
 		workers[i] = cw
 		wg.Go(func() {
+			set := &seqs[i]
 			for {
-				f, err := c.r.ReadFrame()
+				p, err := c.nextDelivery()
 				if err != nil {
 					cw.fail(err)
 					return
 				}
 				t := nanotime()
-				switch f.Kind {
-				case frame.KindData:
-				case frame.KindError, frame.KindDisconnect:
-					cw.fail(frameError(f))
-					return
-				default:
-					continue
-				}
-				_, ts, ok := parseDelivery(f.Payload)
-				if !ok {
+				seq, ts, ok := parseDelivery(p)
+				if !ok || seq >= last {
 					continue // not one of ours: a join notice, say
 				}
 				msgs.add(i, 1)
-				if at := toMono(ts); w.contains(at) {
+				at := toMono(ts)
+				inW := w.contains(at)
+				set.add(seq, inW)
+				if inW {
 					hist.record(i, t-at)
 					cw.count++
 					inWindow.Add(1)
@@ -90,28 +84,21 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	}
 	// The sender's own connection is drained so that the server never
 	// blocks writing to it; what comes back is not measured, except that a
-	// text answer starting with "ERROR" (how a managed server refuses a
-	// command) is reported.
+	// refusal (msgnet: a text answer starting with "ERROR", how a managed
+	// server refuses a command; NATS: -ERR) is reported.
 	senderW := newConnWorker(r, ctx, len(cs), sender)
-	wg.Go(func() {
-		for {
-			f, err := sender.r.ReadFrame()
-			if err != nil {
-				senderW.fail(err)
-				return
-			}
-			switch {
-			case f.Kind == frame.KindError || f.Kind == frame.KindDisconnect:
-				senderW.fail(frameError(f))
-				return
-			case f.Kind == frame.KindData && bytes.HasPrefix(f.Payload, []byte("ERROR")):
-				r.errs.add(fmt.Errorf("server to the sender: %.120s", f.Payload))
-			}
-		}
-	})
+	wg.Go(func() { r.drainSender(senderW) })
 	wg.Go(func() { r.groupSender(senderW, sched, w.end, func(mono int64) int64 { return mono - mono0 + wall0 }) })
 
+	// The run-queue waits are sampled at the window's edges too.
+	wait0 := make(chan runWaitSample, 1)
+	wg.Go(func() {
+		if sleepUntil(ctx, w.start) {
+			wait0 <- r.sampleRunWait()
+		}
+	})
 	measured, stats := r.measure(ctx, prog, w)
+	wait1 := r.sampleRunWait()
 	// Wait for the deliveries still on their way, up to Drain.
 	prog.setPhase("drain")
 	end := w.end
@@ -136,6 +123,18 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	res.Sent = sent
 	res.Expected = res.Sent * int64(len(cs))
 	res.Lost = res.Expected - res.Messages
+	lo := sched.dueBy(w.start - 1)
+	res.Fanout = fanoutStats(r.cfg.Proto, seqs, lo, lo+uint64(sent), res.Expected)
+	select {
+	case w0 := <-wait0:
+		res.Fanout.CPUWait = cpuWait(w0, wait1)
+	default:
+	}
+	if stats != nil {
+		if peak, err := ProcPeakRSS(stats.PID); err == nil {
+			stats.RSSPeak = peak
+		}
+	}
 	return res, nil
 }
 
@@ -145,6 +144,7 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 func (r *runner) groupSender(cw *connWorker, sched schedule, end int64, toWall func(int64) int64) {
 	last := sched.dueBy(end - 1)
 	prefix := "GROUP:" + r.cfg.Group + ":"
+	nats := cw.c.nats != nil
 	var buf, payload []byte
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -158,9 +158,19 @@ func (r *runner) groupSender(cw *connWorker, sched schedule, end int64, toWall f
 				payload = strconv.AppendUint(payload, seq, 10)
 				payload = append(payload, ':')
 				payload = strconv.AppendInt(payload, toWall(sched.at(seq)), 10)
-				buf = frame.Append(buf, frame.KindData, 0, payload)
+				if nats {
+					buf = appendNATSPub(buf, r.cfg.Group, payload)
+				} else {
+					buf = frame.Append(buf, frame.KindData, 0, payload)
+				}
 			}
-			if _, err := cw.c.nc.Write(buf); err != nil {
+			var err error
+			if nats {
+				err = cw.c.natsWrite(buf)
+			} else {
+				_, err = cw.c.nc.Write(buf)
+			}
+			if err != nil {
 				cw.fail(err)
 				return
 			}

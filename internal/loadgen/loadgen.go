@@ -95,9 +95,14 @@ type Config struct {
 	// subscriber slower than the server's acknowledgements never falls
 	// behind the stream's retention. 0 sets no bound.
 	MaxLag int
-	// Group is the fanout group name, and the reliable mode's group stream.
+	// Group is the fanout group name (with ProtoNATS, the subject), and
+	// the reliable mode's group stream.
 	// Default "bench".
 	Group string
+	// Proto is fanout's wire protocol: ProtoMsgnet (the default: JOIN and
+	// GROUP to a managed-mode server) or ProtoNATS (SUB and PUB to a NATS
+	// server).
+	Proto string
 	// JoinWait is how long fanout waits after the receivers' JOIN messages
 	// before the sender starts, so the server has processed them. Default
 	// 500ms.
@@ -251,7 +256,7 @@ func (c Config) Validate() error {
 	case c.DialRate < 0:
 		return errors.New("loadgen: dial rate must not be negative")
 	}
-	return nil
+	return c.validateProto()
 }
 
 // payloadSize is Size with EmptyPayload mapped to 0.
@@ -316,6 +321,8 @@ type Result struct {
 	Reliable *ReliableStats `json:"reliable,omitempty"`
 	// Server is the server process's resource use, with Config.PID.
 	Server *ServerStats `json:"server,omitempty"`
+	// Fanout is fanout's per-message accounting.
+	Fanout *FanoutStats `json:"fanout,omitempty"`
 	// LoadCPUSeconds is the CPU time the load tool itself used over the
 	// window (idle: over the connecting and the hold), from /proc/self/stat;
 	// close to Seconds times its cores means the load tool was the limit.
@@ -372,6 +379,9 @@ type ServerStats struct {
 	RSSBefore  int64   `json:"rss_before_bytes"`
 	RSSAfter   int64   `json:"rss_after_bytes"`
 	RSSPerConn float64 `json:"rss_bytes_per_conn,omitempty"`
+	// RSSPeak is the server's peak resident set over its life (VmHWM),
+	// read at the end of the window (fanout).
+	RSSPeak int64 `json:"rss_peak_bytes,omitempty"`
 }
 
 // Run performs one measurement described by cfg and returns its result. It

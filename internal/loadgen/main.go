@@ -99,7 +99,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // options are the parsed command-line flags.
 type options struct {
-	addr, clientID, group                  string
+	addr, clientID, group, proto           string
 	conns, inflight, pid, dialConc, maxPay int
 	maxLag                                 int
 	size                                   sizeFlag
@@ -165,7 +165,8 @@ func newFlagSet(mode Mode, stderr io.Writer) (*flag.FlagSet, *options) {
 		fs.DurationVar(&o.drain, "drain", 10*time.Second, "how long to wait, after the window, for the last acknowledgements and deliveries")
 	case ModeFanout:
 		fs.Float64Var(&o.rate, "rate", DefaultFanoutRate, "GROUP messages per second from the sender")
-		fs.StringVar(&o.group, "group", DefaultGroup, "group to join and send to")
+		fs.StringVar(&o.group, "group", DefaultGroup, "group to join and send to (nats: the subject)")
+		fs.StringVar(&o.proto, "proto", ProtoMsgnet, "wire protocol: msgnet (JOIN and GROUP to a managed-mode server) or nats (SUB and PUB to a NATS server)")
 		fs.DurationVar(&o.joinWait, "join-wait", DefaultJoinWait, "pause after JOIN before sending")
 		fs.DurationVar(&o.drain, "drain", DefaultDrain, "how long to keep receiving after the sender stops")
 	}
@@ -196,7 +197,7 @@ func (o *options) config(mode Mode) (Config, error) {
 	c := Config{
 		Mode: mode, Addr: o.addr, Conns: o.conns, Inflight: o.inflight,
 		Size: int(o.size), Duration: o.duration, Warmup: o.warmup, Rate: o.rate,
-		NoHello: o.noHello, ClientID: o.clientID, Group: o.group,
+		NoHello: o.noHello, ClientID: o.clientID, Group: o.group, Proto: o.proto,
 		JoinWait: o.joinWait, Drain: o.drain, Hold: o.hold, Heartbeat: o.heartbeat,
 		PID: o.pid, DialConcurrency: o.dialConc, DialRate: o.dialRate,
 		DialTimeout: o.dialTimeout, MaxPayload: o.maxPay, MaxLag: o.maxLag,
@@ -315,7 +316,7 @@ var modeHelp = map[Mode]string{
 	ModeLatency:    "One DATA frame in flight per connection (closed loop), or with --rate an\nopen loop at a fixed total rate, latency measured from intended send times.",
 	ModeConnRate:   "Workers connect, say hello, make one DATA round trip and close, in a loop;\nreports connections/s and the latency of a whole connection.",
 	ModeIdle:       "Opens --conns connections (at most --dial-concurrency at once) and holds\nthem for --hold; with --pid, reports the server's RSS growth per connection.",
-	ModeFanout:     "Receivers send DATA \"JOIN:<group>\" to a managed-mode server; a sender sends\n\"GROUP:<group>:<seq>:<unix-nanos>\" at --rate; reports delivery latency.",
+	ModeFanout:     "Receivers send DATA \"JOIN:<group>\" to a managed-mode server; a sender sends\n\"GROUP:<group>:<seq>:<unix-nanos>\" at --rate; reports delivery latency and\nmissing messages. --proto nats: the same through a NATS server (SUB / PUB).",
 	ModeReliable:   "A reliable publisher (WithReliable) keeps --inflight publishes to a group's\nstream unacknowledged, a reliable subscriber receives them; reports\ndeliveries/s, publish-to-delivery latency and exactly-once order.",
 }
 

@@ -35,6 +35,13 @@ func (res *Result) WriteText(w io.Writer) {
 	case ModeFanout:
 		line("sent", "%s GROUP messages to %d receivers", group(res.Sent), res.Conns)
 		line("delivered", "%s of %s expected: %s deliveries/s", group(res.Messages), group(res.Expected), group(int64(res.MsgsPerSec)))
+		if f := res.Fanout; f != nil {
+			line("", "%.3f%% delivered: %s missing in %s gaps on %d receivers, %s out of order, %s duplicated",
+				f.DeliveredPct, group(f.Gaps), group(f.GapRuns), f.ReceiversWithGaps, group(f.OutOfOrder), group(f.Duplicates))
+			if w := f.CPUWait; w != nil {
+				line("cpu wait", "runnable but waiting for a CPU over the window: server %.2f s, load tool %.2f s", w.Server, w.Load)
+			}
+		}
 	}
 	line("errors", "%d", res.Errors)
 	for _, s := range res.ErrorSamples {
@@ -45,6 +52,9 @@ func (res *Result) WriteText(w io.Writer) {
 		fmtUs(l.P50), fmtUs(l.P90), fmtUs(l.P99), fmtUs(l.P999), fmtUs(l.Max), group(l.Count), fmtUs(l.Mean))
 	if s := res.Server; s != nil {
 		line("server", "pid %d: %.2f CPU-s, RSS %s -> %s", s.PID, s.CPUSeconds, fmtBytes(s.RSSBefore), fmtBytes(s.RSSAfter))
+		if s.RSSPeak > 0 {
+			line("", "peak RSS %s", fmtBytes(s.RSSPeak))
+		}
 		if s.MsgsPerCPUSecond > 0 {
 			line("", "%s messages per server CPU-second", group(int64(s.MsgsPerCPUSecond)))
 		}
@@ -75,7 +85,11 @@ func (res *Result) describe() string {
 	case ModeIdle:
 		return fmt.Sprintf("idle: %d conns", res.Conns)
 	case ModeFanout:
-		return fmt.Sprintf("fanout: %d receivers, %s msg/s sent", res.Conns, group(int64(res.Rate)))
+		proto := ""
+		if res.Fanout != nil && res.Fanout.Proto != ProtoMsgnet {
+			proto = ", " + res.Fanout.Proto
+		}
+		return fmt.Sprintf("fanout%s: %d receivers, %s msg/s sent", proto, res.Conns, group(int64(res.Rate)))
 	case ModeReliable:
 		lag := "no bound"
 		if res.MaxLag > 0 {

@@ -43,6 +43,7 @@ type testServer struct {
 	hellos     atomic.Int64
 	welcomed   atomic.Int64 // welcomes written
 	dataFrames atomic.Int64
+	groupMsgs  atomic.Int64
 	stalled    atomic.Bool
 }
 
@@ -56,6 +57,9 @@ type serverOpts struct {
 	// as in msgnet's managed mode; with groupToAll it reaches the sender too.
 	groupToAll bool
 	noGroups   bool // ignore JOIN, so GROUP is always refused
+	// groupDrop, when > 0, leaves one member out of every groupDrop-th
+	// GROUP message, as a server that drops for a full queue would.
+	groupDrop int64
 }
 
 type srvConn struct {
@@ -205,6 +209,9 @@ func (s *testServer) serve(c *srvConn) {
 				if !member {
 					out = frame.Append(out, frame.KindData, 0, []byte("ERROR: not a member of "+g))
 					break
+				}
+				if n := s.groupMsgs.Add(1); s.opts.groupDrop > 0 && n%s.opts.groupDrop == 0 && len(members) > 0 {
+					members = members[1:]
 				}
 				for _, m := range members {
 					m.send(msg, true)
