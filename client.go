@@ -284,7 +284,8 @@ func (c *Client) dialOne(ctx context.Context, addr string) (*clientConn, error) 
 	if w.MaxMessageSize > 0 && w.MaxMessageSize < maxPayload {
 		maxPayload = w.MaxMessageSize
 	}
-	s := newSession(c, &c.ctr, w.SessionID, nc, conn.Config{
+	s := newSession(c, &c.ctr, w.SessionID, nc, &conn.Config{
+		Shared:     &c.ctr.Shared,
 		MaxPayload: maxPayload,
 		QueueLimit: c.cfg.queueBytes,
 		Drain:      c.cfg.drainTimeout,

@@ -221,14 +221,15 @@ func (s *Session) handleFrame(f frame.Frame) error {
 // inbound undoes the negotiated stages on a received DATA frame. The
 // result aliases a reader-owned buffer, valid until the next frame.
 func (s *Session) inbound(f *frame.Frame) error {
-	out, err := s.c.Pipe().Inbound(s.inbuf[:0], f.Kind, f.Flags, f.Payload)
+	e := s.x()
+	out, err := s.c.Pipe().Inbound(e.inbuf[:0], f.Kind, f.Flags, f.Payload)
 	if err != nil {
 		return err
 	}
 	if cap(out) <= 64<<10 {
-		s.inbuf = out[:0]
+		e.inbuf = out[:0]
 	} else {
-		s.inbuf = nil // one large message must not stay with an idle session
+		e.inbuf = nil // one large message must not stay with an idle session
 	}
 	f.Payload = out
 	f.Flags &^= frame.FlagCompressed | frame.FlagEncrypted

@@ -68,12 +68,14 @@ type authAnswer struct {
 // either side: the user's filters, compression, encryption, in that
 // order. Nil when there is nothing to do.
 func (cfg *config) negotiatedPipe(codec string, sealer *pipeline.Sealer, opener *pipeline.Opener) *pipeline.Pipeline {
-	p := &pipeline.Pipeline{Filters: cfg.filters, MaxPayload: cfg.maxPayload, Sealer: sealer, Opener: opener}
-	if c, ok := pipeline.CompressorByName(codec); ok && codec != "" {
-		p.Compressor, p.Threshold = c, cfg.compressThreshold
+	c, ok := pipeline.CompressorByName(codec)
+	compress := ok && codec != ""
+	if len(cfg.filters) == 0 && !compress && sealer == nil {
+		return nil // no allocation: every plain connection comes here
 	}
-	if len(p.Filters) == 0 && p.Compressor == nil && p.Sealer == nil {
-		return nil
+	p := &pipeline.Pipeline{Filters: cfg.filters, MaxPayload: cfg.maxPayload, Sealer: sealer, Opener: opener}
+	if compress {
+		p.Compressor, p.Threshold = c, cfg.compressThreshold
 	}
 	return p
 }

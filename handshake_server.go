@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/msgnet/msgnet/frame"
@@ -58,9 +59,18 @@ type controlMsg struct {
 	After       *uint64    `json:"after"`     // sub
 }
 
+// controlMsgs recycles the decoded control messages: every connection
+// decodes a hello, and an idle server's memory is what its burst of
+// handshakes left behind.
+var controlMsgs = sync.Pool{New: func() any { return new(controlMsg) }}
+
 func (srv *Server) handleControl(s *Session, p []byte) {
-	var m controlMsg
-	if err := json.Unmarshal(p, &m); err != nil || m.Op == nil {
+	m := controlMsgs.Get().(*controlMsg)
+	defer func() {
+		*m = controlMsg{}
+		controlMsgs.Put(m)
+	}()
+	if err := json.Unmarshal(p, m); err != nil || m.Op == nil {
 		if !s.established && !srv.establish(s) {
 			return
 		}
@@ -120,7 +130,7 @@ func (srv *Server) handleControl(s *Session, p []byte) {
 			return
 		}
 		if op == "sub" {
-			srv.streams.subscribe(s, &m)
+			srv.streams.subscribe(s, m)
 		} else {
 			srv.streams.unsubscribe(s, m.Stream)
 		}

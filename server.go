@@ -73,8 +73,9 @@ type Server struct {
 	idPrefix string
 	nextID   atomic.Uint64
 
-	limits   atomic.Pointer[Limits] // now; SetLimits changes them
-	retickCh chan struct{}          // tells the sweeper the timeouts changed
+	limits   atomic.Pointer[Limits]           // now; SetLimits changes them
+	connCfg  atomic.Pointer[limitsConnConfig] // the engine configuration of new connections (connConfig)
+	retickCh chan struct{}                    // tells the sweeper the timeouts changed
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -363,14 +364,7 @@ func (srv *Server) ServeConn(nc net.Conn) {
 	}
 	srv.cfg.applySocketBuffers(nc)
 	id := srv.idPrefix + strconv.FormatUint(srv.nextID.Add(1), 10)
-	s := newSession(srv, &srv.ctr, id, nc, conn.Config{
-		MaxPayload:     lim.MessageSize,
-		QueueLimit:     lim.SendQueueBytes,
-		Drain:          srv.cfg.drainTimeout,
-		SlowDisconnect: srv.cfg.slowConsumer == SlowConsumerDisconnect,
-		Secure:         srv.cfg.auth != nil || srv.cfg.psk != nil,
-		Held:           true,
-	})
+	s := newSession(srv, &srv.ctr, id, nc, srv.connConfig(lim))
 	s.handshaking.Store(true)
 	srv.reg.add(s)
 	srv.sessWG.Add(1)
@@ -380,6 +374,32 @@ func (srv *Server) ServeConn(nc net.Conn) {
 	if !registered {
 		s.c.Start()
 	}
+}
+
+// connConfig is the engine's configuration of the connections accepted
+// under lim: one for all of them, made again when the limits change, so
+// that a connection does not carry a copy.
+func (srv *Server) connConfig(lim *Limits) *conn.Config {
+	if cc := srv.connCfg.Load(); cc != nil && cc.lim == lim {
+		return cc.cfg
+	}
+	cc := &limitsConnConfig{lim: lim, cfg: &conn.Config{
+		MaxPayload:     lim.MessageSize,
+		QueueLimit:     lim.SendQueueBytes,
+		Drain:          srv.cfg.drainTimeout,
+		SlowDisconnect: srv.cfg.slowConsumer == SlowConsumerDisconnect,
+		Secure:         srv.cfg.auth != nil || srv.cfg.psk != nil,
+		Held:           true,
+		Shared:         &srv.ctr.Shared,
+	}}
+	srv.connCfg.Store(cc)
+	return cc.cfg
+}
+
+// limitsConnConfig is a connConfig and the limits it was made for.
+type limitsConnConfig struct {
+	lim *Limits
+	cfg *conn.Config
 }
 
 // refuse answers a connection beyond max connections, on its own goroutine

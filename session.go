@@ -38,7 +38,6 @@ type Session struct {
 	frames      int    // frames received, for "hello must come first"
 	seq         uint64 // messages received
 	scanned     int    // text mode: bytes at the head of input known to hold no newline
-	inbuf       []byte // the pipeline's output for the frame being dispatched
 
 	// ext holds what most sessions never use, allocated on first use so
 	// an idle session stays small.
@@ -84,6 +83,8 @@ type sessionExt struct {
 	groups  []string
 	left    bool // ended: may join no group
 
+	inbuf []byte // the pipeline's output for the frame being dispatched (reader only)
+
 	reqs        requests
 	lateReplies atomic.Uint64
 
@@ -119,10 +120,9 @@ func (s *Session) x() *sessionExt {
 }
 
 // newSession makes a session of p on nc; the caller starts its reader
-// (conn.Conn's Start or Register).
-func newSession(p peer, ctr *counters, id string, nc net.Conn, cfg conn.Config) *Session {
+// (conn.Conn's Start or Register). cfg.Shared must be &ctr.Shared.
+func newSession(p peer, ctr *counters, id string, nc net.Conn, cfg *conn.Config) *Session {
 	s := &Session{peer: p, ctr: ctr, id: id, connectAt: time.Now().UnixNano()}
-	cfg.Shared = &ctr.Shared
 	s.c.Init((*sessionHandler)(s), nc, cfg)
 	return s
 }

@@ -68,7 +68,7 @@ type Config struct {
 type Conn struct {
 	h   Handler
 	nc  net.Conn
-	cfg Config // read-only after New
+	cfg *Config // read-only, and shared by the connections of one server
 
 	lastActivity atomic.Int64 // unix nanoseconds: when bytes were last received
 	stopRead     atomic.Bool  // set by Close: dispatch no more input
@@ -137,8 +137,9 @@ func (c *Conn) ext() *connExt {
 
 // Init makes c the engine of nc for h. c is the zero Conn, usually a field
 // of its owner's struct so that a session is one allocation. It does not
-// start reading: Start or Register does.
-func (c *Conn) Init(h Handler, nc net.Conn, cfg Config) {
+// start reading: Start or Register does. cfg is not changed, and must not
+// be changed afterwards: a server shares one among its connections.
+func (c *Conn) Init(h Handler, nc net.Conn, cfg *Config) {
 	c.h, c.nc, c.cfg = h, nc, cfg
 	c.mode, c.pipe = cfg.Mode, cfg.Pipe
 	if cfg.Held {
@@ -147,7 +148,6 @@ func (c *Conn) Init(h Handler, nc net.Conn, cfg Config) {
 	if len(cfg.Pending) > 0 {
 		c.pending = append([]byte(nil), cfg.Pending...)
 	}
-	c.cfg.Pending = nil
 	c.lastActivity.Store(time.Now().UnixNano())
 }
 

@@ -85,7 +85,7 @@ func pipeConn(t *testing.T, cfg Config) (*Conn, *recorder, net.Conn) {
 	}
 	c := new(Conn)
 	r := newRecorder()
-	c.Init(r, a, cfg)
+	c.Init(r, a, &cfg)
 	return c, r, b
 }
 
