@@ -763,6 +763,55 @@ func TestHostileStreamPublishFlood(t *testing.T) {
 	}
 }
 
+// A publisher floods publishes that are refused (a stream name that is
+// not one) and never reads. A refusal the full queue cannot take must not
+// be dropped like an acknowledgement: the answer to a later publish would
+// tell the client the refused one was stored. The session ends instead,
+// and the answers the publisher does get have no gap.
+func TestHostileStreamRefusalsNotDropped(t *testing.T) {
+	forServeTargets(t, func(t *testing.T, tg target) {
+		srv, addr := tg.start(t, msgnet.WithSendQueueBytes(16<<10), msgnet.WithSocketBuffers(0, 16<<10),
+			msgnet.WithDrainTimeout(time.Second))
+		h := newHonest(t, tg, addr)
+		f := dialStreamPeerBuf(t, addr, "refused", reliableHello("ref"), 4<<10)
+		sess := sessionOf(t, srv, "refused")
+		const total, batch = 20_000, 500
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for sent := 0; sent < total; sent += batch {
+				if writeAll(f.nc, pubBatch(uint64(sent+1), 1, batch, "nowhere:x", 8), 10*time.Second) != nil {
+					return
+				}
+			}
+		}()
+		waitForWithin(t, 20*time.Second, "the session to end when a refusal finds its queue full",
+			func() bool { return !sess.IsConnected() })
+		var last uint64
+		for {
+			fr, err := f.next(5 * time.Second)
+			if err != nil {
+				break // the end of the connection
+			}
+			a, ok := parsePubAck(fr)
+			if !ok {
+				continue // the DISCONNECT, if it fitted
+			}
+			if a.first != last+1 || a.status != 1 {
+				t.Fatalf("answer %d-%d status %d after %d: an answer was skipped", a.first, a.last, a.status, last)
+			}
+			last = a.last
+		}
+		f.nc.Close()
+		<-done
+		t.Logf("%d refusals read before the end", last)
+		if last == 0 || last >= total {
+			t.Errorf("%d refusals read of %d publishes: the queue never filled, the test tested nothing", last, total)
+		}
+		h.trip(20)
+	})
+}
+
 // readStream reads what a raw subscriber of stream is sent until it has
 // the message at offset upTo, checking that offsets are contiguous except
 // where a "lost" says where delivery goes on: no message is skipped

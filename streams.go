@@ -973,7 +973,7 @@ func (s *Session) queuePubAck(seq uint64, err error) {
 		b = binary.BigEndian.AppendUint64(b, seq)
 		b = append(b, 1)
 		b = append(b, code+": "+msg...)
-		s.c.Enqueue(frame.KindData, frame.FlagAck, b)
+		s.sendRefusal(b)
 		return
 	}
 	if e.ackFirst != 0 && seq == e.ackLast+1 {
@@ -992,8 +992,24 @@ func (e *sessionExt) flushPubAcks(s *Session) {
 	b := binary.BigEndian.AppendUint64(nil, e.ackFirst)
 	b = binary.BigEndian.AppendUint64(b, e.ackLast)
 	b = append(b, 0)
-	s.c.Enqueue(frame.KindData, frame.FlagAck, b)
 	e.ackFirst, e.ackLast = 0, 0
+	// One that the queue refuses is counted and dropped: a later answer
+	// covers it, or the client's resend gets it again.
+	s.c.Enqueue(frame.KindData, frame.FlagAck, b)
+}
+
+// sendRefusal queues the answer to a refused publish. One that cannot be
+// queued (the publisher does not read, and its queue is full) must not be
+// lost: the client takes an answer for a later publish as covering the
+// earlier ones, and would count the refused one as stored. The session
+// ends instead, and the client resends what it has not seen answered.
+func (s *Session) sendRefusal(b []byte) {
+	err := s.c.Enqueue(frame.KindData, frame.FlagAck, b)
+	if err == nil || errors.Is(err, ErrSessionClosed) {
+		return
+	}
+	s.x().pubHalted = true // no later answer may go out past the lost one
+	s.close(err, false)
 }
 
 // subscribed reports whether s subscribed to the named stream.
