@@ -252,6 +252,8 @@ type Shared struct {
 
 	// Frames and bytes queued of the kinds other than DATA.
 	KindOut, KindBytesOut [256]atomic.Uint64
+
+	flush flushers // the writers of what other goroutines queue (flush.go)
 }
 
 // countOut counts a queued frame of a kind other than DATA.

@@ -108,7 +108,7 @@ func (c *Conn) Enqueue(kind frame.Kind, flags frame.Flags, payload []byte) error
 		c.cfg.Shared.countOut(kind, n)
 	}
 	if start {
-		go c.writeLoop()
+		c.startWriter()
 	}
 	return nil
 }
@@ -380,12 +380,17 @@ func (c *Conn) writeLoop() {
 		n, err := w.write(c.nc)
 		c.bytesOut.Add(uint64(n))
 		if err != nil {
-			if errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) {
-				err = ErrPeerClosed // the peer went away while we wrote
-			}
-			c.Close(err, Abort, nil)
+			c.Close(writeError(err), Abort, nil)
 		}
 	}
+}
+
+// writeError is the reason a failed write gives the close.
+func writeError(err error) error {
+	if errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) {
+		return ErrPeerClosed // the peer went away while we wrote
+	}
+	return err
 }
 
 // writerDoneLocked ends the writer's turn with nothing left to write: a
