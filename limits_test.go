@@ -150,9 +150,17 @@ func TestServerQueueBudget(t *testing.T) {
 func TestGroupDropsCountedAndLogged(t *testing.T) {
 	var logs syncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, addr := startServer(t, msgnet.WithSendQueueBytes(64<<10), msgnet.WithLogger(logger))
+	// Small socket buffers on the slow side: what the kernel takes must
+	// not swallow the burst before the queue's bound is met.
+	srv, addr := startServer(t, msgnet.WithSendQueueBytes(64<<10), msgnet.WithLogger(logger),
+		msgnet.WithSocketBuffers(0, 16<<10))
 	managed.Install(srv)
-	slow := dialRaw(t, addr)
+	snc, err := dialAttacker(addr, 4<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { snc.Close() })
+	slow := &raw{t: t, nc: snc, r: frame.NewReader(snc, 16<<20)}
 	slow.hello("slow")
 	slow.send(frame.KindData, "JOIN:room")
 	slow.expect(frame.KindData)
