@@ -72,46 +72,9 @@ COOLDOWN=${COOLDOWN:-2}
 PORT=${PORT:-17800}
 EXTRA_SERVE=${EXTRA_SERVE:-}
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/msgnet-fanout.XXXXXX")
-BIN=$WORK/bin
-RES=$WORK/results
-LOGS=$WORK/logs
-mkdir -p "$BIN" "$RES" "$LOGS"
-SPID=""
-
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
-die() { log "error: $*"; exit 1; }
-
-stop_server() {
-	[ -n "$SPID" ] || return 0
-	kill -TERM "$SPID" 2>/dev/null
-	for _ in $(seq 100); do
-		kill -0 "$SPID" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$SPID" 2>/dev/null
-	wait "$SPID" 2>/dev/null
-	SPID=""
-}
-
-cleanup() {
-	stop_server
-	if [ -n "${KEEP:-}" ]; then
-		log "work directory kept: $WORK"
-	else
-		rm -rf "$WORK"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-PIN_SERVER=(taskset -c 0)
-PIN_LOAD=(taskset -c 1)
-if ! command -v taskset >/dev/null || [ "$(nproc)" -lt 2 ]; then
-	log "warning: taskset missing or fewer than 2 CPUs: running unpinned"
-	PIN_SERVER=()
-	PIN_LOAD=()
-fi
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+setup_work msgnet-fanout
 
 # ---- descriptors ----------------------------------------------------------
 # The load tool holds SUBS + 1 sockets and the server as many, each in its
@@ -140,10 +103,10 @@ done
 
 # ---- build ----------------------------------------------------------------
 log "building into $BIN"
-(cd "$ROOT" && go build -o "$BIN/msgnet" ./cmd/msgnet) || die "cannot build msgnet"
-(cd "$HERE" && go build -o "$BIN/nats-peer" ./peers/nats) || die "cannot build the nats peer"
-(cd "$HERE" && go build -o "$BIN/fanoutreport" ./cmd/fanoutreport) || die "cannot build the report"
-NATS_VERSION=$(cd "$HERE" && go list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)
+build "$ROOT" msgnet ./cmd/msgnet msgnet
+build "$HERE" nats-peer ./peers/nats "the nats peer"
+build "$HERE" fanoutreport ./cmd/fanoutreport "the report"
+NATS_VERSION=$(nats_version)
 
 for s in $SERVERS; do
 	case $s in
@@ -168,29 +131,6 @@ server_cmd() {
 	esac
 }
 
-port_listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
-
-# start_server NAME: starts it on a fresh port, sets SPID and SPORT.
-start_server() {
-	PORT=$((PORT + 1))
-	while port_listening "$PORT"; do PORT=$((PORT + 1)); done
-	SPORT=$PORT
-	server_cmd "$1" "$SPORT"
-	"${PIN_SERVER[@]}" "${SRV_CMD[@]}" >>"$LOGS/$1.server.log" 2>&1 &
-	SPID=$!
-	for _ in $(seq 100); do
-		if ! kill -0 "$SPID" 2>/dev/null; then
-			wait "$SPID" 2>/dev/null
-			SPID=""
-			return 1
-		fi
-		port_listening "$SPORT" && return 0
-		sleep 0.1
-	done
-	stop_server
-	return 1
-}
-
 # net_counters prints the machine's loopback backlog drops (the second
 # column of /proc/net/softnet_stat, summed over the CPUs) and the TCP
 # segments retransmitted: a burst of writes to thousands of sockets can
@@ -203,7 +143,7 @@ net_counters() {
 }
 
 # ---- run ------------------------------------------------------------------
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_BEFORE=$(loadavg)
 read -r DROPS0 RETRANS0 < <(net_counters)
 T0=$(date +%s)
 log "servers: $SERVERS; rounds: $ROUNDS; window $DURATION after $WARMUP"
@@ -239,7 +179,7 @@ print("delivered %.3f%% p50 %.1fms p99 %.1fms server %.0f%% load %.0f%% (waiting
 		done
 	done
 done
-LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_AFTER=$(loadavg)
 ELAPSED=$(($(date +%s) - T0))
 read -r DROPS1 RETRANS1 < <(net_counters)
 NET_NOTE="during the run, machine-wide: $((DROPS1 - DROPS0)) packets dropped from the loopback backlog (/proc/net/softnet_stat), $((RETRANS1 - RETRANS0)) TCP segments retransmitted (/proc/net/snmp)"
@@ -252,5 +192,5 @@ SERVES="msgnet: \`msgnet serve --addr 127.0.0.1:PORT --mode managed --max-connec
 "$BIN/fanoutreport" --results "$RES" --out "$OUT" --servers "$SERVERS" --rounds "$ROUNDS" \
 	--duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN" \
 	--loadavg-before "$LOAD_BEFORE" --loadavg-after "$LOAD_AFTER" \
-	--elapsed "$((ELAPSED / 60)) min $((ELAPSED % 60)) s" --machine "$MACHINE" \
+	--elapsed "$(minutes_seconds "$ELAPSED")" --machine "$MACHINE" \
 	--ulimit "$ULIMIT_NOTE" --serve-cmds "$SERVES" --net "$NET_NOTE" || die "report failed"

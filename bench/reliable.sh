@@ -69,59 +69,16 @@ PROFILE=${PROFILE:-}
 BASE_REV=${BASE_REV:-}
 [ -n "$PROFILE" ] && KEEP=1
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/msgnet-reliable.XXXXXX")
-BIN=$WORK/bin
-RES=$WORK/results
-LOGS=$WORK/logs
-mkdir -p "$BIN" "$RES" "$LOGS"
-SPID=""
-SDIR=""
-
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
-die() { log "error: $*"; exit 1; }
-
-stop_server() {
-	if [ -n "$SPID" ]; then
-		kill -TERM "$SPID" 2>/dev/null
-		for _ in $(seq 100); do
-			kill -0 "$SPID" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$SPID" 2>/dev/null
-		wait "$SPID" 2>/dev/null
-		SPID=""
-	fi
-	if [ -n "$SDIR" ]; then
-		rm -rf "$SDIR"
-		SDIR=""
-	fi
-}
-
-cleanup() {
-	stop_server
-	if [ -n "${KEEP:-}" ]; then
-		log "work directory kept: $WORK"
-	else
-		rm -rf "$WORK"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-PIN_SERVER=(taskset -c 0)
-PIN_LOAD=(taskset -c 1)
-if ! command -v taskset >/dev/null || [ "$(nproc)" -lt 2 ]; then
-	log "warning: taskset missing or fewer than 2 CPUs: running unpinned"
-	PIN_SERVER=()
-	PIN_LOAD=()
-fi
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+setup_work msgnet-reliable
 
 # ---- build ----------------------------------------------------------------
 log "building into $BIN"
-(cd "$ROOT" && go build -o "$BIN/msgnet" ./cmd/msgnet) || die "cannot build msgnet"
-(cd "$HERE" && go build -o "$BIN/natsd" ./cmd/natsd) || die "cannot build bench/cmd/natsd"
-(cd "$HERE" && go build -o "$BIN/jsbench" ./cmd/jsbench) || die "cannot build bench/cmd/jsbench"
-(cd "$HERE" && go build -o "$BIN/relreport" ./cmd/relreport) || die "cannot build bench/cmd/relreport"
+build "$ROOT" msgnet ./cmd/msgnet msgnet
+build "$HERE" natsd ./cmd/natsd bench/cmd/natsd
+build "$HERE" jsbench ./cmd/jsbench bench/cmd/jsbench
+build "$HERE" relreport ./cmd/relreport bench/cmd/relreport
 
 for s in $SYSTEMS; do
 	case $s in
@@ -146,44 +103,24 @@ for t in $TESTS; do
 	esac
 done
 
-port_listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
-next_port() {
-	PORT=$((PORT + 1))
-	while port_listening "$PORT"; do PORT=$((PORT + 1)); done
-}
-
-# start_server SYSTEM [PROFILING]: a fresh server on a fresh port and store;
-# sets SPID, SPORT (and MPORT, the monitor's port, when profiling).
-start_server() {
-	next_port
-	SPORT=$PORT
+# server_cmd SYSTEM PORT [PROFILING]: the command line of a fresh server
+# with a fresh store (SDIR), in SRV_CMD; when profiling, also takes the
+# next port for the monitor (MPORT). start_server (lib.sh) calls it.
+server_cmd() {
 	SDIR=$(mktemp -d "$WORK/store.XXXXXX")
-	local addr=127.0.0.1:$SPORT extra=()
-	if [ -n "${2:-}" ]; then
+	local addr=127.0.0.1:$2 extra=()
+	if [ -n "${3:-}" ]; then
 		next_port
 		MPORT=$PORT
 		extra=(--monitor "127.0.0.1:$MPORT" --pprof)
 	fi
 	case $1 in
-	msgnet-mem) cmd=("$BIN/msgnet" serve --addr "$addr" --quiet "${extra[@]}") ;;
-	msgnet-file) cmd=("$BIN/msgnet" serve --addr "$addr" --quiet --store "$SDIR" "${extra[@]}") ;;
-	msgnet-mem-base) cmd=("$BIN/msgnet-base" serve --addr "$addr" --quiet "${extra[@]}") ;;
-	msgnet-file-base) cmd=("$BIN/msgnet-base" serve --addr "$addr" --quiet --store "$SDIR" "${extra[@]}") ;;
-	js-mem | js-file) cmd=("$BIN/natsd" --addr "$addr" --store "$SDIR") ;;
+	msgnet-mem) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --quiet "${extra[@]}") ;;
+	msgnet-file) SRV_CMD=("$BIN/msgnet" serve --addr "$addr" --quiet --store "$SDIR" "${extra[@]}") ;;
+	msgnet-mem-base) SRV_CMD=("$BIN/msgnet-base" serve --addr "$addr" --quiet "${extra[@]}") ;;
+	msgnet-file-base) SRV_CMD=("$BIN/msgnet-base" serve --addr "$addr" --quiet --store "$SDIR" "${extra[@]}") ;;
+	js-mem | js-file) SRV_CMD=("$BIN/natsd" --addr "$addr" --store "$SDIR") ;;
 	esac
-	"${PIN_SERVER[@]}" "${cmd[@]}" >>"$LOGS/$1.server.log" 2>&1 &
-	SPID=$!
-	for _ in $(seq 100); do
-		if ! kill -0 "$SPID" 2>/dev/null; then
-			wait "$SPID" 2>/dev/null
-			SPID=""
-			return 1
-		fi
-		port_listening "$SPORT" && return 0
-		sleep 0.1
-	done
-	stop_server
-	return 1
 }
 
 # load_cmd SYSTEM TEST sets LOAD.
@@ -203,7 +140,7 @@ load_cmd() {
 }
 
 # ---- run ------------------------------------------------------------------
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_BEFORE=$(loadavg)
 T0=$(date +%s)
 log "systems: $SYSTEMS; tests: $TESTS; rounds: $ROUNDS; window $DURATION after $WARMUP warm-up; in flight $INFLIGHT"
 for round in $(seq "$ROUNDS"); do
@@ -237,13 +174,13 @@ for round in $(seq "$ROUNDS"); do
 		done
 	done
 done
-LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_AFTER=$(loadavg)
 ELAPSED=$(($(date +%s) - T0))
 
 # ---- report ---------------------------------------------------------------
 "$BIN/relreport" --results "$RES" --out "$OUT" --systems "$SYSTEMS" --tests "$TESTS" \
 	--rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" --inflight "$INFLIGHT" \
 	--consumer "$CONSUMER" --loadavg-before "$LOAD_BEFORE" --loadavg-after "$LOAD_AFTER" \
-	--elapsed "$((ELAPSED / 60)) min $((ELAPSED % 60)) s" \
-	--base-rev "$BASE_REV" --nats-version "$(cd "$HERE" && go list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)" || die "report failed"
+	--elapsed "$(minutes_seconds "$ELAPSED")" \
+	--base-rev "$BASE_REV" --nats-version "$(nats_version)" || die "report failed"
 log "wrote $OUT"

@@ -57,57 +57,23 @@ CR_CONNS=8
 PEERS=${PEERS:-"gnet stdlib stdlib-naive"}
 BASE_REV=${BASE_REV:-}
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/msgnet-bench.XXXXXX")
-BIN=$WORK/bin
-RES=$WORK/results
-LOGS=$WORK/logs
-SKIPPED=$WORK/skipped.tsv
-mkdir -p "$BIN" "$RES" "$LOGS"
-: >"$SKIPPED"
-SPID=""
-
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
-die() { log "error: $*"; exit 1; }
-
-stop_server() {
-	[ -n "$SPID" ] || return 0
-	kill -TERM "$SPID" 2>/dev/null
-	for _ in $(seq 100); do
-		kill -0 "$SPID" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$SPID" 2>/dev/null
-	wait "$SPID" 2>/dev/null
-	SPID=""
-}
-
-cleanup() {
-	stop_server
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+# cleanup_more removes the worktree BASE_REV was built in.
+cleanup_more() {
 	if [ -d "$WORK/base" ]; then
 		git -C "$ROOT" worktree remove --force "$WORK/base" >/dev/null 2>&1
 	fi
-	if [ -n "${KEEP:-}" ]; then
-		log "work directory kept: $WORK"
-	else
-		rm -rf "$WORK"
-	fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-PIN_SERVER=(taskset -c 0)
-PIN_LOAD=(taskset -c 1)
-if ! command -v taskset >/dev/null || [ "$(nproc)" -lt 2 ]; then
-	log "warning: taskset missing or fewer than 2 CPUs: running unpinned"
-	PIN_SERVER=()
-	PIN_LOAD=()
-fi
+setup_work msgnet-bench
+SKIPPED=$WORK/skipped.tsv
+: >"$SKIPPED"
 
 # ---- build ----------------------------------------------------------------
 log "building into $BIN"
-(cd "$HERE" && go build -o "$BIN/gnet-peer" ./peers/gnet) || die "cannot build the gnet peer"
-(cd "$HERE" && go build -o "$BIN/stdlib-peer" ./peers/stdlib) || die "cannot build the stdlib peer"
-(cd "$HERE" && go build -o "$BIN/report" ./cmd/report) || die "cannot build the report"
+build "$HERE" gnet-peer ./peers/gnet "the gnet peer"
+build "$HERE" stdlib-peer ./peers/stdlib "the stdlib peer"
+build "$HERE" report ./cmd/report "the report"
 
 MSGNET_OK=0
 if (cd "$ROOT" && go build -o "$BIN/msgnet" ./cmd/msgnet) >"$LOGS/msgnet-build.log" 2>&1; then
@@ -173,29 +139,6 @@ server_cmd() {
 	esac
 }
 
-port_listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
-
-# start_server NAME: starts it on a fresh port, sets SPID and SPORT.
-start_server() {
-	PORT=$((PORT + 1))
-	while port_listening "$PORT"; do PORT=$((PORT + 1)); done
-	SPORT=$PORT
-	server_cmd "$1" "$SPORT"
-	"${PIN_SERVER[@]}" "${SRV_CMD[@]}" >>"$LOGS/$1.server.log" 2>&1 &
-	SPID=$!
-	for _ in $(seq 100); do
-		if ! kill -0 "$SPID" 2>/dev/null; then
-			wait "$SPID" 2>/dev/null
-			SPID=""
-			return 1
-		fi
-		port_listening "$SPORT" && return 0
-		sleep 0.1
-	done
-	stop_server
-	return 1
-}
-
 # test_args TEST sets ARGS.
 test_args() {
 	case $1 in
@@ -208,7 +151,7 @@ test_args() {
 }
 
 # ---- run ------------------------------------------------------------------
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_BEFORE=$(loadavg)
 T0=$(date +%s)
 log "servers: $SERVERS; rounds: $ROUNDS; window $DURATION after $WARMUP warm-up; idle: $IDLE_CONNS conns for $HOLD"
 for round in $(seq "$ROUNDS"); do
@@ -236,7 +179,7 @@ for round in $(seq "$ROUNDS"); do
 		done
 	done
 done
-LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_AFTER=$(loadavg)
 ELAPSED=$(($(date +%s) - T0))
 
 # ---- report ---------------------------------------------------------------
@@ -257,4 +200,4 @@ fi
 	--hold "$HOLD" --idle-conns "$IDLE_CONNS" --tp-conns $TP_CONNS --tp-inflight $TP_INFLIGHT \
 	--lat-conns $LAT_CONNS --connrate-conns $CR_CONNS --load-tool "$LOAD_NAME" \
 	--serve-cmd "$SERVE_DESC" --loadavg-before "$LOAD_BEFORE" --loadavg-after "$LOAD_AFTER" \
-	--elapsed "$((ELAPSED / 60)) min $((ELAPSED % 60)) s" || die "report failed"
+	--elapsed "$(minutes_seconds "$ELAPSED")" || die "report failed"

@@ -25,14 +25,15 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/msgnet/msgnet/bench/internal/reportkit"
 	"github.com/msgnet/msgnet/internal/loadgen"
 )
 
-const (
-	beginMarker = "<!-- fanout:begin -->"
-	endMarker   = "<!-- fanout:end -->"
-	heading     = "## Fan-out: msgnet vs nats-server"
-)
+// markers delimit the generated part of the output file; heading starts
+// the section when the file has none.
+var markers = reportkit.Markers{Begin: "<!-- fanout:begin -->", End: "<!-- fanout:end -->"}
+
+const heading = "## Fan-out: msgnet vs nats-server"
 
 // The bar a point of the ladder must clear to count as sustained.
 const (
@@ -84,7 +85,7 @@ func main() {
 		os.Exit(1)
 	}
 	block := render(data, strings.Fields(*servers), p)
-	if err := splice(*out, block); err != nil {
+	if err := reportkit.Splice(*out, markers, block, addSection); err != nil {
 		fmt.Fprintln(os.Stderr, "fanoutreport:", err)
 		os.Exit(1)
 	}
@@ -188,28 +189,14 @@ func summarize(rs []*loadgen.Result) point {
 			p.sustainedRounds++
 		}
 	}
-	p.p50, p.p99, p.max = median(p50), median(p99), median(mx)
+	p.p50, p.p99, p.max = reportkit.Median(p50), reportkit.Median(p99), reportkit.Median(mx)
 	p.p99Lo, p.p99Hi = slices.Min(p99), slices.Max(p99)
-	p.pct, p.pctLo, p.pctHi = median(pct), slices.Min(pct), slices.Max(pct)
-	p.gaps, p.errors = median(gaps), median(errs)
-	p.cpuUs, p.srvCPU, p.loadCPU, p.rssMiB = median(cpu), median(srvCPU), median(loadCPU), median(rss)
-	p.srvWait, p.loadWait = median(srvWait), median(loadWait)
+	p.pct, p.pctLo, p.pctHi = reportkit.Median(pct), slices.Min(pct), slices.Max(pct)
+	p.gaps, p.errors = reportkit.Median(gaps), reportkit.Median(errs)
+	p.cpuUs, p.srvCPU, p.loadCPU, p.rssMiB = reportkit.Median(cpu), reportkit.Median(srvCPU), reportkit.Median(loadCPU), reportkit.Median(rss)
+	p.srvWait, p.loadWait = reportkit.Median(srvWait), reportkit.Median(loadWait)
 	p.sustained = p.pct >= sustainedPct && p.p99 <= sustainedP99Us
 	return p
-}
-
-// median of vs (NaN for none).
-func median(vs []float64) float64 {
-	if len(vs) == 0 {
-		return math.NaN()
-	}
-	vs = slices.Clone(vs)
-	slices.Sort(vs)
-	n := len(vs)
-	if n%2 == 1 {
-		return vs[n/2]
-	}
-	return (vs[n/2-1] + vs[n/2]) / 2
 }
 
 func render(data map[key][]*loadgen.Result, servers []string, p params) string {
@@ -243,9 +230,9 @@ func render(data map[key][]*loadgen.Result, servers []string, p params) string {
 					mark = "✓ "
 				}
 				fmt.Fprintf(&b, "| %s | %s (%s) | %s | %s | %s (%s – %s) | %s | %s (%s – %s) | %s | %s | %s / %s | %s / %s | %s | %s%d/%d |\n",
-					group(subs), rateName(rate), num(float64(rate)/float64(subs), 0), s,
+					reportkit.Group(subs), rateName(rate), reportkit.Num(float64(rate)/float64(subs), 0), s,
 					ms(pt.p50), ms(pt.p99), ms(pt.p99Lo), ms(pt.p99Hi), ms(pt.max),
-					pctStr(pt.pct), pctStr(pt.pctLo), pctStr(pt.pctHi), num(pt.gaps, 0),
+					pctStr(pt.pct), pctStr(pt.pctLo), pctStr(pt.pctHi), reportkit.Num(pt.gaps, 0),
 					numOr(pt.cpuUs, 2), pctOr(pt.srvCPU), pctOr(pt.loadCPU), pctOr(pt.srvWait), pctOr(pt.loadWait),
 					unitOr(pt.rssMiB, " MiB"), mark, pt.sustainedRounds, pt.n)
 			}
@@ -262,7 +249,7 @@ func render(data map[key][]*loadgen.Result, servers []string, p params) string {
 	}
 	b.WriteString("\n")
 	for _, subs := range subsList {
-		fmt.Fprintf(&b, "| %s |", group(subs))
+		fmt.Fprintf(&b, "| %s |", reportkit.Group(subs))
 		for _, s := range servers {
 			best := 0
 			var failedBelow []string
@@ -292,9 +279,9 @@ func render(data map[key][]*loadgen.Result, servers []string, p params) string {
 			case best == 0:
 				fmt.Fprintf(&b, " none (lowest rung: %s) |", rateName(lowest))
 			case len(failedBelow) > 0:
-				fmt.Fprintf(&b, " %s deliveries/s (%s msg/s), though not at %s |", rateName(best), num(float64(best)/float64(subs), 0), strings.Join(failedBelow, ", "))
+				fmt.Fprintf(&b, " %s deliveries/s (%s msg/s), though not at %s |", rateName(best), reportkit.Num(float64(best)/float64(subs), 0), strings.Join(failedBelow, ", "))
 			default:
-				fmt.Fprintf(&b, " %s deliveries/s (%s msg/s) |", rateName(best), num(float64(best)/float64(subs), 0))
+				fmt.Fprintf(&b, " %s deliveries/s (%s msg/s) |", rateName(best), reportkit.Num(float64(best)/float64(subs), 0))
 			}
 		}
 		b.WriteString("\n")
@@ -303,7 +290,7 @@ func render(data map[key][]*loadgen.Result, servers []string, p params) string {
 	var disorder []string
 	for k, rs := range data {
 		if summarize(rs).disorder {
-			disorder = append(disorder, fmt.Sprintf("%s at %s subscribers, %s", k.server, group(k.subs), rateName(k.rate)))
+			disorder = append(disorder, fmt.Sprintf("%s at %s subscribers, %s", k.server, reportkit.Group(k.subs), rateName(k.rate)))
 		}
 	}
 	slices.Sort(disorder)
@@ -318,7 +305,7 @@ func render(data map[key][]*loadgen.Result, servers []string, p params) string {
 			}
 		}
 		if n > 0 {
-			errLines = append(errLines, fmt.Sprintf("%s at %s subscribers, %s: %d in %d round(s), e.g. %q", k.server, group(k.subs), rateName(k.rate), n, len(rs), sample))
+			errLines = append(errLines, fmt.Sprintf("%s at %s subscribers, %s: %d in %d round(s), e.g. %q", k.server, reportkit.Group(k.subs), rateName(k.rate), n, len(rs), sample))
 		}
 	}
 	slices.Sort(errLines)
@@ -379,7 +366,7 @@ func ms(us float64) string {
 	case us < 100_000:
 		return strconv.FormatFloat(us/1000, 'f', 1, 64) + " ms"
 	}
-	return num(us/1000, 0) + " ms"
+	return reportkit.Num(us/1000, 0) + " ms"
 }
 
 func pctStr(v float64) string {
@@ -399,65 +386,18 @@ func unitOr(v float64, unit string) string {
 	if math.IsNaN(v) {
 		return "–"
 	}
-	return num(v, 0) + unit
+	return reportkit.Num(v, 0) + unit
 }
 
 func numOr(v float64, digits int) string {
 	if math.IsNaN(v) {
 		return "–"
 	}
-	return num(v, digits)
+	return reportkit.Num(v, digits)
 }
 
-// num formats v with digits decimals and thousands separators.
-func num(v float64, digits int) string {
-	s := strconv.FormatFloat(v, 'f', digits, 64)
-	intPart, frac, _ := strings.Cut(s, ".")
-	n, err := strconv.Atoi(intPart)
-	if err != nil {
-		return s
-	}
-	out := group(n)
-	if frac != "" {
-		out += "." + frac
-	}
-	return out
-}
-
-// group writes n with thousands separators.
-func group(n int) string {
-	s := strconv.Itoa(n)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
-
-// splice writes block between the markers of path, or appends a section
-// with them.
-func splice(path, block string) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	gen := beginMarker + "\n" + block + endMarker + "\n"
-	i := bytes.Index(old, []byte(beginMarker))
-	j := bytes.Index(old, []byte(endMarker))
-	var out []byte
-	if i < 0 || j < i {
-		out = append(bytes.TrimRight(old, "\n"), []byte("\n\n"+heading+"\n\n"+gen)...)
-	} else {
-		rest := bytes.TrimPrefix(old[j+len(endMarker):], []byte("\n"))
-		out = append(append(append([]byte{}, old[:i]...), gen...), rest...)
-	}
-	return os.WriteFile(path, out, 0o644)
+// addSection appends a new section with the markers to a file that has
+// none (or does not exist yet), one blank line after its text.
+func addSection(old []byte, _ bool, marked string) []byte {
+	return append(bytes.TrimRight(old, "\n"), []byte("\n\n"+heading+"\n\n"+marked)...)
 }

@@ -12,15 +12,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
-	"os/signal"
-	"strconv"
-	"syscall"
-	"time"
 
+	"github.com/msgnet/msgnet/bench/internal/natsrun"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -32,28 +29,22 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: natsd --addr HOST:PORT --store DIR")
 		os.Exit(2)
 	}
-	host, p, err := net.SplitHostPort(*addr)
-	port, perr := strconv.Atoi(p)
-	if err != nil || perr != nil {
+	host, port, err := natsrun.SplitAddr(*addr)
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "natsd: bad --addr %q\n", *addr)
 		os.Exit(2)
 	}
-	ns, err := server.NewServer(&server.Options{
-		Host: host, Port: port, JetStream: true, StoreDir: *store, NoSigs: true, NoLog: true,
+	ns, err := natsrun.Start(&server.Options{
+		Host: host, Port: port, JetStream: true, StoreDir: *store, NoLog: true,
 	})
+	if errors.Is(err, natsrun.ErrNotReady) {
+		fmt.Fprintln(os.Stderr, "natsd: the server did not start")
+		os.Exit(1)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "natsd: %v\n", err)
 		os.Exit(1)
 	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		fmt.Fprintln(os.Stderr, "natsd: the server did not start")
-		os.Exit(1)
-	}
 	fmt.Fprintf(os.Stderr, "natsd: nats-server %s with JetStream on %s, store %s\n", server.VERSION, *addr, *store)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	<-sig
-	ns.Shutdown()
-	ns.WaitForShutdown()
+	natsrun.Wait(ns)
 }

@@ -17,22 +17,21 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/msgnet/msgnet/bench/internal/reportkit"
 	"github.com/msgnet/msgnet/internal/loadgen"
 )
 
-const (
-	beginMarker = "<!-- reliable:begin -->"
-	endMarker   = "<!-- reliable:end -->"
-	heading     = "## Reliable delivery vs JetStream"
-)
+// markers delimit the generated part of the output file; heading starts
+// the section when the file has none.
+var markers = reportkit.Markers{Begin: "<!-- reliable:begin -->", End: "<!-- reliable:end -->"}
+
+const heading = "## Reliable delivery vs JetStream"
 
 // params are the run's settings, shown in the method.
 type params struct {
@@ -73,7 +72,7 @@ func main() {
 		fmt.Print(block)
 		return
 	}
-	if err := splice(*out, block); err != nil {
+	if err := reportkit.Splice(*out, markers, block, addSection); err != nil {
 		fmt.Fprintf(os.Stderr, "relreport: %v\n", err)
 		os.Exit(1)
 	}
@@ -161,17 +160,6 @@ func values(p params, key string, m metric) []float64 {
 	return vs
 }
 
-func median(vs []float64) float64 {
-	if len(vs) == 0 {
-		return math.NaN()
-	}
-	n := len(vs)
-	if n%2 == 1 {
-		return vs[n/2]
-	}
-	return (vs[n/2-1] + vs[n/2]) / 2
-}
-
 // pairs are the ratios shown: msgnet over JetStream with the same storage.
 // With a base build, msgnet over its base too.
 var pairs = [][2]string{{"msgnet-mem", "js-mem"}, {"msgnet-file", "js-file"},
@@ -203,7 +191,7 @@ func render(p params) string {
 			fmt.Fprintf(&b, "| %s | %s |", p.testName(t), m.name)
 			med := map[string]float64{}
 			for _, s := range p.systems {
-				v := median(values(p, s+"."+t, m))
+				v := reportkit.Median(values(p, s+"."+t, m))
 				med[s] = v
 				fmt.Fprintf(&b, " %s |", num(v, m.digits))
 			}
@@ -269,7 +257,7 @@ func render(p params) string {
 			}
 			slices.Sort(srv)
 			slices.Sort(ld)
-			fmt.Fprintf(&b, " %.0f%% / %.0f%%<br>%s pub, %s del", median(srv), median(ld), num(float64(pub), 0), num(float64(del), 0))
+			fmt.Fprintf(&b, " %.0f%% / %.0f%%<br>%s pub, %s del", reportkit.Median(srv), reportkit.Median(ld), num(float64(pub), 0), num(float64(del), 0))
 			if gaps+reps+errs > 0 {
 				fmt.Fprintf(&b, ", **%d missing, %d repeated, %d errors**", gaps, reps, errs)
 			}
@@ -279,7 +267,7 @@ func render(p params) string {
 	}
 
 	b.WriteString("\n### Machine and method\n\n")
-	fmt.Fprintf(&b, "- CPU: %s, %d logical CPUs; kernel Linux %s; %s\n", cpuModel(), runtime.NumCPU(), kernel(), goVersion())
+	fmt.Fprintf(&b, "- CPU: %s, %d logical CPUs; kernel Linux %s; %s\n", reportkit.CPUModel(), runtime.NumCPU(), reportkit.Kernel(), reportkit.GoVersion())
 	fmt.Fprintf(&b, "- Load average (1, 5, 15 min) before: %s; after: %s. The machine is shared: other work shows up as noise. The run took %s.\n", p.loadBefore, p.loadAfter, p.elapsed)
 	fmt.Fprintf(&b, "- Each test: a fresh server (and store directory) pinned to CPU 0 with taskset, the load pinned to CPU 1, %s of warm-up, then a %s window; %d rounds, systems interleaved within each test (%s, then again).\n", p.warmup, p.duration, p.rounds, strings.Join(p.systems, ", "))
 	fmt.Fprintf(&b, "- Load: one publisher and one subscriber (separate connections) on one stream. The publisher keeps at most %d publishes unacknowledged by the server and at most %d not yet delivered (window 1: one message in flight), stamps each payload with the time of its publish call, and the subscriber records publish-to-delivery latency and checks every message arrives once, in order. The same measuring loop drives both systems (internal/loadgen RunReliable).\n", p.inflight, p.inflight)
@@ -311,78 +299,19 @@ func short(s string) string {
 		"msgnet-mem-base": "base mem", "msgnet-file-base": "base file"}[s]
 }
 
-// splice writes block between the markers of path, or a new section at
-// its end.
-func splice(path, block string) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
+// addSection appends a new section with the markers to a file that has
+// none (or does not exist yet).
+func addSection(old []byte, _ bool, marked string) []byte {
+	if len(old) > 0 && !bytes.HasSuffix(old, []byte("\n")) {
+		old = append(old, '\n')
 	}
-	gen := beginMarker + "\n" + block + endMarker + "\n"
-	i := bytes.Index(old, []byte(beginMarker))
-	j := bytes.Index(old, []byte(endMarker))
-	var out []byte
-	if i < 0 || j < i {
-		if len(old) > 0 && !bytes.HasSuffix(old, []byte("\n")) {
-			old = append(old, '\n')
-		}
-		out = append(append(old, "\n"+heading+"\n\n"...), gen...)
-	} else {
-		rest := bytes.TrimPrefix(old[j+len(endMarker):], []byte("\n"))
-		out = append(append(append([]byte{}, old[:i]...), gen...), rest...)
-	}
-	return os.WriteFile(path, out, 0o644)
+	return append(append(old, "\n"+heading+"\n\n"...), marked...)
 }
 
+// num is reportkit.Num with a dash for a missing value (NaN).
 func num(v float64, digits int) string {
 	if math.IsNaN(v) {
 		return "–"
 	}
-	s := strconv.FormatFloat(v, 'f', digits, 64)
-	intPart, frac, _ := strings.Cut(s, ".")
-	var b strings.Builder
-	neg := strings.HasPrefix(intPart, "-")
-	intPart = strings.TrimPrefix(intPart, "-")
-	for i, c := range intPart {
-		if i > 0 && (len(intPart)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	out := b.String()
-	if neg {
-		out = "-" + out
-	}
-	if frac != "" {
-		out += "." + frac
-	}
-	return out
-}
-
-func cpuModel() string {
-	out, err := exec.Command("lscpu").Output()
-	if err == nil {
-		for line := range strings.Lines(string(out)) {
-			if v, ok := strings.CutPrefix(line, "Model name:"); ok {
-				return strings.TrimSpace(v)
-			}
-		}
-	}
-	return "unknown CPU"
-}
-
-func kernel() string {
-	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		return "unknown"
-	}
-	return strings.TrimSpace(string(b))
-}
-
-func goVersion() string {
-	out, err := exec.Command("go", "version").Output()
-	if err != nil {
-		return runtime.Version()
-	}
-	return strings.TrimPrefix(strings.TrimSpace(string(out)), "go version ")
+	return reportkit.Num(v, digits)
 }

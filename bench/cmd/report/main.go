@@ -12,28 +12,23 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/msgnet/msgnet/bench/internal/reportkit"
 	"github.com/msgnet/msgnet/internal/loadgen"
 )
 
-// Markers delimit the generated part of the output file.
-const (
-	beginMarker = "<!-- bench:begin -->"
-	endMarker   = "<!-- bench:end -->"
-)
+// markers delimit the generated part of the output file.
+var markers = reportkit.Markers{Begin: "<!-- bench:begin -->", End: "<!-- bench:end -->"}
 
 // intro starts a BENCHMARKS.md that does not exist yet.
 const intro = `# Benchmarks
@@ -174,7 +169,7 @@ func metrics(p params) []metric {
 		{fmt.Sprintf("Latency p99, %d conn x 1 in flight (µs)", p.latConns), "lat", false, 1, func(r *loadgen.Result) (float64, bool) { return r.Latency.P99, r.Latency.Count > 0 }},
 		{"New connections per second (conn/s)", "connrate", true, 0, func(r *loadgen.Result) (float64, bool) { return r.ConnsPerSec, true }},
 		{"Server CPU per connection (µs)", "connrate", false, 1, srv(func(s *loadgen.ServerStats) float64 { return s.CPUMicrosPerConn })},
-		{fmt.Sprintf("Server RSS per idle connection, %s conns (KiB)", group(p.idleConns)), "idle", false, 2, func(r *loadgen.Result) (float64, bool) {
+		{fmt.Sprintf("Server RSS per idle connection, %s conns (KiB)", reportkit.Group(p.idleConns)), "idle", false, 2, func(r *loadgen.Result) (float64, bool) {
 			if r.Server == nil || r.Connections == 0 {
 				return 0, false
 			}
@@ -193,15 +188,6 @@ func values(data results, server string, m metric) []float64 {
 	}
 	slices.Sort(vs)
 	return vs
-}
-
-// median of sorted vs.
-func median(vs []float64) float64 {
-	n := len(vs)
-	if n%2 == 1 {
-		return vs[n/2]
-	}
-	return (vs[n/2-1] + vs[n/2]) / 2
 }
 
 // render builds the markdown between the markers.
@@ -226,7 +212,7 @@ func render(data results, cols, peers []string, skips [][2]string, p params) str
 		meds := map[string]float64{}
 		for _, c := range cols {
 			if vs := values(data, c, m); len(vs) > 0 {
-				meds[c] = median(vs)
+				meds[c] = reportkit.Median(vs)
 			}
 		}
 		best, haveBest := 0.0, false
@@ -250,9 +236,9 @@ func render(data results, cols, peers []string, skips [][2]string, p params) str
 			case !ok:
 				b.WriteString(" n/a |")
 			case haveBest && best != 0:
-				fmt.Fprintf(&b, " %s (%.2fx) |", num(v, m.digits), v/best)
+				fmt.Fprintf(&b, " %s (%.2fx) |", reportkit.Num(v, m.digits), v/best)
 			default:
-				fmt.Fprintf(&b, " %s |", num(v, m.digits))
+				fmt.Fprintf(&b, " %s |", reportkit.Num(v, m.digits))
 			}
 		}
 		b.WriteString("\n")
@@ -287,7 +273,7 @@ func render(data results, cols, peers []string, skips [][2]string, p params) str
 				notes = append(notes, fmt.Sprintf("%s idle: %d held connections closed by the server", c, dropped))
 			}
 			if short > 0 {
-				notes = append(notes, fmt.Sprintf("%s idle: fewer than %s connections opened in %d round(s)", c, group(p.idleConns), short))
+				notes = append(notes, fmt.Sprintf("%s idle: fewer than %s connections opened in %d round(s)", c, reportkit.Group(p.idleConns), short))
 			}
 			if n := len(data[c][t]); n < p.rounds {
 				notes = append(notes, fmt.Sprintf("%s %s: %d of %d rounds produced a result", c, t, n, p.rounds))
@@ -320,7 +306,7 @@ func render(data results, cols, peers []string, skips [][2]string, p params) str
 				b.WriteString(" n/a |")
 				continue
 			}
-			fmt.Fprintf(&b, " %s – %s |", num(vs[0], m.digits), num(vs[len(vs)-1], m.digits))
+			fmt.Fprintf(&b, " %s – %s |", reportkit.Num(vs[0], m.digits), reportkit.Num(vs[len(vs)-1], m.digits))
 		}
 		b.WriteString("\n")
 	}
@@ -359,10 +345,10 @@ func render(data results, cols, peers []string, skips [][2]string, p params) str
 			slices.Sort(loadBusy)
 			sv, lv := "n/a", "n/a"
 			if len(srvBusy) > 0 {
-				sv = fmt.Sprintf("%.0f%%", median(srvBusy))
+				sv = fmt.Sprintf("%.0f%%", reportkit.Median(srvBusy))
 			}
 			if len(loadBusy) > 0 {
-				lv = fmt.Sprintf("%.0f%%", median(loadBusy))
+				lv = fmt.Sprintf("%.0f%%", reportkit.Median(loadBusy))
 			}
 			fmt.Fprintf(&b, " %s / %s |", sv, lv)
 		}
@@ -372,9 +358,9 @@ func render(data results, cols, peers []string, skips [][2]string, p params) str
 
 	// Machine.
 	b.WriteString("### Machine\n\n")
-	fmt.Fprintf(&b, "- CPU: %s, %d logical CPUs\n", cpuModel(), runtime.NumCPU())
-	fmt.Fprintf(&b, "- Kernel: Linux %s\n", kernel())
-	fmt.Fprintf(&b, "- Go: %s\n", goVersion())
+	fmt.Fprintf(&b, "- CPU: %s, %d logical CPUs\n", reportkit.CPUModel(), runtime.NumCPU())
+	fmt.Fprintf(&b, "- Kernel: Linux %s\n", reportkit.Kernel())
+	fmt.Fprintf(&b, "- Go: %s\n", reportkit.GoVersion())
 	fmt.Fprintf(&b, "- Date: %s\n", now)
 	if p.loadBefore != "" || p.loadAfter != "" {
 		fmt.Fprintf(&b, "- Load average (1, 5, 15 min) before: %s; after: %s. The machine is shared: other work running at the same time shows up as noise.\n", p.loadBefore, p.loadAfter)
@@ -394,7 +380,7 @@ func render(data results, cols, peers []string, skips [][2]string, p params) str
 - Idle: %s connections opened with hello (at most 64 being opened at once), held for %s; RSS per connection is the growth of the server's VmRSS (/proc/PID/status) from before the first connection to the end of the hold, divided by the connections held. Kernel socket memory is not in RSS.
 - Go servers run with the runtime's default GOMAXPROCS, which follows the CPU affinity: 1 under `+"`taskset -c 0`"+`.
 - Peers: `+"`bench/peers/gnet`"+` (gnet v2 event loops; every complete frame of a wake-up answered with one write), `+"`bench/peers/stdlib`"+` (goroutine per connection, 64 KiB bufio reader and writer, flush when no complete frame is buffered), `+"`bench/peers/stdlib --naive`"+` (goroutine per connection, two reads per frame, one write per reply). All answer hello with welcome and echo DATA unchanged.
-`, p.loadTool, p.tpConns, p.tpInflight, p.warmup, p.duration, p.latConns, p.duration, p.crConns, p.duration, group(p.idleConns), p.hold)
+`, p.loadTool, p.tpConns, p.tpInflight, p.warmup, p.duration, p.latConns, p.duration, p.crConns, p.duration, reportkit.Group(p.idleConns), p.hold)
 	if p.serveCmd != "" {
 		fmt.Fprintf(&b, "- msgnet: %s.\n", p.serveCmd)
 	}
@@ -402,91 +388,21 @@ func render(data results, cols, peers []string, skips [][2]string, p params) str
 	return b.String()
 }
 
-// splice writes block between the markers of path.
+// splice writes block between the markers of path, creating the file, and
+// its directory, when missing.
 func splice(path, block string) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	gen := beginMarker + "\n" + block + endMarker + "\n"
-	var out []byte
-	switch {
-	case os.IsNotExist(err):
-		out = []byte(intro + gen)
-	default:
-		i := bytes.Index(old, []byte(beginMarker))
-		j := bytes.Index(old, []byte(endMarker))
-		if i < 0 || j < i {
-			out = append(append(old, '\n'), gen...)
-		} else {
-			rest := old[j+len(endMarker):]
-			rest = bytes.TrimPrefix(rest, []byte("\n"))
-			out = append(append(append([]byte{}, old[:i]...), gen...), rest...)
-		}
-	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(path, out, 0o644)
+	return reportkit.Splice(path, markers, block, addBlock)
 }
 
-// num formats v with digits decimals and thousands separators.
-func num(v float64, digits int) string {
-	s := strconv.FormatFloat(v, 'f', digits, 64)
-	intPart, frac, _ := strings.Cut(s, ".")
-	n, err := strconv.ParseInt(intPart, 10, 64)
-	if err != nil {
-		return s
+// addBlock places the generated block when the file has no markers: a new
+// file starts with the introduction, an existing one gets the block at its
+// end.
+func addBlock(old []byte, exists bool, marked string) []byte {
+	if !exists {
+		return []byte(intro + marked)
 	}
-	out := group(int(n))
-	if frac != "" {
-		out += "." + frac
-	}
-	return out
-}
-
-// group writes n with thousands separators.
-func group(n int) string {
-	s := strconv.Itoa(n)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
-
-func cpuModel() string {
-	out, err := exec.Command("lscpu").Output()
-	if err == nil {
-		for line := range strings.Lines(string(out)) {
-			if v, ok := strings.CutPrefix(line, "Model name:"); ok {
-				return strings.TrimSpace(v)
-			}
-		}
-	}
-	return "unknown CPU"
-}
-
-func kernel() string {
-	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		return "unknown"
-	}
-	return strings.TrimSpace(string(b))
-}
-
-func goVersion() string {
-	out, err := exec.Command("go", "version").Output()
-	if err != nil {
-		return runtime.Version()
-	}
-	return strings.TrimPrefix(strings.TrimSpace(string(out)), "go version ")
+	return append(append(old, '\n'), marked...)
 }

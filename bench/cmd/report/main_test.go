@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/msgnet/msgnet/bench/internal/reportkit"
 	"github.com/msgnet/msgnet/internal/loadgen"
 )
 
@@ -16,32 +17,32 @@ func TestSpliceKeepsTextOutsideTheMarkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(path)
-	if !strings.HasPrefix(string(b), "# Benchmarks") || !strings.Contains(string(b), beginMarker+"\none\n"+endMarker+"\n") {
+	if !strings.HasPrefix(string(b), "# Benchmarks") || !strings.Contains(string(b), markers.Begin+"\none\n"+markers.End+"\n") {
 		t.Fatalf("new file:\n%s", b)
 	}
 	// Existing markers: only the inside changes.
-	os.WriteFile(path, []byte("before\n"+beginMarker+"\nold\n"+endMarker+"\nafter\n"), 0o644)
+	os.WriteFile(path, []byte("before\n"+markers.Begin+"\nold\n"+markers.End+"\nafter\n"), 0o644)
 	if err := splice(path, "two\n"); err != nil {
 		t.Fatal(err)
 	}
 	b, _ = os.ReadFile(path)
-	if want := "before\n" + beginMarker + "\ntwo\n" + endMarker + "\nafter\n"; string(b) != want {
+	if want := "before\n" + markers.Begin + "\ntwo\n" + markers.End + "\nafter\n"; string(b) != want {
 		t.Errorf("got\n%q\nwant\n%q", b, want)
 	}
 	// No markers: the block is appended, the text kept.
 	os.WriteFile(path, []byte("hand-written\n"), 0o644)
 	splice(path, "three\n")
 	b, _ = os.ReadFile(path)
-	if !strings.HasPrefix(string(b), "hand-written\n") || !strings.HasSuffix(string(b), beginMarker+"\nthree\n"+endMarker+"\n") {
+	if !strings.HasPrefix(string(b), "hand-written\n") || !strings.HasSuffix(string(b), markers.Begin+"\nthree\n"+markers.End+"\n") {
 		t.Errorf("appended:\n%s", b)
 	}
 }
 
 func TestMedianAndRatios(t *testing.T) {
-	if m := median([]float64{1, 2, 10}); m != 2 {
+	if m := reportkit.Median([]float64{1, 2, 10}); m != 2 {
 		t.Errorf("median of 3 = %v", m)
 	}
-	if m := median([]float64{1, 2, 4, 10}); m != 3 {
+	if m := reportkit.Median([]float64{1, 2, 4, 10}); m != 3 {
 		t.Errorf("median of 4 = %v", m)
 	}
 	res := func(mps, p99 float64) *loadgen.Result {

@@ -10,62 +10,39 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
-	"os/signal"
-	"strconv"
-	"syscall"
-	"time"
 
+	"github.com/msgnet/msgnet/bench/internal/natsrun"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:4222", "address to listen on")
 	flag.Parse()
-	host, port, err := splitAddr(*addr)
+	host, port, err := natsrun.SplitAddr(*addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nats peer:", err)
 		os.Exit(2)
 	}
-	ns, err := server.NewServer(&server.Options{
+	ns, err := natsrun.Start(&server.Options{
 		Host:      host,
 		Port:      port,
 		NoLog:     true,
-		NoSigs:    true,
 		JetStream: false,
 		// No HTTP monitoring port, no cluster, no leaf nodes: all off
 		// unless set.
 	})
+	if errors.Is(err, natsrun.ErrNotReady) {
+		fmt.Fprintln(os.Stderr, "nats peer: not ready after 10s")
+		os.Exit(1)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nats peer:", err)
 		os.Exit(1)
 	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		fmt.Fprintln(os.Stderr, "nats peer: not ready after 10s")
-		os.Exit(1)
-	}
 	fmt.Fprintf(os.Stderr, "nats peer (nats-server %s) listening on %s\n", server.VERSION, ns.Addr())
-
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	<-sig
-	ns.Shutdown()
-	ns.WaitForShutdown()
-}
-
-// splitAddr splits host:port, with a port number.
-func splitAddr(addr string) (string, int, error) {
-	host, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", 0, err
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil || port <= 0 || port > 65535 {
-		return "", 0, fmt.Errorf("bad port in %q", addr)
-	}
-	return host, port, nil
+	natsrun.Wait(ns)
 }
