@@ -1529,9 +1529,12 @@ export class Client {
     }
   }
 
-  // _sendRaw sends on the open socket; if that fails, onclose follows (and
-  // what must be sent again is, on the next connection).
+  // _sendRaw sends on the open socket; on one that is closing it sends
+  // nothing (a browser would drop it and log an error), and if the send
+  // fails, onclose follows: what must be sent again is, on the next
+  // connection.
   _sendRaw(bytes) {
+    if (!this._ws || this._ws.readyState !== 1) return;
     try {
       this._ws.send(bytes);
     } catch {
