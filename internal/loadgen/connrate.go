@@ -2,9 +2,13 @@ package loadgen
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
+
+	"github.com/msgnet/msgnet/frame"
 )
 
 // connRate runs Conns workers that each connect, say hello, make one DATA
@@ -88,5 +92,19 @@ func (r *runner) oneConnection(ctx context.Context, id int, df *dataFrames) erro
 	if err != nil {
 		return err
 	}
-	return checkSeq(f.Payload, df.size, uint64(id))
+	if err := checkSeq(f.Payload, df.size, uint64(id)); err != nil || !r.cfg.ServerCloses {
+		return err
+	}
+	// The other close order: DISCONNECT, then the server closes first.
+	if _, err := c.nc.Write(frame.Append(nil, frame.KindDisconnect, 0, []byte("bye"))); err != nil {
+		return err
+	}
+	for {
+		if _, err := c.r.ReadFrame(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("waiting for the server to close: %w", err)
+		}
+	}
 }

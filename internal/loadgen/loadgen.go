@@ -87,6 +87,9 @@ type Config struct {
 	Rate float64
 	// NoHello skips the CONTROL hello / welcome handshake on connect.
 	NoHello bool
+	// ServerCloses, in connrate, ends each connection the other way round:
+	// the client sends DISCONNECT and waits for the server to close first.
+	ServerCloses bool
 	// ClientID prefixes the client_id sent in hello; the connection's index
 	// is appended. Default "bench".
 	ClientID string

@@ -11,9 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/msgnet/msgnet"
 	"go.uber.org/goleak"
 )
 
@@ -570,5 +572,45 @@ func TestDialRateSpacesConnections(t *testing.T) {
 	}
 	if el := time.Since(start); el < 190*time.Millisecond {
 		t.Errorf("20 connections at 100/s opened in %v", el)
+	}
+}
+
+// TestConnRateServerCloses runs connrate's other close order against a
+// real msgnet server: each connection ends with DISCONNECT, and the
+// worker waits for the server to close first.
+func TestConnRateServerCloses(t *testing.T) {
+	srv := msgnet.NewServer("loadgen-test")
+	srv.OnMessage(func(s *msgnet.Session, msg []byte) { s.Send(msg) })
+	var byeCount atomic.Int64 // sessions the peer ended with DISCONNECT "bye"
+	srv.OnDisconnect(func(s *msgnet.Session, reason error) {
+		var de *msgnet.DisconnectError
+		if errors.As(reason, &de) && de.Remote && de.Reason == "bye" {
+			byeCount.Add(1)
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	res := run(t, Config{Mode: ModeConnRate, Addr: ln.Addr().String(), Conns: 2, Duration: 300 * time.Millisecond, ServerCloses: true})
+	noErrors(t, res)
+	if res.Connections <= 0 {
+		t.Fatal("no connections")
+	}
+	// Every counted connection ended with the client's DISCONNECT (the
+	// probe connection, closed at once, did not).
+	// The handler runs once the socket is closed, maybe after the client
+	// saw the close: wait for it, within a deadline.
+	for deadline := time.Now().Add(5 * time.Second); byeCount.Load() < res.Connections && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := byeCount.Load(); got < res.Connections {
+		t.Errorf("%d sessions ended by the client's DISCONNECT, fewer than the %d counted", got, res.Connections)
 	}
 }

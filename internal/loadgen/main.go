@@ -106,7 +106,7 @@ type options struct {
 	duration, warmup, hold, heartbeat      time.Duration
 	joinWait, drain, dialTimeout           time.Duration
 	rate, dialRate                         float64
-	noHello, json, quiet                   bool
+	noHello, json, quiet, serverCloses     bool
 	chart                                  string
 	tls, tlsInsecure                       bool
 	tlsCA, tlsServerName                   string
@@ -155,6 +155,8 @@ func newFlagSet(mode Mode, stderr io.Writer) (*flag.FlagSet, *options) {
 	case ModeLatency:
 		fs.Float64Var(&o.rate, "rate", 0, "open loop: total frames per second over all connections, latency measured from each frame's intended send time (0: closed loop, one frame in flight per connection)")
 		fs.DurationVar(&o.drain, "drain", DefaultDrain, "open loop: how long to wait for the last echoes")
+	case ModeConnRate:
+		fs.BoolVar(&o.serverCloses, "server-closes", false, "end each connection with DISCONNECT and wait for the server to close first (default: the client closes)")
 	case ModeIdle:
 		fs.DurationVar(&o.hold, "hold", DefaultHold, "how long to hold the connections once open")
 		fs.DurationVar(&o.heartbeat, "heartbeat", 0, "HEARTBEAT interval on held connections (0: a third of the server's announced idle timeout; negative: none)")
@@ -197,7 +199,7 @@ func (o *options) config(mode Mode) (Config, error) {
 	c := Config{
 		Mode: mode, Addr: o.addr, Conns: o.conns, Inflight: o.inflight,
 		Size: int(o.size), Duration: o.duration, Warmup: o.warmup, Rate: o.rate,
-		NoHello: o.noHello, ClientID: o.clientID, Group: o.group, Proto: o.proto,
+		NoHello: o.noHello, ServerCloses: o.serverCloses, ClientID: o.clientID, Group: o.group, Proto: o.proto,
 		JoinWait: o.joinWait, Drain: o.drain, Hold: o.hold, Heartbeat: o.heartbeat,
 		PID: o.pid, DialConcurrency: o.dialConc, DialRate: o.dialRate,
 		DialTimeout: o.dialTimeout, MaxPayload: o.maxPay, MaxLag: o.maxLag,
