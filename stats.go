@@ -261,6 +261,21 @@ func (c *counters) countIn(k frame.Kind, n int) {
 // "slow_consumer", "heartbeat_timeout", "handler_panic",
 // "protocol:<code>", "client_closed", "replaced" or "error".
 func ReasonClass(reason error) string {
+	// The reasons that are not wrapped, first, without the reflection of
+	// errors.As: every session's end is classed, and a peer's DISCONNECT
+	// went through nine errors.Is and three errors.As (2 µs of server CPU
+	// per connection). None of these types unwraps to a sentinel below.
+	switch r := reason.(type) {
+	case *DisconnectError:
+		if r.Remote {
+			return "peer_disconnect"
+		}
+		return "disconnect"
+	case *ProtocolError:
+		return "protocol:" + r.Code
+	case *HandlerPanicError:
+		return "handler_panic"
+	}
 	var pe *ProtocolError
 	var de *DisconnectError
 	var hp *HandlerPanicError

@@ -2,6 +2,8 @@ package msgnet_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/msgnet/msgnet"
@@ -85,5 +87,45 @@ func TestStatsCountExactly(t *testing.T) {
 	}
 	if st.HandlerLatency.Count < 1 {
 		t.Fatalf("no handler latency sample after %d messages", 138)
+	}
+}
+
+// ReasonClass names every kind of reason, wrapped or not, the same way.
+func TestReasonClass(t *testing.T) {
+	for _, tc := range []struct {
+		reason error
+		want   string
+	}{
+		{msgnet.ErrPeerClosed, "peer_closed"},
+		{fmt.Errorf("read: %w", msgnet.ErrPeerClosed), "peer_closed"},
+		{msgnet.ErrIdleTimeout, "idle_timeout"},
+		{msgnet.ErrServerShutdown, "shutdown"},
+		{msgnet.ErrServerClosed, "closed"},
+		{msgnet.ErrSlowConsumer, "slow_consumer"},
+		{msgnet.ErrHeartbeatTimeout, "heartbeat_timeout"},
+		{msgnet.ErrHandshakeTimeout, "handshake_timeout"},
+		{msgnet.ErrClientClosed, "client_closed"},
+		{msgnet.ErrReplaced, "replaced"},
+		{&msgnet.HandlerPanicError{Value: "boom"}, "handler_panic"},
+		{fmt.Errorf("x: %w", &msgnet.HandlerPanicError{Value: 1}), "handler_panic"},
+		{&msgnet.ProtocolError{Code: "bad_frame"}, "protocol:bad_frame"},
+		{fmt.Errorf("x: %w", msgnet.ErrTooLarge), "protocol:message_too_large"},
+		{&msgnet.DisconnectError{Reason: "bye", Remote: true}, "peer_disconnect"},
+		{&msgnet.DisconnectError{Reason: "kicked"}, "disconnect"},
+		{fmt.Errorf("x: %w", &msgnet.DisconnectError{Reason: "bye", Remote: true}), "peer_disconnect"},
+		{errors.New("something else"), "error"},
+	} {
+		if got := msgnet.ReasonClass(tc.reason); got != tc.want {
+			t.Errorf("ReasonClass(%v) = %q, want %q", tc.reason, got, tc.want)
+		}
+	}
+}
+
+// BenchmarkReasonClassPeerDisconnect is the class of a peer's DISCONNECT,
+// taken once per connection that ends so.
+func BenchmarkReasonClassPeerDisconnect(b *testing.B) {
+	reason := error(&msgnet.DisconnectError{Reason: "bye", Remote: true})
+	for b.Loop() {
+		msgnet.ReasonClass(reason)
 	}
 }
