@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // The flusher: what other goroutines queue on a registered connection
@@ -37,9 +38,10 @@ type flushers struct {
 
 // startWriter runs the writer that the caller has just claimed
 // (writerActive): through a flusher when the connection's descriptor can
-// be written without waiting, else a writer goroutine.
-func (c *Conn) startWriter() {
-	if c.rc == nil {
+// be written without waiting (rc, fd: c.rc and c.fd, read under the lock,
+// since Register may set them concurrently), else a writer goroutine.
+func (c *Conn) startWriter(rc syscall.RawConn, fd int32) {
+	if rc == nil {
 		go c.writeLoop()
 		return
 	}
@@ -49,7 +51,7 @@ func (c *Conn) startWriter() {
 		n = int32(min(flushShards, runtime.GOMAXPROCS(0)))
 		fs.n.Store(n)
 	}
-	fs.shards[int(uint32(c.fd)%uint32(n))].add(c)
+	fs.shards[int(uint32(fd)%uint32(n))].add(c)
 }
 
 // add hands c, whose writer role the caller holds, to the flusher.
@@ -114,11 +116,12 @@ func (c *Conn) flushOnce(w *writer) (again bool) {
 		return false
 	}
 	c.takeBatchLocked(w)
+	rc := c.rc
 	c.mu.Unlock()
 
 	var n int
 	var err error
-	if werr := c.rc.Write(func(fd uintptr) bool {
+	if werr := rc.Write(func(fd uintptr) bool {
 		n, err = tryWriteResult(w.writeOnce(int(fd)))
 		return true
 	}); werr != nil && err == nil {

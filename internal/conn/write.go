@@ -103,12 +103,13 @@ func (c *Conn) Enqueue(kind frame.Kind, flags frame.Flags, payload []byte) error
 	c.queuedMsgs++
 	c.chargeLocked()
 	start := c.wantWriterLocked()
+	rc, fd := c.rc, c.fd // Register sets them under the lock
 	c.mu.Unlock()
 	if kind != frame.KindData && kind != kindRaw {
 		c.cfg.Shared.countOut(kind, n)
 	}
 	if start {
-		c.startWriter()
+		c.startWriter(rc, fd)
 	}
 	return nil
 }
