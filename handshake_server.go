@@ -230,8 +230,12 @@ func (srv *Server) finishHello(s *Session, h *hello) {
 // a client id always names one session. With authentication, only a
 // holder of a key allowed that client id gets this far.
 func (srv *Server) claimClientID(s *Session, cid string) {
-	if old := srv.reg.setClient(s, cid); old != nil && old != s {
-		old.close(ErrReplaced, true)
+	lost := srv.reg.setClient(s, cid)
+	if lost != nil {
+		lost.close(ErrReplaced, true)
+	}
+	if lost == s {
+		return // a session accepted after s got here first: it is the newest
 	}
 	if srv.bus != nil {
 		srv.bus.ClientUp(cid, s.id)

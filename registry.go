@@ -43,15 +43,30 @@ func (r *registry) add(s *Session) {
 	sh.mu.Unlock()
 }
 
-// setClient indexes s under its client id once the hello has named it, and
-// returns the session indexed there before, if any.
-func (r *registry) setClient(s *Session, cid string) (old *Session) {
+// setClient indexes s under its client id once the hello has named it,
+// unless a session accepted after s holds it already, and returns the
+// session that lost the id: the one indexed there before, or s itself;
+// nil if none. Two sessions' hellos may finish in either order on their
+// own goroutines; the one accepted later must win all the same.
+func (r *registry) setClient(s *Session, cid string) (lost *Session) {
 	sh := r.shard(cid)
 	sh.mu.Lock()
-	old = sh.byClient[cid]
+	defer sh.mu.Unlock()
+	old := sh.byClient[cid]
+	if old == s {
+		return nil
+	}
+	if old != nil && acceptedAfter(old, s) {
+		return s
+	}
 	sh.byClient[cid] = s
-	sh.mu.Unlock()
 	return old
+}
+
+// acceptedAfter reports whether a was accepted after b by the same server:
+// session ids are the server's prefix and an increasing decimal count.
+func acceptedAfter(a, b *Session) bool {
+	return len(a.id) > len(b.id) || len(a.id) == len(b.id) && a.id > b.id
 }
 
 func (r *registry) remove(s *Session) {
