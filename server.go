@@ -841,13 +841,25 @@ func (srv *Server) finishStop() {
 		p.Close()
 	}
 	srv.bgWG.Wait()
+	// The streams' watches are told to stop first, and waited for last:
+	// a JetStream consumer whose connection is reconnecting stops only
+	// once the store closes that connection (a CI run found finishStop
+	// blocked in such a Stop).
+	var watchesStopped <-chan struct{}
+	if srv.streams != nil {
+		watchesStopped = srv.streams.close()
+	}
 	if srv.bus != nil {
 		srv.bus.Close()
 	}
 	if srv.streams != nil {
-		srv.streams.close()
 		if err := srv.streams.store.Close(); err != nil {
 			srv.log.Warn("closing the stream store", "err", err)
+		}
+		select {
+		case <-watchesStopped:
+		case <-time.After(10 * time.Second):
+			srv.log.Warn("stream watches still stopping 10 s after the store closed")
 		}
 	}
 	close(srv.done)

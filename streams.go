@@ -258,18 +258,29 @@ func (ss *streams) mayExist(name string) bool {
 }
 
 // close stops the streams' watches; the server is closing.
-func (ss *streams) close() {
+// It returns a channel closed once every watch has stopped: a JetStream
+// watch whose NATS connection is reconnecting may only stop once the
+// store closes that connection, so the caller closes the store before
+// waiting on it.
+func (ss *streams) close() <-chan struct{} {
 	ss.mu.Lock()
 	list := make([]*stream, 0, len(ss.m))
 	for _, st := range ss.m {
 		list = append(list, st)
 	}
 	ss.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, st := range list {
 		if st.stopWatch != nil {
-			st.stopWatch()
+			wg.Go(st.stopWatch)
 		}
 	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	return done
 }
 
 // append adds payload to st and sends it to the subscriptions that are
