@@ -1,3 +1,5 @@
+//go:build linux
+
 package conn
 
 // The shared flusher (flush.go) where it meets the event loop, the parked
@@ -49,9 +51,6 @@ func (h *echoHandler) Ingest(b []byte) (int, int) {
 // the test's life.
 func runPoller(t *testing.T, loop bool) *netpoll.Poller {
 	t.Helper()
-	if !netpoll.Supported {
-		t.Skip("no pollers on this platform")
-	}
 	p, err := netpoll.New(false)
 	if err != nil {
 		t.Fatal(err)

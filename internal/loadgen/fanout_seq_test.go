@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"os"
 	"testing"
 	"time"
 )
@@ -49,21 +48,5 @@ func TestSeqSet(t *testing.T) {
 	st := fanoutStats("", []seqSet{s, {}}, 0, 200, 400)
 	if st.Proto != ProtoMsgnet || st.Delivered != 134 || st.Gaps != 266 || st.ReceiversWithGaps != 2 || st.GapRuns != 3 || st.Sustained {
 		t.Errorf("fanoutStats = %+v", st)
-	}
-}
-
-func TestProcRunWait(t *testing.T) {
-	if _, err := os.Stat("/proc/self/task"); err != nil {
-		t.Skip("no /proc")
-	}
-	d, err := ProcRunWait(os.Getpid())
-	if err != nil || d < 0 {
-		t.Fatalf("ProcRunWait(self) = %v, %v", d, err)
-	}
-	if _, err := ProcRunWait(1 << 30); err == nil {
-		t.Error("ProcRunWait of no process did not fail")
-	}
-	if w := cpuWait(runWaitSample{load: time.Second, server: -1}, runWaitSample{load: 3 * time.Second, server: -1}); w == nil || w.Load != 2 || w.Server != 0 {
-		t.Errorf("cpuWait = %+v", w)
 	}
 }
