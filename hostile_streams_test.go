@@ -1136,6 +1136,52 @@ func TestHostileStreamExhaustionRecovers(t *testing.T) {
 	}
 }
 
+// Streams reclaimed at MaxStreams while another peer publishes: one peer
+// churns new stream names past the limit (its subs succeed only because
+// the server keeps dropping empty streams), while another publishes
+// bursts to a few streams whose messages expire within a millisecond, so
+// they may be empty, and reclaimable, when the next burst comes. Every
+// publish is answered once, in order: stored, or refused with bad_stream
+// at the limit; the race detector watches the stream's closed flag.
+func TestHostileStreamReclaimWhilePublishing(t *testing.T) {
+	_, addr := startServer(t, msgnet.WithMaxStreams(8),
+		msgnet.WithRetention(msgnet.Retention{MaxAge: time.Millisecond}))
+	churner := dialStreamPeer(t, addr, "churner", reliableHello(""))
+	pub := dialStreamPeer(t, addr, "racer", reliableHello("racer"))
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for round := 0; round < 20 && err == nil; round++ {
+			err = churn(churner, 20, func(i int) string { return fmt.Sprint("group:churn-", round, "-", i) })
+		}
+		done <- err
+	}()
+	const bursts, per = 40, 25
+	var seq uint64
+	for range bursts {
+		var b []byte
+		for i := range per {
+			seq++
+			b = append(b, pubFrame(seq, fmt.Sprint("group:raced-", i%3), []byte("m"))...)
+		}
+		pub.write(b)
+	}
+	stored, refused := readAcks(t, pub, seq)
+	for code := range refused {
+		if code != msgnet.CodeBadStream {
+			t.Fatalf("a publish refused %s: %v", code, refused)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d of %d publishes stored while streams were reclaimed", stored, seq)
+	if stored == 0 {
+		t.Fatal("nothing stored: the test raced nothing")
+	}
+	pub.alive()
+}
+
 // readAcks reads publish acknowledgements until seq upTo is answered,
 // and returns how many publishes were stored and the refusals' codes.
 func readAcks(t *testing.T, p *streamPeer, upTo uint64) (stored int, refused map[string]int) {
