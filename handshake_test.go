@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -143,5 +144,24 @@ func TestConnectErrors(t *testing.T) {
 	defer cancel()
 	if err := msgnet.NewClient("c").Connect(ctx, l.Addr().String()); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v, want context.DeadlineExceeded", err)
+	}
+}
+
+// A session counted by ConnectionCount is already in the registry: a
+// caller who waits for the count and then broadcasts reaches it.
+func TestCountedSessionIsRegistered(t *testing.T) {
+	srv, addr := startServer(t)
+	for i := 1; i <= 200; i++ {
+		dialRaw(t, addr)
+		deadline := time.Now().Add(5 * time.Second)
+		for srv.ConnectionCount() < i { // spun, not slept: the window is short
+			if time.Now().After(deadline) {
+				t.Fatalf("connection %d never counted", i)
+			}
+			runtime.Gosched()
+		}
+		if n := len(srv.Sessions()); n < i {
+			t.Fatalf("ConnectionCount %d but %d sessions in the registry", i, n)
+		}
 	}
 }

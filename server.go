@@ -337,15 +337,17 @@ func (srv *Server) ServeConn(nc net.Conn) {
 		return
 	}
 	lim := srv.lim()
-	if n := srv.count.Add(1); lim.MaxConnections > 0 && n > int64(lim.MaxConnections) {
-		srv.count.Add(-1)
+	// Every check and the count's increment are under srv.mu, so accepts
+	// cannot overtake each other past the limit; the count goes up only once
+	// the session is in the registry, so that a caller who sees it counted
+	// finds it there (a Broadcast reaches it).
+	if lim.MaxConnections > 0 && srv.count.Load() >= int64(lim.MaxConnections) {
 		srv.bgWG.Add(1)
 		srv.mu.Unlock()
 		go srv.refuse(nc, frame.CodeServerFull, "server at max connections", "server full")
 		return
 	}
 	if srv.ctr.Budget.Over() {
-		srv.count.Add(-1)
 		srv.bgWG.Add(1)
 		srv.mu.Unlock()
 		go srv.refuse(nc, CodeServerBusy, "the server's send queues are full; try again later", "server busy")
@@ -354,7 +356,6 @@ func (srv *Server) ServeConn(nc net.Conn) {
 	{ // counted whatever the limit, so that SetLimits can turn it on
 		ip := ipOf(nc.RemoteAddr())
 		if lim.MaxConnectionsPerIP > 0 && srv.perIP[ip] >= lim.MaxConnectionsPerIP {
-			srv.count.Add(-1)
 			srv.bgWG.Add(1)
 			srv.mu.Unlock()
 			go srv.refuse(nc, CodePerIPLimit, "too many connections from this address", "per-IP connection limit")
@@ -367,6 +368,7 @@ func (srv *Server) ServeConn(nc net.Conn) {
 	s := newSession(srv, &srv.ctr, id, nc, srv.connConfig(lim))
 	s.handshaking.Store(true)
 	srv.reg.add(s)
+	srv.count.Add(1)
 	srv.sessWG.Add(1)
 	registered := srv.registerLocked(s)
 	srv.mu.Unlock()
