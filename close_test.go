@@ -462,3 +462,55 @@ func TestPeerDisconnectThenMoreInputClosesCleanly(t *testing.T) {
 		}
 	})
 }
+
+// A peer that sends DISCONNECT and then neither reads on nor closes its
+// side does not hold its session: the server's linger ends after about a
+// second (on an event loop, the sweeper cuts it), the peer sees the end
+// of the stream, and the session ends.
+func TestLingerEndsWithoutPeerClose(t *testing.T) {
+	engines(t, func(t *testing.T, opts ...msgnet.Option) {
+		srv, addr := echoServer(t, opts...)
+		r := dialRaw(t, addr)
+		r.hello("silent")
+		waitFor(t, "session registered", func() bool { return srv.ConnectionCount() == 1 })
+		r.send(frame.KindDisconnect, "bye")
+		start := time.Now()
+		r.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.Copy(io.Discard, r.nc)
+		if err != nil {
+			t.Fatalf("the peer saw %v, want the end of the stream", err)
+		}
+		waitFor(t, "session gone", func() bool { return srv.ConnectionCount() == 0 })
+		t.Logf("closed after %v", time.Since(start))
+	})
+}
+
+// A peer that floods after its DISCONNECT cannot keep its session
+// lingering either: what it sends is dropped, and the close comes within
+// the linger's bounds.
+func TestLingerEndsUnderFlood(t *testing.T) {
+	engines(t, func(t *testing.T, opts ...msgnet.Option) {
+		srv, addr := echoServer(t, opts...)
+		r := dialRaw(t, addr)
+		r.hello("flood")
+		waitFor(t, "session registered", func() bool { return srv.ConnectionCount() == 1 })
+		r.send(frame.KindDisconnect, "bye")
+		junk := frame.Append(nil, frame.KindData, 0, make([]byte, 16<<10))
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			r.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			for {
+				if _, err := r.nc.Write(junk); err != nil {
+					return // the server closed: reset or broken pipe
+				}
+			}
+		}()
+		waitFor(t, "session gone", func() bool { return srv.ConnectionCount() == 0 })
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the flood's writes never failed: the socket was not closed")
+		}
+	})
+}

@@ -2,6 +2,7 @@ package msgnet
 
 import (
 	"errors"
+	"math"
 	"strconv"
 	"time"
 
@@ -107,12 +108,12 @@ func (s *Session) dispatch(b []byte) (used, need int, err error) {
 	for used < len(b) && !s.c.Stopping() {
 		rest := b[used:]
 		if mode == frame.ModeText {
-			line, k, err := frame.SplitLineFrom(rest, s.scanned, maxPayload)
+			line, k, err := frame.SplitLineFrom(rest, int(s.scanned), maxPayload)
 			if err != nil {
 				return used, 0, err
 			}
 			if k == 0 {
-				s.scanned = len(rest)
+				s.scanned = int32(min(len(rest), math.MaxInt32)) // fewer is safe: they are scanned again
 				return used, 0, nil
 			}
 			s.scanned = 0
@@ -141,7 +142,9 @@ func (s *Session) dispatch(b []byte) (used, need int, err error) {
 			}
 		}
 		used += total
-		s.frames++
+		if s.frames < 2 {
+			s.frames++
+		}
 		s.seq++
 		if !perBurst {
 			s.c.AddMsgsIn(1)

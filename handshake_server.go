@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/internal/conn"
 	"github.com/msgnet/msgnet/pipeline"
 	"golang.org/x/time/rate"
 )
@@ -279,16 +281,26 @@ func (srv *Server) connected(s *Session) {
 }
 
 // ipOf is the key for the per-IP connection limit.
-func ipOf(a net.Addr) string {
+func ipOf(a net.Addr) netip.Addr {
 	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
+		return ta.AddrPort().Addr().Unmap()
 	}
 	if a == nil {
-		return ""
+		return netip.Addr{}
 	}
 	host, _, err := net.SplitHostPort(a.String())
 	if err != nil {
-		return a.String()
+		host = a.String()
 	}
-	return host
+	ip, _ := netip.ParseAddr(host) // not an IP (a pipe): all such peers count as one
+	return ip.Unmap()
+}
+
+// peerIP is ipOf the connection's peer, without allocating for the
+// server's own sockets.
+func peerIP(nc net.Conn) netip.Addr {
+	if s, ok := nc.(*conn.Socket); ok {
+		return s.PeerIP()
+	}
+	return ipOf(nc.RemoteAddr())
 }

@@ -283,7 +283,10 @@ func (cfg *config) applySocketBuffers(nc net.Conn) {
 	if tc, ok := nc.(*tls.Conn); ok {
 		nc = tc.NetConn()
 	}
-	tcp, ok := nc.(*net.TCPConn)
+	tcp, ok := nc.(interface {
+		SetReadBuffer(int) error
+		SetWriteBuffer(int) error
+	})
 	if !ok {
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"sync"
@@ -79,7 +80,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
-	perIP     map[string]int // open sessions per remote IP
+	perIP     map[netip.Addr]int // open sessions per remote IP
 	started   bool
 	stopping  bool
 	pollers   []*netpoll.Poller // parked sessions; one per GOMAXPROCS with inline handlers
@@ -97,6 +98,7 @@ type Server struct {
 	bgWG    sync.WaitGroup // accept loops, poller, sweeper
 	done    chan struct{}  // closed when the server has stopped (finishStop)
 	stopCh  chan struct{}  // closed when stopping starts
+	sweepCh chan struct{}  // closed when every session has ended: the sweeper cuts lingers until then
 
 }
 
@@ -118,11 +120,12 @@ func NewServer(id string, opts ...Option) *Server {
 		log:       cfg.logger,
 		idPrefix:  hex.EncodeToString(p[:]) + "-",
 		listeners: make(map[net.Listener]struct{}),
-		perIP:     make(map[string]int),
+		perIP:     make(map[netip.Addr]int),
 		reg:       newRegistry(),
 		groups:    groups{m: make(map[string]map[*Session]struct{})},
 		done:      make(chan struct{}),
 		stopCh:    make(chan struct{}),
+		sweepCh:   make(chan struct{}),
 	}
 	srv.handlers.Store(&handlers{})
 	srv.bus = cfg.bus
@@ -281,15 +284,9 @@ func (srv *Server) startLocked() error {
 
 func (srv *Server) serve(l net.Listener) error {
 	var delay time.Duration
-	gate := srv.acceptGate(l)
+	accept := srv.acceptFunc(l)
 	for {
-		if gate != nil && !gate.wait(srv.stopCh) {
-			return ErrServerClosed
-		}
-		nc, err := l.Accept()
-		if gate != nil {
-			gate.rearm()
-		}
+		nc, err := accept()
 		if err != nil {
 			select {
 			case <-srv.stopCh:
@@ -317,6 +314,45 @@ func (srv *Server) serve(l net.Listener) error {
 		}
 		delay = 0
 		srv.ServeConn(nc)
+	}
+}
+
+// acceptFunc returns how serve accepts from l. With event loops, a plain
+// TCP listener's connections are accepted as conn.Sockets: descriptors the
+// loops own, with no net.Conn or runtime poll descriptor, which is most of
+// what an idle connection would cost and a part of what accepting and
+// closing one costs. They inherit TCP_NODELAY and keepalive from the
+// listener (as Listen sets them: keepalive only without an idle timeout).
+// A loop's epoll set watches the listener (acceptGate), and each report
+// accepts every connection pending.
+func (srv *Server) acceptFunc(l net.Listener) func() (net.Conn, error) {
+	tl, ok := l.(*net.TCPListener)
+	if !ok || !conn.SocketsSupported || !srv.cfg.engine.loops() {
+		return l.Accept
+	}
+	rc, err := tl.SyscallConn()
+	if err != nil || conn.PrepareListener(rc, srv.lim().IdleTimeout <= 0) != nil {
+		return l.Accept
+	}
+	gate := srv.acceptGate(rc)
+	if gate == nil {
+		return l.Accept
+	}
+	a := conn.NewAcceptor(rc)
+	return func() (net.Conn, error) {
+		for {
+			s, err := a.Accept()
+			switch {
+			case err == nil:
+				return s, nil
+			case err != conn.ErrWouldBlock:
+				return nil, err
+			}
+			gate.rearm()
+			if !gate.wait(srv.stopCh) {
+				return nil, ErrServerClosed
+			}
+		}
 	}
 }
 
@@ -354,7 +390,7 @@ func (srv *Server) ServeConn(nc net.Conn) {
 		return
 	}
 	{ // counted whatever the limit, so that SetLimits can turn it on
-		ip := ipOf(nc.RemoteAddr())
+		ip := peerIP(nc)
 		if lim.MaxConnectionsPerIP > 0 && srv.perIP[ip] >= lim.MaxConnectionsPerIP {
 			srv.bgWG.Add(1)
 			srv.mu.Unlock()
@@ -416,28 +452,19 @@ func (srv *Server) refuse(nc net.Conn, code, message, reason string) {
 	conn.LingerClose(nc)
 }
 
-// acceptGate returns a gate that tells serve when l has a connection
-// waiting, or nil. On blocking event loops it is a loop's epoll set that
-// watches l: a loop waits in epoll_wait holding its P (see netpoll.New),
-// so an Accept waiting on the runtime's poller would be woken only once
-// the runtime takes the P back, and connections would wait for that; the
-// loop itself notices a connection at once.
-func (srv *Server) acceptGate(l net.Listener) *acceptGate {
-	tl, ok := l.(*net.TCPListener)
-	if !ok || srv.cfg.engine != EngineLoopBlocking {
-		return nil
-	}
-	rc, err := tl.SyscallConn()
-	if err != nil {
-		return nil
-	}
+// acceptGate returns a gate that tells serve when the listener rc has a
+// connection waiting, or nil: a loop's epoll set watches it. (Blocking
+// loops wait in epoll_wait holding their P (see netpoll.New), so an Accept
+// waiting on the runtime's poller would be woken only once the runtime
+// takes the P back; the loop itself notices a connection at once.)
+func (srv *Server) acceptGate(rc syscall.RawConn) *acceptGate {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	if !srv.startPollersLocked() {
 		return nil
 	}
 	g := &acceptGate{rc: rc, p: srv.pollers[0], gen: srv.pollGen.Add(1), ready: make(chan struct{}, 1), idle: time.NewTimer(gateIdle)}
-	err = errors.ErrUnsupported
+	err := errors.ErrUnsupported
 	rc.Control(func(fd uintptr) { err = g.p.Add(int(fd), g, g.gen) })
 	if err != nil {
 		return nil
@@ -446,9 +473,9 @@ func (srv *Server) acceptGate(l net.Listener) *acceptGate {
 }
 
 // acceptGate tells an accept loop when its listener has a connection
-// waiting. Its registration is one-shot and rearmed after each Accept, so
-// a report is never stale: the Accept it lets through finds a connection
-// (barring one reset meanwhile, which Accept then waits for as usual).
+// waiting. Its registration is one-shot, rearmed once the loop has
+// accepted every connection pending; rearming reports at once if one came
+// meanwhile.
 type acceptGate struct {
 	rc    syscall.RawConn // the listener's: its descriptor is used only inside rc.Control, so never after a close freed the number
 	p     *netpoll.Poller
@@ -457,11 +484,9 @@ type acceptGate struct {
 	idle  *time.Timer
 }
 
-// gateIdle is how long serve waits for the gate before it calls Accept
-// anyway, which then waits on the runtime's poller as usual: a quiet
-// listener costs the loop nothing, and a listener closed by its owner
-// (which takes it out of the epoll set without a report) still ends
-// Serve with Accept's error.
+// gateIdle is how long serve waits for the gate before it tries to accept
+// anyway: a listener closed by its owner (which takes it out of the epoll
+// set without a report) still ends Serve with the accept's error.
 const gateIdle = time.Second
 
 // wait waits for a report, for gateIdle, or for stop; it reports false on
@@ -487,9 +512,9 @@ func (g *acceptGate) Readable(int64, bool, bool) bool {
 	return false
 }
 
-// rearm watches the listener again after an Accept. A report
-// that came while Accept waited on its own (after gateIdle) is dropped: it
-// was for the connection just accepted, as the registration reports once.
+// rearm watches the listener again once no connection is pending. A
+// report left from before is dropped: the accepts since took its
+// connections.
 func (g *acceptGate) rearm() {
 	select {
 	case <-g.ready:
@@ -683,7 +708,7 @@ func (srv *Server) sessionEnded(s *Session, reason error) {
 		}
 	}
 	c.disconnects.Add(ReasonClass(reason))
-	ip := ipOf(s.c.NetConn().RemoteAddr())
+	ip := peerIP(s.c.NetConn())
 	srv.mu.Lock()
 	if srv.perIP[ip]--; srv.perIP[ip] <= 0 {
 		delete(srv.perIP, ip)
@@ -716,11 +741,11 @@ func (srv *Server) sweep() {
 	tick := sweepTick(srv.lim())
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	var idle, late []*Session
+	var idle, late, cut []*Session
 	var lastExpire time.Time
 	for {
 		select {
-		case <-srv.stopCh:
+		case <-srv.sweepCh:
 			return
 		case <-srv.retickCh:
 			if next := sweepTick(srv.lim()); next != tick {
@@ -733,9 +758,12 @@ func (srv *Server) sweep() {
 			idleLimit := now.Add(-timeout).UnixNano()
 			parkLimit := now.Add(-conn.ParkAfter).UnixNano()
 			hsLimit := now.Add(-hsTimeout).UnixNano()
-			idle, late = idle[:0], late[:0]
+			lingerLimit := now.Add(-conn.LingerTime).UnixNano()
+			idle, late, cut = idle[:0], late[:0], cut[:0]
 			srv.reg.each(func(s *Session) bool {
-				if hsTimeout > 0 && s.handshaking.Load() && s.connectAt < hsLimit {
+				if s.c.LingeredSince(lingerLimit) {
+					cut = append(cut, s)
+				} else if hsTimeout > 0 && s.handshaking.Load() && s.connectAt < hsLimit {
 					late = append(late, s)
 				} else if timeout > 0 && s.c.LastActivity() < idleLimit {
 					idle = append(idle, s)
@@ -751,6 +779,10 @@ func (srv *Server) sweep() {
 			for i, s := range late {
 				s.close(ErrHandshakeTimeout, true)
 				late[i] = nil
+			}
+			for i, s := range cut {
+				s.c.CutLinger()
+				cut[i] = nil
 			}
 			if srv.streams != nil && now.Sub(lastExpire) >= time.Second {
 				lastExpire = now
@@ -835,6 +867,7 @@ func (srv *Server) beginStop() []*Session {
 // goroutines (pollers, sweeper, accept loops) and the bus, and closes done.
 func (srv *Server) finishStop() {
 	srv.sessWG.Wait()
+	close(srv.sweepCh)
 	srv.mu.Lock()
 	ps := srv.pollers
 	srv.pollers = nil

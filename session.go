@@ -32,12 +32,13 @@ type Session struct {
 	features    atomic.Uint32 // negotiated extensions (feat* bits)
 
 	// Reader-owned: touched only by the connection's reader, the
-	// goroutine or event loop that runs Ingest.
+	// goroutine or event loop that runs Ingest. Sized to share one row, so
+	// that a Session stays in the 384-byte allocation class.
 	established bool   // the connect handler has run
 	staged      bool   // publishes wait in sessionExt.staged (streams.go)
-	frames      int    // frames received, for "hello must come first"
+	frames      uint8  // frames received, counted up to 2: "hello must come first"
+	scanned     int32  // text mode: bytes at the head of input known to hold no newline
 	seq         uint64 // messages received
-	scanned     int    // text mode: bytes at the head of input known to hold no newline
 
 	// ext holds what most sessions never use, allocated on first use so
 	// an idle session stays small.

@@ -44,7 +44,23 @@ func granules(n int) int64 { return (int64(n) + budgetGranule - 1) / budgetGranu
 
 // queuedLocked is what c holds for writing: its queues and the batch
 // being written. Lock must be held.
-func (c *Conn) queuedLocked() int { return c.out.bytes + c.early.bytes + c.writingBytes }
+func (c *Conn) queuedLocked() int { return c.out.bytes + c.earlyBytesLocked() + c.writingBytes }
+
+// earlyBytesLocked is what waits in the early queue. Lock must be held.
+func (c *Conn) earlyBytesLocked() int {
+	if e := c.x.Load(); e != nil {
+		return e.early.bytes
+	}
+	return 0
+}
+
+// takeEarlyLocked empties the early queue. Lock must be held.
+func (c *Conn) takeEarlyLocked() []*chunk {
+	if e := c.x.Load(); e != nil {
+		return e.early.take()
+	}
+	return nil
+}
 
 // budgetAllowsLocked reports whether c may queue n more bytes within the
 // shared budget. Lock must be held.

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/internal/gid"
+	"golang.org/x/sys/unix"
 )
 
 // The close path. Every cause of an end (the peer's EOF or DISCONNECT, a
@@ -67,7 +69,7 @@ func (c *Conn) drainLocked(reason error, notify bool, last *frame.ErrorBody) (st
 	if c.flags.has(held) && c.cfg.Secure {
 		// Never completed a handshake the server requires: what was held
 		// for it is not for this peer.
-		for _, ch := range c.early.take() {
+		for _, ch := range c.takeEarlyLocked() {
 			putChunk(ch)
 		}
 		c.flags &^= held
@@ -122,7 +124,9 @@ func (c *Conn) abortLocked() {
 	c.dropQueueLocked()
 	switch {
 	case c.state == StateLingering:
-		if c.kind == loopReader {
+		if c.loopLinger.Load() {
+			c.endLingerLocked()
+		} else if c.kind == loopReader {
 			c.nc.SetReadDeadline(time.Unix(1, 0)) // the loop may be in a turn: see closeFdLocked
 		} else {
 			c.nc.Close()
@@ -144,7 +148,7 @@ func (c *Conn) dropQueueLocked() {
 		}
 		putChunk(ch)
 	}
-	for _, ch := range c.early.take() {
+	for _, ch := range c.takeEarlyLocked() {
 		putChunk(ch)
 	}
 	c.chargeLocked()
@@ -157,6 +161,26 @@ func (c *Conn) dropQueueLocked() {
 // with unread input makes the kernel send RST, and a peer that receives
 // RST may lose the last word before reading it. Lock must be held.
 func (c *Conn) closeSocketLocked() {
+	if c.flags.has(lingerOnEnd) && c.kind == loopReader && c.flags.has(parked) {
+		if s, ok := c.nc.(*Socket); ok {
+			// A socket of the loop's own lingers on the loop: it stays in
+			// the epoll set, and the peer's FIN (or more input) is the
+			// loop's report (lingerTurn). The sweeper cuts it after
+			// lingerTime (CutLinger).
+			c.state = StateLingering
+			c.lastActivity.Store(time.Now().UnixNano())
+			c.loopLinger.Store(true)
+			s.CloseWrite()
+			// The peer's FIN may have been reported already, to a turn
+			// that no longer read (this one, or one while a writer
+			// drained the queue): then no report will come for it.
+			ownTurn := c.flags.has(readerActive) && c.poller.Owner() == gid.Current()
+			if (ownTurn && c.peerHup || !c.flags.has(readerActive)) && c.lingerDrainLocked() {
+				c.endLingerLocked()
+			}
+			return
+		}
+	}
 	if c.flags.has(parked) {
 		c.poller.Forget(int(c.fd))
 		c.flags &^= parked
@@ -198,6 +222,104 @@ func (c *Conn) endFdUseLocked() {
 		c.nc.Close()
 	}
 }
+
+// lingerTurn is a lingering socket's turn on its loop: it reads and drops
+// what has come, and at the peer's end of input, or after lingerBytes in
+// one turn, closes. Lock must be held; it unlocks.
+func (c *Conn) lingerTurnLocked(sc *loopScratch) {
+	if c.flags.has(readerActive) {
+		c.mu.Unlock()
+		return
+	}
+	c.flags |= readerActive // the loop uses the descriptor's number: a close waits
+	c.mu.Unlock()
+	done, total := false, 0
+read:
+	for !done {
+		n, err := rawRead(int(c.fd), *sc.buf)
+		switch {
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			break read
+		case n <= 0:
+			done = true
+		default:
+			total += n
+			done = total >= lingerBytes
+		}
+	}
+	c.mu.Lock()
+	c.flags &^= readerActive
+	if done && c.state == StateLingering {
+		c.endLingerLocked()
+	}
+	c.endFdUseLocked()
+	end := c.endLocked()
+	c.mu.Unlock()
+	if end {
+		c.finish()
+	}
+}
+
+// lingerDrainLocked reads and drops what a lingering socket has now, and
+// reports whether its peer has closed (or sent lingerBytes). Lock must be
+// held, and no reader may be active but the caller.
+func (c *Conn) lingerDrainLocked() (done bool) {
+	var b [4096]byte
+	for total := 0; total < lingerBytes; {
+		n, err := rawRead(int(c.fd), b[:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return false
+		case n <= 0:
+			return true
+		}
+		total += n
+	}
+	return true
+}
+
+// lingerBytes bounds the input a lingering connection drops before it
+// closes anyway (per turn, on a loop; lingerTime bounds the turns).
+const lingerBytes = 256 << 10
+
+// endLingerLocked ends a linger on the loop: the socket leaves the epoll
+// set and closes (once the loop's turn, if one is on, ends). Lock must be
+// held.
+func (c *Conn) endLingerLocked() {
+	c.loopLinger.Store(false)
+	c.poller.Forget(int(c.fd))
+	c.flags &^= parked
+	c.state = StateClosed
+	c.closeFdLocked()
+}
+
+// LingeredSince reports whether the connection has lingered on its event
+// loop since before limit (Unix nanoseconds): its peer has not closed its
+// side in time. It costs an atomic load for a connection that does not
+// linger, so that a sweeper can ask every connection.
+func (c *Conn) LingeredSince(limit int64) bool {
+	return c.loopLinger.Load() && c.lastActivity.Load() < limit
+}
+
+// CutLinger closes a connection lingering on its event loop (see
+// LingeredSince): the server's sweeper calls it.
+func (c *Conn) CutLinger() {
+	c.mu.Lock()
+	if c.state == StateLingering && c.loopLinger.Load() {
+		c.endLingerLocked()
+	}
+	end := c.endLocked()
+	c.mu.Unlock()
+	if end {
+		c.finish()
+	}
+}
+
+// LingerTime is how long a closing connection waits for its peer's FIN.
+const LingerTime = lingerTime
 
 func (c *Conn) lingerThenClose() {
 	discardInput(c.nc, c.kind == loopReader)

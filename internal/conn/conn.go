@@ -73,23 +73,22 @@ type Conn struct {
 	lastActivity atomic.Int64 // unix nanoseconds: when bytes were last received
 	stopRead     atomic.Bool  // set by Close: dispatch no more input
 	hotWait      atomic.Bool  // parked: a hot reader holds the socket in a blocking read loop
+	loopLinger   atomic.Bool  // lingering on its event loop since lastActivity (CutLinger)
 
 	// How the connection waits for input (read.go): set by Start or
 	// Register before the reader can run, read-only after.
 	kind      readerKind
-	readFn    func()
+	gen       uint32
 	rc        syscall.RawConn
 	poller    *netpoll.Poller
-	fd        int32
-	gen       uint32
 	lastBurst int64 // reader-owned: unix nanoseconds when the last burst started
 
 	mu    sync.Mutex
 	state State
-	flags flags
 	mode  frame.Mode
+	flags flags
+	fd    int32 // set with rc (fields above it), placed here to fill the row
 	out   queue // encoded bytes to write, in order
-	early queue // DATA sent while held, plain, to be encoded by Establish
 	pipe  *pipeline.Pipeline
 	// reason is the first Close's; writingBytes the batch being written;
 	// queuedMsgs the messages queued since msgsOut was last brought up to
@@ -109,10 +108,9 @@ type Conn struct {
 
 	drainArmed bool // writer-owned: the drain deadline is set
 
-	// The event loop's turn (stage.go): the loop the connection is on,
-	// the loop's stage while a turn stages (changed under mu, by the loop),
-	// and whether another goroutine queued into out during the turn.
-	loop   atomic.Pointer[netpoll.Poller]
+	// The event loop's turn (stage.go): the loop's stage while a turn
+	// stages (changed under mu, by the loop), and whether another
+	// goroutine queued into out during the turn.
 	stage  atomic.Pointer[stager]
 	shared atomic.Bool
 
@@ -123,6 +121,7 @@ type Conn struct {
 
 // connExt is what few connections use, allocated on first use.
 type connExt struct {
+	early       queue        // DATA sent while held, plain, to be encoded by Establish; under mu
 	unsent      []byte       // Salvage: what was queued but never handed to the socket; under mu
 	lastDropLog atomic.Int64 // nanotime of the last drop logged
 }

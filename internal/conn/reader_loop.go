@@ -71,6 +71,10 @@ func (t *loopTarget) Readable(now int64, hangup, carried bool) bool {
 func (c *Conn) readInline(now int64, hangup bool) (again bool) {
 	sc := scratchOf(c.poller)
 	c.mu.Lock()
+	if c.loopLinger.Load() {
+		c.lingerTurnLocked(sc) // unlocks
+		return false
+	}
 	if !c.claimReaderLocked() {
 		c.mu.Unlock()
 		return false

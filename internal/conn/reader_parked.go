@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/msgnet/msgnet/internal/netpoll"
@@ -62,12 +63,16 @@ func (c *Conn) Register(p *netpoll.Poller, gen uint32, loop bool) bool {
 	if !netpoll.Supported {
 		return false
 	}
-	tc, ok := c.nc.(*net.TCPConn)
-	if !ok {
-		return false
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
+	var rc syscall.RawConn
+	switch nc := c.nc.(type) {
+	case *net.TCPConn:
+		var err error
+		if rc, err = nc.SyscallConn(); err != nil {
+			return false
+		}
+	case *Socket:
+		rc, _ = nc.SyscallConn()
+	default:
 		return false
 	}
 	fd := -1

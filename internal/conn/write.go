@@ -195,7 +195,7 @@ func (c *Conn) wantWriterLocked() bool {
 // must be held.
 func (c *Conn) appendLocked(kind frame.Kind, flags frame.Flags, payload []byte) error {
 	if c.flags.has(held) && (kind == frame.KindData || kind == kindRaw) {
-		return c.encodeLocked(&c.early, kind, flags, payload, false)
+		return c.encodeLocked(&c.ext().early, kind, flags, payload, false)
 	}
 	return c.encodeLocked(&c.out, kind, flags, payload, true)
 }
@@ -268,7 +268,9 @@ func (c *Conn) SetMode(m frame.Mode) {
 	c.mode = m
 	if m == frame.ModeText {
 		c.reencodeLocked(&c.out, c.out.take(), false)
-		c.reencodeLocked(&c.early, c.early.take(), false)
+		if e := c.x.Load(); e != nil {
+			c.reencodeLocked(&e.early, e.early.take(), false)
+		}
 	}
 	c.chargeLocked()
 	start := c.wantWriterLocked()
@@ -310,13 +312,13 @@ func (c *Conn) releaseLocked() {
 	}
 	c.flags &^= held
 	if c.mode == frame.ModeText {
-		for _, ch := range c.early.take() {
+		for _, ch := range c.takeEarlyLocked() {
 			c.out.commit(append(c.out.reserve(len(ch.b)), ch.b...))
 			putChunk(ch)
 		}
 		return
 	}
-	c.reencodeLocked(&c.out, c.early.take(), true)
+	c.reencodeLocked(&c.out, c.takeEarlyLocked(), true)
 }
 
 // QueuedBytes is what the connection has yet to hand to the socket: its
@@ -423,7 +425,9 @@ var writerPool = sync.Pool{New: func() any { return new(writer) }}
 func (w *writer) write(nc net.Conn) (int, error) {
 	var n int
 	var err error
-	if len(w.batch) == 1 {
+	if s, ok := nc.(*Socket); ok {
+		n, err = s.writeBatch(w)
+	} else if len(w.batch) == 1 {
 		n = len(w.batch[0].b)
 		_, err = nc.Write(w.batch[0].b)
 	} else {
