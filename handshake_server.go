@@ -165,6 +165,11 @@ const maxPublisherID = 64
 
 // finishHello grants what the hello asked for and can be granted, answers
 // with the welcome and establishes the session.
+// welcomeBufs holds the buffers welcomes are encoded in: one per accepted
+// connection would be garbage that an idle server's memory carries until
+// the next collection.
+var welcomeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
 func (srv *Server) finishHello(s *Session, h *hello) {
 	offered := featRequest
 	if srv.streams != nil {
@@ -214,7 +219,10 @@ func (srv *Server) finishHello(s *Session, h *hello) {
 		w.Encryption = &welcomeSeal{Suite: suite, Nonce: nonce}
 	}
 	s.handshaking.Store(false)
-	s.c.Establish(srv.cfg.negotiatedPipe(w.Compression, sealer, opener), w.appendJSON(make([]byte, 0, 256)))
+	bp := welcomeBufs.Get().(*[]byte)
+	*bp = w.appendJSON((*bp)[:0])
+	s.c.Establish(srv.cfg.negotiatedPipe(w.Compression, sealer, opener), *bp) // copies it
+	welcomeBufs.Put(bp)
 	// The welcome is queued before the id is claimed: a newer session of
 	// the same client that replaces this one at once then ends it after
 	// its welcome, never before.
