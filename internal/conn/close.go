@@ -174,7 +174,7 @@ func (c *Conn) closeSocketLocked() {
 			// The peer's FIN may have been reported already, to a turn
 			// that no longer read (this one, or one while a writer
 			// drained the queue): then no report will come for it.
-			ownTurn := c.flags.has(readerActive) && c.poller.Owner() == gid.Current()
+			ownTurn := c.flags.has(readerActive) && gid.Supported && c.poller.Owner() == gid.Current()
 			if (ownTurn && c.peerHup || !c.flags.has(readerActive)) && c.lingerDrainLocked() {
 				c.endLingerLocked()
 			}
@@ -305,7 +305,8 @@ func (c *Conn) LingeredSince(limit int64) bool {
 }
 
 // CutLinger closes a connection lingering on its event loop (see
-// LingeredSince): the server's sweeper calls it.
+// LingeredSince): the server's sweeper calls it. The end runs on a
+// goroutine of its own: Handler.Ended may block, the sweeper must not.
 func (c *Conn) CutLinger() {
 	c.mu.Lock()
 	if c.state == StateLingering && c.loopLinger.Load() {
@@ -314,7 +315,7 @@ func (c *Conn) CutLinger() {
 	end := c.endLocked()
 	c.mu.Unlock()
 	if end {
-		c.finish()
+		go c.finish()
 	}
 }
 
@@ -357,6 +358,14 @@ func discardInput(nc net.Conn, loop bool) {
 // LingerClose closes a connection that was sent a last word outside any
 // Conn (a refusal at accept), lingering as Close does.
 func LingerClose(nc net.Conn) {
+	if s, ok := nc.(*Socket); ok {
+		// Waiting for the peer takes the runtime's poller: hand the
+		// socket to a duplicate that waits there, and close this
+		// descriptor, so that a refused connection holds one, not two.
+		if d, err := s.detach(); err == nil {
+			nc = d
+		}
+	}
 	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 		discardInput(nc, false)

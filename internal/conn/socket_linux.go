@@ -80,6 +80,11 @@ func (a *Acceptor) Accept() (*Socket, error) {
 	if err := a.rc.Control(a.fn); err != nil {
 		return nil, err
 	}
+	for a.err == unix.ECONNABORTED { // reset before it was accepted: the next one (as net does)
+		if err := a.rc.Control(a.fn); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case a.err == unix.EAGAIN:
 		return nil, ErrWouldBlock
@@ -253,6 +258,9 @@ func (s *Socket) Read(p []byte) (int, error) {
 			return 0, net.ErrClosed
 		}
 		n, err := rawRead(int(s.fd), p)
+		for err == unix.EINTR {
+			n, err = rawRead(int(s.fd), p)
+		}
 		s.release()
 		switch {
 		case err == nil && n == 0:
@@ -274,10 +282,10 @@ func (s *Socket) Read(p []byte) (int, error) {
 // not read.
 func (s *Socket) Write(p []byte) (int, error) {
 	s.mu.Lock()
-	nc := s.nc
+	nc, wdl := s.nc, s.wdl
 	s.mu.Unlock()
 	n := 0
-	if nc == nil {
+	if nc == nil && (wdl == 0 || wdl > time.Now().UnixNano()) {
 		if !s.acquire() {
 			return 0, net.ErrClosed
 		}
@@ -312,10 +320,10 @@ func (s *Socket) Write(p []byte) (int, error) {
 // takes it, then, for a slow peer, the rest on the duplicate.
 func (s *Socket) writeBatch(w *writer) (int, error) {
 	s.mu.Lock()
-	nc := s.nc
+	nc, wdl := s.nc, s.wdl
 	s.mu.Unlock()
 	n := 0
-	if nc == nil {
+	if nc == nil && (wdl == 0 || wdl > time.Now().UnixNano()) {
 		if !s.acquire() {
 			return 0, net.ErrClosed
 		}
@@ -429,6 +437,21 @@ func (s *Socket) setDeadline(t time.Time, d *int64, write bool) error {
 	default:
 		return nc.SetReadDeadline(t)
 	}
+}
+
+// detach hands the socket over to a net.Conn of its own (the duplicate)
+// and closes this descriptor: for a caller that has only blocking calls
+// left to make. The Socket is closed from then on.
+func (s *Socket) detach() (net.Conn, error) {
+	nc, err := s.blocking()
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.nc = nil // Close must not close the duplicate, which is the caller's now
+	s.mu.Unlock()
+	s.Close()
+	return nc, nil
 }
 
 // blocking returns the net.Conn for calls that wait, made on first use

@@ -223,3 +223,33 @@ func TestSocketCloseWaitsForUse(t *testing.T) {
 		t.Fatalf("peer got %q %v; want the write made under Control, then EOF", b, err)
 	}
 }
+
+// A refused connection's last word (LingerClose) reaches the peer whole,
+// lingering on a duplicate that owns the socket alone: the Socket's own
+// descriptor is closed at once.
+func TestSocketLingerClose(t *testing.T) {
+	s, nc := acceptPair(t, false)
+	if _, err := s.Write([]byte("refused")); err != nil {
+		t.Fatal(err)
+	}
+	nc.Write([]byte("hello the server never reads")) // unread input: closing at once would reset
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		LingerClose(s)
+	}()
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(nc)
+	if string(b) != "refused" || err != nil {
+		t.Fatalf("peer got %q %v; want the last word, then EOF", b, err)
+	}
+	if s.Control(func(uintptr) {}) == nil {
+		t.Fatal("the Socket's descriptor is still open during the linger")
+	}
+	nc.Close() // the peer's FIN ends the linger
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("LingerClose did not end on the peer's close")
+	}
+}

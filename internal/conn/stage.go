@@ -183,6 +183,12 @@ func (c *Conn) endTurn(sc *loopScratch) (ended bool) {
 // waited for the turn is carried out, after the last byte. Lock must be
 // held.
 func (c *Conn) endTurnLocked() (ended bool) {
+	if c.loopLinger.Load() && c.lingerDrainLocked() {
+		// A writer goroutine began the linger during this turn, which may
+		// have taken the peer's FIN report without reading: no other
+		// report will come.
+		c.endLingerLocked()
+	}
 	if c.turn() {
 		c.stage.Store(nil)
 	}
