@@ -278,14 +278,21 @@ func (s *Socket) Read(p []byte) (int, error) {
 	return nc.Read(p)
 }
 
+// writePath says how a write starts: on the descriptor (raw), while there
+// is no duplicate and no expired write deadline, or on the duplicate nc
+// (made on demand when nil).
+func (s *Socket) writePath() (nc net.Conn, raw bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nc, s.nc == nil && (s.wdl == 0 || s.wdl > time.Now().UnixNano())
+}
+
 // Write writes all of p, waiting (on the duplicate) while the peer does
 // not read.
 func (s *Socket) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	nc, wdl := s.nc, s.wdl
-	s.mu.Unlock()
+	nc, raw := s.writePath()
 	n := 0
-	if nc == nil && (wdl == 0 || wdl > time.Now().UnixNano()) {
+	if raw {
 		if !s.acquire() {
 			return 0, net.ErrClosed
 		}
@@ -319,11 +326,9 @@ func (s *Socket) Write(p []byte) (int, error) {
 // writeBatch writes a writer's batch: with one writev while the socket
 // takes it, then, for a slow peer, the rest on the duplicate.
 func (s *Socket) writeBatch(w *writer) (int, error) {
-	s.mu.Lock()
-	nc, wdl := s.nc, s.wdl
-	s.mu.Unlock()
+	nc, raw := s.writePath()
 	n := 0
-	if nc == nil && (wdl == 0 || wdl > time.Now().UnixNano()) {
+	if raw {
 		if !s.acquire() {
 			return 0, net.ErrClosed
 		}

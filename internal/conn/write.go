@@ -388,9 +388,12 @@ func (c *Conn) writeLoop() {
 	}
 }
 
-// writeError is the reason a failed write gives the close.
+// writeError is the reason a failed write gives the close. A connection
+// found closed (net.ErrClosed) was closed by its transport on the peer's
+// word (a WebSocket close frame; the reader's end of input racing the
+// writer), or by our own Close, whose reason then stands anyway.
 func writeError(err error) error {
-	if errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) {
+	if errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) || errors.Is(err, net.ErrClosed) {
 		return ErrPeerClosed // the peer went away while we wrote
 	}
 	return err
