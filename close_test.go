@@ -19,28 +19,32 @@ import (
 )
 
 // A peer that stops reading cannot keep a closing session (and Shutdown)
-// waiting forever: the drain timeout bounds the blocked write.
+// waiting forever: the drain timeout bounds the blocked write, on every
+// engine (on the event loops, the writer waits on the socket's blocking
+// duplicate, which takes the deadline set before it existed).
 func TestCloseDoesNotWaitForeverOnAStuckPeer(t *testing.T) {
-	srv := msgnet.NewServer("s", msgnet.WithDrainTimeout(200*time.Millisecond), msgnet.WithSendQueueBytes(64<<20))
-	sessions := make(chan *msgnet.Session, 1)
-	srv.OnConnect(func(s *msgnet.Session) { sessions <- s })
-	if err := srv.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	r := dialRaw(t, srv.Addr().String())
-	r.nc.(*net.TCPConn).SetReadBuffer(4096)
-	r.hello("stuck")
-	s := <-sessions
-	for i := 0; i < 4000; i++ { // far more than the socket buffers hold
-		s.Send(make([]byte, 4096))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	start := time.Now()
-	if err := srv.Shutdown(ctx); err != nil {
-		t.Fatalf("shutdown waited on a peer that never reads: %v", err)
-	}
-	t.Logf("shutdown took %v with a 200ms drain timeout", time.Since(start))
+	engines(t, func(t *testing.T, opts ...msgnet.Option) {
+		srv := msgnet.NewServer("s", append(opts, msgnet.WithDrainTimeout(200*time.Millisecond), msgnet.WithSendQueueBytes(64<<20))...)
+		sessions := make(chan *msgnet.Session, 1)
+		srv.OnConnect(func(s *msgnet.Session) { sessions <- s })
+		if err := srv.Start("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		r := dialRaw(t, srv.Addr().String())
+		r.nc.(*net.TCPConn).SetReadBuffer(4096)
+		r.hello("stuck")
+		s := <-sessions
+		for i := 0; i < 4000; i++ { // far more than the socket buffers hold
+			s.Send(make([]byte, 4096))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		start := time.Now()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Fatalf("shutdown waited on a peer that never reads: %v", err)
+		}
+		t.Logf("shutdown took %v with a 200ms drain timeout", time.Since(start))
+	})
 }
 
 // Server.Close cuts a lingering close short ("at once"), as does Shutdown
@@ -469,11 +473,7 @@ func TestPeerDisconnectThenMoreInputClosesCleanly(t *testing.T) {
 // of the stream, and the session ends.
 func TestLingerEndsWithoutPeerClose(t *testing.T) {
 	engines(t, func(t *testing.T, opts ...msgnet.Option) {
-		srv, addr := echoServer(t, opts...)
-		r := dialRaw(t, addr)
-		r.hello("silent")
-		waitFor(t, "session registered", func() bool { return srv.ConnectionCount() == 1 })
-		r.send(frame.KindDisconnect, "bye")
+		srv, r := disconnectedPeer(t, opts...)
 		start := time.Now()
 		r.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 		_, err := io.Copy(io.Discard, r.nc)
@@ -490,11 +490,7 @@ func TestLingerEndsWithoutPeerClose(t *testing.T) {
 // the linger's bounds.
 func TestLingerEndsUnderFlood(t *testing.T) {
 	engines(t, func(t *testing.T, opts ...msgnet.Option) {
-		srv, addr := echoServer(t, opts...)
-		r := dialRaw(t, addr)
-		r.hello("flood")
-		waitFor(t, "session registered", func() bool { return srv.ConnectionCount() == 1 })
-		r.send(frame.KindDisconnect, "bye")
+		srv, r := disconnectedPeer(t, opts...)
 		junk := frame.Append(nil, frame.KindData, 0, make([]byte, 16<<10))
 		stopped := make(chan struct{})
 		go func() {
@@ -513,4 +509,17 @@ func TestLingerEndsUnderFlood(t *testing.T) {
 			t.Fatal("the flood's writes never failed: the socket was not closed")
 		}
 	})
+}
+
+// disconnectedPeer starts an echo server with opts and a raw peer that
+// completes its hello and then sends DISCONNECT: the server is lingering
+// (or about to) when it returns.
+func disconnectedPeer(t *testing.T, opts ...msgnet.Option) (*msgnet.Server, *raw) {
+	t.Helper()
+	srv, addr := echoServer(t, opts...)
+	r := dialRaw(t, addr)
+	r.hello("leaving")
+	waitFor(t, "session registered", func() bool { return srv.ConnectionCount() == 1 })
+	r.send(frame.KindDisconnect, "bye")
+	return srv, r
 }

@@ -88,18 +88,9 @@ func BenchmarkDirectThroughput(b *testing.B) {
 			time.Sleep(100 * time.Millisecond) // let stray probes land
 			probing.Store(false)
 			msg := []byte("P:recv:" + strings.Repeat("x", 64))
-			sent := int64(0)
 			cpu := startCPU()
-			for b.Loop() {
-				sem <- struct{}{}
-				if err := snd.Send(msg); err != nil {
-					b.Fatal(err)
-				}
-				sent++
-			}
-			for got.Load() < sent {
-				time.Sleep(time.Millisecond)
-			}
+			sent := sendWindowed(b, snd, msg, sem)
+			waitCount(b, &got, sent)
 			b.ReportMetric(float64(sent)/b.Elapsed().Seconds(), "msgs/s")
 			cpu.report(b, sent)
 		})
@@ -165,9 +156,7 @@ func benchNATSRouted(b *testing.B) {
 		}
 	}
 	pub.Flush()
-	for got.Load() < sent {
-		time.Sleep(time.Millisecond)
-	}
+	waitCount(b, &got, sent)
 	b.ReportMetric(float64(sent)/b.Elapsed().Seconds(), "msgs/s")
 	cpu.report(b, sent)
 }
@@ -279,24 +268,37 @@ func BenchmarkGroupFanout(b *testing.B) {
 				time.Sleep(20 * time.Millisecond)
 			}
 			msg := []byte("G:grp:" + strings.Repeat("x", 64))
-			sent := int64(0)
 			cpu := startCPU()
-			for b.Loop() {
-				sem <- struct{}{}
-				if err := snd.Send(msg); err != nil {
-					b.Fatal(err)
-				}
-				sent++
-			}
-			deadline = time.Now().Add(30 * time.Second)
-			for got.Load() < sent*members {
-				if time.Now().After(deadline) {
-					b.Fatalf("%d of %d deliveries", got.Load(), sent*members)
-				}
-				time.Sleep(time.Millisecond)
-			}
+			sent := sendWindowed(b, snd, msg, sem)
+			waitCount(b, &got, sent*members)
 			b.ReportMetric(float64(sent*members)/b.Elapsed().Seconds(), "deliveries/s")
 			cpu.report(b, sent*members)
 		})
+	}
+}
+
+// sendWindowed sends msg from snd for every iteration of b's loop, taking
+// a slot of sem first (the receiver's handler frees it), and returns how
+// many it sent.
+func sendWindowed(b *testing.B, snd *msgnet.Client, msg []byte, sem chan struct{}) int64 {
+	var sent int64
+	for b.Loop() {
+		sem <- struct{}{}
+		if err := snd.Send(msg); err != nil {
+			b.Fatal(err)
+		}
+		sent++
+	}
+	return sent
+}
+
+// waitCount waits until got reaches want: every message sent arrived.
+func waitCount(b *testing.B, got *atomic.Int64, want int64) {
+	deadline := time.Now().Add(30 * time.Second)
+	for got.Load() < want {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d arrived", got.Load(), want)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

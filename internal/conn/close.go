@@ -233,21 +233,7 @@ func (c *Conn) lingerTurnLocked(sc *loopScratch) {
 	}
 	c.flags |= readerActive // the loop uses the descriptor's number: a close waits
 	c.mu.Unlock()
-	done, total := false, 0
-read:
-	for !done {
-		n, err := rawRead(int(c.fd), *sc.buf)
-		switch {
-		case err == unix.EINTR:
-		case err == unix.EAGAIN:
-			break read
-		case n <= 0:
-			done = true
-		default:
-			total += n
-			done = total >= lingerBytes
-		}
-	}
+	done := c.lingerDrain(*sc.buf)
 	c.mu.Lock()
 	c.flags &^= readerActive
 	if done && c.state == StateLingering {
@@ -261,13 +247,19 @@ read:
 	}
 }
 
-// lingerDrainLocked reads and drops what a lingering socket has now, and
-// reports whether its peer has closed (or sent lingerBytes). Lock must be
-// held, and no reader may be active but the caller.
+// lingerDrainLocked is lingerDrain when the caller holds the lock and no
+// reader is active but the caller, with a small buffer of its own.
 func (c *Conn) lingerDrainLocked() (done bool) {
 	var b [4096]byte
+	return c.lingerDrain(b[:])
+}
+
+// lingerDrain reads into buf and drops what a lingering socket has now,
+// and reports whether its peer has closed (or sent lingerBytes). The
+// caller is the socket's only reader.
+func (c *Conn) lingerDrain(buf []byte) (done bool) {
 	for total := 0; total < lingerBytes; {
-		n, err := rawRead(int(c.fd), b[:])
+		n, err := rawRead(int(c.fd), buf)
 		switch {
 		case err == unix.EINTR:
 			continue

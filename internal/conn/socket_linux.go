@@ -207,9 +207,9 @@ func (s *Socket) Control(f func(fd uintptr)) error {
 	return nil
 }
 
-// Read implements syscall.RawConn: f is called with the descriptor until it
-// returns true; when it returns false (it would block) the wait is on the
-// duplicate's poll descriptor, which is made for that.
+// rawIO is RawConn's Read and Write: f is called with the descriptor
+// until it returns true; when it returns false (it would block) the wait
+// is on the duplicate's poll descriptor, which is made for that.
 func (s *Socket) rawIO(f func(fd uintptr) bool, write bool) error {
 	if !s.acquire() {
 		return net.ErrClosed
@@ -250,10 +250,7 @@ func (s *Socket) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	s.mu.Lock()
-	nc, rdl := s.nc, s.rdl
-	s.mu.Unlock()
-	if nc == nil && (rdl == 0 || rdl > time.Now().UnixNano()) {
+	if _, raw := s.path(&s.rdl); raw {
 		if !s.acquire() {
 			return 0, net.ErrClosed
 		}
@@ -278,19 +275,19 @@ func (s *Socket) Read(p []byte) (int, error) {
 	return nc.Read(p)
 }
 
-// writePath says how a write starts: on the descriptor (raw), while there
-// is no duplicate and no expired write deadline, or on the duplicate nc
-// (made on demand when nil).
-func (s *Socket) writePath() (nc net.Conn, raw bool) {
+// path says how a read or a write (deadline: &s.rdl or &s.wdl) starts: on
+// the descriptor (raw), while there is no duplicate and the deadline has
+// not passed, or on the duplicate nc (made on demand when nil).
+func (s *Socket) path(deadline *int64) (nc net.Conn, raw bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.nc, s.nc == nil && (s.wdl == 0 || s.wdl > time.Now().UnixNano())
+	return s.nc, s.nc == nil && (*deadline == 0 || *deadline > time.Now().UnixNano())
 }
 
 // Write writes all of p, waiting (on the duplicate) while the peer does
 // not read.
 func (s *Socket) Write(p []byte) (int, error) {
-	nc, raw := s.writePath()
+	nc, raw := s.path(&s.wdl)
 	n := 0
 	if raw {
 		if !s.acquire() {
@@ -326,7 +323,7 @@ func (s *Socket) Write(p []byte) (int, error) {
 // writeBatch writes a writer's batch: with one writev while the socket
 // takes it, then, for a slow peer, the rest on the duplicate.
 func (s *Socket) writeBatch(w *writer) (int, error) {
-	nc, raw := s.writePath()
+	nc, raw := s.path(&s.wdl)
 	n := 0
 	if raw {
 		if !s.acquire() {

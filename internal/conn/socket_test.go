@@ -112,16 +112,31 @@ func TestSocketReadWrite(t *testing.T) {
 	if s.nc != nil {
 		t.Fatal("a write the socket took at once made a blocking duplicate")
 	}
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		nc.Write([]byte("pong"))
-	}()
-	n, err := io.ReadFull(s, b) // waits: nothing there yet
-	if err != nil || string(b[:n]) != "pong" {
-		t.Fatalf("read %q %v", b[:n], err)
+	type result struct {
+		n   int
+		err error
 	}
-	if s.nc == nil {
-		t.Fatal("a read that waited made no duplicate")
+	read := make(chan result, 1)
+	go func() {
+		n, err := io.ReadFull(s, b) // waits: nothing there yet
+		read <- result{n, err}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for { // the read waits on the duplicate once it exists
+		s.mu.Lock()
+		made := s.nc != nil
+		s.mu.Unlock()
+		if made {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a read with nothing to read made no duplicate to wait on")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	nc.Write([]byte("pong"))
+	if r := <-read; r.err != nil || string(b[:r.n]) != "pong" {
+		t.Fatalf("read %q %v", b[:r.n], r.err)
 	}
 	s.Close()
 	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -194,17 +209,16 @@ func TestSocketWriteBatchToSlowPeer(t *testing.T) {
 func TestSocketCloseWaitsForUse(t *testing.T) {
 	s, nc := acceptPair(t, false)
 	inside, release := make(chan struct{}), make(chan struct{})
-	done := make(chan error)
+	done := make(chan error, 1)
 	go func() {
-		done <- s.Control(func(fd uintptr) {
+		var werr error
+		err := s.Control(func(fd uintptr) {
 			close(inside)
 			<-release
 			// Still open: a write reaches the peer.
-			_, err := unix.Write(int(fd), []byte("late"))
-			if err != nil {
-				panic(err)
-			}
+			_, werr = unix.Write(int(fd), []byte("late"))
 		})
+		done <- errors.Join(err, werr)
 	}()
 	<-inside
 	if err := s.Close(); err != nil {
