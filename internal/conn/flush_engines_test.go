@@ -163,9 +163,7 @@ func TestFlusherFlusherBesideReaders(t *testing.T) {
 				go func() {
 					var out []byte
 					for n := range requests {
-						var pl [4]byte
-						binary.BigEndian.PutUint16(pl[:], 0xffff)
-						binary.BigEndian.PutUint16(pl[2:], uint16(n))
+						pl := numbered(0xffff, n)
 						out = frame.Append(out, frame.KindData, 0, pl[:])
 						if n%7 == 6 || n == requests-1 {
 							if _, err := peer.Write(out); err != nil {
@@ -199,25 +197,7 @@ func TestFlusherFlusherBesideReaders(t *testing.T) {
 					got[i] <- res
 				}()
 			}
-			var wg sync.WaitGroup
-			for g := range senders {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for n := range msgs {
-						var pl [4]byte
-						binary.BigEndian.PutUint16(pl[:], uint16(g))
-						binary.BigEndian.PutUint16(pl[2:], uint16(n))
-						for _, c := range cs {
-							if err := c.Send(pl[:]); err != nil {
-								t.Errorf("send: %v", err)
-								return
-							}
-						}
-					}
-				}()
-			}
-			wg.Wait()
+			fanOutAll(t, cs, senders, msgs)
 			for i := range conns {
 				select {
 				case <-echoed[i]:
@@ -253,10 +233,7 @@ func TestFlusherFlusherBesideReaders(t *testing.T) {
 				}
 				hs[i].waitEnded(t)
 			}
-			waitFlushersIdle(t, sh)
-			if u := b.Used(); u != 0 {
-				t.Fatalf("%d bytes still charged to the budget after every connection ended", u)
-			}
+			checkReleased(t, sh, b)
 		})
 	}
 }
@@ -306,9 +283,7 @@ func TestFlusherNotifyDuringFanout(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for n := range msgs {
-				var pl [4]byte
-				binary.BigEndian.PutUint16(pl[:], uint16(g))
-				binary.BigEndian.PutUint16(pl[2:], uint16(n))
+				pl := numbered(g, n)
 				for i, c := range cs {
 					if c.Send(pl[:]) == nil {
 						if accepted[g][i] != n {
@@ -361,10 +336,7 @@ func TestFlusherNotifyDuringFanout(t *testing.T) {
 			t.Fatalf("conn %d: %d bytes queued after the end", i, q)
 		}
 	}
-	waitFlushersIdle(t, sh)
-	if u := b.Used(); u != 0 {
-		t.Fatalf("%d bytes still charged to the budget after every connection ended", u)
-	}
+	checkReleased(t, sh, b)
 }
 
 // An abort lands while the flusher writes: each connection ends once,
@@ -411,10 +383,7 @@ func TestFlusherAbortDuringFanout(t *testing.T) {
 			t.Fatalf("conn %d: %d bytes queued after the end", i, q)
 		}
 	}
-	waitFlushersIdle(t, sh)
-	if u := b.Used(); u != 0 {
-		t.Fatalf("%d bytes still charged to the budget after every connection ended", u)
-	}
+	checkReleased(t, sh, b)
 }
 
 // A peer that never reads, closed with Drain or Notify while what the

@@ -73,25 +73,7 @@ func TestFlusherKeepsEachSendersOrder(t *testing.T) {
 		cs[i], rs[i], got[i] = c, r, make(chan []frame.Frame, 1)
 		go func() { got[i] <- readAll(t, peer) }()
 	}
-	var wg sync.WaitGroup
-	for g := range senders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range msgs {
-				var p [4]byte
-				binary.BigEndian.PutUint16(p[:], uint16(g))
-				binary.BigEndian.PutUint16(p[2:], uint16(i))
-				for _, c := range cs {
-					if err := c.Send(p[:]); err != nil {
-						t.Error(err)
-						return
-					}
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	fanOutAll(t, cs, senders, msgs)
 	for _, c := range cs {
 		c.Close(errors.New("done"), Drain, nil)
 	}
@@ -183,5 +165,48 @@ func TestFlusherPeerReset(t *testing.T) {
 	}
 	if err := c.Send([]byte("late")); !errors.Is(err, ErrSessionClosed) {
 		t.Fatalf("send after the end: %v", err)
+	}
+}
+
+// numbered is sender g's message n: two big-endian uint16s, so that the
+// peer can check each sender's order.
+func numbered(g, n int) [4]byte {
+	var p [4]byte
+	binary.BigEndian.PutUint16(p[:], uint16(g))
+	binary.BigEndian.PutUint16(p[2:], uint16(n))
+	return p
+}
+
+// fanOutAll has senders goroutines each send msgs numbered messages to
+// every connection of cs, failing the test on a refused send, and returns
+// once all are sent.
+func fanOutAll(t *testing.T, cs []*Conn, senders, msgs int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range msgs {
+				p := numbered(g, n)
+				for _, c := range cs {
+					if err := c.Send(p[:]); err != nil {
+						t.Errorf("send: %v", err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// checkReleased waits for the flushers to exit and checks that nothing
+// stays charged to b once every connection has ended.
+func checkReleased(t *testing.T, sh *Shared, b *Budget) {
+	t.Helper()
+	waitFlushersIdle(t, sh)
+	if u := b.Used(); u != 0 {
+		t.Fatalf("%d bytes still charged to the budget after every connection ended", u)
 	}
 }
