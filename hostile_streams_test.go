@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"strings"
@@ -2042,5 +2043,61 @@ func TestHostileStreamConcurrentPublishersAcrossCuts(t *testing.T) {
 	t.Logf("%d messages, %d cuts", len(got.msgs), proxy.Cuts())
 	if len(got.msgs) != writers*each {
 		t.Fatalf("got %d messages, want %d", len(got.msgs), writers*each)
+	}
+}
+
+// readFailingStore is a memory store whose reads fail while fail is above
+// zero, one failure per read.
+type readFailingStore struct {
+	msgnet.Store
+	fail atomic.Int32
+}
+
+func (s *readFailingStore) Open(name string, r msgnet.Retention) (msgnet.StreamLog, error) {
+	l, err := s.Store.Open(name, r)
+	if err != nil {
+		return nil, err
+	}
+	return &readFailingLog{StreamLog: l, s: s}, nil
+}
+
+type readFailingLog struct {
+	msgnet.StreamLog
+	s *readFailingStore
+}
+
+func (l *readFailingLog) Read(from uint64, max int, f func(uint64, []byte) bool) error {
+	if l.s.fail.Load() > 0 && l.s.fail.Add(-1) >= 0 {
+		return errors.New("injected failure: the store cannot be read")
+	}
+	return l.StreamLog.Read(from, max, f)
+}
+
+// A subscription whose catch-up read fails is not stalled unseen: the
+// failure is logged, and the server reads again (at the sweep, without
+// any ack or new message to prompt it) until the subscriber has it all.
+func TestHostileStreamReadFails(t *testing.T) {
+	var logs syncBuffer
+	st := &readFailingStore{Store: msgnet.MemoryStore()}
+	_, addr := startServer(t, msgnet.WithStore(st),
+		msgnet.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	pub, _ := reliableClient(t, "rf-pub", addr)
+	const n = 100
+	publishAll(t, pub, msgnet.ClientStream("rf-sub"), n, 0)
+	if err := pub.WaitPublished(ctx5s(t)); err != nil {
+		t.Fatalf("publishes not acknowledged: %v", err)
+	}
+	st.fail.Store(3)
+	sub, got := reliableClient(t, "rf-sub", addr)
+	if err := sub.Subscribe(ctx5s(t), msgnet.ClientStream("rf-sub")); err != nil {
+		t.Fatal(err)
+	}
+	waitForWithin(t, 10*time.Second, "every message after the failed reads", func() bool { return got.count() >= n })
+	checkExactlyOnce(t, got, n)
+	if st.fail.Load() > 0 {
+		t.Fatalf("%d injected failures left: the reads never failed", st.fail.Load())
+	}
+	if !strings.Contains(logs.String(), "reading a stream for a subscription failed") {
+		t.Fatalf("the failed read was not logged:\n%s", logs.String())
 	}
 }

@@ -100,7 +100,14 @@ type stream struct {
 	// closed: reclaim dropped the stream to make room for another; whoever
 	// finds it set looks the name up again (ss.get).
 	closed bool
+	// readWarned is when a failed read of the log was last logged: a
+	// subscription behind a failing store is retried at every ack, watched
+	// message and sweep, and logged at most once per readWarnEvery.
+	readWarned time.Time
 }
+
+// readWarnEvery bounds how often one stream logs a failed read.
+const readWarnEvery = 10 * time.Second
 
 // subscription is one session's subscription to a stream. Its fields are
 // guarded by the stream's mu.
@@ -393,16 +400,30 @@ func (sub *subscription) pump() {
 	for sub.next <= last && sub.next-1-sub.acked < subWindow {
 		sent := true
 		n := 0
-		sub.st.log.Read(sub.next, int(min(last-sub.next+1, 256)), func(off uint64, p []byte) bool {
+		err := sub.st.log.Read(sub.next, int(min(last-sub.next+1, 256)), func(off uint64, p []byte) bool {
 			n++
 			if sent = sub.send(off, p); sent {
 				sub.next = off + 1
 			}
 			return sent && sub.next-1-sub.acked < subWindow
 		})
+		if err != nil {
+			sub.st.readFailed(sub.next, err)
+		}
 		if !sent || n == 0 {
 			return
 		}
+	}
+}
+
+// readFailed logs a failed read of the log, at most once per
+// readWarnEvery: the subscription waits for its next ack, watched message
+// or sweep to try again, and a store that keeps failing must not stall it
+// unseen. Stream lock must be held.
+func (st *stream) readFailed(from uint64, err error) {
+	if now := time.Now(); now.Sub(st.readWarned) >= readWarnEvery {
+		st.readWarned = now
+		st.ss.srv.log.Warn("stream store: reading a stream for a subscription failed; retrying", "stream", st.name, "from", from, "err", err)
 	}
 }
 
