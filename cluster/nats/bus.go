@@ -25,6 +25,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -192,6 +194,7 @@ func New(opts ...Option) (*Bus, error) {
 			return nil, err
 		}
 		b.ns = ns
+		b.url = loopbackURL(ns, cfg.embedded)
 	}
 	nc, err := nats.Connect(b.url, append(append(nopts, b.serverOptions()...), cfg.natsOpts...)...)
 	if err != nil {
@@ -205,20 +208,49 @@ func New(opts ...Option) (*Bus, error) {
 	return b, nil
 }
 
-// serverOptions are the options that reach the bus's NATS: in-process
-// with the embedded server's client credentials, or nothing beyond the URL
-// and WithNATSOptions.
+// serverOptions are the options that reach the bus's NATS: for an
+// embedded server, in-process unless the bus dials its client port
+// (loopbackURL), with the client port's credentials; nothing beyond the
+// URL and WithNATSOptions otherwise.
 func (b *Bus) serverOptions() []nats.Option {
 	if b.ns == nil {
 		return nil
 	}
-	opts := []nats.Option{nats.InProcessServer(b.ns)}
+	// Only ever this node's server: not another node's client port learnt
+	// from its INFO, which would keep the node in the cluster after its
+	// own NATS died.
+	opts := []nats.Option{nats.IgnoreDiscoveredServers()}
+	if b.url == "" {
+		opts = append(opts, nats.InProcessServer(b.ns))
+	}
 	if e := b.cfg.embedded; e.ClientUser != "" {
 		opts = append(opts, nats.UserInfo(e.ClientUser, e.ClientPassword))
 	} else if e.ClientToken != "" {
 		opts = append(opts, nats.Token(e.ClientToken))
 	}
 	return opts
+}
+
+// loopbackURL is where the bus dials its embedded server: the server's
+// client port, when it has one without TLS, else "" (in-process). nats.go's
+// in-process connection is a net.Pipe, which hands each write to the
+// server's reader synchronously, a goroutine switch each way per write; a
+// socket buffers both ways, and costs a node far less per message it sends
+// or receives across the cluster (docs/BENCHMARKS.md). A server with
+// ClusterListen always has a client port (see Embedded.ClientListen).
+func loopbackURL(ns *server.Server, e *Embedded) string {
+	a, ok := ns.Addr().(*net.TCPAddr)
+	if !ok || e.ClientTLS != nil {
+		return ""
+	}
+	ip := a.IP
+	switch {
+	case ip.IsUnspecified() && ip.To4() != nil:
+		ip = net.IPv4(127, 0, 0, 1)
+	case ip.IsUnspecified():
+		ip = net.IPv6loopback
+	}
+	return "nats://" + net.JoinHostPort(ip.String(), strconv.Itoa(a.Port))
 }
 
 // connect opens another connection to the bus's NATS, for a Store: echo

@@ -37,10 +37,12 @@ func defaultConfig() config {
 // so a msgnet cluster needs no separate infrastructure.
 type Embedded struct {
 	// ClientListen, when set ("host:port"; port 0: chosen by the OS),
-	// opens the server's client port, for other programs. The bus itself
-	// always connects in-process. Unset, a server with ClusterListen still
-	// opens a client port on a loopback port chosen by the OS (NATS starts
-	// routing only once a client port is open); one without has none.
+	// opens the server's client port, for other programs. Unset, a server
+	// with ClusterListen still opens a client port on a loopback port
+	// chosen by the OS (NATS starts routing only once a client port is
+	// open); one without has none. The bus connects to the client port
+	// over TCP when there is one without ClientTLS (cheaper per message
+	// than nats.go's in-process pipe), else in-process.
 	ClientListen string
 	// ClusterListen ("host:port"; port 0: chosen by the OS) is where the
 	// server accepts routes from other nodes' servers. Needed to be routed
@@ -81,13 +83,13 @@ type Embedded struct {
 
 	// ClientUser and ClientPassword, or ClientToken, when set, are
 	// required from every connection to the client port. The bus's own
-	// in-process connection presents them. As with routes, the password
+	// connection presents them. As with routes, the password
 	// is sent as is and cannot be a bcrypt hash.
 	ClientUser, ClientPassword string
 	ClientToken                string
 	// ClientTLS, when set, makes the client port TLS; with ClientCAs and
 	// tls.RequireAndVerifyClientCert it also requires client certificates
-	// signed by those CAs. The bus's in-process connection needs no TLS.
+	// signed by those CAs. The bus then connects in-process, without TLS.
 	// The server keeps it: do not change it afterwards.
 	ClientTLS *tls.Config
 }
