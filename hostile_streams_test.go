@@ -1671,6 +1671,9 @@ type failingStore struct {
 	fail       atomic.Int32
 	lateAnswer bool
 	failed     atomic.Int32
+	// failWatch: the next failWatch watches of a log fail, as starting
+	// JetStream's consumer does while the stream's leader is being elected.
+	failWatch atomic.Int32
 }
 
 func (s *failingStore) Open(name string, r msgnet.Retention) (msgnet.StreamLog, error) {
@@ -1684,6 +1687,13 @@ func (s *failingStore) Open(name string, r msgnet.Retention) (msgnet.StreamLog, 
 type failingLog struct {
 	msgnet.WatchedLog
 	s *failingStore
+}
+
+func (l *failingLog) Watch(f func(uint64, []byte)) (func(), error) {
+	if l.s.failWatch.Load() > 0 && l.s.failWatch.Add(-1) >= 0 {
+		return nil, errors.New("injected failure: the store cannot watch the stream now")
+	}
+	return l.WatchedLog.Watch(f)
 }
 
 func (l *failingLog) Append(p []byte, key string) (uint64, bool, error) {
@@ -2099,5 +2109,52 @@ func TestHostileStreamReadFails(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "reading a stream for a subscription failed") {
 		t.Fatalf("the failed read was not logged:\n%s", logs.String())
+	}
+}
+
+// A subscription whose stream the shared store cannot watch yet (its
+// JetStream consumer cannot start while a node is lost and the stream's
+// leader elected) is a store failure, not a refusal: the session ends with
+// store_unavailable, the client subscribes again on its next connection,
+// and gets every message. Refused, a subscriber stayed connected and
+// silent for good.
+func TestHostileStreamWatchFails(t *testing.T) {
+	js, err := natsbus.OpenStore(t.TempDir(), natsbus.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &failingStore{SharedStore: js}
+	_, addr := startServer(t, msgnet.WithStore(st))
+	st.failWatch.Store(2)
+	sub, got := reliableClient(t, "wf-sub", addr)
+	refused := make(chan *msgnet.ProtocolError, 1)
+	sub.OnError(func(e *msgnet.ProtocolError) {
+		if e.Code != msgnet.CodeStoreUnavailable {
+			select {
+			case refused <- e:
+			default:
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := sub.Subscribe(ctx, "group:wf"); err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	pub, _ := reliableClient(t, "wf-pub", addr)
+	const n = 50
+	publishAll(t, pub, "group:wf", n, 0)
+	if err := pub.WaitPublished(ctx); err != nil {
+		t.Fatalf("publishes not acknowledged: %v", err)
+	}
+	waitForWithin(t, 20*time.Second, "every message", func() bool { return got.count() >= n })
+	checkExactlyOnce(t, got, n)
+	if left := st.failWatch.Load(); left > 0 {
+		t.Fatalf("%d injected watch failures left: the test tested nothing", left)
+	}
+	select {
+	case e := <-refused:
+		t.Fatalf("the subscriber was told %v", e)
+	default:
 	}
 }

@@ -193,7 +193,9 @@ func (ss *streams) get(name string, create bool) (*stream, error) {
 	if wl, ok := log.(WatchedLog); ok && ss.shared != nil {
 		stop, err := wl.Watch(st.watchedAppend)
 		if err != nil {
-			return nil, err
+			// A failure of the store (JetStream cannot start a consumer
+			// while a stream's leader is elected), worth trying again.
+			return nil, &storeError{err}
 		}
 		st.watched, st.stopWatch = true, stop
 	}
