@@ -156,7 +156,9 @@ func (c *Client) OnReconnect(h func()) { c.onReconnect.Store(&h) }
 func (c *Client) OnClosed(h func(reason error)) { c.onClosed.Store(&h) }
 
 // OnError sets the handler for ERROR frames the server sends while
-// connected.
+// connected, and for the refusal of a stream subscription the client
+// renewed on a new connection (no Subscribe call waits for that answer;
+// the stream delivers nothing until a later connection renews it).
 func (c *Client) OnError(h func(err *ProtocolError)) { c.onError.Store(&h) }
 
 // ID is the client id given to NewClient.

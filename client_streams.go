@@ -564,8 +564,17 @@ func (c *Client) handleStreamControl(op string, p []byte) bool {
 			}
 		}
 		cs.mu.Unlock()
+		e := &ProtocolError{Code: m.Code, Message: m.Message, Remote: true}
 		if wait != nil {
-			wait <- &ProtocolError{Code: m.Code, Message: m.Message, Remote: true}
+			wait <- e
+			return true
+		}
+		// A subscription renewed on a new connection: nobody waits for
+		// the answer, and the stream delivers nothing on this one. It is
+		// renewed again on the next.
+		c.log.Warn("stream subscription refused on this connection", "stream", m.Stream, "code", m.Code, "message", m.Message)
+		if h := c.onError.Load(); h != nil {
+			(*h)(e)
 		}
 	case "lost":
 		var m lostMsg

@@ -501,3 +501,33 @@ func TestWaitPendingWindow(t *testing.T) {
 		t.Fatalf("WaitPending(-1) on an ended context: %v, want context.Canceled", err)
 	}
 }
+
+// A stream subscription the client renews after reconnecting, and that the
+// new server refuses, is not dropped unseen: OnError reports it.
+func TestResubscriptionRefusedIsReported(t *testing.T) {
+	srvA, addrA := startServer(t)
+	_, addrB := startServer(t, msgnet.WithMaxGroupsPerSession(1))
+	c := msgnet.NewClient("resub", msgnet.WithReliable(msgnet.ReliableOptions{}),
+		msgnet.WithReconnect(5*time.Millisecond, 50*time.Millisecond, 0),
+		msgnet.WithConnectTimeout(2*time.Second))
+	refused := make(chan *msgnet.ProtocolError, 4)
+	c.OnError(func(e *msgnet.ProtocolError) { refused <- e })
+	if err := c.Connect(ctx5s(t), addrA, addrB); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	for _, g := range []string{"one", "two"} {
+		if err := c.Subscribe(ctx5s(t), msgnet.GroupStream(g)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srvA.Close() // the client moves to B, which takes one subscription per session
+	select {
+	case e := <-refused:
+		if e.Code != msgnet.CodeTooManyGroups {
+			t.Fatalf("reported %v, want %s", e, msgnet.CodeTooManyGroups)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the refused resubscription was not reported")
+	}
+}

@@ -102,6 +102,9 @@ func sub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c.OnContinuityLost(func(l *msgnet.ContinuityLost) {
 		fmt.Fprintf(stderr, "msgnet sub: continuity lost on %s: %s (missed from %d, going on from %d)\n", l.Stream, l.Reason, l.Missed, l.Next)
 	})
+	c.OnError(func(e *msgnet.ProtocolError) {
+		fmt.Fprintf(stderr, "msgnet sub: the server says %v\n", e)
+	})
 	if err := c.Connect(ctx, splitList(*f.addr)...); err != nil {
 		fmt.Fprintf(stderr, "msgnet sub: %v\n", err)
 		return 1
