@@ -223,16 +223,23 @@ func (b *Bus) serverOptions() []nats.Option {
 	if b.url == "" {
 		opts = append(opts, nats.InProcessServer(b.ns))
 	}
-	if e := b.cfg.embedded; e.ClientUser != "" {
-		opts = append(opts, nats.UserInfo(e.ClientUser, e.ClientPassword))
-	} else if e.ClientToken != "" {
-		opts = append(opts, nats.Token(e.ClientToken))
+	return append(opts, b.credentials()...)
+}
+
+// credentials are the embedded server's client credentials, if any.
+func (b *Bus) credentials() []nats.Option {
+	switch e := b.cfg.embedded; {
+	case e.ClientUser != "":
+		return []nats.Option{nats.UserInfo(e.ClientUser, e.ClientPassword)}
+	case e.ClientToken != "":
+		return []nats.Option{nats.Token(e.ClientToken)}
 	}
-	return opts
+	return nil
 }
 
 // loopbackURL is where the bus dials its embedded server: the server's
-// client port, when it has one without TLS, else "" (in-process). nats.go's
+// client port, when it has one without TLS and InProcess is not asked
+// for, else "" (in-process). nats.go's
 // in-process connection is a net.Pipe, which hands each write to the
 // server's reader synchronously, a goroutine switch each way per write; a
 // socket buffers both ways, and costs a node far less per message it sends
@@ -240,7 +247,7 @@ func (b *Bus) serverOptions() []nats.Option {
 // ClusterListen always has a client port (see Embedded.ClientListen).
 func loopbackURL(ns *server.Server, e *Embedded) string {
 	a, ok := ns.Addr().(*net.TCPAddr)
-	if !ok || e.ClientTLS != nil {
+	if !ok || e.ClientTLS != nil || e.InProcess {
 		return ""
 	}
 	ip := a.IP
@@ -254,10 +261,18 @@ func loopbackURL(ns *server.Server, e *Embedded) string {
 }
 
 // connect opens another connection to the bus's NATS, for a Store: echo
-// on, reconnecting forever.
+// on, reconnecting forever. To an embedded server it is in-process: a
+// store's JetStream requests mostly wait for their answers one at a time,
+// which the pipe hands over sooner than a socket (measured on one node's
+// --store, docs/BENCHMARKS.md).
 func (b *Bus) connect(name string) (*nats.Conn, error) {
-	opts := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, b.serverOptions()...)
-	return nats.Connect(b.url, append(opts, b.cfg.natsOpts...)...)
+	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
+	url := b.url
+	if b.ns != nil {
+		url = ""
+		opts = append(append(opts, nats.InProcessServer(b.ns)), b.credentials()...)
+	}
+	return nats.Connect(url, append(opts, b.cfg.natsOpts...)...)
 }
 
 // Attach implements msgnet.Bus: it subscribes to the cluster's subjects

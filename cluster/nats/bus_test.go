@@ -412,3 +412,35 @@ func TestOrderFromOneNodeAcrossKinds(t *testing.T) {
 		}
 	}
 }
+
+// The bus dials its embedded server's loopback client port, unless asked
+// to stay in-process; either way messages cross. A store's connection is
+// in-process.
+func TestBusConnectsOverLoopbackUnlessInProcess(t *testing.T) {
+	for _, inProcess := range []bool{false, true} {
+		t.Run("in-process="+strconv.FormatBool(inProcess), func(t *testing.T) {
+			a := startNode(t, "a", WithEmbedded(Embedded{ClusterListen: "127.0.0.1:0", InProcess: inProcess}))
+			b := startNode(t, "b", WithEmbedded(Embedded{ClusterListen: "127.0.0.1:0", InProcess: inProcess,
+				Routes: []string{"nats-route://" + a.bus.ClusterAddr()}}))
+			waitCluster(t, a, b)
+			tcp := strings.HasPrefix(a.bus.nc.ConnectedAddr(), "127.0.0.1:")
+			if tcp == inProcess {
+				t.Fatalf("the bus is connected to %q", a.bus.nc.ConnectedAddr())
+			}
+			// Over whichever connection, a private message crosses.
+			ca, _ := client(t, "alice", a.addr)
+			_, rb := client(t, "bob", b.addr)
+			eventually(t, 5*time.Second, func() bool { _, ok := a.bus.Lookup("bob"); return ok }, "a learns bob")
+			send(t, ca, "P:bob:hi")
+			eventually(t, 5*time.Second, func() bool { return rb.has("hi") }, "bob gets the message")
+			st, err := a.bus.Store(StoreOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if u := st.nc.ConnectedAddr(); strings.HasPrefix(u, "127.0.0.1:") {
+				t.Fatalf("the store's connection is on %q, want in-process", u)
+			}
+		})
+	}
+}

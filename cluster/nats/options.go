@@ -41,9 +41,16 @@ type Embedded struct {
 	// with ClusterListen still opens a client port on a loopback port
 	// chosen by the OS (NATS starts routing only once a client port is
 	// open); one without has none. The bus connects to the client port
-	// over TCP when there is one without ClientTLS (cheaper per message
-	// than nats.go's in-process pipe), else in-process.
+	// over TCP when there is one without ClientTLS (see InProcess), else
+	// in-process.
 	ClientListen string
+	// InProcess connects the bus through nats.go's in-process pipe even
+	// when the server has a client port: each write waits for the
+	// server's reader, so a message that crosses nodes alone arrives
+	// sooner, but under load every message costs more CPU than over the
+	// loopback socket the bus dials by default (docs/BENCHMARKS.md). A
+	// store's connection (Bus.Store) is always in-process.
+	InProcess bool
 	// ClusterListen ("host:port"; port 0: chosen by the OS) is where the
 	// server accepts routes from other nodes' servers. Needed to be routed
 	// to, and to use Routes.
