@@ -51,7 +51,7 @@ type Bus struct {
 	cfg      config
 	log      *slog.Logger
 	ns       *server.Server // embedded server, or nil
-	url      string         // external NATS URLs; "" with an embedded server
+	url      string         // external NATS URLs, the embedded server's loopback URL, or "" (in-process)
 	nc       *nats.Conn
 	in       chan *nats.Msg // every subscription delivers here, in arrival order
 	instance string         // random per Bus: tells a restarted node from its previous life
@@ -197,6 +197,13 @@ func New(opts ...Option) (*Bus, error) {
 		b.url = loopbackURL(ns, cfg.embedded)
 	}
 	nc, err := nats.Connect(b.url, append(append(nopts, b.serverOptions()...), cfg.natsOpts...)...)
+	if err != nil && b.ns != nil && b.url != "" {
+		// The client port cannot be dialled from here (a host without ::1,
+		// a firewall on the listen address): in-process always works.
+		b.log.Warn("cluster: cannot dial the embedded NATS server's client port; connecting in-process", "url", b.url, "err", err)
+		b.url = ""
+		nc, err = nats.Connect(b.url, append(append(nopts, b.serverOptions()...), cfg.natsOpts...)...)
+	}
 	if err != nil {
 		if b.ns != nil {
 			b.ns.Shutdown()
@@ -250,14 +257,15 @@ func loopbackURL(ns *server.Server, e *Embedded) string {
 	if !ok || e.ClientTLS != nil || e.InProcess {
 		return ""
 	}
-	ip := a.IP
+	host := a.IP.String()
 	switch {
-	case ip.IsUnspecified() && ip.To4() != nil:
-		ip = net.IPv4(127, 0, 0, 1)
-	case ip.IsUnspecified():
-		ip = net.IPv6loopback
+	case a.IP.IsUnspecified():
+		// A wildcard listener takes IPv4 too, and ::1 may not exist.
+		host = "127.0.0.1"
+	case a.Zone != "":
+		host += "%25" + a.Zone // a link-local address keeps its interface
 	}
-	return "nats://" + net.JoinHostPort(ip.String(), strconv.Itoa(a.Port))
+	return "nats://" + net.JoinHostPort(host, strconv.Itoa(a.Port))
 }
 
 // connect opens another connection to the bus's NATS, for a Store: echo

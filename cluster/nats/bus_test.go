@@ -3,6 +3,7 @@ package natsbus
 import (
 	"bytes"
 	"errors"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/msgnet/msgnet"
 	"github.com/msgnet/msgnet/balance"
+	"github.com/nats-io/nats.go"
 )
 
 func TestWireRoundTrip(t *testing.T) {
@@ -423,8 +425,7 @@ func TestBusConnectsOverLoopbackUnlessInProcess(t *testing.T) {
 			b := startNode(t, "b", WithEmbedded(Embedded{ClusterListen: "127.0.0.1:0", InProcess: inProcess,
 				Routes: []string{"nats-route://" + a.bus.ClusterAddr()}}))
 			waitCluster(t, a, b)
-			tcp := strings.HasPrefix(a.bus.nc.ConnectedAddr(), "127.0.0.1:")
-			if tcp == inProcess {
+			if pipe := a.bus.nc.ConnectedAddr() == "pipe"; pipe != inProcess {
 				t.Fatalf("the bus is connected to %q", a.bus.nc.ConnectedAddr())
 			}
 			// Over whichever connection, a private message crosses.
@@ -438,9 +439,29 @@ func TestBusConnectsOverLoopbackUnlessInProcess(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer st.Close()
-			if u := st.nc.ConnectedAddr(); strings.HasPrefix(u, "127.0.0.1:") {
+			if u := st.nc.ConnectedAddr(); u != "pipe" {
 				t.Fatalf("the store's connection is on %q, want in-process", u)
 			}
 		})
 	}
+}
+
+// A client port on every address is dialled on 127.0.0.1 (::1 may not
+// exist); a client port the bus cannot dial leaves it in-process.
+func TestBusClientPortWildcardAndFallback(t *testing.T) {
+	n := startNode(t, "w", WithEmbedded(Embedded{ClusterListen: "127.0.0.1:0", ClientListen: "0.0.0.0:0"}))
+	if got := n.bus.nc.ConnectedAddr(); !strings.HasPrefix(got, "127.0.0.1:") {
+		t.Fatalf("with a wildcard client port the bus is connected to %q", got)
+	}
+	refuse := nats.SetCustomDialer(refusingDialer{})
+	f := startNode(t, "f", WithEmbedded(Embedded{ClusterListen: "127.0.0.1:0"}), WithNATSOptions(refuse))
+	if got := f.bus.nc.ConnectedAddr(); got != "pipe" {
+		t.Fatalf("with its client port unreachable the bus is connected to %q, want in-process", got)
+	}
+}
+
+type refusingDialer struct{}
+
+func (refusingDialer) Dial(network, address string) (net.Conn, error) {
+	return nil, errors.New("refused by the test")
 }

@@ -267,8 +267,8 @@ func TestRouteTLS(t *testing.T) {
 }
 
 // The client port with credentials or a token refuses NATS clients without
-// them and accepts those with them; the bus's own in-process connection
-// gets them, so the node works.
+// them and accepts those with them; the bus's own connection (over that
+// port) presents them, so the node works.
 func TestClientPortAuth(t *testing.T) {
 	for _, c := range []struct {
 		name      string
