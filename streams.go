@@ -91,15 +91,25 @@ type stream struct {
 	group string // the group of a group stream; "" otherwise
 	log   StreamLog
 	ss    *streams
-	// watched: the log is shared, and its watch, not append, fans out.
-	watched   bool
-	stopWatch func()
+	// shared: the log is a shared store's (WatchedLog), appended to by
+	// every node; its watch fans out what any node appends.
+	shared bool
 
 	mu   sync.Mutex
 	subs map[*subscription]struct{}
 	// closed: reclaim dropped the stream to make room for another; whoever
 	// finds it set looks the name up again (ss.get).
 	closed bool
+	// watched: the shared log's watch runs, and it, not append, fans out.
+	// A shared log whose watch could not start yet fans out its own
+	// appends, and what other nodes append is read at each sweep, which
+	// also starts the watch again (expire). stopWatch stops it; noWatch:
+	// the server is closing, and no watch may start.
+	watched   bool
+	stopWatch func()
+	noWatch   bool
+	// watchWarned is when a failed watch was last logged.
+	watchWarned time.Time
 	// readWarned is when a failed read of the log was last logged: a
 	// subscription behind a failing store is retried at every ack, watched
 	// message and sweep, and logged at most once per readWarnEvery.
@@ -190,14 +200,9 @@ func (ss *streams) get(name string, create bool) (*stream, error) {
 	if g, ok := strings.CutPrefix(name, groupPrefix); ok {
 		st.group = g
 	}
-	if wl, ok := log.(WatchedLog); ok && ss.shared != nil {
-		stop, err := wl.Watch(st.watchedAppend)
-		if err != nil {
-			// A failure of the store (JetStream cannot start a consumer
-			// while a stream's leader is elected), worth trying again.
-			return nil, &storeError{err}
-		}
-		st.watched, st.stopWatch = true, stop
+	if _, ok := log.(WatchedLog); ok && ss.shared != nil {
+		st.shared = true
+		st.watch()
 	}
 	ss.mu.Lock()
 	ss.m[name] = st
@@ -228,8 +233,9 @@ func (ss *streams) reclaim() bool {
 		st.mu.Lock()
 		_, first, last := st.log.Bounds()
 		idle := len(st.subs) == 0 && first > last && !st.closed
+		var stop func()
 		if idle {
-			st.closed = true
+			st.closed, stop = true, st.stopWatch
 		}
 		st.mu.Unlock()
 		if !idle {
@@ -238,8 +244,8 @@ func (ss *streams) reclaim() bool {
 		ss.mu.Lock()
 		delete(ss.m, st.name)
 		ss.mu.Unlock()
-		if st.stopWatch != nil {
-			st.stopWatch()
+		if stop != nil {
+			stop()
 		}
 		if f, ok := ss.store.(forgetter); ok {
 			f.forget(st.name, st.log)
@@ -280,8 +286,12 @@ func (ss *streams) close() <-chan struct{} {
 	ss.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, st := range list {
-		if st.stopWatch != nil {
-			wg.Go(st.stopWatch)
+		st.mu.Lock()
+		stop := st.stopWatch
+		st.noWatch = true
+		st.mu.Unlock()
+		if stop != nil {
+			wg.Go(stop)
 		}
 	}
 	done := make(chan struct{})
@@ -338,6 +348,37 @@ func (s *Session) storeFailed(err error) {
 	e := s.x()
 	e.pubHalted = true
 	s.close(&ProtocolError{Code: CodeStoreUnavailable, Message: err.Error()}, true)
+}
+
+// watch starts the shared log's watch, unless the stream is closed or
+// closing. A watch that cannot start (JetStream cannot start a consumer
+// while a lost node's streams elect their leaders) is logged, and the
+// stream goes on without: the sweep reads what other nodes append and
+// tries again (expire). Refusing the subscription instead left its client
+// silent for good; ending its session, in a loop for as long as the store
+// fails. The stream lock must not be held: the watch takes it.
+func (st *stream) watch() {
+	stop, err := st.log.(WatchedLog).Watch(st.watchedAppend)
+	st.mu.Lock()
+	switch {
+	case err != nil:
+		if now := time.Now(); now.Sub(st.watchWarned) >= readWarnEvery {
+			st.watchWarned = now
+			st.ss.srv.log.Warn("stream store: watching a stream failed; reading it at each sweep until the watch starts",
+				"stream", st.name, "err", err)
+		}
+	case st.closed || st.noWatch:
+		st.mu.Unlock()
+		stop() // may wait for the store: not under the lock
+		return
+	default:
+		st.watched, st.stopWatch = true, stop
+		if !st.watchWarned.IsZero() {
+			st.ss.srv.log.Info("stream store: watching a stream again", "stream", st.name)
+			st.watchWarned = time.Time{}
+		}
+	}
+	st.mu.Unlock()
 }
 
 // watchedAppend fans out a message the shared log's watch reports,
@@ -596,7 +637,7 @@ func (ss *streams) unsubscribe(s *Session, name string) {
 // them to its own log. Stream lock must be held.
 func (st *stream) addSub(sub *subscription) {
 	st.subs[sub] = struct{}{}
-	if len(st.subs) == 1 && st.group != "" && !st.watched && st.ss.srv.bus != nil {
+	if len(st.subs) == 1 && st.group != "" && !st.shared && st.ss.srv.bus != nil {
 		st.ss.srv.bus.GroupUp(st.group)
 	}
 }
@@ -607,7 +648,7 @@ func (st *stream) removeSub(sub *subscription) {
 		return
 	}
 	delete(st.subs, sub)
-	if len(st.subs) == 0 && st.group != "" && !st.watched && st.ss.srv.bus != nil {
+	if len(st.subs) == 0 && st.group != "" && !st.shared && st.ss.srv.bus != nil {
 		st.ss.srv.bus.GroupDown(st.group)
 	}
 }
@@ -931,7 +972,13 @@ func (ss *streams) expire(now time.Time) {
 	ss.mu.Unlock()
 	for _, st := range list {
 		st.mu.Lock()
-		st.log.Expire(now)
+		retry := st.shared && !st.watched && !st.closed && !st.noWatch
+		st.mu.Unlock()
+		if retry {
+			st.watch()
+		}
+		st.mu.Lock()
+		st.log.Expire(now) // a shared log learns what other nodes appended
 		for sub := range st.subs {
 			sub.pump() // a subscription the queue refused earlier goes on
 		}
