@@ -557,13 +557,17 @@ func (c *Client) handleStreamControl(op string, p []byte) bool {
 		json.Unmarshal(p, &m)
 		cs.mu.Lock()
 		var wait chan error
-		if sub := cs.subs[m.Stream]; sub != nil {
+		sub := cs.subs[m.Stream]
+		if sub != nil {
 			wait, sub.wait = sub.wait, nil
 			if !sub.known {
 				delete(cs.subs, m.Stream)
 			}
 		}
 		cs.mu.Unlock()
+		if sub == nil {
+			return true // unsubscribed meanwhile: nothing to renew
+		}
 		e := &ProtocolError{Code: m.Code, Message: m.Message, Remote: true}
 		if wait != nil {
 			wait <- e

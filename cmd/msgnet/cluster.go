@@ -77,8 +77,8 @@ func (f *clusterFeature) options(log *slog.Logger) ([]msgnet.Option, error) {
 		natsbus.WithAdvertiseAddr(f.advertise),
 	}
 	switch {
-	case f.url != "" && (f.listen != "" || f.routes != ""):
-		return nil, errors.New("--cluster (external NATS) excludes --cluster-listen and --cluster-routes (embedded NATS)")
+	case f.url != "" && (f.listen != "" || f.routes != "" || f.client != "" || f.inProcess):
+		return nil, errors.New("--cluster (external NATS) excludes --cluster-listen, --cluster-routes, --cluster-client-listen and --cluster-in-process (embedded NATS)")
 	case f.url != "":
 		nopts, err := f.sec.external()
 		if err != nil {

@@ -64,15 +64,20 @@ func privateCrosses(t *testing.T, c *msgnet.Client, own chan string, to string, 
 }
 
 func TestServeClusterFlagErrors(t *testing.T) {
-	for _, args := range [][]string{
-		{"--cluster", "nats://127.0.0.1:1", "--cluster-listen", "127.0.0.1:0"},
-		{"--cluster-routes", "nats-route://127.0.0.1:1"},
-		{"--cluster", "nats://127.0.0.1:1"}, // nothing listens there
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--cluster", "nats://127.0.0.1:1", "--cluster-listen", "127.0.0.1:0"}, "excludes"},
+		{[]string{"--cluster", "nats://127.0.0.1:1", "--cluster-in-process"}, "excludes"}, // embedded only
+		{[]string{"--cluster", "nats://127.0.0.1:1", "--cluster-client-listen", "127.0.0.1:0"}, "excludes"},
+		{[]string{"--cluster-routes", "nats-route://127.0.0.1:1"}, "needs --cluster-listen"},
+		{[]string{"--cluster", "nats://127.0.0.1:1"}, "msgnet serve:"}, // nothing listens there
 	} {
 		var out, errOut bytes.Buffer
-		code := run(context.Background(), append([]string{"serve", "--addr", "127.0.0.1:0", "--quiet"}, args...), nil, &out, &errOut)
-		if code != 2 || !bytes.Contains(errOut.Bytes(), []byte("msgnet serve:")) {
-			t.Fatalf("serve %v: exit %d, %q", args, code, errOut.String())
+		code := run(context.Background(), append([]string{"serve", "--addr", "127.0.0.1:0", "--quiet"}, c.args...), nil, &out, &errOut)
+		if code != 2 || !bytes.Contains(errOut.Bytes(), []byte("msgnet serve:")) || !bytes.Contains(errOut.Bytes(), []byte(c.want)) {
+			t.Fatalf("serve %v: exit %d, %q; want exit 2 saying %q", c.args, code, errOut.String(), c.want)
 		}
 	}
 }
