@@ -126,10 +126,11 @@ func recv[T any](t testing.TB, d time.Duration, ch <-chan T, what string) T {
 //	J:<group>          join; "joined:<group>" back
 //	G:<group>:<text>   text to the group's other members
 type testNode struct {
-	id   string
-	srv  *msgnet.Server
-	bus  *Bus
-	addr string
+	id    string
+	srv   *msgnet.Server
+	bus   *Bus
+	store *Store // startStoreCluster's
+	addr  string
 }
 
 func startNode(t testing.TB, id string, opts ...Option) *testNode {

@@ -39,6 +39,8 @@ type Store struct {
 	cfg  StoreOptions
 	log  *slog.Logger
 	once sync.Once
+	// absence remembers streams found not to exist (store_absent.go).
+	absence absence
 }
 
 // StoreOptions configures a Store. GetDefaultStoreOptions gives the
@@ -162,7 +164,9 @@ func (b *Bus) Store(o StoreOptions) (*Store, error) {
 		nc.Close()
 		return nil, fmt.Errorf("natsbus: JetStream: %w", err)
 	}
-	return &Store{nc: nc, js: js, cfg: o, log: o.Logger}, nil
+	st := &Store{nc: nc, js: js, cfg: o, log: o.Logger}
+	st.adviseCreations()
+	return st, nil
 }
 
 // NewStore returns a store on a NATS connection to a server with
@@ -178,7 +182,9 @@ func NewStore(nc *nats.Conn, o StoreOptions) (*Store, error) {
 	if _, err := js.AccountInfo(ctx); err != nil {
 		return nil, fmt.Errorf("natsbus: JetStream is not available: %w", err)
 	}
-	return &Store{nc: nc, js: js, cfg: o, log: o.Logger}, nil
+	st := &Store{nc: nc, js: js, cfg: o, log: o.Logger}
+	st.adviseCreations()
+	return st, nil
 }
 
 // streamName is the JetStream stream (and subject token) of a msgnet
@@ -198,15 +204,22 @@ func (st *Store) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), st.cfg.Timeout)
 }
 
-// Exists implements msgnet.SharedStore.
+// Exists implements msgnet.SharedStore. A "no" is remembered until a
+// stream is created (store_absent.go).
 func (st *Store) Exists(name string) (bool, error) {
+	jsName := st.streamName(name)
+	absent, gen := st.absence.known(jsName)
+	if absent {
+		return false, nil
+	}
 	ctx, cancel := st.ctx()
 	defer cancel()
-	_, err := st.js.Stream(ctx, st.streamName(name))
+	_, err := st.js.Stream(ctx, jsName)
 	switch {
 	case err == nil:
 		return true, nil
 	case errors.Is(err, jetstream.ErrStreamNotFound):
+		st.absence.remember(jsName, gen)
 		return false, nil
 	}
 	return false, err

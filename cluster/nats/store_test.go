@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/msgnet/msgnet"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -276,6 +277,26 @@ func TestStoreClusterNodeDeath(t *testing.T) {
 	exactlyOnce(t, got, n, 60*time.Second)
 }
 
+// Across a JetStream cluster: a node that found a client's stream absent
+// learns that another node created it from JetStream's advisory.
+func TestStoreClusterAbsenceForgotten(t *testing.T) {
+	if testing.Short() {
+		t.Skip("forms a JetStream cluster")
+	}
+	nodes := startStoreCluster(t)
+	a, b := nodes[0].store, nodes[1].store
+	eventually(t, 30*time.Second, func() bool { ok, err := a.Exists("client:roamer"); return !ok && err == nil },
+		"JetStream never answered that the stream does not exist")
+	if absent, _ := a.absence.known(a.streamName("client:roamer")); !absent {
+		t.Fatal(`JetStream's "no" is not remembered`)
+	}
+	if _, err := b.Open("client:roamer", msgnet.DefaultRetention()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool { ok, _ := a.Exists("client:roamer"); return ok },
+		"the stream node n1 created is still absent on n0")
+}
+
 // startStoreCluster starts three nodes whose embedded NATS servers form a
 // JetStream cluster, each with a store of three replicas.
 func startStoreCluster(t *testing.T) []*testNode {
@@ -314,7 +335,7 @@ func startStoreCluster(t *testing.T) []*testNode {
 		if err := srv.Start("127.0.0.1:0"); err != nil {
 			t.Fatal(err)
 		}
-		n := &testNode{id: id, srv: srv, bus: b, addr: srv.Addr().String()}
+		n := &testNode{id: id, srv: srv, bus: b, store: st, addr: srv.Addr().String()}
 		t.Cleanup(n.stop)
 		nodes = append(nodes, n)
 	}
@@ -362,5 +383,83 @@ func TestStoreAppendBatch(t *testing.T) {
 	}
 	if res, err := bl.AppendBatch(nil); err != nil || len(res) != 0 {
 		t.Errorf("an empty run: %v, %v", res, err)
+	}
+}
+
+// A store remembers that a stream does not exist, rather than asking
+// JetStream for every message to a client id without one, and forgets it
+// as soon as any connection to the JetStream (another node's store)
+// creates a stream.
+func TestStoreRemembersAbsenceUntilCreated(t *testing.T) {
+	st, err := OpenStore(t.TempDir(), StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if !st.absence.advised.Load() {
+		t.Fatal("the store does not receive JetStream's creation advisories")
+	}
+	for range 3 {
+		if ok, err := st.Exists("client:away"); ok || err != nil {
+			t.Fatalf("Exists = %v, %v; want false", ok, err)
+		}
+	}
+	if absent, _ := st.absence.known(st.streamName("client:away")); !absent {
+		t.Fatal(`JetStream's "no" is not remembered`)
+	}
+	// Another node's store, on another connection, creates it.
+	nc, err := nats.Connect("", nats.InProcessServer(st.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := NewStore(nc, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.Open("client:away", msgnet.DefaultRetention()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ok, err := st.Exists("client:away")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stream another store created is still absent here after 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A "no" asked for before a creation was advised is not remembered.
+	_, gen := st.absence.known(st.streamName("client:late"))
+	st.absence.forget()
+	st.absence.remember(st.streamName("client:late"), gen)
+	if absent, _ := st.absence.known(st.streamName("client:late")); absent {
+		t.Fatal(`a "no" older than the last creation was remembered`)
+	}
+}
+
+// BenchmarkStoreExistsAbsent: what a server pays per message to a client
+// id without a stream, when JetStream is asked each time ("asked", as
+// before absence was remembered) and when its "no" is remembered.
+func BenchmarkStoreExistsAbsent(b *testing.B) {
+	st, err := OpenStore(b.TempDir(), StoreOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	for _, remember := range []bool{false, true} {
+		b.Run(map[bool]string{false: "asked", true: "remembered"}[remember], func(b *testing.B) {
+			st.absence.advised.Store(remember)
+			for b.Loop() {
+				if ok, err := st.Exists("client:nobody"); ok || err != nil {
+					b.Fatal(ok, err)
+				}
+			}
+		})
 	}
 }
