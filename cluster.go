@@ -102,7 +102,7 @@ func (n clusterNode) Deliver(m ClusterMessage) error {
 		srv.broadcastLocal(m.Payload, nil)
 	case ClusterGroup:
 		if ss := srv.streams; ss != nil && ss.shared == nil {
-			srv.appendIfStream(GroupStream(m.Target), m.Payload) // this node's own log
+			srv.appendIfStream(groupPrefix, m.Target, m.Payload) // this node's own log
 		}
 		srv.sendGroupLocal(m.Target, m.Payload, nil)
 	case ClusterDirect:
@@ -113,7 +113,7 @@ func (n clusterNode) Deliver(m ClusterMessage) error {
 		if cid := s.ClientID(); cid != "" && s.subscribed(ClientStream(cid)) {
 			switch {
 			case srv.streams.shared == nil:
-				srv.appendIfStream(ClientStream(cid), m.Payload) // this node's own log
+				srv.appendIfStream(clientPrefix, cid, m.Payload) // this node's own log
 				return nil
 			case m.Stored:
 				return nil // the shared log's watch delivers it

@@ -125,7 +125,7 @@ func (srv *Server) GroupMembers(group string) []*Session {
 // something was published to it), the message is appended to it too, and
 // the stream's subscribers get it with its position (see Publish).
 func (srv *Server) SendGroup(group string, msg []byte, except ...*Session) Delivery {
-	stored := srv.appendIfStream(GroupStream(group), msg)
+	stored := srv.appendIfStream(groupPrefix, group, msg)
 	return srv.sendGroupPlain(group, msg, stored, except...)
 }
 
@@ -141,13 +141,23 @@ func (srv *Server) sendGroupPlain(group string, msg []byte, stored bool, except 
 	return d
 }
 
-// appendIfStream appends msg to the named stream if it exists on this
-// server, and reports whether it did.
-func (srv *Server) appendIfStream(name string, msg []byte) bool {
-	if srv.streams == nil {
+// appendIfStream appends msg to the stream named prefix+id (a group's or
+// a client id's) if it exists on this server, and reports whether it did.
+func (srv *Server) appendIfStream(prefix, id string, msg []byte) bool {
+	ss := srv.streams
+	if ss == nil {
 		return false
 	}
-	st, err := srv.streams.get(name, false)
+	// Most messages go to ids without a stream: with a store of this
+	// node's own, a look at the open streams answers that without
+	// building the name.
+	var buf [80]byte
+	key := append(append(buf[:0], prefix...), id...)
+	if ss.shared == nil && !ss.isOpen(key) {
+		return false
+	}
+	name := string(key)
+	st, err := ss.get(name, false)
 	if err != nil {
 		srv.log.Warn("looking up a stream failed; the message is delivered but not kept", "stream", name, "err", err)
 	}

@@ -198,7 +198,7 @@ func (srv *Server) broadcastLocal(msg []byte, except []*Session) Delivery {
 // stream's retention; the client gets it with its position, now or when
 // it comes back. SendTo then succeeds even if the client is not connected.
 func (srv *Server) SendTo(id string, msg []byte) error {
-	if srv.appendIfStream(ClientStream(id), msg) {
+	if srv.appendIfStream(clientPrefix, id, msg) {
 		srv.sendToPlain(id, msg, true)
 		return nil
 	}

@@ -263,6 +263,15 @@ type forgetter interface {
 	forget(name string, log StreamLog)
 }
 
+// isOpen reports whether the stream named name (as bytes: the lookup
+// builds no string) is open on this server.
+func (ss *streams) isOpen(name []byte) bool {
+	ss.mu.Lock()
+	_, ok := ss.m[string(name)]
+	ss.mu.Unlock()
+	return ok
+}
+
 // mayExist reports whether a shared store is worth asking about name: a
 // group stream found absent within absentFor is not.
 func (ss *streams) mayExist(name string) bool {

@@ -66,16 +66,13 @@ func parseMsg(data []byte) (wireMsg, error) {
 	if n == 0 || len(data) < 3+n+2 {
 		return wireMsg{}, errBadMessage
 	}
-	m := wireMsg{kind: data[1], origin: string(data[3 : 3+n])}
-	rest := data[3+n:]
-	tl := int(binary.BigEndian.Uint16(rest))
-	rest = rest[2:]
-	if len(rest) < tl {
+	tl := int(binary.BigEndian.Uint16(data[3+n:]))
+	if len(data) < 3+n+2+tl {
 		return wireMsg{}, errBadMessage
 	}
-	m.target = string(rest[:tl])
-	m.body = rest[tl:]
-	return m, nil
+	// One string holds both ids: one allocation per message, not two.
+	ids := string(data[3 : 3+n+2+tl])
+	return wireMsg{kind: data[1], origin: ids[:n], target: ids[n+2:], body: data[3+n+2+tl:]}, nil
 }
 
 // token turns a node id or group name into one subject token: itself when
