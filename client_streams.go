@@ -144,7 +144,10 @@ func (c *Client) OnPublishFailed(h func(stream string, payload []byte, err error
 // Subscribe subscribes the client to a stream (GroupStream, ClientStream)
 // and waits until the server has confirmed it; messages go to OnStream.
 // The subscription is renewed on every new connection: with WithReliable
-// from where it left off, otherwise from then on.
+// from where it left off, otherwise from then on. If ctx ends before the
+// server answers, Subscribe returns ctx's error and the subscription stays
+// asked for, renewed like a confirmed one, its messages going to OnStream
+// once a server confirms it; Unsubscribe withdraws it.
 func (c *Client) Subscribe(ctx context.Context, stream string) error {
 	cs := c.streams
 	cs.mu.Lock()
