@@ -979,11 +979,16 @@ func (ss *streams) expire(now time.Time) {
 		}
 	}
 	ss.mu.Unlock()
+	retried := false
 	for _, st := range list {
 		st.mu.Lock()
 		retry := st.shared && !st.watched && !st.closed && !st.noWatch
 		st.mu.Unlock()
-		if retry {
+		if retry && !retried {
+			// One a sweep: a store that does not answer holds the sweeper
+			// up to its timeout per call, and the sweeper also ends idle
+			// sessions. The map's order takes the others in turn.
+			retried = true
 			st.watch()
 		}
 		st.mu.Lock()

@@ -22,6 +22,22 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// freePorts returns n distinct free loopback addresses: all held open
+// until the last is chosen.
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs
+}
+
 // Two `msgnet serve` nodes joined by routes between their embedded NATS
 // servers: a PRIVATE message crosses from one node to the other, both ways.
 func TestServeClusterPrivateCrossesNodes(t *testing.T) {

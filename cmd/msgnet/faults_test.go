@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -126,15 +125,16 @@ func (p *proc) waitStderr(t *testing.T, want string, d time.Duration) {
 	}
 }
 
-// serveProc starts `msgnet serve` as a process on addr.
+// serveProc starts `msgnet serve` as a process on addr, and waits until it
+// says it serves there: something else on the port (a port freePort gave
+// out and another process took, such as an embedded NATS server's client
+// port) is not mistaken for it.
 func serveProc(t *testing.T, addr string, args ...string) *proc {
 	t.Helper()
 	p := startProc(t, "serve "+addr, append([]string{"serve", "--addr", addr}, args...)...)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
+		if out := p.stderr.String(); strings.Contains(out, `msg="server started"`) && strings.Contains(out, "addr="+addr+" ") {
 			return p
 		}
 		select {
@@ -143,7 +143,7 @@ func serveProc(t *testing.T, addr string, args ...string) *proc {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("serve did not listen on %s: %v\n%s", addr, err, p.stderr.String())
+			t.Fatalf("serve did not say it serves on %s\n%s", addr, p.stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -308,16 +308,17 @@ func TestPubSubAcrossServerKill9(t *testing.T) {
 // while 3,000 messages flow, and the subscriber, given the addresses of
 // two nodes, resumes on the other: each message once, in order.
 func TestPubSubClusterNodeKill9(t *testing.T) {
-	var addrs, routes, listen []string
-	for range 3 {
-		addrs = append(addrs, freePort(t))
-		l := freePort(t)
-		listen = append(listen, l)
+	// Every port chosen before any node starts, the NATS client ports too:
+	// one the OS chose for a node's NATS could be another node's address.
+	ports := freePorts(t, 9)
+	addrs, listen, clients := ports[0:3], ports[3:6], ports[6:9]
+	var routes []string
+	for _, l := range listen {
 		routes = append(routes, "nats-route://"+l)
 	}
 	var nodes []*proc
 	for i := range 3 {
-		nodes = append(nodes, serveProc(t, addrs[i], "--id", fmt.Sprint("n", i+1),
+		nodes = append(nodes, serveProc(t, addrs[i], "--id", fmt.Sprint("n", i+1), "--cluster-client-listen", clients[i],
 			"--cluster-listen", listen[i], "--cluster-routes", strings.Join(routes, ","),
 			"--store", t.TempDir(), "--cluster-heartbeat", "200ms"))
 	}
