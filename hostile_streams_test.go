@@ -2179,3 +2179,56 @@ func TestHostileStreamWatchFails(t *testing.T) {
 	default:
 	}
 }
+
+// stallingStore is a memory store whose logs' Expire blocks until release
+// is closed: a shared store that stopped answering.
+type stallingStore struct {
+	msgnet.Store
+	release chan struct{}
+	stalled atomic.Int32
+}
+
+func (s *stallingStore) Open(name string, r msgnet.Retention) (msgnet.StreamLog, error) {
+	l, err := s.Store.Open(name, r)
+	if err != nil {
+		return nil, err
+	}
+	return &stallingLog{StreamLog: l, s: s}, nil
+}
+
+type stallingLog struct {
+	msgnet.StreamLog
+	s *stallingStore
+}
+
+func (l *stallingLog) Expire(now time.Time) {
+	l.s.stalled.Add(1)
+	<-l.s.release
+	l.StreamLog.Expire(now)
+}
+
+// A store that stops answering holds up its streams' upkeep, not the
+// sweeper's other work: an idle session is still closed on time.
+func TestStalledStoreDoesNotDelayIdleTimeouts(t *testing.T) {
+	st := &stallingStore{Store: msgnet.MemoryStore(), release: make(chan struct{})}
+	var once sync.Once
+	release := func() { once.Do(func() { close(st.release) }) }
+	srv, addr := startServer(t, msgnet.WithStore(st), msgnet.WithIdleTimeout(300*time.Millisecond))
+	t.Cleanup(release) // runs before the server's cleanup, which waits for the upkeep
+	pub, _ := reliableClient(t, "stall-pub", addr)
+	publishAll(t, pub, "group:stall", 1, 0)
+	if err := pub.WaitPublished(ctx5s(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitForWithin(t, 5*time.Second, "the store's upkeep stalled", func() bool { return st.stalled.Load() > 0 })
+	pub.Close()
+	r := dialRaw(t, addr)
+	r.hello("idle")
+	start := time.Now()
+	r.expect(frame.KindDisconnect)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the idle session was closed after %v with the store stalled", d)
+	}
+	waitForWithin(t, 5*time.Second, "every session closed", func() bool { return srv.ConnectionCount() == 0 })
+	release()
+}

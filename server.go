@@ -743,6 +743,7 @@ func (srv *Server) sweep() {
 	defer t.Stop()
 	var idle, late, cut []*Session
 	var lastExpire time.Time
+	var expiring atomic.Bool
 	for {
 		select {
 		case <-srv.sweepCh:
@@ -784,9 +785,18 @@ func (srv *Server) sweep() {
 				s.c.CutLinger()
 				cut[i] = nil
 			}
-			if srv.streams != nil && now.Sub(lastExpire) >= time.Second {
+			if srv.streams != nil && now.Sub(lastExpire) >= time.Second && !expiring.Load() {
+				// On a goroutine of its own, one at a time: a shared
+				// store that does not answer holds it up to its timeout
+				// per stream, and must not hold up the idle timeouts.
 				lastExpire = now
-				srv.streams.expire(now)
+				expiring.Store(true)
+				srv.bgWG.Add(1) // the sweeper's own count keeps the group open
+				go func() {
+					defer srv.bgWG.Done()
+					defer expiring.Store(false)
+					srv.streams.expire(now)
+				}()
 			}
 		}
 	}
