@@ -53,6 +53,7 @@ type streams struct {
 	idleScan time.Time  // when reclaim last found nothing to drop; guarded by openMu
 	mu       sync.Mutex
 	m        map[string]*stream
+	closing  bool                 // close was called: a stream opened now has its watch stopped
 	absent   map[string]time.Time // shared store: group streams found not to exist, and when
 	pubs     map[pubKey]*pubState // publishers' last sequence numbers, for de-duplication
 }
@@ -205,9 +206,16 @@ func (ss *streams) get(name string, create bool) (*stream, error) {
 		st.watch()
 	}
 	ss.mu.Lock()
+	closing := ss.closing
 	ss.m[name] = st
 	delete(ss.absent, name)
 	ss.mu.Unlock()
+	if closing {
+		// close listed the streams before this one: stop its watch here.
+		if stop := st.unwatch(); stop != nil {
+			stop()
+		}
+	}
 	return st, nil
 }
 
@@ -288,6 +296,7 @@ func (ss *streams) mayExist(name string) bool {
 // waiting on it.
 func (ss *streams) close() <-chan struct{} {
 	ss.mu.Lock()
+	ss.closing = true
 	list := make([]*stream, 0, len(ss.m))
 	for _, st := range ss.m {
 		list = append(list, st)
@@ -295,11 +304,7 @@ func (ss *streams) close() <-chan struct{} {
 	ss.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, st := range list {
-		st.mu.Lock()
-		stop := st.stopWatch
-		st.noWatch = true
-		st.mu.Unlock()
-		if stop != nil {
+		if stop := st.unwatch(); stop != nil {
 			wg.Go(stop)
 		}
 	}
@@ -366,7 +371,9 @@ func (s *Session) storeFailed(err error) {
 // tries again (expire). Refusing the subscription instead left its client
 // silent for good; ending its session, in a loop for as long as the store
 // fails. The stream lock must not be held: the watch takes it.
-func (st *stream) watch() {
+//
+// It reports whether the watch could start.
+func (st *stream) watch() bool {
 	stop, err := st.log.(WatchedLog).Watch(st.watchedAppend)
 	st.mu.Lock()
 	switch {
@@ -376,18 +383,32 @@ func (st *stream) watch() {
 			st.ss.srv.log.Warn("stream store: watching a stream failed; reading it at each sweep until the watch starts",
 				"stream", st.name, "err", err)
 		}
+		st.mu.Unlock()
+		return false
 	case st.closed || st.noWatch:
 		st.mu.Unlock()
 		stop() // may wait for the store: not under the lock
-		return
-	default:
-		st.watched, st.stopWatch = true, stop
-		if !st.watchWarned.IsZero() {
-			st.ss.srv.log.Info("stream store: watching a stream again", "stream", st.name)
-			st.watchWarned = time.Time{}
-		}
+		return true
+	}
+	st.watched, st.stopWatch = true, stop
+	if !st.watchWarned.IsZero() {
+		st.ss.srv.log.Info("stream store: watching a stream again", "stream", st.name)
+		st.watchWarned = time.Time{}
 	}
 	st.mu.Unlock()
+	return true
+}
+
+// unwatch keeps a watch from starting and returns the running one's stop
+// (nil if none) for the caller to call outside the lock: the server is
+// closing.
+func (st *stream) unwatch() func() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.noWatch = true
+	stop := st.stopWatch
+	st.stopWatch = nil
+	return stop
 }
 
 // watchedAppend fans out a message the shared log's watch reports,
@@ -979,17 +1000,17 @@ func (ss *streams) expire(now time.Time) {
 		}
 	}
 	ss.mu.Unlock()
-	retried := false
+	failed := false
 	for _, st := range list {
 		st.mu.Lock()
 		retry := st.shared && !st.watched && !st.closed && !st.noWatch
 		st.mu.Unlock()
-		if retry && !retried {
-			// One a sweep: a store that does not answer holds the sweeper
-			// up to its timeout per call, and the sweeper also ends idle
-			// sessions. The map's order takes the others in turn.
-			retried = true
-			st.watch()
+		if retry && !failed {
+			// Until the first failure: after an election every stream's
+			// watch comes back in one sweep, while a store that still
+			// fails costs one timeout a sweep, not one per stream. The
+			// map's order takes the streams in turn.
+			failed = !st.watch()
 		}
 		st.mu.Lock()
 		st.log.Expire(now) // a shared log learns what other nodes appended
