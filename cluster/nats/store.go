@@ -256,6 +256,7 @@ func (st *Store) Open(name string, r msgnet.Retention) (msgnet.StreamLog, error)
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: stream %q: %w", name, err)
 	}
+	st.absence.opened(jsName)
 	info := s.CachedInfo()
 	l := &jsLog{st: st, name: name, jsName: jsName, stream: s,
 		epoch: uint64(info.Created.UnixNano()) | 1, first: info.State.FirstSeq, last: info.State.LastSeq}

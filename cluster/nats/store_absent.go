@@ -33,8 +33,9 @@ const createdSubject = "$JS.EVENT.ADVISORY.STREAM.CREATED.*"
 
 // absence is a Store's memory of streams that do not exist.
 type absence struct {
-	// advised: the advisory subscription runs; without it nothing is
-	// remembered.
+	// advised: an advisory has arrived, so they reach this connection
+	// (a subscription can succeed and receive none: JetStream in another
+	// account); until one does, nothing is remembered.
 	advised atomic.Bool
 	// created counts the creations advised: a "no" asked for before the
 	// latest one may be stale, and is not remembered.
@@ -45,26 +46,18 @@ type absence struct {
 }
 
 // adviseCreations subscribes nc to the advisories of streams created with
-// the store's prefix. If the subscription cannot be made (an external
-// NATS user without the permission), absence is not remembered.
+// the store's prefix. Absence is remembered once the first of them has
+// arrived (the store's own first Open brings one): a user without the
+// permission to subscribe, or in another account than JetStream's, gets
+// none, and the store then asks JetStream each time, as without it.
 func (st *Store) adviseCreations() {
 	prefix := st.cfg.Prefix + "_"
-	sub, err := st.nc.Subscribe(createdSubject, func(m *nats.Msg) {
+	st.nc.Subscribe(createdSubject, func(m *nats.Msg) {
 		if strings.HasPrefix(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], prefix) {
 			st.absence.forget()
+			st.absence.advised.Store(true)
 		}
 	})
-	if err != nil {
-		return
-	}
-	if err := st.nc.Flush(); err != nil || !sub.IsValid() {
-		return
-	}
-	if lerr := st.nc.LastError(); lerr != nil && strings.Contains(lerr.Error(), "ermissions") {
-		sub.Unsubscribe()
-		return
-	}
-	st.absence.advised.Store(true)
 }
 
 // known reports whether jsName is remembered as absent, and the count of
@@ -99,6 +92,13 @@ func (a *absence) remember(jsName string, gen uint64) {
 		a.m = make(map[string]time.Time)
 	}
 	a.m[jsName] = time.Now()
+}
+
+// opened drops what is remembered of jsName: this store opened it.
+func (a *absence) opened(jsName string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.m, jsName)
 }
 
 // forget drops everything remembered: a stream was created.

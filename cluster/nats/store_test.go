@@ -285,6 +285,10 @@ func TestStoreClusterAbsenceForgotten(t *testing.T) {
 	}
 	nodes := startStoreCluster(t)
 	a, b := nodes[0].store, nodes[1].store
+	var err error
+	eventually(t, 30*time.Second, func() bool { _, err = a.Open("group:first", msgnet.DefaultRetention()); return err == nil },
+		"no stream could be created: %v", err)
+	eventually(t, 5*time.Second, a.absence.advised.Load, "no creation advisory reached n0")
 	eventually(t, 30*time.Second, func() bool { ok, err := a.Exists("client:roamer"); return !ok && err == nil },
 		"JetStream never answered that the stream does not exist")
 	if absent, _ := a.absence.known(a.streamName("client:roamer")); !absent {
@@ -396,8 +400,22 @@ func TestStoreRemembersAbsenceUntilCreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if !st.absence.advised.Load() {
-		t.Fatal("the store does not receive JetStream's creation advisories")
+	if _, err := st.Exists("client:away"); err != nil {
+		t.Fatal(err)
+	}
+	if absent, _ := st.absence.known(st.streamName("client:away")); absent {
+		t.Fatal(`a "no" was remembered before any advisory showed that they arrive`)
+	}
+	// The store's own first stream brings the first advisory.
+	if _, err := st.Open("group:first", msgnet.DefaultRetention()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !st.absence.advised.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("no creation advisory arrived")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	for range 3 {
 		if ok, err := st.Exists("client:away"); ok || err != nil {
@@ -420,7 +438,7 @@ func TestStoreRemembersAbsenceUntilCreated(t *testing.T) {
 	if _, err := other.Open("client:away", msgnet.DefaultRetention()); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(5 * time.Second)
 	for {
 		ok, err := st.Exists("client:away")
 		if err != nil {
