@@ -44,39 +44,68 @@ const serveStopTimeout = 20 * time.Second
 // ends.
 func startServe(t *testing.T, args ...string) string {
 	t.Helper()
+	// A port the OS gave out and took back can be taken again before the
+	// server binds it (an outgoing connection's local port, in a busy
+	// CI): then the server is started again on another.
+	for attempt := 1; ; attempt++ {
+		addr, logs, ok := tryServe(t, args)
+		if ok {
+			return addr
+		}
+		if !strings.Contains(logs, "address already in use") || attempt == 5 {
+			t.Fatalf("server did not start on %s:\n%s", addr, logs)
+		}
+		t.Logf("%s was taken before the server bound it; again on another port", addr)
+	}
+}
+
+// tryServe runs `msgnet serve --addr ADDR args...` on a free port until
+// the test ends, and waits until it accepts connections; ok false: it
+// exited first, or did not listen within 5 s.
+func tryServe(t *testing.T, args []string) (addr, logs string, ok bool) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
+	addr = l.Addr().String()
 	l.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
+	var out syncBuffer
 	done := make(chan int, 1) // room for the result if the cleanup gave up waiting
-	go func() { done <- run(ctx, append([]string{"serve", "--addr", addr}, args...), nil, &logs, &logs) }()
+	go func() { done <- run(ctx, append([]string{"serve", "--addr", addr}, args...), nil, &out, &out) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		select {
+		case code := <-done:
+			cancel()
+			return addr, fmt.Sprintf("serve exited %d; logs:\n%s", code, out.String()), false
+		default:
+		}
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			return addr, fmt.Sprintf("not listening after 5 s: %v; logs:\n%s", err, out.String()), false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case code := <-done:
 			if code != 0 {
-				t.Errorf("serve exited %d; logs:\n%s", code, logs.String())
+				t.Errorf("serve exited %d; logs:\n%s", code, out.String())
 			}
 		case <-time.After(serveStopTimeout):
-			t.Errorf("serve did not return within %v of its context ending; logs:\n%s", serveStopTimeout, logs.String())
+			t.Errorf("serve did not return within %v of its context ending; logs:\n%s", serveStopTimeout, out.String())
 		}
 	})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not start: %v\n%s", err, logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return addr, "", true
 }
 
 // The README's promise: nc is a working client of `msgnet serve`.
