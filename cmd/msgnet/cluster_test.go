@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"strconv"
 	"testing"
 	"time"
@@ -11,37 +10,10 @@ import (
 	"github.com/msgnet/msgnet"
 )
 
-// freePort returns a loopback address whose port the OS just handed out.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// freePorts returns n distinct free loopback addresses: all held open
-// until the last is chosen.
-func freePorts(t *testing.T, n int) []string {
-	t.Helper()
-	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs
-}
-
 // Two `msgnet serve` nodes joined by routes between their embedded NATS
 // servers: a PRIVATE message crosses from one node to the other, both ways.
 func TestServeClusterPrivateCrossesNodes(t *testing.T) {
-	route := freePort(t)
+	route := freeAddr(t)
 	a := startServe(t, "--id", "node-a", "--quiet", "--cluster-listen", route, "--cluster-heartbeat", "100ms")
 	b := startServe(t, "--id", "node-b", "--quiet", "--cluster-listen", "127.0.0.1:0",
 		"--cluster-routes", "nats-route://"+route, "--cluster-heartbeat", "100ms")

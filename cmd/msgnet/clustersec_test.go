@@ -113,7 +113,7 @@ func TestServeClusterRouteSecurity(t *testing.T) {
 		return []string{"--cluster-auth-file", auth, "--cluster-tls-ca", ca,
 			"--cluster-tls-cert", certs[node][0], "--cluster-tls-key", certs[node][1]}
 	}
-	route := freePort(t)
+	route := freeAddr(t)
 	a := startServe(t, append([]string{"--id", "node-a", "--quiet", "--cluster-listen", route, "--cluster-heartbeat", "100ms"}, secure("node-a")...)...)
 	b := startServe(t, append([]string{"--id", "node-b", "--quiet", "--cluster-listen", "127.0.0.1:0",
 		"--cluster-routes", "nats-route://" + route, "--cluster-heartbeat", "100ms"}, secure("node-b")...)...)
@@ -126,7 +126,7 @@ func TestServeClusterRouteSecurity(t *testing.T) {
 // The embedded server's client port with a token, and with mutual TLS.
 func TestServeClusterClientPortSecurity(t *testing.T) {
 	token := writeFile(t, "client.auth", "client token\n")
-	port := freePort(t)
+	port := freeAddr(t)
 	startServe(t, "--quiet", "--cluster-listen", "127.0.0.1:0", "--cluster-client-listen", port, "--cluster-client-auth-file", token)
 	if nc, err := nats.Connect("nats://"+port, nats.Token("guessed")); !errors.Is(err, nats.ErrAuthorization) {
 		if nc != nil {
@@ -144,7 +144,7 @@ func TestServeClusterClientPortSecurity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port = freePort(t)
+	port = freeAddr(t)
 	startServe(t, "--quiet", "--cluster-listen", "127.0.0.1:0", "--cluster-client-listen", port,
 		"--cluster-client-tls-cert", files.ServerCert, "--cluster-client-tls-key", files.ServerKey, "--cluster-client-tls-ca", files.CA)
 	if nc, err := nats.Connect("tls://"+port, nats.RootCAs(files.CA)); err == nil {

@@ -126,7 +126,7 @@ func (p *proc) waitStderr(t *testing.T, want string, d time.Duration) {
 }
 
 // serveProc starts `msgnet serve` as a process on addr, and waits until it
-// says it serves there: something else on the port (a port freePort gave
+// says it serves there: something else on the port (a port freeAddr gave
 // out and another process took, such as an embedded NATS server's client
 // port) is not mistaken for it.
 func serveProc(t *testing.T, addr string, args ...string) *proc {
@@ -189,7 +189,7 @@ func cutEvery(p *testenv.CutProxy, min, max time.Duration, stop chan struct{}) c
 // through a network that fails every few tens of milliseconds: the
 // subscriber prints each of the 5,000 messages once, in order.
 func TestPubSubProcessesAcrossCuts(t *testing.T) {
-	addr := freePort(t)
+	addr := freeAddr(t)
 	serve := serveProc(t, addr)
 	proxy := testenv.NewCutProxy(t, addr)
 	sub := startProc(t, "sub", "sub", "--addr", proxy.Addr(), "--group", "room", "--reliable", "--id", "sub-1")
@@ -242,7 +242,7 @@ func (p *proc) kill9(t *testing.T) {
 // not, the publisher sent again, and JetStream recognised what it had
 // stored but not yet acknowledged.
 func TestPubSubAcrossServerKill9(t *testing.T) {
-	addr := freePort(t)
+	addr := freeAddr(t)
 	dir := t.TempDir()
 	serve := serveProc(t, addr, "--store", dir)
 	proxy := testenv.NewCutProxy(t, addr)
@@ -355,7 +355,7 @@ func TestPubSubClusterNodeKill9(t *testing.T) {
 // `msgnet sub` says "continuity lost" on stderr and goes on from the
 // oldest message retained, never silently skipping.
 func TestPubSubRetentionOverflow(t *testing.T) {
-	addr := freePort(t)
+	addr := freeAddr(t)
 	serve := serveProc(t, addr, "--retention-messages", "100")
 	proxy := testenv.NewCutProxy(t, addr)
 	sub := startProc(t, "sub", "sub", "--addr", proxy.Addr(), "--group", "room", "--reliable", "--id", "sub-1")

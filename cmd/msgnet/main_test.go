@@ -64,12 +64,7 @@ func startServe(t *testing.T, args ...string) string {
 // exited first, or did not listen within 5 s.
 func tryServe(t *testing.T, args []string) (addr, logs string, ok bool) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr = l.Addr().String()
-	l.Close()
+	addr = freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
 	done := make(chan int, 1) // room for the result if the cleanup gave up waiting
