@@ -2056,31 +2056,42 @@ func TestHostileStreamConcurrentPublishersAcrossCuts(t *testing.T) {
 	}
 }
 
-// readFailingStore is a memory store whose reads fail while fail is above
-// zero, one failure per read.
-type readFailingStore struct {
+// hookedStore is a memory store whose logs call its hooks first:
+// beforeRead may fail a read, beforeExpire may block the upkeep. Set the
+// hooks before the server opens a stream.
+type hookedStore struct {
 	msgnet.Store
-	fail atomic.Int32
+	beforeRead   func() error
+	beforeExpire func()
 }
 
-func (s *readFailingStore) Open(name string, r msgnet.Retention) (msgnet.StreamLog, error) {
+func (s *hookedStore) Open(name string, r msgnet.Retention) (msgnet.StreamLog, error) {
 	l, err := s.Store.Open(name, r)
 	if err != nil {
 		return nil, err
 	}
-	return &readFailingLog{StreamLog: l, s: s}, nil
+	return &hookedLog{StreamLog: l, s: s}, nil
 }
 
-type readFailingLog struct {
+type hookedLog struct {
 	msgnet.StreamLog
-	s *readFailingStore
+	s *hookedStore
 }
 
-func (l *readFailingLog) Read(from uint64, max int, f func(uint64, []byte) bool) error {
-	if l.s.fail.Load() > 0 && l.s.fail.Add(-1) >= 0 {
-		return errors.New("injected failure: the store cannot be read")
+func (l *hookedLog) Read(from uint64, max int, f func(uint64, []byte) bool) error {
+	if h := l.s.beforeRead; h != nil {
+		if err := h(); err != nil {
+			return err
+		}
 	}
 	return l.StreamLog.Read(from, max, f)
+}
+
+func (l *hookedLog) Expire(now time.Time) {
+	if h := l.s.beforeExpire; h != nil {
+		h()
+	}
+	l.StreamLog.Expire(now)
 }
 
 // A subscription whose catch-up read fails is not stalled unseen: the
@@ -2088,7 +2099,13 @@ func (l *readFailingLog) Read(from uint64, max int, f func(uint64, []byte) bool)
 // any ack or new message to prompt it) until the subscriber has it all.
 func TestHostileStreamReadFails(t *testing.T) {
 	var logs syncBuffer
-	st := &readFailingStore{Store: msgnet.MemoryStore()}
+	var fail atomic.Int32 // reads to fail, one failure each
+	st := &hookedStore{Store: msgnet.MemoryStore(), beforeRead: func() error {
+		if fail.Load() > 0 && fail.Add(-1) >= 0 {
+			return errors.New("injected failure: the store cannot be read")
+		}
+		return nil
+	}}
 	_, addr := startServer(t, msgnet.WithStore(st),
 		msgnet.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	pub, _ := reliableClient(t, "rf-pub", addr)
@@ -2097,15 +2114,15 @@ func TestHostileStreamReadFails(t *testing.T) {
 	if err := pub.WaitPublished(ctx5s(t)); err != nil {
 		t.Fatalf("publishes not acknowledged: %v", err)
 	}
-	st.fail.Store(3)
+	fail.Store(3)
 	sub, got := reliableClient(t, "rf-sub", addr)
 	if err := sub.Subscribe(ctx5s(t), msgnet.ClientStream("rf-sub")); err != nil {
 		t.Fatal(err)
 	}
 	waitForWithin(t, 10*time.Second, "every message after the failed reads", func() bool { return got.count() >= n })
 	checkExactlyOnce(t, got, n)
-	if st.fail.Load() > 0 {
-		t.Fatalf("%d injected failures left: the reads never failed", st.fail.Load())
+	if fail.Load() > 0 {
+		t.Fatalf("%d injected failures left: the reads never failed", fail.Load())
 	}
 	if !strings.Contains(logs.String(), "reading a stream for a subscription failed") {
 		t.Fatalf("the failed read was not logged:\n%s", logs.String())
@@ -2180,39 +2197,18 @@ func TestHostileStreamWatchFails(t *testing.T) {
 	}
 }
 
-// stallingStore is a memory store whose logs' Expire blocks until release
-// is closed: a shared store that stopped answering.
-type stallingStore struct {
-	msgnet.Store
-	release chan struct{}
-	stalled atomic.Int32
-}
-
-func (s *stallingStore) Open(name string, r msgnet.Retention) (msgnet.StreamLog, error) {
-	l, err := s.Store.Open(name, r)
-	if err != nil {
-		return nil, err
-	}
-	return &stallingLog{StreamLog: l, s: s}, nil
-}
-
-type stallingLog struct {
-	msgnet.StreamLog
-	s *stallingStore
-}
-
-func (l *stallingLog) Expire(now time.Time) {
-	l.s.stalled.Add(1)
-	<-l.s.release
-	l.StreamLog.Expire(now)
-}
-
 // A store that stops answering holds up its streams' upkeep, not the
 // sweeper's other work: an idle session is still closed on time.
 func TestStalledStoreDoesNotDelayIdleTimeouts(t *testing.T) {
-	st := &stallingStore{Store: msgnet.MemoryStore(), release: make(chan struct{})}
+	// Expire blocks until released: a shared store that stopped answering.
+	var stalled atomic.Int32
+	unblock := make(chan struct{})
+	st := &hookedStore{Store: msgnet.MemoryStore(), beforeExpire: func() {
+		stalled.Add(1)
+		<-unblock
+	}}
 	var once sync.Once
-	release := func() { once.Do(func() { close(st.release) }) }
+	release := func() { once.Do(func() { close(unblock) }) }
 	srv, addr := startServer(t, msgnet.WithStore(st), msgnet.WithIdleTimeout(300*time.Millisecond))
 	t.Cleanup(release) // runs before the server's cleanup, which waits for the upkeep
 	pub, _ := reliableClient(t, "stall-pub", addr)
@@ -2220,7 +2216,7 @@ func TestStalledStoreDoesNotDelayIdleTimeouts(t *testing.T) {
 	if err := pub.WaitPublished(ctx5s(t)); err != nil {
 		t.Fatal(err)
 	}
-	waitForWithin(t, 5*time.Second, "the store's upkeep stalled", func() bool { return st.stalled.Load() > 0 })
+	waitForWithin(t, 5*time.Second, "the store's upkeep stalled", func() bool { return stalled.Load() > 0 })
 	pub.Close()
 	r := dialRaw(t, addr)
 	r.hello("idle")

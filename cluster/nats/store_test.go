@@ -280,9 +280,6 @@ func TestStoreClusterNodeDeath(t *testing.T) {
 // Across a JetStream cluster: a node that found a client's stream absent
 // learns that another node created it from JetStream's advisory.
 func TestStoreClusterAbsenceForgotten(t *testing.T) {
-	if testing.Short() {
-		t.Skip("forms a JetStream cluster")
-	}
 	nodes := startStoreCluster(t)
 	a, b := nodes[0].store, nodes[1].store
 	var err error
@@ -479,5 +476,22 @@ func BenchmarkStoreExistsAbsent(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A peer naming ever new client ids cannot grow the memory of absent
+// streams without bound: at maxAbsent it starts again empty.
+func TestAbsenceMemoryBounded(t *testing.T) {
+	var a absence
+	a.advised.Store(true)
+	for i := range 3*maxAbsent + 7 {
+		_, gen := a.known(fmt.Sprint("MSGNET_id", i))
+		a.remember(fmt.Sprint("MSGNET_id", i), gen)
+		if len(a.m) > maxAbsent {
+			t.Fatalf("%d names remembered after %d, bound %d", len(a.m), i+1, maxAbsent)
+		}
+	}
+	if absent, _ := a.known(fmt.Sprint("MSGNET_id", 3*maxAbsent+6)); !absent {
+		t.Fatal("the latest name is not remembered")
 	}
 }
