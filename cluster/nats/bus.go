@@ -79,6 +79,9 @@ type Bus struct {
 
 	clock atomic.Uint64 // hybrid logical clock for directory stamps
 
+	queue   pubQueue    // what send publishes, in order (batch.go); set by Attach
+	batchOK atomic.Bool // every known node reads batches (batch.go)
+
 	pub, recv [4]atomic.Uint64 // by msgnet.ClusterMessageKind
 	errs      atomic.Uint64
 
@@ -118,6 +121,7 @@ type peer struct {
 	hasLoad  bool
 	inRate   float64
 	outRate  float64
+	batch    bool // said it reads kindBatch
 }
 
 // NodeInfo is a node's last published load, with the message rates
@@ -310,9 +314,11 @@ func (b *Bus) Attach(node msgnet.ClusterNode) error {
 	b.mu.Lock()
 	b.self = peer{instance: b.instance, inbox: b.subjSelf}
 	b.mu.Unlock()
-	b.wg.Add(2)
+	b.queue = newPubQueue(id)
+	b.wg.Add(3)
 	go b.dispatch()
 	go b.heartbeat()
+	go b.flusher()
 	b.attached.Store(true) // after the fields above: readers check it first
 	return nil
 }
@@ -323,15 +329,24 @@ func (b *Bus) groupSubject(group string) string { return b.cfg.prefix + ".g." + 
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// send encodes and publishes one message. nats.go copies it into its
-// write buffer, so the buffer is reused at once.
+// send queues one message for the flusher (batch.go), or publishes it at
+// once when there is no flusher: before Attach, and after Close.
 func (b *Bus) send(subj string, kind byte, target string, body []byte) error {
-	bp := bufPool.Get().(*[]byte)
-	data := appendMsg((*bp)[:0], kind, b.id, target, body)
-	err := b.nc.Publish(subj, data)
-	if cap(data) <= 64<<10 {
-		*bp = data[:0]
-		bufPool.Put(bp)
+	err := errQueueStopped
+	if b.queue.kick != nil {
+		if 5+len(b.id)+len(target)+len(body) > int(b.nc.MaxPayload()) {
+			err = nats.ErrMaxPayload
+		} else {
+			data := kind&^flagStored <= kindDirect
+			var full bool
+			full, err = b.queue.add(subj, data && b.batchOK.Load(), kind, b.id, target, body)
+			if full {
+				b.flush()
+			}
+		}
+	}
+	if err == errQueueStopped {
+		err = b.publishNow(subj, kind, target, body)
 	}
 	if err != nil {
 		b.errs.Add(1)

@@ -29,11 +29,26 @@ func (b *Bus) dispatch() {
 
 func (b *Bus) handle(nm *nats.Msg) {
 	m, err := parseMsg(nm.Data)
+	if err == nil && m.kind == kindBatch {
+		err = forEachRecord(m.body, func(rec []byte) error {
+			r, err := parseMsg(rec)
+			if err != nil || r.kind == kindBatch || r.origin != m.origin {
+				return errBadMessage
+			}
+			b.handleMsg(r, nm.Subject)
+			return nil
+		})
+	} else if err == nil {
+		b.handleMsg(m, nm.Subject)
+	}
 	if err != nil {
 		b.errs.Add(1)
 		b.warnOnce("bad:"+nm.Subject, "cluster: malformed message", "subject", nm.Subject)
-		return
 	}
+}
+
+// handleMsg acts on one message that arrived on subject subj.
+func (b *Bus) handleMsg(m wireMsg, subj string) {
 	if m.origin == b.id {
 		// NoEcho keeps our own messages away; one arriving means another
 		// node uses our id.
@@ -53,7 +68,7 @@ func (b *Bus) handle(nm *nats.Msg) {
 		switch {
 		case err == nil:
 			b.recv[kind].Add(1)
-		case errors.Is(err, msgnet.ErrNoSession) && nm.Subject == b.subjA:
+		case errors.Is(err, msgnet.ErrNoSession) && subj == b.subjA:
 			// Sent to every node; another holds it, or none does.
 		default:
 			b.errs.Add(1)
@@ -80,6 +95,7 @@ func (b *Bus) handle(nm *nats.Msg) {
 			return
 		}
 		b.heard(m.origin, s.Instance)
+		b.peerBatches(m.origin, s.Batch)
 		for _, e := range s.Entries {
 			b.up(entry{node: m.origin, session: e.Session, stamp: e.Stamp}, e.Client)
 		}
@@ -100,6 +116,7 @@ func (b *Bus) handle(nm *nats.Msg) {
 			p.sample(msgnet.NodeLoad{Node: m.origin, Addr: l.Addr, Sessions: l.Sessions, MsgsIn: l.MsgsIn, MsgsOut: l.MsgsOut}, l.At)
 		}
 		b.mu.Unlock()
+		b.peerBatches(m.origin, l.Batch)
 	case kindBye:
 		var y byeBody
 		json.Unmarshal(m.body, &y)
@@ -131,12 +148,35 @@ func (b *Bus) heard(node, instance string) bool {
 		b.log.Info("cluster: node joined", "node", node)
 	}
 	b.peers[node] = &peer{instance: instance, inbox: b.inbox(node), seen: time.Now()}
+	b.batchOK.Store(false) // until it says it reads batches
 	return false
+}
+
+// peerBatches records whether node reads batches, and whether all known
+// nodes now do.
+func (b *Bus) peerBatches(node string, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.peers[node]; p != nil {
+		p.batch = ok
+	}
+	b.setBatchOKLocked()
+}
+
+// setBatchOKLocked lets the queue batch when every known node reads
+// batches, and at least one is known. Lock must be held.
+func (b *Bus) setBatchOKLocked() {
+	all := len(b.peers) > 0
+	for _, p := range b.peers {
+		all = all && p.batch
+	}
+	b.batchOK.Store(all)
 }
 
 // dropLocked forgets a node and every directory entry it held.
 func (b *Bus) dropLocked(node string) {
 	delete(b.peers, node)
+	b.setBatchOKLocked()
 	for cid, e := range b.remote {
 		if e.node == node {
 			delete(b.remote, cid)
@@ -196,7 +236,7 @@ func (b *Bus) sendSync(node string, reply bool) {
 	subj := b.inbox(node)
 	for first := true; first || len(entries) > 0; first = false {
 		n := min(len(entries), syncBatch)
-		b.sendJSON(subj, kindSync, "", syncBody{Instance: b.instance, Reply: reply, Entries: entries[:n]})
+		b.sendJSON(subj, kindSync, "", syncBody{Instance: b.instance, Reply: reply, Entries: entries[:n], Batch: true})
 		entries = entries[n:]
 		reply = true // only the first batch asks for an answer
 	}
@@ -232,7 +272,7 @@ func (b *Bus) publishLoad() {
 	b.mu.Unlock()
 	b.sendJSON(b.subjL, kindLoad, "", loadBody{
 		Instance: b.instance, Addr: l.Addr, Sessions: l.Sessions, MsgsIn: l.MsgsIn, MsgsOut: l.MsgsOut,
-		At: at, IntervalMS: b.cfg.heartbeat.Milliseconds(),
+		At: at, IntervalMS: b.cfg.heartbeat.Milliseconds(), Batch: true,
 	})
 }
 

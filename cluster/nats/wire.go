@@ -33,6 +33,7 @@ const (
 	kindSync      = 18                            // directory: origin's whole table, to one node
 	kindLoad      = 19                            // heartbeat with origin's load
 	kindBye       = 20                            // origin is leaving the cluster
+	kindBatch     = 32                            // data messages to one subject: body is records (batch.go)
 
 	// flagStored, on a group or direct kind: the origin appended the
 	// message to its stream (msgnet.ClusterMessage.Stored).
@@ -130,6 +131,7 @@ type syncBody struct {
 	Instance string      `json:"instance"`
 	Reply    bool        `json:"reply"` // an answer to a sync: do not answer it
 	Entries  []syncEntry `json:"entries"`
+	Batch    bool        `json:"batch,omitempty"` // the origin reads kindBatch
 }
 
 type syncEntry struct {
@@ -147,6 +149,7 @@ type loadBody struct {
 	MsgsOut    uint64 `json:"msgs_out"`
 	At         int64  `json:"at"`          // sender's clock, Unix ns: rates come from differences
 	IntervalMS int64  `json:"interval_ms"` // the sender's heartbeat interval
+	Batch      bool   `json:"batch,omitempty"`
 }
 
 // byeBody is the body of kindBye.
