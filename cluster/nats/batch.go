@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"sync"
+	"time"
 )
 
 // Batching. Everything the bus publishes goes through one ordered queue,
@@ -15,9 +16,12 @@ import (
 // (docs/BENCHMARKS.md). A message published alone leaves alone, in the
 // plain format, as soon as the flusher runs; control messages always do.
 //
-// A batch is only sent once every known node has said it reads them (the
-// "batch" field of its heartbeat and directory sync), so a node of an
-// older version in the cluster never receives one.
+// A node's inbox gets batches once that node (in its current life) has
+// said it reads them: the "batch" field of its heartbeat and directory
+// sync. A subject every node subscribes to (broadcasts, groups, unknown
+// session ids) gets them once every known node has said so and no node
+// that does not has spoken for oldGrace, so a node of an older version
+// that stalls past its TTL, still subscribed, does not get one either.
 
 const (
 	// maxRunBytes bounds one batch on the wire (under NATS's default 1 MB
@@ -28,43 +32,62 @@ const (
 	maxQueuedBytes = 4 << 20
 	// keepBufBytes: a queue buffer grown past this is not kept for reuse.
 	keepBufBytes = 1 << 20
+	// oldGrace is how long a node that does not read batches keeps
+	// batches off the shared subjects after it last spoke.
+	oldGrace = time.Minute
 )
+
+// batchShared reports whether a subject every node subscribes to may get
+// batches now.
+func (b *Bus) batchShared() bool {
+	return b.batchOK.Load() && time.Now().UnixNano()-b.lastOld.Load() > int64(oldGrace)
+}
 
 // errQueueStopped is add's answer once the flusher has ended: the caller
 // publishes directly.
 var errQueueStopped = errors.New("natsbus: publish queue stopped")
 
 // pubQueue is the bus's ordered publish queue.
+//
+// Order: runs leave in queue order, and NATS keeps a connection's order
+// across subjects. A message joins the last run when that run has its
+// subject; a message to one node's inbox (merge) may also join an earlier
+// run to that inbox, as long as no message for more than one node (a
+// broadcast, a group or unknown-id message) or control message was queued
+// after that run: only the one node receives an inbox, so messages to two
+// different nodes have no order anyone could see, and each node still gets
+// its messages in the order they were published.
 type pubQueue struct {
 	kick    chan struct{} // cap 1: the queue went from empty to not empty
 	flushMu sync.Mutex    // held by the one flush at a time: keeps runs in order
 
 	mu      sync.Mutex // guards the fields below
-	buf     []byte     // every run's bytes, in order
-	runs    []pubRun
-	stopped bool // the flusher ended; add refuses
-	spare   []byte
-	spareR  []pubRun
+	runs    []pubRun   // in order; entries past len keep their buffers for reuse
+	open    int        // runs[open:] may take merge messages out of order
+	size    int        // bytes in runs
+	stopped bool       // the flusher ended; add refuses
+	spare   []pubRun
 	header  []byte // a batch's header: kindBatch from this node, no target
 }
 
-// pubRun is one NATS message to be: buf[off:end] holds header, then n
+// pubRun is one NATS message to be: buf holds the batch header, then n
 // records of a 4-byte big-endian length and an encoded message.
 type pubRun struct {
-	subj     string
-	off, end int
-	n        int
-	batch    bool // may take more records (a data kind, to a batching cluster)
+	subj  string
+	buf   []byte
+	n     int
+	batch bool // may take more records (a data kind, to nodes that read batches)
 }
 
 func newPubQueue(origin string) pubQueue {
 	return pubQueue{kick: make(chan struct{}, 1), header: appendMsg(nil, kindBatch, origin, "", nil)}
 }
 
-// add queues one message. batch says that it may share a NATS message with
-// the data messages around it. It reports whether the queue holds more than
+// add queues one message. batch says that it may share a NATS message of at
+// most limit bytes with other data messages; merge, that it goes to one
+// node's inbox (see pubQueue). It reports whether the queue holds more than
 // maxQueuedBytes, when the caller should flush.
-func (q *pubQueue) add(subj string, batch bool, kind byte, origin, target string, body []byte) (full bool, err error) {
+func (q *pubQueue) add(subj string, batch, merge bool, limit int, kind byte, origin, target string, body []byte) (full bool, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.stopped {
@@ -77,66 +100,104 @@ func (q *pubQueue) add(subj string, batch bool, kind byte, origin, target string
 		}
 	}
 	size := 4 + 5 + len(origin) + len(target) + len(body)
-	var r *pubRun
-	if n := len(q.runs); n > 0 && batch {
-		last := &q.runs[n-1]
-		if last.batch && last.subj == subj && last.end-last.off+size <= maxRunBytes {
-			r = last
+	r := q.joinable(subj, batch, merge, size, limit)
+	if r == nil {
+		n := len(q.runs)
+		if n < cap(q.runs) {
+			q.runs = q.runs[:n+1]
+		} else {
+			q.runs = append(q.runs, pubRun{})
+		}
+		r = &q.runs[n]
+		*r = pubRun{subj: subj, buf: append(r.buf[:0], q.header...), batch: batch}
+		q.size += len(q.header)
+		if !merge {
+			q.open = n + 1 // nothing queued later may pass this run
 		}
 	}
-	if r == nil {
-		q.runs = append(q.runs, pubRun{subj: subj, off: len(q.buf), batch: batch})
-		r = &q.runs[len(q.runs)-1]
-		q.buf = append(q.buf, q.header...)
-	}
-	at := len(q.buf)
-	q.buf = append(q.buf, 0, 0, 0, 0)
-	q.buf = appendMsg(q.buf, kind, origin, target, body)
-	binary.BigEndian.PutUint32(q.buf[at:], uint32(len(q.buf)-at-4))
-	r.end = len(q.buf)
+	at := len(r.buf)
+	r.buf = append(r.buf, 0, 0, 0, 0)
+	r.buf = appendMsg(r.buf, kind, origin, target, body)
+	binary.BigEndian.PutUint32(r.buf[at:], uint32(len(r.buf)-at-4))
 	r.n++
-	return len(q.buf) > maxQueuedBytes, nil
+	q.size += len(r.buf) - at
+	return q.size > maxQueuedBytes, nil
 }
 
-// take swaps the queue's content for the spare buffers. Lock must be held.
-func (q *pubQueue) takeLocked() ([]byte, []pubRun) {
-	buf, runs := q.buf, q.runs
-	q.buf, q.runs = q.spare[:0], q.spareR[:0]
-	q.spare, q.spareR = nil, nil
-	return buf, runs
-}
-
-// giveBack keeps buffers for the next take. Lock must be held.
-func (q *pubQueue) giveBackLocked(buf []byte, runs []pubRun) {
-	clear(runs) // drop the subjects
-	if cap(buf) <= keepBufBytes {
-		q.spare, q.spareR = buf[:0], runs[:0]
+// joinable returns the run a message may join, or nil. Lock must be held.
+func (q *pubQueue) joinable(subj string, batch, merge bool, size, limit int) *pubRun {
+	if !batch {
+		return nil
 	}
+	first := len(q.runs) - 1
+	if merge {
+		first = q.open
+	}
+	for i := len(q.runs) - 1; i >= first && i >= 0; i-- {
+		if r := &q.runs[i]; r.subj == subj {
+			if r.batch && len(r.buf)+size <= limit {
+				return r
+			}
+			return nil // a later message may not pass the last one to subj
+		}
+	}
+	return nil
+}
+
+// takeLocked swaps the queue's runs for the spare ones. Lock must be held.
+func (q *pubQueue) takeLocked() []pubRun {
+	runs := q.runs
+	q.runs, q.spare = q.spare[:0], nil
+	q.open, q.size = 0, 0
+	return runs
+}
+
+// giveBackLocked keeps runs and their buffers for the next take. Lock must
+// be held.
+func (q *pubQueue) giveBackLocked(runs []pubRun) {
+	for i := range runs {
+		runs[i].subj = ""
+		if cap(runs[i].buf) > keepBufBytes {
+			runs[i].buf = nil
+		}
+	}
+	q.spare = runs[:0]
 }
 
 // flush publishes what is queued, in order. A run of one message leaves
-// in the plain format; a longer one as one kindBatch message. A failed
-// publish is counted as one error per message lost, and logged once.
+// in the plain format; a longer one as one kindBatch message, or message
+// by message if NATS's maximum payload shrank below it (a reconnect to
+// another server). A failed publish is counted as one error per message
+// lost, and logged once.
 func (b *Bus) flush() {
 	q := &b.queue
 	q.flushMu.Lock()
 	defer q.flushMu.Unlock()
 	q.mu.Lock()
-	buf, runs := q.takeLocked()
+	runs := q.takeLocked()
 	q.mu.Unlock()
+	max := int(b.nc.MaxPayload())
 	for _, r := range runs {
-		data := buf[r.off:r.end]
-		if r.n == 1 {
-			data = data[len(q.header)+4:]
+		data := r.buf
+		if r.n > 1 && len(data) <= max {
+			b.publishRun(r.subj, data, r.n)
+			continue
 		}
-		if err := b.nc.Publish(r.subj, data); err != nil {
-			b.errs.Add(uint64(r.n))
-			b.warnOnce("publish:"+err.Error(), "cluster: messages not published", "err", err, "messages", r.n)
-		}
+		forEachRecord(data[len(q.header):], func(rec []byte) error {
+			b.publishRun(r.subj, rec, 1)
+			return nil
+		})
 	}
 	q.mu.Lock()
-	q.giveBackLocked(buf, runs)
+	q.giveBackLocked(runs)
 	q.mu.Unlock()
+}
+
+func (b *Bus) publishRun(subj string, data []byte, n int) {
+	if err := b.nc.Publish(subj, data); err != nil {
+		b.errs.Add(uint64(n))
+		b.warnOnce("publish:"+err.Error(), "cluster: messages not published", "err", err, "messages", n)
+	}
 }
 
 // flusher publishes the queue whenever it fills; at stop it publishes
@@ -177,8 +238,11 @@ func forEachRecord(body []byte, f func(rec []byte) error) error {
 }
 
 // publishNow is the path around the queue: before Attach starts the
-// flusher and after Close stopped it.
+// flusher, after Close stopped it, and while NATS is disconnected. It
+// waits for a flush under way, so that it never overtakes what was queued.
 func (b *Bus) publishNow(subj string, kind byte, target string, body []byte) error {
+	b.queue.flushMu.Lock()
+	defer b.queue.flushMu.Unlock()
 	bp := bufPool.Get().(*[]byte)
 	data := appendMsg((*bp)[:0], kind, b.id, target, body)
 	err := b.nc.Publish(subj, data)

@@ -232,6 +232,7 @@ func TestMalformedBatchesCounted(t *testing.T) {
 		batch("z", append([]byte{0xff, 0xff, 0xff, 0xff}, good...)), // a length past the end
 		batch("z", rec(kindDirect, "y", "other origin")),
 		batch("z", rec(kindBatch, "z", "nested")),
+		batch("z", rec(kindLoad, "z", "{}")),                                 // control messages never travel in batches
 		batch("z", rec(kindDirect, "z", "before"), []byte{0, 0, 0, 2, 1, 1}), // a good record, then a bad one
 	}
 	for _, data := range bad {
@@ -309,47 +310,223 @@ func TestPublishTooLarge(t *testing.T) {
 	}
 }
 
-// The queue cuts runs where the subject or the kind changes and at
-// maxRunBytes, batches only data kinds it is told it may, and says when it
-// is full.
+// The queue cuts runs where the subject or the kind changes and at the
+// size limit, batches only data kinds it is told it may, lets a message to
+// a node's inbox join an earlier run to that inbox across runs to other
+// inboxes but not across a message for every node, and says when it is
+// full.
 func TestPubQueueRuns(t *testing.T) {
+	type msg struct {
+		subj         string
+		batch, merge bool
+		kind         byte
+		size         int
+	}
+	for _, c := range []struct {
+		name string
+		msgs []msg
+		want []string // each run: subject and count
+	}{
+		{"consecutive", []msg{{"s1", true, false, kindGroup, 10}, {"s1", true, false, kindGroup, 10}, {"s2", true, false, kindGroup, 10}},
+			[]string{"s1:2", "s2:1"}},
+		{"control alone", []msg{{"s", true, false, kindGroup, 10}, {"s", false, false, kindUp, 10}, {"s", true, false, kindGroup, 10}},
+			[]string{"s:1", "s:1", "s:1"}},
+		{"not batching", []msg{{"s", false, true, kindDirect, 10}, {"s", false, true, kindDirect, 10}},
+			[]string{"s:1", "s:1"}},
+		{"size limit", []msg{{"s", true, false, kindGroup, maxRunBytes - 100}, {"s", true, false, kindGroup, 200}},
+			[]string{"s:1", "s:1"}},
+		{"inboxes merge", []msg{{"n.b", true, true, kindDirect, 10}, {"n.c", true, true, kindDirect, 10}, {"n.b", true, true, kindDirect, 10}, {"n.c", true, true, kindDirect, 10}},
+			[]string{"n.b:2", "n.c:2"}},
+		{"not across a broadcast", []msg{{"n.b", true, true, kindDirect, 10}, {"b", true, false, kindBroadcast, 10}, {"n.b", true, true, kindDirect, 10}},
+			[]string{"n.b:1", "b:1", "n.b:1"}},
+		{"not across control", []msg{{"n.b", true, true, kindDirect, 10}, {"d", false, false, kindUp, 10}, {"n.b", true, true, kindDirect, 10}},
+			[]string{"n.b:1", "d:1", "n.b:1"}},
+		{"not past an unbatched one", []msg{{"n.b", true, true, kindDirect, 10}, {"n.b", false, true, kindDirect, 10}, {"n.c", true, true, kindDirect, 10}, {"n.b", true, true, kindDirect, 10}},
+			[]string{"n.b:1", "n.b:1", "n.c:1", "n.b:1"}},
+		{"a shared run takes only consecutive", []msg{{"b", true, false, kindBroadcast, 10}, {"n.b", true, true, kindDirect, 10}, {"b", true, false, kindBroadcast, 10}},
+			[]string{"b:1", "n.b:1", "b:1"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			q := newPubQueue("n")
+			for _, m := range c.msgs {
+				if _, err := q.add(m.subj, m.batch, m.merge, maxRunBytes, m.kind, "n", "t", make([]byte, m.size)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got []string
+			for _, r := range q.runs {
+				got = append(got, r.subj+":"+strconv.Itoa(r.n))
+				if r.n > 1 && len(r.buf) > maxRunBytes {
+					t.Fatalf("a run of %d bytes", len(r.buf))
+				}
+			}
+			if !slices.Equal(got, c.want) {
+				t.Fatalf("runs %v, want %v", got, c.want)
+			}
+		})
+	}
 	q := newPubQueue("n")
-	add := func(subj string, batch bool, kind byte, size int) bool {
-		full, err := q.add(subj, batch, kind, "n", "t", make([]byte, size))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return full
-	}
-	add("s1", true, kindDirect, 10)
-	add("s1", true, kindDirect, 10)
-	add("s2", true, kindDirect, 10)
-	add("s2", false, kindUp, 10) // control: alone
-	add("s2", true, kindDirect, 10)
-	add("s2", false, kindDirect, 10) // not batching: alone
-	add("s2", true, kindDirect, maxRunBytes-100)
-	add("s2", true, kindDirect, 200) // would pass maxRunBytes
-	var ns []int
-	for _, r := range q.runs {
-		ns = append(ns, r.n)
-	}
-	if want := []int{2, 1, 1, 1, 1, 1, 1}; !slices.Equal(ns, want) {
-		t.Fatalf("runs of %v messages, want %v", ns, want)
-	}
-	for _, r := range q.runs {
-		if r.end-r.off > maxRunBytes+len(q.header) {
-			t.Fatalf("a run of %d bytes", r.end-r.off)
-		}
-	}
 	full := false
 	for i := 0; i < 200 && !full; i++ {
-		full = add("s3", true, kindDirect, 32<<10)
+		full, _ = q.add("s3", true, false, maxRunBytes, kindGroup, "n", "", make([]byte, 32<<10))
 	}
-	if !full || len(q.buf) > maxQueuedBytes+64<<10 {
-		t.Fatalf("queue of %d bytes; full reported: %v", len(q.buf), full)
+	if !full || q.size > maxQueuedBytes+64<<10 {
+		t.Fatalf("queue of %d bytes; full reported: %v", q.size, full)
 	}
 	q.stopped = true
-	if _, err := q.add("s", true, kindDirect, "n", "", nil); err != errQueueStopped {
+	if _, err := q.add("s", true, false, maxRunBytes, kindGroup, "n", "", nil); err != errQueueStopped {
 		t.Fatalf("add to a stopped queue: %v", err)
+	}
+}
+
+// With NATS's maximum payload below the bus's batch size, batches stay
+// under it: a burst that fits message by message arrives whole.
+func TestBatchesFitMaxPayload(t *testing.T) {
+	emb := func(to ...*testNode) Option {
+		var routes []string
+		for _, n := range to {
+			routes = append(routes, "nats-route://"+n.bus.ClusterAddr())
+		}
+		return WithEmbedded(Embedded{ClusterListen: "127.0.0.1:0", Routes: routes, MaxPayload: 4096})
+	}
+	a := startNode(t, "a", with(emb())...)
+	b := startNode(t, "b", with(emb(a))...)
+	waitCluster(t, a, b)
+	eventually(t, 5*time.Second, func() bool { return a.bus.batchOK.Load() }, "a learns that b reads batches")
+	_, rb := client(t, "bob", b.addr)
+	eventually(t, 5*time.Second, func() bool { _, ok := a.bus.Lookup("bob"); return ok }, "a learns bob")
+	const n = 200
+	payload := bytes.Repeat([]byte("x"), 1000)
+	for i := range n {
+		p := append([]byte(strconv.Itoa(i)+":"), payload...)
+		if err := a.bus.Publish(msgnet.ClusterMessage{Kind: msgnet.ClusterDirect, Target: "bob", Payload: p}); err != nil {
+			t.Fatalf("Publish %d: %v", i, err)
+		}
+	}
+	eventually(t, 10*time.Second, func() bool { return len(rb.all()) >= n }, "bob gets %d messages of 1 KB under a 4 KiB limit (%d errors counted)", n, a.bus.Stats().Errors)
+	if st := a.bus.Stats(); st.Errors != 0 {
+		t.Fatalf("a counted %d errors", st.Errors)
+	}
+}
+
+// While NATS is unreachable, Publish goes through nats.go's reconnect
+// buffer and fails once it is full, as a plain NATS publish does: the
+// sender learns of the loss.
+func TestPublishFailsPastReconnectBuffer(t *testing.T) {
+	url, kill := startExternalNATS(t)
+	x := startNode(t, "x1", with(WithURL(url), WithPrefix("ext.msgnet"))...)
+	kill()
+	eventually(t, 10*time.Second, func() bool { return !x.bus.nc.IsConnected() }, "the bus notices NATS is gone")
+	payload := make([]byte, 256<<10)
+	failed := 0
+	for range 64 { // 16 MiB, twice the reconnect buffer
+		if err := x.bus.Publish(msgnet.ClusterMessage{Kind: msgnet.ClusterBroadcast, Payload: payload}); err != nil {
+			if !errors.Is(err, nats.ErrReconnectBufExceeded) {
+				t.Fatalf("Publish: %v", err)
+			}
+			failed++
+		}
+	}
+	if failed == 0 {
+		t.Fatalf("16 MiB published while NATS is down: Publish never failed (%d errors counted)", x.bus.Stats().Errors)
+	}
+	if got := x.bus.Stats().Errors; got < uint64(failed) {
+		t.Fatalf("%d publishes failed, %d errors counted", failed, got)
+	}
+}
+
+// A node that does not read batches keeps them off the subjects every node
+// subscribes to even after it expires (stalled, still subscribed), while a
+// node that reads them still gets its direct messages batched.
+func TestNoSharedBatchesAfterAnOldNodeSpoke(t *testing.T) {
+	a := startNode(t, "a", with(embeddedRoutes())...)
+	b := startNode(t, "b", with(embeddedRoutes(a))...)
+	waitCluster(t, a, b)
+	// The old node heartbeats once, then stalls past its TTL, still
+	// subscribed to broadcasts.
+	shared := spyOn(t, a.bus.ClientURL(), "msgnet.b")
+	nc, err := nats.Connect(a.bus.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	body := `{"instance":"i1","sessions":0,"at":` + strconv.FormatInt(time.Now().UnixNano(), 10) + `,"interval_ms":100}`
+	nc.Publish("msgnet.l", appendMsg(nil, kindLoad, "old", "", []byte(body)))
+	eventually(t, 5*time.Second, func() bool {
+		a.bus.mu.RLock()
+		defer a.bus.mu.RUnlock()
+		_, ok := a.bus.peers["old"]
+		return ok
+	}, "a hears the old node")
+	eventually(t, 10*time.Second, func() bool {
+		a.bus.mu.RLock()
+		defer a.bus.mu.RUnlock()
+		_, ok := a.bus.peers["old"]
+		return !ok && a.bus.batchOK.Load()
+	}, "the old node expires, and every known node reads batches")
+
+	_, rb := client(t, "bob", b.addr)
+	eventually(t, 5*time.Second, func() bool { _, ok := a.bus.Lookup("bob"); return ok }, "a learns bob")
+	direct := spyOn(t, a.bus.ClientURL(), "msgnet.n.b")
+	const n = 2000
+	for i := range n {
+		if err := a.bus.Publish(msgnet.ClusterMessage{Kind: msgnet.ClusterBroadcast, Payload: []byte("b" + strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		if err := a.bus.Publish(msgnet.ClusterMessage{Kind: msgnet.ClusterDirect, Target: "bob", Payload: []byte("d" + strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, func() bool { return rb.has("d" + strconv.Itoa(n-1)) }, "bob's last message")
+	msgs, batches := shared.unpack(t)
+	if len(msgs) != n || batches != 0 {
+		t.Fatalf("broadcasts: %d messages, %d batches; want %d, none", len(msgs), batches, n)
+	}
+	if msgs, batches = direct.unpack(t); len(msgs) != n || batches == 0 {
+		t.Fatalf("direct to b: %d messages, %d batches; want %d, some", len(msgs), batches, n)
+	}
+}
+
+// Private messages from one node to clients on two others, interleaved,
+// still leave in batches per node, and each client gets its own in order.
+func TestInterleavedInboxesBatch(t *testing.T) {
+	a := startNode(t, "a", with(embeddedRoutes())...)
+	b := startNode(t, "b", with(embeddedRoutes(a))...)
+	c := startNode(t, "c", with(embeddedRoutes(a))...)
+	waitCluster(t, a, b, c)
+	eventually(t, 5*time.Second, func() bool { return a.bus.batchOK.Load() }, "a learns that b and c read batches")
+	ca, _ := client(t, "alice", a.addr)
+	_, rb := client(t, "bob", b.addr)
+	_, rc := client(t, "carol", c.addr)
+	eventually(t, 5*time.Second, func() bool {
+		_, okb := a.bus.Lookup("bob")
+		_, okc := a.bus.Lookup("carol")
+		return okb && okc
+	}, "a learns bob and carol")
+	toB := spyOn(t, a.bus.ClientURL(), "msgnet.n.b")
+	toC := spyOn(t, a.bus.ClientURL(), "msgnet.n.c")
+	const n = 2000
+	for i := range n {
+		send(t, ca, "P:bob:m"+strconv.Itoa(i))
+		send(t, ca, "P:carol:m"+strconv.Itoa(i))
+	}
+	for _, r := range []*recorder{rb, rc} {
+		eventually(t, 10*time.Second, func() bool { return len(r.all()) >= n }, "%d messages each", n)
+		for i, m := range r.all() {
+			if m != "m"+strconv.Itoa(i) {
+				t.Fatalf("message %d is %q", i, m)
+			}
+		}
+	}
+	for _, s := range []*spy{toB, toC} {
+		var msgs []wireMsg
+		var batches int
+		eventually(t, 5*time.Second, func() bool { msgs, batches = s.unpack(t); return len(msgs) >= n }, "the spy sees them all")
+		inOrder(t, msgs, "m", n)
+		if batches == 0 {
+			t.Fatal("no batch to an inbox whose messages were interleaved with another's")
+		}
 	}
 }

@@ -79,8 +79,9 @@ type Bus struct {
 
 	clock atomic.Uint64 // hybrid logical clock for directory stamps
 
-	queue   pubQueue    // what send publishes, in order (batch.go); set by Attach
-	batchOK atomic.Bool // every known node reads batches (batch.go)
+	queue   pubQueue     // what send publishes, in order (batch.go); set by Attach
+	batchOK atomic.Bool  // every known node reads batches (batch.go)
+	lastOld atomic.Int64 // Unix ns: when a node that does not read batches last spoke
 
 	pub, recv [4]atomic.Uint64 // by msgnet.ClusterMessageKind
 	errs      atomic.Uint64
@@ -329,20 +330,27 @@ func (b *Bus) groupSubject(group string) string { return b.cfg.prefix + ".g." + 
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// send queues one message for the flusher (batch.go), or publishes it at
-// once when there is no flusher: before Attach, and after Close.
-func (b *Bus) send(subj string, kind byte, target string, body []byte) error {
+// send queues one message for the flusher (batch.go); batch says that it
+// may share a NATS message with others, merge that it goes to one node's
+// inbox (pubQueue). While NATS is not
+// connected it flushes the queue and publishes the message itself, so
+// that the caller gets nats.go's answer (past the reconnect buffer, an
+// error); before Attach and after Close it publishes directly.
+func (b *Bus) send(subj string, kind byte, target string, body []byte, batch, merge bool) error {
+	max := int(b.nc.MaxPayload())
+	size := 5 + len(b.id) + len(target) + len(body)
 	err := errQueueStopped
-	if b.queue.kick != nil {
-		if 5+len(b.id)+len(target)+len(body) > int(b.nc.MaxPayload()) {
-			err = nats.ErrMaxPayload
-		} else {
-			data := kind&^flagStored <= kindDirect
-			var full bool
-			full, err = b.queue.add(subj, data && b.batchOK.Load(), kind, b.id, target, body)
-			if full {
-				b.flush()
-			}
+	switch {
+	case size > max:
+		err = nats.ErrMaxPayload
+	case b.queue.kick == nil:
+	case !b.nc.IsConnected():
+		b.flush()
+	default:
+		var full bool
+		full, err = b.queue.add(subj, batch, merge, min(maxRunBytes, max), kind, b.id, target, body)
+		if full {
+			b.flush()
 		}
 	}
 	if err == errQueueStopped {
@@ -357,7 +365,7 @@ func (b *Bus) send(subj string, kind byte, target string, body []byte) error {
 func (b *Bus) sendJSON(subj string, kind byte, target string, v any) {
 	body, err := json.Marshal(v)
 	if err == nil {
-		err = b.send(subj, kind, target, body)
+		err = b.send(subj, kind, target, body, false, false)
 	}
 	if err != nil && !b.closed.Load() {
 		b.log.Warn("cluster: control message not sent", "subject", subj, "err", err)
@@ -365,11 +373,16 @@ func (b *Bus) sendJSON(subj string, kind byte, target string, v any) {
 }
 
 // Publish implements msgnet.Bus. It never waits for other nodes: the
-// message is copied into the NATS connection's buffer (see docs/CLUSTER.md
-// for when that buffer writes to the socket inline). A direct message goes
-// to the node the directory names; a target that is not in the directory
-// but has the form of a session id goes to every node (only its holder
-// delivers it), and anything else fails with msgnet.ErrNoSession.
+// message joins the bus's publish queue, whose flusher hands it to NATS,
+// alone or in a batch with the messages queued after it for the same
+// subject (docs/CLUSTER.md, "Batches"). It waits only when 4 MiB are
+// queued already (NATS is not taking them), and while NATS is
+// disconnected, when it goes through nats.go's reconnect buffer and fails
+// once that is full. A message larger than NATS's maximum payload fails at
+// once with nats.ErrMaxPayload. A direct message goes to the node the
+// directory names; a target that is not in the directory but has the form
+// of a session id goes to every node (only its holder delivers it), and
+// anything else fails with msgnet.ErrNoSession.
 func (b *Bus) Publish(m msgnet.ClusterMessage) error {
 	if !b.attached.Load() {
 		return ErrNotAttached
@@ -378,14 +391,15 @@ func (b *Bus) Publish(m msgnet.ClusterMessage) error {
 		return ErrClosed
 	}
 	var subj string
+	var batch bool
 	switch m.Kind {
 	case msgnet.ClusterBroadcast:
-		subj = b.subjB
+		subj, batch = b.subjB, b.batchShared()
 	case msgnet.ClusterGroup:
-		subj = b.groupSubject(m.Target)
+		subj, batch = b.groupSubject(m.Target), b.batchShared()
 	case msgnet.ClusterDirect:
 		var ok bool
-		if subj, ok = b.route(m.Target); !ok {
+		if subj, batch, ok = b.route(m.Target); !ok {
 			return msgnet.ErrNoSession
 		}
 	default:
@@ -398,15 +412,20 @@ func (b *Bus) Publish(m msgnet.ClusterMessage) error {
 	if m.Stored && m.Kind != msgnet.ClusterBroadcast {
 		kind |= flagStored
 	}
-	if err := b.send(subj, kind, m.Target, m.Payload); err != nil {
+	// A direct message to a node's inbox may pass messages to other
+	// nodes' inboxes in the queue (pubQueue).
+	merge := m.Kind == msgnet.ClusterDirect && subj != b.subjA
+	if err := b.send(subj, kind, m.Target, m.Payload, batch, merge); err != nil {
 		return fmt.Errorf("natsbus: publish: %w", err)
 	}
 	b.pub[m.Kind].Add(1)
 	return nil
 }
 
-// route finds the subject for a direct message to a client or session id.
-func (b *Bus) route(target string) (string, bool) {
+// route finds the subject for a direct message to a client or session id,
+// and whether it may travel in a batch: to a node's inbox when that node
+// said it reads batches, to every node as a broadcast would.
+func (b *Bus) route(target string) (subj string, batch, ok bool) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	e, ok := b.remote[target]
@@ -417,14 +436,14 @@ func (b *Bus) route(target string) (string, bool) {
 	}
 	if ok {
 		if p := b.peers[e.node]; p != nil {
-			return p.inbox, true
+			return p.inbox, p.batch, true
 		}
-		return b.inbox(e.node), true
+		return b.inbox(e.node), false, true
 	}
 	if looksLikeSessionID(target) && len(b.peers) > 0 {
-		return b.subjA, true
+		return b.subjA, b.batchShared(), true
 	}
-	return "", false
+	return "", false, false
 }
 
 // ClientUp implements msgnet.Bus: the session is recorded and announced;

@@ -32,8 +32,8 @@ func (b *Bus) handle(nm *nats.Msg) {
 	if err == nil && m.kind == kindBatch {
 		err = forEachRecord(m.body, func(rec []byte) error {
 			r, err := parseMsg(rec)
-			if err != nil || r.kind == kindBatch || r.origin != m.origin {
-				return errBadMessage
+			if err != nil || r.kind&^flagStored > kindDirect || r.origin != m.origin {
+				return errBadMessage // only data messages, from the batch's origin
 			}
 			b.handleMsg(r, nm.Subject)
 			return nil
@@ -159,6 +159,9 @@ func (b *Bus) peerBatches(node string, ok bool) {
 	defer b.mu.Unlock()
 	if p := b.peers[node]; p != nil {
 		p.batch = ok
+	}
+	if !ok {
+		b.lastOld.Store(time.Now().UnixNano())
 	}
 	b.setBatchOKLocked()
 }
