@@ -30,7 +30,7 @@ const (
 	// maxQueuedBytes bounds what waits for the flusher: beyond it, Publish
 	// flushes itself, and so waits for NATS like a plain nats.go Publish.
 	maxQueuedBytes = 4 << 20
-	// keepBufBytes: a queue buffer grown past this is not kept for reuse.
+	// keepBufBytes bounds the run buffers kept for reuse between flushes.
 	keepBufBytes = 1 << 20
 	// oldGrace is how long a node that does not read batches keeps
 	// batches off the shared subjects after it last spoke.
@@ -152,12 +152,13 @@ func (q *pubQueue) takeLocked() []pubRun {
 	return runs
 }
 
-// giveBackLocked keeps runs and their buffers for the next take. Lock must
-// be held.
+// giveBackLocked keeps runs and their buffers, up to keepBufBytes in all,
+// for the next take. Lock must be held.
 func (q *pubQueue) giveBackLocked(runs []pubRun) {
+	kept := 0
 	for i := range runs {
 		runs[i].subj = ""
-		if cap(runs[i].buf) > keepBufBytes {
+		if kept += cap(runs[i].buf); kept > keepBufBytes {
 			runs[i].buf = nil
 		}
 	}
