@@ -97,7 +97,7 @@ func TestBurstCrossesInBatches(t *testing.T) {
 	eventually(t, 5*time.Second, func() bool { return a.bus.batchOK.Load() }, "a learns that b reads batches")
 	ca, _ := client(t, "alice", a.addr)
 	_, rb := client(t, "bob", b.addr)
-	eventually(t, 5*time.Second, func() bool { _, ok := a.bus.Lookup("bob"); return ok }, "a learns bob")
+	waitKnows(t, a, "bob")
 	wire := spyOn(t, a.bus.ClientURL(), "msgnet.n.b")
 
 	const n = 3000
@@ -278,7 +278,7 @@ func TestCloseSendsWhatWasQueued(t *testing.T) {
 	b := startNode(t, "b", with(embeddedRoutes(a))...)
 	waitCluster(t, a, b)
 	_, rb := client(t, "bob", b.addr)
-	eventually(t, 5*time.Second, func() bool { _, ok := a.bus.Lookup("bob"); return ok }, "a learns bob")
+	waitKnows(t, a, "bob")
 	const n = 2000
 	for i := range n {
 		m := msgnet.ClusterMessage{Kind: msgnet.ClusterDirect, Target: "bob", Payload: []byte("q" + strconv.Itoa(i))}
@@ -394,7 +394,7 @@ func TestBatchesFitMaxPayload(t *testing.T) {
 	waitCluster(t, a, b)
 	eventually(t, 5*time.Second, func() bool { return a.bus.batchOK.Load() }, "a learns that b reads batches")
 	_, rb := client(t, "bob", b.addr)
-	eventually(t, 5*time.Second, func() bool { _, ok := a.bus.Lookup("bob"); return ok }, "a learns bob")
+	waitKnows(t, a, "bob")
 	const n = 200
 	payload := bytes.Repeat([]byte("x"), 1000)
 	for i := range n {
@@ -466,7 +466,7 @@ func TestNoSharedBatchesAfterAnOldNodeSpoke(t *testing.T) {
 	}, "the old node expires, and every known node reads batches")
 
 	_, rb := client(t, "bob", b.addr)
-	eventually(t, 5*time.Second, func() bool { _, ok := a.bus.Lookup("bob"); return ok }, "a learns bob")
+	waitKnows(t, a, "bob")
 	direct := spyOn(t, a.bus.ClientURL(), "msgnet.n.b")
 	const n = 2000
 	for i := range n {
@@ -500,11 +500,7 @@ func TestInterleavedInboxesBatch(t *testing.T) {
 	ca, _ := client(t, "alice", a.addr)
 	_, rb := client(t, "bob", b.addr)
 	_, rc := client(t, "carol", c.addr)
-	eventually(t, 5*time.Second, func() bool {
-		_, okb := a.bus.Lookup("bob")
-		_, okc := a.bus.Lookup("carol")
-		return okb && okc
-	}, "a learns bob and carol")
+	waitKnows(t, a, "bob", "carol")
 	toB := spyOn(t, a.bus.ClientURL(), "msgnet.n.b")
 	toC := spyOn(t, a.bus.ClientURL(), "msgnet.n.c")
 	const n = 2000
@@ -529,4 +525,17 @@ func TestInterleavedInboxesBatch(t *testing.T) {
 			t.Fatal("no batch to an inbox whose messages were interleaved with another's")
 		}
 	}
+}
+
+// waitKnows waits until n's directory places every client id.
+func waitKnows(t *testing.T, n *testNode, ids ...string) {
+	t.Helper()
+	eventually(t, 5*time.Second, func() bool {
+		for _, id := range ids {
+			if _, ok := n.bus.Lookup(id); !ok {
+				return false
+			}
+		}
+		return true
+	}, "%s learns %v", n.id, ids)
 }
