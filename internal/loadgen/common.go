@@ -141,6 +141,14 @@ func (s *shardedHist) record(i int, ns int64) {
 	sh.mu.Unlock()
 }
 
+// merge adds h into the shard of goroutine index i.
+func (s *shardedHist) merge(i int, h *hdrhistogram.Histogram) {
+	sh := &s.shards[i%len(s.shards)]
+	sh.mu.Lock()
+	sh.h.Merge(h)
+	sh.mu.Unlock()
+}
+
 // merged returns one histogram of everything recorded.
 func (s *shardedHist) merged() *hdrhistogram.Histogram {
 	out := newHist()

@@ -42,7 +42,6 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	// Wall-clock nanoseconds and nanotime are tied once, so that a receiver
 	// turns the timestamp in a message back into the monotonic clock.
 	mono0, wall0 := nanotime(), time.Now().UnixNano()
-	toMono := func(wall int64) int64 { return wall - wall0 + mono0 }
 
 	hist := newShardedHist(len(cs))
 	if !sleepUntil(ctx, nanotime()+int64(r.cfg.JoinWait)) {
@@ -50,37 +49,24 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	}
 	w := r.planWindow()
 	sched := schedule{first: nanotime() + int64(time.Millisecond), every: 1e9 / r.cfg.Rate}
-	var inWindow atomic.Int64      // deliveries of window messages, for the drain
-	last := sched.dueBy(w.end - 1) // the sender sends numbers [0, last)
-	seqs := make([]seqSet, len(cs))
-	workers := make([]*connWorker, len(cs))
+	sink := &fanoutSink{
+		w:       w,
+		last:    sched.dueBy(w.end - 1), // the sender sends numbers [0, last)
+		mono0:   mono0,
+		wall0:   wall0,
+		seqs:    make([]seqSet, len(cs)),
+		workers: make([]*connWorker, len(cs)),
+		msgs:    msgs,
+		hist:    hist,
+	}
 	for i, c := range cs {
-		cw := newConnWorker(r, ctx, i, c)
-		workers[i] = cw
-		wg.Go(func() {
-			set := &seqs[i]
-			for {
-				p, err := c.nextDelivery()
-				if err != nil {
-					cw.fail(err)
-					return
-				}
-				t := nanotime()
-				seq, ts, ok := parseDelivery(p)
-				if !ok || seq >= last {
-					continue // not one of ours: a join notice, say
-				}
-				msgs.add(i, 1)
-				at := toMono(ts)
-				inW := w.contains(at)
-				set.add(seq, inW)
-				if inW {
-					hist.record(i, t-at)
-					cw.count++
-					inWindow.Add(1)
-				}
-			}
-		})
+		sink.workers[i] = newConnWorker(r, ctx, i, c)
+	}
+	// The receivers: where the platform allows, a few goroutines that each
+	// poll many raw sockets (fanout_poll_linux.go); the connections they
+	// cannot take (TLS, other platforms) get a goroutine each.
+	for _, i := range r.fanoutPolled(ctx, &wg, sink) {
+		wg.Go(func() { sink.readLoop(i) })
 	}
 	// The sender's own connection is drained so that the server never
 	// blocks writing to it; what comes back is not measured, except that a
@@ -107,7 +93,7 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	}
 	sent := int64(sched.dueBy(end-1) - sched.dueBy(w.start-1))
 	drainEnd := nanotime() + int64(r.cfg.Drain)
-	for inWindow.Load() < sent*int64(len(cs)) && nanotime() < drainEnd && ctx.Err() == nil {
+	for sink.inWindow.Load() < sent*int64(len(cs)) && nanotime() < drainEnd && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
 	prog.setPhase("stop")
@@ -117,14 +103,14 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	wg.Wait()
 
 	res := &Result{Rate: r.cfg.Rate, Seconds: measured.seconds(), Server: stats, Histogram: hist.merged()}
-	for _, cw := range workers {
+	for _, cw := range sink.workers {
 		res.Messages += cw.count
 	}
 	res.Sent = sent
 	res.Expected = res.Sent * int64(len(cs))
 	res.Lost = res.Expected - res.Messages
 	lo := sched.dueBy(w.start - 1)
-	res.Fanout = fanoutStats(r.cfg.Proto, seqs, lo, lo+uint64(sent), res.Expected)
+	res.Fanout = fanoutStats(r.cfg.Proto, sink.seqs, lo, lo+uint64(sent), res.Expected)
 	select {
 	case w0 := <-wait0:
 		res.Fanout.CPUWait = cpuWait(w0, wait1)
@@ -136,6 +122,52 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// fanoutSink is where the receivers put what they got: the window and the
+// sender's numbering to sort deliveries by, and per receiver its sequence
+// set and its count (connWorker.count), written only by the goroutine that
+// reads that receiver and read once they have all stopped.
+type fanoutSink struct {
+	w            window
+	last         uint64 // the sender sends numbers [0, last)
+	mono0, wall0 int64  // nanotime and Unix nanoseconds at the same instant
+	seqs         []seqSet
+	workers      []*connWorker
+	msgs         *meter
+	hist         *shardedHist
+	inWindow     atomic.Int64 // deliveries of window messages, for the drain
+}
+
+// toMono turns a wall-clock timestamp from a message into nanotime.
+func (s *fanoutSink) toMono(wall int64) int64 { return wall - s.wall0 + s.mono0 }
+
+// readLoop is receiver i's goroutine where there is no polled reader:
+// blocking reads through its net.Conn until it fails or is closed.
+func (s *fanoutSink) readLoop(i int) {
+	cw := s.workers[i]
+	set := &s.seqs[i]
+	for {
+		p, err := cw.c.nextDelivery()
+		if err != nil {
+			cw.fail(err)
+			return
+		}
+		t := nanotime()
+		seq, ts, ok := parseDelivery(p)
+		if !ok || seq >= s.last {
+			continue // not one of ours: a join notice, say
+		}
+		s.msgs.add(i, 1)
+		at := s.toMono(ts)
+		inW := s.w.contains(at)
+		set.add(seq, inW)
+		if inW {
+			s.hist.record(i, t-at)
+			cw.count++
+			s.inWindow.Add(1)
+		}
+	}
 }
 
 // groupSender sends the GROUP messages on schedule until end, all overdue
@@ -209,4 +241,46 @@ func parseDelivery(p []byte) (seq uint64, unixNanos int64, ok bool) {
 		return 0, 0, false
 	}
 	return s, ts, true
+}
+
+// parseDeliveryFast is parseDelivery for the common case, a message that
+// ends in "<digits>:<digits>" with nothing after, the first number after a
+// colon and spaces, or at the start: it parses the digits by
+// hand, and hands anything else (spaces, signs, numbers too long for the
+// quick path) to parseDelivery, so that both give the same answers.
+func parseDeliveryFast(p []byte) (seq uint64, unixNanos int64, ok bool) {
+	// 19 digits fit an int64 when the first is below 9 (Unix nanoseconds
+	// have 19 digits until 2286), and always a uint64.
+	const maxDigits = 19
+	n := len(p)
+	i := n
+	var ts int64
+	for i > 0 && p[i-1]-'0' <= 9 {
+		i--
+	}
+	if i == n || n-i > maxDigits || (n-i == maxDigits && p[i] == '9') || i == 0 || p[i-1] != ':' {
+		return parseDelivery(p)
+	}
+	for _, c := range p[i:] {
+		ts = ts*10 + int64(c-'0')
+	}
+	j := i - 1 // the colon
+	k := j
+	for k > 0 && p[k-1]-'0' <= 9 {
+		k--
+	}
+	h := k // spaces before the digits are trimmed, as a server's "c1: " leaves
+	for h > 0 && p[h-1] == ' ' {
+		h--
+	}
+	if k == j || j-k > maxDigits || (h > 0 && p[h-1] != ':') {
+		return parseDelivery(p)
+	}
+	for _, c := range p[k:j] {
+		seq = seq*10 + uint64(c-'0')
+	}
+	if ts <= 0 {
+		return 0, 0, false
+	}
+	return seq, ts, true
 }

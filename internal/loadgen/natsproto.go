@@ -121,62 +121,70 @@ var errNATSProto = errors.New("loadgen: not the NATS protocol")
 // and -ERR, the rest of the line. arg is valid until the next call.
 func (r *natsReader) next() (natsOp, []byte, error) {
 	for {
-		avail := r.buf[r.start:r.end]
-		nl := bytes.IndexByte(avail, '\n')
-		if nl < 0 {
-			if len(avail) >= natsMaxLine {
-				return 0, nil, fmt.Errorf("%w: a line longer than %d bytes", errNATSProto, natsMaxLine)
-			}
-			if err := r.fill(len(avail) + 1); err != nil {
-				return 0, nil, err
-			}
-			continue
+		op, arg, n, need, err := natsSplit(r.buf[r.start:r.end], r.max)
+		if err != nil {
+			return 0, nil, err
 		}
-		line := avail[:nl]
-		if len(line) > 0 && line[len(line)-1] == '\r' {
-			line = line[:len(line)-1]
+		if n > 0 {
+			r.start += n
+			return op, arg, nil
 		}
-		op, rest, _ := bytes.Cut(line, []byte{' '})
-		switch string(op) {
-		case "MSG", "msg":
-			size, ok := lastNumber(rest)
-			if !ok {
-				return 0, nil, fmt.Errorf("%w: %.80q", errNATSProto, line)
+		if err := r.fill(need); err != nil {
+			if op == natsMSG && errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
 			}
-			if size > r.max {
-				return 0, nil, fmt.Errorf("loadgen: NATS message of %d bytes, above the limit %d", size, r.max)
-			}
-			need := nl + 1 + size + 2
-			if len(avail) < need {
-				if err := r.fill(need); err != nil {
-					if errors.Is(err, io.EOF) {
-						err = io.ErrUnexpectedEOF
-					}
-					return 0, nil, err
-				}
-				continue // the line again, from the moved buffer
-			}
-			if avail[need-2] != '\r' || avail[need-1] != '\n' {
-				return 0, nil, fmt.Errorf("%w: MSG of %d bytes not followed by CRLF", errNATSProto, size)
-			}
-			r.start += need
-			return natsMSG, avail[nl+1 : nl+1+size], nil
+			return 0, nil, err
 		}
-		r.start += nl + 1
-		switch string(op) {
-		case "PING", "ping":
-			return natsPING, nil, nil
-		case "PONG", "pong":
-			return natsPONG, nil, nil
-		case "+OK", "+ok":
-			return natsOK, nil, nil
-		case "-ERR", "-err":
-			return natsERR, bytes.TrimSpace(rest), nil
-		case "INFO", "info":
-			return natsINFO, rest, nil
-		}
-		return 0, nil, fmt.Errorf("%w: %.80q", errNATSProto, line)
 	}
+}
+
+// natsSplit looks at the start of avail for one operation. When it is
+// complete it returns it with n, the bytes it takes; for MSG, arg is the
+// payload, for INFO and -ERR the rest of the line, aliasing avail. When it
+// is not complete yet n is 0 and need says how many bytes from the start
+// to wait for (at least), with op natsMSG once the MSG line is whole.
+func natsSplit(avail []byte, maxPayload int) (op natsOp, arg []byte, n, need int, err error) {
+	nl := bytes.IndexByte(avail, '\n')
+	if nl < 0 {
+		if len(avail) >= natsMaxLine {
+			return 0, nil, 0, 0, fmt.Errorf("%w: a line longer than %d bytes", errNATSProto, natsMaxLine)
+		}
+		return 0, nil, 0, len(avail) + 1, nil
+	}
+	line := avail[:nl]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	name, rest, _ := bytes.Cut(line, []byte{' '})
+	switch string(name) {
+	case "MSG", "msg":
+		size, ok := lastNumber(rest)
+		if !ok {
+			return 0, nil, 0, 0, fmt.Errorf("%w: %.80q", errNATSProto, line)
+		}
+		if size > maxPayload {
+			return 0, nil, 0, 0, fmt.Errorf("loadgen: NATS message of %d bytes, above the limit %d", size, maxPayload)
+		}
+		need := nl + 1 + size + 2
+		if len(avail) < need {
+			return natsMSG, nil, 0, need, nil
+		}
+		if avail[need-2] != '\r' || avail[need-1] != '\n' {
+			return 0, nil, 0, 0, fmt.Errorf("%w: MSG of %d bytes not followed by CRLF", errNATSProto, size)
+		}
+		return natsMSG, avail[nl+1 : nl+1+size], need, 0, nil
+	case "PING", "ping":
+		return natsPING, nil, nl + 1, 0, nil
+	case "PONG", "pong":
+		return natsPONG, nil, nl + 1, 0, nil
+	case "+OK", "+ok":
+		return natsOK, nil, nl + 1, 0, nil
+	case "-ERR", "-err":
+		return natsERR, bytes.TrimSpace(rest), nl + 1, 0, nil
+	case "INFO", "info":
+		return natsINFO, rest, nl + 1, 0, nil
+	}
+	return 0, nil, 0, 0, fmt.Errorf("%w: %.80q", errNATSProto, line)
 }
 
 // lastNumber parses the last space-separated field of b as a byte count.

@@ -185,7 +185,7 @@ func (p *Poller) Run() error {
 		var err error
 		waited := false
 		if len(again) > 0 {
-			n, err = pollNow(p.epfd, events)
+			n, err = PollNow(p.epfd, events)
 		} else {
 			n, waited, err = wait(events)
 		}
@@ -278,9 +278,10 @@ func (p *Poller) Release() {
 	unix.Close(p.wakefd)
 }
 
-// pollNow fetches ready events without waiting. It is a raw system call:
-// it cannot block, so the runtime need not be told (see Run).
-func pollNow(epfd int, events []unix.EpollEvent) (int, error) {
+// PollNow fetches ready events of the epoll set epfd without waiting. It
+// is a raw system call: it cannot block, so the runtime need not be told
+// (see Run). The fan-out load tool's readers use it too.
+func PollNow(epfd int, events []unix.EpollEvent) (int, error) {
 	for {
 		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
 			uintptr(len(events)), 0, 0, 0)
@@ -299,7 +300,7 @@ func pollNow(epfd int, events []unix.EpollEvent) (int, error) {
 // it waited. The goroutine is not locked to its thread: then every Gosched
 // would hand the P to another thread and back.
 func (p *Poller) lookThenBlock(events []unix.EpollEvent) (n int, waited bool, err error) {
-	if n, err = pollNow(p.epfd, events); n > 0 || err != nil {
+	if n, err = PollNow(p.epfd, events); n > 0 || err != nil {
 		return n, false, err
 	}
 	for {
@@ -322,7 +323,7 @@ func (p *Poller) parker(events []unix.EpollEvent) (func([]unix.EpollEvent) (int,
 	var werr error
 	look := func(uintptr) bool {
 		looks++
-		n, werr = pollNow(p.epfd, events)
+		n, werr = PollNow(p.epfd, events)
 		return n > 0 || werr != nil // false: park until the set is readable
 	}
 	return func([]unix.EpollEvent) (int, bool, error) {
