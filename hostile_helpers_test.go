@@ -19,6 +19,7 @@ import (
 
 	"github.com/msgnet/msgnet"
 	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/internal/testenv"
 	"github.com/msgnet/msgnet/managed"
 )
 
@@ -308,7 +309,7 @@ func dialAttacker(addr string, rcvbuf int) (net.Conn, error) {
 		d.Control = func(_, _ string, c syscall.RawConn) error {
 			var serr error
 			err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
+				serr = testenv.SetRcvBuf(fd, rcvbuf)
 			})
 			return errors.Join(err, serr)
 		}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check msgnet has: go vet, the race-enabled tests of every
-# package, and a short run of every fuzz target (FUZZTIME each, default 6s).
+# Runs every check msgnet has: go vet (for Linux, macOS and Windows), the
+# race-enabled tests of every package, and a short run of every fuzz
+# target (FUZZTIME each, default 6s).
 #
 # Some tests drive real peers: nc, openssl, curl, node and Chromium (and
 # npm, which installs what web/'s JavaScript tests use: typescript, ws). This
@@ -34,6 +35,14 @@ export MSGNET_REQUIRE_TOOLS=1
 
 echo "== go vet"
 go vet ./...
+
+# The library and the command build on macOS and Windows too (sessions
+# keep a goroutine each there: parking and event loops are Linux's); the
+# tests run here, on Linux, so type-check everything for the others.
+for os in darwin windows; do
+	echo "== GOOS=$os go vet"
+	GOOS=$os go vet ./...
+done
 
 echo "== go test -race"
 go test -race -count=1 -timeout 15m ./...

@@ -11,10 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/internal/flock"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -139,9 +139,12 @@ func lockDir(dir string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: store directory: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flock.TryLock(f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("natsbus: store directory %s is in use by another process", dir)
+		if errors.Is(err, flock.ErrLocked) {
+			return nil, fmt.Errorf("natsbus: store directory %s is in use by another process", dir)
+		}
+		return nil, fmt.Errorf("natsbus: store directory %s: lock: %w", dir, err)
 	}
 	return f, nil
 }

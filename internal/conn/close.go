@@ -6,7 +6,6 @@ import (
 
 	"github.com/msgnet/msgnet/frame"
 	"github.com/msgnet/msgnet/internal/gid"
-	"golang.org/x/sys/unix"
 )
 
 // The close path. Every cause of an end (the peer's EOF or DISCONNECT, a
@@ -261,9 +260,9 @@ func (c *Conn) lingerDrain(buf []byte) (done bool) {
 	for total := 0; total < lingerBytes; {
 		n, err := rawRead(int(c.fd), buf)
 		switch {
-		case err == unix.EINTR:
+		case err == errIntr:
 			continue
-		case err == unix.EAGAIN:
+		case err == errAgain:
 			return false
 		case n <= 0:
 			return true

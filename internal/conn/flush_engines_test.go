@@ -92,42 +92,6 @@ func registeredEcho(t *testing.T, sh *Shared, p *netpoll.Poller, gen uint32, loo
 	return c, h, peer.(*net.TCPConn)
 }
 
-// waitFlushersIdle waits until no flusher of sh runs, and checks that none
-// holds on to a connection.
-func waitFlushersIdle(t *testing.T, sh *Shared) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for i := range sh.flush.shards {
-		f := &sh.flush.shards[i]
-		for {
-			f.mu.Lock()
-			running, n := f.running, len(f.list)
-			var kept int
-			for _, c := range f.list[:cap(f.list)] {
-				if c != nil {
-					kept++
-				}
-			}
-			for _, c := range f.spare[:cap(f.spare)] {
-				if c != nil {
-					kept++
-				}
-			}
-			f.mu.Unlock()
-			if !running && n == 0 {
-				if kept > 0 {
-					t.Fatalf("idle flusher %d still references %d connections", i, kept)
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("flusher %d still running (%d listed) 5 s after the last send", i, n)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
-}
-
 // The flusher meets the connection's own reader, parked or on an event
 // loop: a peer's requests are echoed by the handler (staged on the loop)
 // while other goroutines send to the same connections through the

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/msgnet/msgnet/frame"
+	"github.com/msgnet/msgnet/internal/testenv"
 )
 
 // tcpConn is a Conn on one end of a loopback TCP connection, with its
@@ -34,7 +35,7 @@ func tcpConnBuf(t *testing.T, sh *Shared, rcvbuf int) (*Conn, *recorder, *net.TC
 	defer ln.Close()
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		if rcvbuf > 0 {
-			rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf) })
+			rc.Control(func(fd uintptr) { testenv.SetRcvBuf(fd, rcvbuf) })
 		}
 		return nil
 	}}
@@ -208,5 +209,41 @@ func checkReleased(t *testing.T, sh *Shared, b *Budget) {
 	waitFlushersIdle(t, sh)
 	if u := b.Used(); u != 0 {
 		t.Fatalf("%d bytes still charged to the budget after every connection ended", u)
+	}
+}
+
+// waitFlushersIdle waits until no flusher of sh runs, and checks that none
+// holds on to a connection.
+func waitFlushersIdle(t *testing.T, sh *Shared) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for i := range sh.flush.shards {
+		f := &sh.flush.shards[i]
+		for {
+			f.mu.Lock()
+			running, n := f.running, len(f.list)
+			var kept int
+			for _, c := range f.list[:cap(f.list)] {
+				if c != nil {
+					kept++
+				}
+			}
+			for _, c := range f.spare[:cap(f.spare)] {
+				if c != nil {
+					kept++
+				}
+			}
+			f.mu.Unlock()
+			if !running && n == 0 {
+				if kept > 0 {
+					t.Fatalf("idle flusher %d still references %d connections", i, kept)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("flusher %d still running (%d listed) 5 s after the last send", i, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
 }

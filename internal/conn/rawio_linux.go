@@ -43,3 +43,34 @@ func rawWritev(fd int, iov []syscall.Iovec) (int, error) {
 	}
 	return int(r), nil
 }
+
+// iovec is writev's argument.
+type iovec = syscall.Iovec
+
+// writeOnce writes as much of the batch as the socket takes with one
+// non-blocking system call on fd, which the caller holds (the event loop
+// in its turn). The chunks stay in the batch; see unwritten.
+func (w *writer) writeOnce(fd int) (int, error) {
+	if len(w.batch) == 1 {
+		return rawWrite(fd, w.batch[0].b)
+	}
+	w.iovecs = w.iovecs[:0]
+	for _, ch := range w.batch {
+		if len(ch.b) > 0 {
+			v := syscall.Iovec{Base: &ch.b[0]}
+			v.SetLen(len(ch.b))
+			w.iovecs = append(w.iovecs, v)
+		}
+	}
+	if len(w.iovecs) == 0 {
+		return 0, nil
+	}
+	if len(w.iovecs) > 1024 { // IOV_MAX; the rest goes on the next write
+		w.iovecs = w.iovecs[:1024]
+	}
+	n, err := rawWritev(fd, w.iovecs)
+	for i := range w.iovecs {
+		w.iovecs[i].Base = nil
+	}
+	return n, err
+}

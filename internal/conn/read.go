@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/msgnet/msgnet/frame"
-	"golang.org/x/sys/unix"
 )
 
 // The read path. A reader reads what the socket has, hands it to the
@@ -144,7 +143,7 @@ func (c *Conn) endOfInput(rest []byte, err error) {
 	if len(rest) > 0 && !c.stopRead.Load() {
 		c.h.Flush(rest)
 	}
-	if err == nil || err == io.EOF || errors.Is(err, unix.ECONNRESET) {
+	if err == nil || err == io.EOF || errors.Is(err, errConnReset) {
 		err = ErrPeerClosed
 	}
 	if c.cfg.Salvage {

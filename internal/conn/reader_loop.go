@@ -2,7 +2,6 @@ package conn
 
 import (
 	"github.com/msgnet/msgnet/internal/netpoll"
-	"golang.org/x/sys/unix"
 )
 
 // The loop reader: the socket is registered edge-triggered with an event
@@ -109,10 +108,10 @@ func (c *Conn) burstLoop(sc *loopScratch, now int64) (more bool) {
 		}
 		asked := len(buf) - n
 		nr, err := rawRead(int(c.fd), buf[n:])
-		if err == unix.EAGAIN {
+		if err == errAgain {
 			break
 		}
-		if err == unix.EINTR {
+		if err == errIntr {
 			continue
 		}
 		if nr <= 0 {

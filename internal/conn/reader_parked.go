@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/msgnet/msgnet/internal/netpoll"
-	"golang.org/x/sys/unix"
 )
 
 // The parked reader: the socket waits in a poller's epoll set, one-shot,
@@ -167,10 +166,10 @@ func (c *Conn) burstParked(r *reader) (stayHot bool) {
 		}
 		r.buf = nil
 		nr, err := r.n, r.err
-		if err == unix.EAGAIN {
+		if err == errAgain {
 			break
 		}
-		if err == unix.EINTR {
+		if err == errIntr {
 			continue
 		}
 		if nr <= 0 {

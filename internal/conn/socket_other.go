@@ -41,3 +41,6 @@ func (s *Socket) CloseWrite() error { return errors.ErrUnsupported }
 
 // SyscallConn is never called here.
 func (s *Socket) SyscallConn() (syscall.RawConn, error) { return nil, errors.ErrUnsupported }
+
+// detach is never called here: no Socket is ever made.
+func (s *Socket) detach() (net.Conn, error) { return nil, errors.ErrUnsupported }

@@ -10,7 +10,6 @@ import (
 	"github.com/msgnet/msgnet/frame"
 	"github.com/msgnet/msgnet/internal/gid"
 	"github.com/msgnet/msgnet/pipeline"
-	"golang.org/x/sys/unix"
 )
 
 // The write path. A send appends an encoded frame to the connection's
@@ -393,7 +392,7 @@ func (c *Conn) writeLoop() {
 // word (a WebSocket close frame; the reader's end of input racing the
 // writer), or by our own Close, whose reason then stands anyway.
 func writeError(err error) error {
-	if errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) || errors.Is(err, net.ErrClosed) {
+	if errors.Is(err, errConnReset) || errors.Is(err, errPipe) || errors.Is(err, net.ErrClosed) {
 		return ErrPeerClosed // the peer went away while we wrote
 	}
 	return err
@@ -416,7 +415,7 @@ type writer struct {
 	batch  []*chunk
 	iov    net.Buffers
 	iovTmp net.Buffers
-	iovecs []syscall.Iovec // the event loop's writev arguments (writeOnce)
+	iovecs []iovec // the event loop's writev arguments (writeOnce)
 }
 
 var writerPool = sync.Pool{New: func() any { return new(writer) }}
@@ -450,34 +449,6 @@ func (w *writer) write(nc net.Conn) (int, error) {
 		w.iov[i] = nil
 	}
 	w.batch = w.batch[:0]
-	return n, err
-}
-
-// writeOnce writes as much of the batch as the socket takes with one
-// non-blocking system call on fd, which the caller holds (the event loop
-// in its turn). The chunks stay in the batch; see unwritten.
-func (w *writer) writeOnce(fd int) (int, error) {
-	if len(w.batch) == 1 {
-		return rawWrite(fd, w.batch[0].b)
-	}
-	w.iovecs = w.iovecs[:0]
-	for _, ch := range w.batch {
-		if len(ch.b) > 0 {
-			v := syscall.Iovec{Base: &ch.b[0]}
-			v.SetLen(len(ch.b))
-			w.iovecs = append(w.iovecs, v)
-		}
-	}
-	if len(w.iovecs) == 0 {
-		return 0, nil
-	}
-	if len(w.iovecs) > 1024 { // IOV_MAX; the rest goes on the next write
-		w.iovecs = w.iovecs[:1024]
-	}
-	n, err := rawWritev(fd, w.iovecs)
-	for i := range w.iovecs {
-		w.iovecs[i].Base = nil
-	}
 	return n, err
 }
 

@@ -8,9 +8,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/msgnet/msgnet/internal/flock"
 )
 
 // JSPackage returns node and the absolute path of webDir (the JavaScript
@@ -41,10 +42,10 @@ func JSPackage(t testing.TB, webDir string) (node, dir string) {
 		t.Fatal(err)
 	}
 	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+	if err := flock.Lock(lock); err != nil {
 		t.Fatal(err)
 	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	defer flock.Unlock(lock)
 	// Another test binary may have installed them while this one waited.
 	if missing, err = missingPackages(dir); err != nil || len(missing) == 0 {
 		if err != nil {

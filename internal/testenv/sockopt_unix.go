@@ -1,0 +1,10 @@
+//go:build unix
+
+package testenv
+
+import "syscall"
+
+// SetRcvBuf sets a socket's SO_RCVBUF (for a net.Dialer's Control).
+func SetRcvBuf(fd uintptr, n int) error {
+	return syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, n)
+}
