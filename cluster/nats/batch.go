@@ -156,6 +156,7 @@ func (q *pubQueue) takeLocked() []pubRun {
 // for the next take. Lock must be held.
 func (q *pubQueue) giveBackLocked(runs []pubRun) {
 	kept := 0
+	runs = runs[:cap(runs)] // entries past len hold buffers of earlier flushes
 	for i := range runs {
 		runs[i].subj = ""
 		if kept += cap(runs[i].buf); kept > keepBufBytes {
@@ -170,11 +171,17 @@ func (q *pubQueue) giveBackLocked(runs []pubRun) {
 // by message if NATS's maximum payload shrank below it (a reconnect to
 // another server). A failed publish is counted as one error per message
 // lost, and logged once.
-func (b *Bus) flush() {
+func (b *Bus) flush() { b.flushQueue(false) }
+
+// flushQueue is flush; with stop, it also makes later sends publish
+// directly, in the same hold of flushMu, so that none of them passes what
+// was queued before.
+func (b *Bus) flushQueue(stop bool) {
 	q := &b.queue
 	q.flushMu.Lock()
 	defer q.flushMu.Unlock()
 	q.mu.Lock()
+	q.stopped = q.stopped || stop
 	runs := q.takeLocked()
 	q.mu.Unlock()
 	max := int(b.nc.MaxPayload())
@@ -210,10 +217,7 @@ func (b *Bus) flusher() {
 		case <-b.queue.kick:
 			b.flush()
 		case <-b.stop:
-			b.queue.mu.Lock()
-			b.queue.stopped = true
-			b.queue.mu.Unlock()
-			b.flush()
+			b.flushQueue(true)
 			return
 		}
 	}

@@ -1,0 +1,84 @@
+package natsbus
+
+import (
+	"encoding/binary"
+	"math/rand"
+	"testing"
+)
+
+// A model check of pubQueue's order claim (docs/CLUSTER.md, "Batches"). Random messages to two
+// inboxes (merge), a broadcast subject, a group subject and P.a (shared),
+// control messages, with random batch flags and sizes around the limit;
+// each node (n.b, n.c) receives its inbox and every shared subject. The
+// runs, flattened in queue order, must give each node its messages in
+// publish order.
+func TestPubQueueKeepsEachNodesOrder(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	subjects := []struct {
+		s          string
+		merge, ctl bool
+	}{{"n.b", true, false}, {"n.c", true, false}, {"b", false, false}, {"g.x", false, false}, {"a", false, false}, {"d", false, true}, {"n.b", false, true}}
+	const limit = 600
+	for iter := 0; iter < 3000; iter++ {
+		q := newPubQueue("n")
+		nmsg := 1 + rng.Intn(40)
+		for i := 0; i < nmsg; i++ {
+			s := subjects[rng.Intn(len(subjects))]
+			batch := !s.ctl && rng.Intn(5) != 0
+			kind := byte(kindDirect)
+			if s.ctl {
+				kind = kindSync
+			}
+			body := make([]byte, 4+rng.Intn(300))
+			binary.BigEndian.PutUint32(body, uint32(i))
+			if _, err := q.add(s.s, batch, s.merge, limit, kind, "n", "", body); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, node := range []string{"n.b", "n.c"} {
+			last := -1
+			for _, r := range q.runs {
+				if r.subj != node && (len(r.subj) > 2 && r.subj[:2] == "n.") {
+					continue
+				}
+				if r.n > 1 && len(r.buf) > limit {
+					t.Fatalf("iter %d: a batch of %d bytes over %d", iter, len(r.buf), limit)
+				}
+				forEachRecord(r.buf[len(q.header):], func(rec []byte) error {
+					m, _ := parseMsg(rec)
+					seq := int(binary.BigEndian.Uint32(m.body))
+					if seq <= last {
+						t.Fatalf("iter %d: node %s gets message %d after %d", iter, node, seq, last)
+					}
+					last = seq
+					return nil
+				})
+			}
+		}
+	}
+}
+
+// The run buffers kept between flushes stay within keepBufBytes per
+// array, spare entries past len included: flushes whose last run holds
+// one large message, each with one run fewer than the one before, must
+// not pile up a large buffer per flush.
+func TestPubQueueKeptBuffersBounded(t *testing.T) {
+	q := newPubQueue("n")
+	big := make([]byte, 900<<10)
+	for k := 40; k >= 1; k-- {
+		for i := 0; i < k-1; i++ {
+			q.add("s", false, false, maxRunBytes, kindBroadcast, "n", "", []byte("x"))
+		}
+		q.add("s", false, false, maxRunBytes, kindBroadcast, "n", "", big)
+		q.giveBackLocked(q.takeLocked()) // what flush does around publishing
+	}
+	kept := 0
+	for _, runs := range [][]pubRun{q.runs, q.spare} { // the two arrays flushes alternate
+		for _, r := range runs[:cap(runs)] {
+			kept += cap(r.buf)
+		}
+	}
+	if kept > 2*keepBufBytes {
+		t.Fatalf("%d KiB of run buffers kept between flushes; the bound is %d KiB", kept>>10, keepBufBytes>>10)
+	}
+}
