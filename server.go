@@ -122,7 +122,7 @@ func NewServer(id string, opts ...Option) *Server {
 		listeners: make(map[net.Listener]struct{}),
 		perIP:     make(map[netip.Addr]int),
 		reg:       newRegistry(),
-		groups:    groups{m: make(map[string]map[*Session]struct{})},
+		groups:    groups{m: make(map[string]*members)},
 		done:      make(chan struct{}),
 		stopCh:    make(chan struct{}),
 		sweepCh:   make(chan struct{}),

@@ -244,7 +244,6 @@ func TestReloadAppliesLimitsRefusesTheRest(t *testing.T) {
 	}
 }
 
-
 func tlsTestFiles(t *testing.T, dir string) tlsconfig.TestFiles {
 	t.Helper()
 	files, err := tlsconfig.WriteTestFiles(dir)
@@ -253,4 +252,3 @@ func tlsTestFiles(t *testing.T, dir string) tlsconfig.TestFiles {
 	}
 	return files
 }
-

@@ -350,4 +350,3 @@ func TestPubSubClusterNodeKill9(t *testing.T) {
 	nodes[0].stop(t)
 	nodes[2].stop(t)
 }
-
