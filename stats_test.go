@@ -27,12 +27,13 @@ func TestStatsCountExactly(t *testing.T) {
 	refused := dialRaw(t, addr)
 	refused.expectError(frame.CodeServerFull)
 
-	// Bytes out are counted once the write returns, which can be after the
-	// peer has read them: wait for the count to settle.
+	// Bytes out are counted once the write returns, and an ERROR once its
+	// Enqueue returns, both of which can be after the peer has read the
+	// frame: wait for the counts to settle.
 	var st msgnet.Stats
-	waitFor(t, "DATA bytes out counted", func() bool {
+	waitFor(t, "DATA bytes out and the ERROR counted", func() bool {
 		st = srv.Stats()
-		return st.KindBytesOut["DATA"] >= 200
+		return st.KindBytesOut["DATA"] >= 200 && st.ErrorsSent["unknown_type"] >= 1
 	})
 	if st.Sessions != 1 || st.Accepted != 1 || st.Refused["server_full"] != 1 {
 		t.Fatalf("sessions %d accepted %d refused %v", st.Sessions, st.Accepted, st.Refused)
