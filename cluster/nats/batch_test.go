@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -176,13 +177,16 @@ func startOldNode(t *testing.T, url string) (*oldNode, *spy) {
 // A node that has not said it reads batches never gets one; once it says
 // so, bursts to it are batched.
 func TestNoBatchToANodeThatCannotReadThem(t *testing.T) {
-	a := startNode(t, "a", with(embeddedRoutes())...)
+	var log logBuffer
+	a := startNode(t, "a", with(embeddedRoutes(), WithLogger(slog.New(slog.NewTextHandler(&log, nil))))...)
 	old, inbox := startOldNode(t, a.bus.ClientURL())
 	ca, _ := client(t, "alice", a.addr)
 	eventually(t, 5*time.Second, func() bool { n, ok := a.bus.Lookup("carol"); return ok && n == "old" }, "a learns carol on the old node")
 	if a.bus.batchOK.Load() {
 		t.Fatal("batching on with a node that never said it reads batches")
 	}
+	// The operator is told, once, though the node heartbeats every 50 ms.
+	eventually(t, 5*time.Second, func() bool { return log.lines("does not read batches") > 0 }, "the log names the old node")
 	const n = 1000
 	for i := range n {
 		send(t, ca, "P:carol:x"+strconv.Itoa(i))
@@ -204,6 +208,9 @@ func TestNoBatchToANodeThatCannotReadThem(t *testing.T) {
 	inOrder(t, msgs[n:], "y", n)
 	if batches == 0 {
 		t.Fatal("no batch to a node that reads them")
+	}
+	if got := log.lines("does not read batches"); got != 1 {
+		t.Fatalf("%d log lines about the old node, want 1", got)
 	}
 }
 

@@ -157,11 +157,19 @@ func (b *Bus) heard(node, instance string) bool {
 func (b *Bus) peerBatches(node string, ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if p := b.peers[node]; p != nil {
+	p := b.peers[node]
+	if p != nil {
 		p.batch = ok
 	}
 	if !ok {
 		b.lastOld.Store(time.Now().UnixNano())
+		// Once per node life: a cluster that mixes versions works, but
+		// every message to or past this node leaves alone, at several
+		// times the CPU (docs/CLUSTER.md, "Batches").
+		if key := "nobatch:" + node + ":"; p != nil && !b.warned[key+p.instance] {
+			b.warned[key+p.instance] = true
+			b.log.Info("cluster: node does not read batches (an older version); cluster messages go one by one until it is upgraded", "node", node)
+		}
 	}
 	b.setBatchOKLocked()
 }
