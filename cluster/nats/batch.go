@@ -40,7 +40,12 @@ const (
 // batchShared reports whether a subject every node subscribes to may get
 // batches now.
 func (b *Bus) batchShared() bool {
-	return b.batchOK.Load() && time.Now().UnixNano()-b.lastOld.Load() > int64(oldGrace)
+	if !b.batchOK.Load() {
+		return false
+	}
+	// The clock is read only once an older node has been heard.
+	old := b.lastOld.Load()
+	return old == 0 || time.Now().UnixNano()-old > int64(oldGrace)
 }
 
 // errQueueStopped is add's answer once the flusher has ended: the caller
