@@ -189,10 +189,10 @@ func (b *Bus) flushQueue(stop bool) {
 	q.stopped = q.stopped || stop
 	runs := q.takeLocked()
 	q.mu.Unlock()
-	max := int(b.nc.MaxPayload())
+	limit := int(b.nc.MaxPayload())
 	for _, r := range runs {
 		data := r.buf
-		if r.n > 1 && len(data) <= max {
+		if r.n > 1 && len(data) <= limit {
 			b.publishRun(r.subj, data, r.n)
 			continue
 		}
@@ -245,6 +245,20 @@ func forEachRecord(body []byte, f func(rec []byte) error) error {
 		body = body[4+n:]
 	}
 	return nil
+}
+
+// eachBatched calls f with each message of batch m, in order. Only data
+// messages from the batch's own origin may be in it: at the first record
+// that is not one, or is malformed, it stops and returns errBadMessage.
+func eachBatched(m wireMsg, f func(wireMsg)) error {
+	return forEachRecord(m.body, func(rec []byte) error {
+		r, err := parseMsg(rec)
+		if err != nil || r.kind&^flagStored > kindDirect || r.origin != m.origin {
+			return errBadMessage
+		}
+		f(r)
+		return nil
+	})
 }
 
 // publishNow is the path around the queue: before Attach starts the

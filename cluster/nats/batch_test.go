@@ -62,14 +62,7 @@ func (s *spy) unpack(t *testing.T) (msgs []wireMsg, batches int) {
 			continue
 		}
 		batches++
-		if err := forEachRecord(m.body, func(rec []byte) error {
-			r, err := parseMsg(rec)
-			if err != nil || r.kind == kindBatch || r.origin != m.origin {
-				return errBadMessage
-			}
-			msgs = append(msgs, r)
-			return nil
-		}); err != nil {
+		if err := eachBatched(m, func(r wireMsg) { msgs = append(msgs, r) }); err != nil {
 			t.Fatalf("malformed batch on the wire: % x", data)
 		}
 	}

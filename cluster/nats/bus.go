@@ -337,18 +337,18 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 // that the caller gets nats.go's answer (past the reconnect buffer, an
 // error); before Attach and after Close it publishes directly.
 func (b *Bus) send(subj string, kind byte, target string, body []byte, batch, merge bool) error {
-	max := int(b.nc.MaxPayload())
+	limit := int(b.nc.MaxPayload())
 	size := 5 + len(b.id) + len(target) + len(body)
 	err := errQueueStopped
 	switch {
-	case size > max:
+	case size > limit:
 		err = nats.ErrMaxPayload
 	case b.queue.kick == nil:
 	case !b.nc.IsConnected():
 		b.flush()
 	default:
 		var full bool
-		full, err = b.queue.add(subj, batch, merge, min(maxRunBytes, max), kind, b.id, target, body)
+		full, err = b.queue.add(subj, batch, merge, min(maxRunBytes, limit), kind, b.id, target, body)
 		if full {
 			b.flush()
 		}

@@ -30,14 +30,7 @@ func (b *Bus) dispatch() {
 func (b *Bus) handle(nm *nats.Msg) {
 	m, err := parseMsg(nm.Data)
 	if err == nil && m.kind == kindBatch {
-		err = forEachRecord(m.body, func(rec []byte) error {
-			r, err := parseMsg(rec)
-			if err != nil || r.kind&^flagStored > kindDirect || r.origin != m.origin {
-				return errBadMessage // only data messages, from the batch's origin
-			}
-			b.handleMsg(r, nm.Subject)
-			return nil
-		})
+		err = eachBatched(m, func(r wireMsg) { b.handleMsg(r, nm.Subject) })
 	} else if err == nil {
 		b.handleMsg(m, nm.Subject)
 	}

@@ -407,13 +407,7 @@ func TestStoreRemembersAbsenceUntilCreated(t *testing.T) {
 	if _, err := st.Open("group:first", msgnet.DefaultRetention()); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !st.absence.advised.Load() {
-		if time.Now().After(deadline) {
-			t.Fatal("no creation advisory arrived")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually(t, 5*time.Second, st.absence.advised.Load, "a creation advisory arrives")
 	for range 3 {
 		if ok, err := st.Exists("client:away"); ok || err != nil {
 			t.Fatalf("Exists = %v, %v; want false", ok, err)
@@ -435,20 +429,13 @@ func TestStoreRemembersAbsenceUntilCreated(t *testing.T) {
 	if _, err := other.Open("client:away", msgnet.DefaultRetention()); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(5 * time.Second)
-	for {
+	eventually(t, 5*time.Second, func() bool {
 		ok, err := st.Exists("client:away")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the stream another store created is still absent here after 5 s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return ok
+	}, "the stream another store created is seen here")
 	// A "no" asked for before a creation was advised is not remembered.
 	_, gen := st.absence.known(st.streamName("client:late"))
 	st.absence.forget()
