@@ -123,6 +123,7 @@ type peer struct {
 	inRate   float64
 	outRate  float64
 	batch    bool // said it reads kindBatch
+	toldOld  bool // the log said it does not, in this life
 }
 
 // NodeInfo is a node's last published load, with the message rates

@@ -159,8 +159,8 @@ func (b *Bus) peerBatches(node string, ok bool) {
 		// Once per node life: a cluster that mixes versions works, but
 		// every message to or past this node leaves alone, at several
 		// times the CPU (docs/CLUSTER.md, "Batches").
-		if key := "nobatch:" + node + ":"; p != nil && !b.warned[key+p.instance] {
-			b.warned[key+p.instance] = true
+		if p != nil && !p.toldOld {
+			p.toldOld = true
 			b.log.Info("cluster: node does not read batches (an older version); cluster messages go one by one until it is upgraded", "node", node)
 		}
 	}
