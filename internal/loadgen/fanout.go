@@ -142,11 +142,29 @@ type fanoutSink struct {
 // toMono turns a wall-clock timestamp from a message into nanotime.
 func (s *fanoutSink) toMono(wall int64) int64 { return wall - s.wall0 + s.mono0 }
 
+// take files payload p delivered to receiver i: its number in the
+// receiver's sequence set, and its count if it belongs to the window. It
+// reports whether p was one of the sender's messages, and if so its
+// intended send time on the monotonic clock and whether it is in the
+// window, for the caller's histogram and shared counters.
+func (s *fanoutSink) take(i int, p []byte) (at int64, ours, inW bool) {
+	seq, ts, ok := parseDeliveryFast(p)
+	if !ok || seq >= s.last {
+		return 0, false, false // not one of ours: a join notice, say
+	}
+	at = s.toMono(ts)
+	inW = s.w.contains(at)
+	s.seqs[i].add(seq, inW)
+	if inW {
+		s.workers[i].count++
+	}
+	return at, true, inW
+}
+
 // readLoop is receiver i's goroutine where there is no polled reader:
 // blocking reads through its net.Conn until it fails or is closed.
 func (s *fanoutSink) readLoop(i int) {
 	cw := s.workers[i]
-	set := &s.seqs[i]
 	for {
 		p, err := cw.c.nextDelivery()
 		if err != nil {
@@ -154,17 +172,13 @@ func (s *fanoutSink) readLoop(i int) {
 			return
 		}
 		t := nanotime()
-		seq, ts, ok := parseDelivery(p)
-		if !ok || seq >= s.last {
-			continue // not one of ours: a join notice, say
+		at, ours, inW := s.take(i, p)
+		if !ours {
+			continue
 		}
 		s.msgs.add(i, 1)
-		at := s.toMono(ts)
-		inW := s.w.contains(at)
-		set.add(seq, inW)
 		if inW {
 			s.hist.record(i, t-at)
-			cw.count++
 			s.inWindow.Add(1)
 		}
 	}

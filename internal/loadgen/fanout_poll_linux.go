@@ -111,7 +111,6 @@ type pollSub struct {
 	i            int // index in fanoutSink
 	fd           int // our own duplicate of the socket, non-blocking
 	cw           *connWorker
-	set          *seqSet
 	nats         bool
 	tail         []byte // bytes of an incomplete message, carried to the next read
 	need         int    // bytes the message at the start of tail needs in all, if known
@@ -180,7 +179,7 @@ func (rd *pollReader) add(i int) error {
 		unix.Close(fd)
 		return err
 	}
-	s := &pollSub{i: i, fd: fd, cw: cw, set: &rd.sink.seqs[i], nats: c.nats != nil,
+	s := &pollSub{i: i, fd: fd, cw: cw, nats: c.nats != nil,
 		laddr: c.nc.LocalAddr(), raddr: c.nc.RemoteAddr()}
 	switch {
 	case c.nats != nil:
@@ -440,18 +439,13 @@ func writeFull(fd int, b []byte) error {
 // readLoop does, with the counters shared with other goroutines added
 // once per round (flush) and the histogram the reader's own.
 func (rd *pollReader) deliver(s *pollSub, p []byte, t int64) {
-	sk := rd.sink
-	seq, ts, ok := parseDeliveryFast(p)
-	if !ok || seq >= sk.last {
-		return // not one of ours: a join notice, say
+	at, ours, inW := rd.sink.take(s.i, p)
+	if !ours {
+		return
 	}
 	rd.got++
-	at := sk.toMono(ts)
-	inW := sk.w.contains(at)
-	s.set.add(seq, inW)
 	if inW {
 		_ = rd.hist.RecordValue(min(max(t-at, histMin), histMax))
-		s.cw.count++
 		rd.inW++
 	}
 }
