@@ -3,15 +3,16 @@ package natsbus
 import (
 	"encoding/binary"
 	"math/rand"
+	"slices"
 	"testing"
 )
 
-// A model check of pubQueue's order claim (docs/CLUSTER.md, "Batches"). Random messages to two
-// inboxes (merge), a broadcast subject, a group subject and P.a (shared),
-// control messages, with random batch flags and sizes around the limit;
-// each node (n.b, n.c) receives its inbox and every shared subject. The
-// runs, flattened in queue order, must give each node its messages in
-// publish order.
+// A model check of pubQueue's order claim (docs/CLUSTER.md, "Batches").
+// Random messages to two inboxes (merge), a broadcast subject, a group
+// subject and P.a (shared), and control messages, with random batch flags
+// and sizes around the limit; each node (n.b, n.c) receives its inbox and
+// every shared subject. The runs, flattened in queue order, must give
+// each node its messages in publish order.
 func TestPubQueueKeepsEachNodesOrder(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	subjects := []struct {
@@ -80,5 +81,41 @@ func TestPubQueueKeptBuffersBounded(t *testing.T) {
 	}
 	if kept > 2*keepBufBytes {
 		t.Fatalf("%d KiB of run buffers kept between flushes; the bound is %d KiB", kept>>10, keepBufBytes>>10)
+	}
+}
+
+// A batch cut at any byte yields exactly the records that are whole before
+// the cut, in order, and an error unless the cut falls between records.
+func TestBatchCutAtEveryByte(t *testing.T) {
+	q := newPubQueue("n")
+	bodies := []string{"one", "", "three and more"}
+	var ends []int // where each record ends in the batch's body
+	for _, b := range bodies {
+		if _, err := q.add("s", true, true, maxRunBytes, kindDirect, "n", "bob", []byte(b)); err != nil {
+			t.Fatal(err)
+		}
+		ends = append(ends, len(q.runs[0].buf)-len(q.header))
+	}
+	full := q.runs[0].buf
+	batch, err := parseMsg(full)
+	if err != nil || batch.kind != kindBatch {
+		t.Fatalf("the queue's run is not a batch: %v", err)
+	}
+	for cut := 0; cut <= len(batch.body); cut++ {
+		m := batch
+		m.body = batch.body[:cut]
+		var got []string
+		err := eachBatched(m, func(r wireMsg) { got = append(got, string(r.body)) })
+		whole := 0
+		for whole < len(ends) && ends[whole] <= cut {
+			whole++
+		}
+		if !slices.Equal(got, bodies[:whole]) {
+			t.Fatalf("cut at %d: records %q, want %q", cut, got, bodies[:whole])
+		}
+		onBoundary := cut == 0 || slices.Contains(ends, cut)
+		if (err == nil) != onBoundary {
+			t.Fatalf("cut at %d (between records: %v): error %v", cut, onBoundary, err)
+		}
 	}
 }
