@@ -539,3 +539,51 @@ func waitKnows(t *testing.T, n *testNode, ids ...string) {
 		return true
 	}, "%s learns %v", n.id, ids)
 }
+
+// When NATS does not take what the flusher hands it (here: a flush held
+// up), the queue stops growing near maxQueuedBytes and Publish waits,
+// rather than buffering without bound; it goes on once NATS takes again.
+func TestQueueBoundedWhileNATSStalls(t *testing.T) {
+	a := startNode(t, "a", with(embeddedRoutes())...)
+	q := &a.bus.queue
+	q.flushMu.Lock() // a flush stuck in a write to NATS
+	stalled := true
+	defer func() {
+		if stalled {
+			q.flushMu.Unlock()
+		}
+	}()
+	const n, size = 100, 64 << 10 // 6.4 MiB, past the 4 MiB bound
+	done := make(chan error, 1)
+	go func() {
+		for range n {
+			if err := a.bus.Publish(msgnet.ClusterMessage{Kind: msgnet.ClusterBroadcast, Payload: make([]byte, size)}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	queued := func() int {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.size
+	}
+	eventually(t, 10*time.Second, func() bool { return queued() > maxQueuedBytes }, "the queue fills to its bound")
+	select {
+	case err := <-done:
+		t.Fatalf("Publish of 6.4 MiB returned (%v) while NATS took nothing", err)
+	default:
+	}
+	if got := queued(); got > maxQueuedBytes+size+64 {
+		t.Fatalf("%d bytes queued; the bound is %d", got, maxQueuedBytes)
+	}
+	q.flushMu.Unlock()
+	stalled = false
+	if err := recv(t, 10*time.Second, done, "the publisher to finish once NATS takes again"); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.bus.Stats(); st.Errors != 0 || st.Published["broadcast"] != n {
+		t.Fatalf("errors %d, published %d; want 0 and %d", st.Errors, st.Published["broadcast"], n)
+	}
+}
