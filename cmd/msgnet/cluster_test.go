@@ -3,11 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"strconv"
 	"testing"
-	"time"
-
-	"github.com/msgnet/msgnet"
 )
 
 // Two `msgnet serve` nodes joined by routes between their embedded NATS
@@ -21,34 +17,6 @@ func TestServeClusterPrivateCrossesNodes(t *testing.T) {
 	bob, bg := managedClient(t, b, "bob")
 	privateCrosses(t, alice, ag, "bob", bg)
 	privateCrosses(t, bob, bg, "alice", ag)
-}
-
-// privateCrosses sends PRIVATE:<to>:... from c until it arrives: until the
-// sender's node has heard of the target, the answer is that it is not found.
-func privateCrosses(t *testing.T, c *msgnet.Client, own chan string, to string, got chan string) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for try := 0; time.Now().Before(deadline); try++ {
-		text := "hello #" + strconv.Itoa(try)
-		if err := c.SendString("PRIVATE:" + to + ":" + text); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case m := <-got:
-			if want := "Private from " + c.ID() + ": " + text; m != want {
-				t.Fatalf("%s got %q, want %q", to, m, want)
-			}
-			return
-		case m := <-own:
-			if m != "ERROR: Session "+to+" not found" {
-				t.Fatalf("%s got %q", c.ID(), m)
-			}
-			time.Sleep(20 * time.Millisecond)
-		case <-time.After(5 * time.Second):
-			t.Fatal("neither the message nor an error arrived")
-		}
-	}
-	t.Fatalf("the private message from %s never reached %s on the other node", c.ID(), to)
 }
 
 func TestServeClusterFlagErrors(t *testing.T) {

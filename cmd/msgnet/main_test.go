@@ -7,13 +7,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/msgnet/msgnet/internal/testenv"
-
 	"github.com/msgnet/msgnet"
+	"github.com/msgnet/msgnet/internal/testenv"
 	"github.com/msgnet/msgnet/tlsconfig"
 	"go.uber.org/goleak"
 )
@@ -203,6 +203,37 @@ func expectMsg(t *testing.T, got chan string, want string) {
 	case <-time.After(5 * time.Second):
 		t.Fatalf("nothing arrived, want %q", want)
 	}
+}
+
+// privateCrosses sends PRIVATE:<to>:... from c until it arrives: until the
+// server has claimed the target's client id (it queues a client's welcome
+// first, handshake_server.go, so Connect can return a moment before), or
+// in a cluster until the sender's node has heard of it, the answer is
+// that it is not found.
+func privateCrosses(t *testing.T, c *msgnet.Client, own chan string, to string, got chan string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for try := 0; time.Now().Before(deadline); try++ {
+		text := "hello #" + strconv.Itoa(try)
+		if err := c.SendString("PRIVATE:" + to + ":" + text); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-got:
+			if want := "Private from " + c.ID() + ": " + text; m != want {
+				t.Fatalf("%s got %q, want %q", to, m, want)
+			}
+			return
+		case m := <-own:
+			if m != "ERROR: Session "+to+" not found" {
+				t.Fatalf("%s got %q", c.ID(), m)
+			}
+			time.Sleep(20 * time.Millisecond)
+		case <-time.After(5 * time.Second):
+			t.Fatal("neither the message nor an error arrived")
+		}
+	}
+	t.Fatalf("the private message from %s never reached %s on the other node", c.ID(), to)
 }
 
 func TestManagedGroupsAndPrivate(t *testing.T) {

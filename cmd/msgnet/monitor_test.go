@@ -236,10 +236,8 @@ func TestServeMonitorChat(t *testing.T) {
 	}
 	chat.SendString("hello")
 	expectMsg(t, chatGot, "Echo: hello")
-	chat.SendString("PRIVATE:tcp-side:from the monitor's chat")
-	expectMsg(t, tcpGot, "Private from ws-side: from the monitor's chat")
-	tcp.SendString("PRIVATE:ws-side:from the client port")
-	expectMsg(t, chatGot, "Private from tcp-side: from the client port")
+	privateCrosses(t, chat, chatGot, "tcp-side", tcpGot)
+	privateCrosses(t, tcp, tcpGot, "ws-side", chatGot)
 
 	var cz monitor.Connz
 	code, body := httpGet(t, hc, "http://"+mon+"/connz")
