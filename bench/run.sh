@@ -24,10 +24,14 @@
 #                     msgnet-loop: msgnet serve --engine loop (idle loops park)
 #                     msgnet-parked: msgnet serve --engine parked
 #                     msgnet-base: msgnet serve built from BASE_REV
+#                     floor: bench/peers/floor --proto echo, the least a
+#                     server can do to pass the load (throughput and
+#                     latency only: it echoes bytes unparsed)
 #   BASE_REV=main     a git revision to build msgnet-base from, for a
 #                     before/after table in one run:
 #                     BASE_REV=HEAD~3 SERVERS="msgnet-base msgnet" PEERS=msgnet-base OUT=/tmp/ab.md ./run.sh
 #   PEERS="gnet stdlib stdlib-naive"            servers the ratios are taken to
+#   TESTS="tp64 tp1k lat connrate idle"         tests, in table order
 #   OUT=../docs/BENCHMARKS.md                   file to update
 #   COOLDOWN=2        seconds of rest between tests (the machine is shared)
 #   KEEP=1            keep the work directory (binaries, JSON, logs)
@@ -49,7 +53,7 @@ SERVERS=${SERVERS:-"msgnet gnet stdlib stdlib-naive"}
 OUT=${OUT:-$ROOT/docs/BENCHMARKS.md}
 COOLDOWN=${COOLDOWN:-2}
 PORT=${PORT:-17600}
-TESTS="tp64 tp1k lat connrate idle"
+TESTS=${TESTS:-"tp64 tp1k lat connrate idle"}
 TP_CONNS=50
 TP_INFLIGHT=32
 LAT_CONNS=1
@@ -73,6 +77,7 @@ SKIPPED=$WORK/skipped.tsv
 log "building into $BIN"
 build "$HERE" gnet-peer ./peers/gnet "the gnet peer"
 build "$HERE" stdlib-peer ./peers/stdlib "the stdlib peer"
+case " $SERVERS " in *" floor "*) build "$HERE" floor-peer ./peers/floor "the floor peer" ;; esac
 build "$HERE" report ./cmd/report "the report"
 
 MSGNET_OK=0
@@ -120,8 +125,8 @@ for s in $SERVERS; do
 	msgnet) [ "$MSGNET_OK" = 1 ] || skip msgnet "go build ../cmd/msgnet failed" ;;
 	msgnet-loop | msgnet-parked) [ "$MSGNET_OK" = 1 ] || skip "$s" "go build ../cmd/msgnet failed" ;;
 	msgnet-base) [ "$BASE_OK" = 1 ] || skip "$s" "no BASE_REV, or it does not build" ;;
-	gnet | stdlib | stdlib-naive) ;;
-	*) die "unknown server $s (known: msgnet msgnet-loop msgnet-parked msgnet-base gnet stdlib stdlib-naive)" ;;
+	gnet | stdlib | stdlib-naive | floor) ;;
+	*) die "unknown server $s (known: msgnet msgnet-loop msgnet-parked msgnet-base gnet stdlib stdlib-naive floor)" ;;
 	esac
 done
 
@@ -136,6 +141,7 @@ server_cmd() {
 	gnet) SRV_CMD=("$BIN/gnet-peer" --addr "$addr") ;;
 	stdlib) SRV_CMD=("$BIN/stdlib-peer" --addr "$addr") ;;
 	stdlib-naive) SRV_CMD=("$BIN/stdlib-peer" --naive --addr "$addr") ;;
+	floor) SRV_CMD=("$BIN/floor-peer" --proto echo --addr "$addr") ;;
 	esac
 }
 
@@ -158,6 +164,8 @@ for round in $(seq "$ROUNDS"); do
 	for s in $SERVERS; do
 		for t in $TESTS; do
 			is_skipped "$s" && continue
+			# The floor echoes bytes unparsed: no DISCONNECT, no idle test.
+			[ "$s" = floor ] && case $t in connrate | idle) continue ;; esac
 			if ! start_server "$s"; then
 				skip "$s" "the server did not start listening (log: $(tail -n 3 "$LOGS/$s.server.log" 2>/dev/null | tr '\n' ' '))"
 				continue
