@@ -35,7 +35,8 @@
 #   SERVERS="msgnet nats"  also floor: bench/peers/floor --proto nats, the
 #                     least a server can do to pass the load (one thread,
 #                     raw epoll, one write per subscriber per pass): where
-#                     this machine's floor is
+#                     this machine's floor is; floor-uring: the same with
+#                     a pass's writes as one io_uring submission
 #   DURATION=5s       measured window;  WARMUP=1s before it
 #   DRAIN=2s          how long deliveries of the window's messages may
 #                     still arrive after it
@@ -109,13 +110,13 @@ log "building into $BIN"
 build "$ROOT" msgnet ./cmd/msgnet msgnet
 build "$HERE" nats-peer ./peers/nats "the nats peer"
 build "$HERE" fanoutreport ./cmd/fanoutreport "the report"
-case " $SERVERS " in *" floor "*) build "$HERE" floor-peer ./peers/floor "the floor peer" ;; esac
+case " $SERVERS " in *" floor "* | *" floor-uring "*) build "$HERE" floor-peer ./peers/floor "the floor peer" ;; esac
 NATS_VERSION=$(nats_version)
 
 for s in $SERVERS; do
 	case $s in
-	msgnet | nats | floor) ;;
-	*) die "unknown server $s (known: msgnet nats floor)" ;;
+	msgnet | nats | floor | floor-uring) ;;
+	*) die "unknown server $s (known: msgnet nats floor floor-uring)" ;;
 	esac
 done
 
@@ -134,6 +135,10 @@ server_cmd() {
 		;;
 	floor)
 		SRV_CMD=("$BIN/floor-peer" --proto nats --addr "$addr")
+		PROTO=nats
+		;;
+	floor-uring)
+		SRV_CMD=("$BIN/floor-peer" --proto nats --writes uring --addr "$addr")
 		PROTO=nats
 		;;
 	esac
@@ -197,7 +202,7 @@ log "load average after: $LOAD_AFTER; $NET_NOTE"
 CPU=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 MACHINE="${CPU:-unknown CPU}, $(nproc) logical CPUs, Linux $(uname -r), $(go version | sed 's/^go version //')"
 SERVES="msgnet: \`msgnet serve --addr 127.0.0.1:PORT --mode managed --max-connections 0 --idle-timeout 0 --quiet${EXTRA_SERVE:+ $EXTRA_SERVE}\` (the managed engine's default: parked sessions, a goroutine per burst; 4 MiB send queue per session, 256 MiB in all); nats: \`bench/peers/nats --addr 127.0.0.1:PORT\` (nats-server $NATS_VERSION in-process, defaults: 64 MiB pending per client)."
-case " $SERVERS " in *" floor "*) SERVES="$SERVES floor: \`bench/peers/floor --proto nats --addr 127.0.0.1:PORT\` (a measuring device, not a server: one thread, raw epoll, one write per subscriber per pass, no limits)." ;; esac
+case " $SERVERS " in *" floor "* | *" floor-uring "*) SERVES="$SERVES floor: \`bench/peers/floor --proto nats --addr 127.0.0.1:PORT\` (a measuring device, not a server: one thread, raw epoll, one write per subscriber per pass, no limits); floor-uring: the same with \`--writes uring\` (a pass's writes as one io_uring submission)." ;; esac
 SERVES="$SERVES All Go, GOMAXPROCS 1 under taskset."
 "$BIN/fanoutreport" --results "$RES" --out "$OUT" --servers "$SERVERS" --rounds "$ROUNDS" \
 	--duration "$DURATION" --warmup "$WARMUP" --drain "$DRAIN" \

@@ -37,6 +37,7 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9001", "address to listen on")
 	proto := flag.String("proto", "echo", "echo (msgnet framing) or nats (fan-out)")
+	writes := flag.String("writes", "write", "write: a write(2) per connection; uring: a pass's writes as one io_uring submission")
 	flag.Parse()
 	var h handler
 	switch *proto {
@@ -48,14 +49,22 @@ func main() {
 		fmt.Fprintf(os.Stderr, "floor: unknown protocol %q\n", *proto)
 		os.Exit(2)
 	}
-	runtime.LockOSThread()
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "floor peer (%s) listening on %s\n", *proto, ln.Addr())
-	if err := loop(ln.(*net.TCPListener), h); err != nil {
+	ringSize := 0 // write(2)
+	switch *writes {
+	case "write":
+	case "uring":
+		ringSize = 1024
+	default:
+		fmt.Fprintf(os.Stderr, "floor: unknown --writes %q\n", *writes)
+		os.Exit(2)
+	}
+	if err := loop(ln.(*net.TCPListener), h, ringSize); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
 	}
@@ -77,8 +86,18 @@ type handler interface {
 	input(c *conn, b []byte) (close bool)
 }
 
-// loop runs the event loop until epoll fails.
-func loop(ln *net.TCPListener, h handler) error {
+// loop runs the event loop until epoll fails, on its goroutine's thread.
+// With ringSize > 0 a pass's writes go to an io_uring of that many
+// entries, which only this thread may use.
+func loop(ln *net.TCPListener, h handler, ringSize int) error {
+	runtime.LockOSThread()
+	var r *ring
+	if ringSize > 0 {
+		var err error
+		if r, err = newRing(uint32(ringSize)); err != nil {
+			return err
+		}
+	}
 	lf, err := ln.File()
 	if err != nil {
 		return err
@@ -100,6 +119,7 @@ func loop(ln *net.TCPListener, h handler) error {
 	}
 	byFD := map[int]*conn{}
 	var all []*conn // in accept order: every pass writes in the same order
+	var dirty []*conn
 	evs := make([]syscall.EpollEvent, 256)
 	rb := make([]byte, 64<<10)
 	pending := false
@@ -144,24 +164,29 @@ func loop(ln *net.TCPListener, h handler) error {
 			}
 		}
 		// The pass: one write to each connection with output.
-		pending = false
 		live := all[:0]
+		dirty = dirty[:0]
 		for _, c := range all {
-			if c.closed {
-				continue
+			if !c.closed {
+				live = append(live, c)
+				if len(c.out) > 0 {
+					dirty = append(dirty, c)
+				}
 			}
-			live = append(live, c)
-			if len(c.out) == 0 {
-				continue
+		}
+		if r != nil {
+			r.sendAll(dirty)
+		} else {
+			for _, c := range dirty {
+				w, errno := rawIO(syscall.SYS_WRITE, c.fd, c.out)
+				if errno == 0 {
+					c.out = c.out[:copy(c.out, c.out[w:])]
+				}
 			}
-			w, errno := rawIO(syscall.SYS_WRITE, c.fd, c.out)
-			if errno != 0 {
-				w = 0
-			}
-			c.out = c.out[:copy(c.out, c.out[w:])]
-			if len(c.out) > 0 {
-				pending = true
-			}
+		}
+		pending = false
+		for _, c := range dirty {
+			pending = pending || len(c.out) > 0
 		}
 		clear(all[len(live):])
 		all = live
