@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check msgnet has: go vet (for Linux, macOS and Windows), the
-# race-enabled tests of every package, and a short run of every fuzz
-# target (FUZZTIME each, default 6s).
+# race-enabled tests of every package, those of the benchmark's own module
+# (bench/: its peers, load and report commands), and a short run of every
+# fuzz target (FUZZTIME each, default 6s).
 #
 # Some tests drive real peers: nc, openssl, curl, node and Chromium (and
 # npm, which installs what web/'s JavaScript tests use: typescript, ws). This
@@ -46,6 +47,11 @@ done
 
 echo "== go test -race"
 go test -race -count=1 -timeout 15m ./...
+
+# bench/ is a module of its own, so that gnet never enters msgnet's
+# go.mod; its peers are what the benchmarks compare against.
+echo "== bench: go vet, go test -race"
+(cd bench && go vet ./... && go test -race -count=1 -timeout 10m ./...)
 
 echo "== fuzz (${FUZZTIME:=6s} per target)"
 for dir in $(go list -f '{{.Dir}}' ./...); do
