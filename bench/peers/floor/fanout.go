@@ -17,7 +17,11 @@ type fanout struct {
 // natsSub is a subscriber's state: its sid, as MSG repeats it.
 type natsSub struct{ sid []byte }
 
-var natsInfo = []byte(`INFO {"server_id":"floor","version":"0","max_payload":1048576}` + "\r\n")
+// natsMaxPayload is the largest PUB taken, as INFO says; a larger one ends
+// the connection rather than being waited for.
+const natsMaxPayload = 1 << 20
+
+var natsInfo = []byte(`INFO {"server_id":"floor","version":"0","max_payload":` + strconv.Itoa(natsMaxPayload) + `}` + "\r\n")
 
 func (f *fanout) open(c *conn) { c.out = append(c.out, natsInfo...) }
 
@@ -46,7 +50,7 @@ func (f *fanout) input(c *conn, b []byte) bool {
 			c.state = &natsSub{sid: bytes.Clone(fields[len(fields)-1])}
 		case "PUB":
 			size, err := strconv.Atoi(string(fields[len(fields)-1]))
-			if err != nil || size < 0 || len(fields) < 3 {
+			if err != nil || size < 0 || size > natsMaxPayload || len(fields) < 3 {
 				return true
 			}
 			end := nl + 1 + size + 2

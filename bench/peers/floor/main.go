@@ -158,6 +158,9 @@ func loop(ln *net.TCPListener, h handler, ringSize int) error {
 				continue
 			}
 			if m <= 0 || h.input(c, rb[:m]) {
+				if m > 0 && len(c.out) > 0 {
+					rawIO(syscall.SYS_WRITE, fd, c.out) // the ERROR that says why, if the socket takes it
+				}
 				c.closed = true
 				delete(byFD, fd)
 				syscall.Close(fd)
