@@ -65,7 +65,8 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	// The receivers: where the platform allows, a few goroutines that each
 	// poll many raw sockets (fanout_poll_linux.go); the connections they
 	// cannot take (TLS, other platforms) get a goroutine each.
-	for _, i := range r.fanoutPolled(ctx, &wg, sink) {
+	ownGoroutine := r.fanoutPolled(ctx, &wg, sink)
+	for _, i := range ownGoroutine {
 		wg.Go(func() { sink.readLoop(i) })
 	}
 	// The sender's own connection is drained so that the server never
@@ -111,6 +112,7 @@ func (r *runner) fanout(ctx context.Context) (*Result, error) {
 	res.Lost = res.Expected - res.Messages
 	lo := sched.dueBy(w.start - 1)
 	res.Fanout = fanoutStats(r.cfg.Proto, sink.seqs, lo, lo+uint64(sent), res.Expected)
+	res.Fanout.Polled = len(cs) - len(ownGoroutine)
 	select {
 	case w0 := <-wait0:
 		res.Fanout.CPUWait = cpuWait(w0, wait1)

@@ -46,7 +46,7 @@ func TestFanoutNATS(t *testing.T) {
 	if res.Expected != res.Sent*5 || res.Messages != res.Expected || f.Delivered != res.Expected {
 		t.Errorf("delivered %d (%d distinct) of %d; NATS on loopback loses none", res.Messages, f.Delivered, res.Expected)
 	}
-	if f.Gaps != 0 || f.OutOfOrder != 0 || f.Duplicates != 0 || !f.Sustained || f.DeliveredPct != 100 {
+	if f.Gaps != 0 || f.OutOfOrder != 0 || f.Duplicates != 0 || !f.Sustained || f.DeliveredPct != 100 || f.Polled != polledWant(5) {
 		t.Errorf("per-message accounting %+v, want everything in order", f)
 	}
 	if res.Latency.Count != res.Messages {

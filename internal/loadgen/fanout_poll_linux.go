@@ -4,6 +4,7 @@ package loadgen
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,7 +12,6 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
@@ -398,7 +398,7 @@ func (rd *pollReader) natsMessages(s *pollSub, b []byte, t int64) (off, need int
 		case natsMSG:
 			rd.deliver(s, arg, t)
 		case natsPING:
-			if err := writeFull(s.fd, []byte("PONG\r\n")); err != nil {
+			if err := writePong(s.fd); err != nil {
 				return off, 0, false, &net.OpError{Op: "write", Net: "tcp", Source: s.laddr, Addr: s.raddr, Err: err}
 			}
 		case natsERR:
@@ -407,32 +407,24 @@ func (rd *pollReader) natsMessages(s *pollSub, b []byte, t int64) (off, need int
 	}
 }
 
-// writeFull writes b to the non-blocking socket fd, waiting (up to a few
-// seconds) for room should its buffer be full, which a receiver that
-// writes nothing else does not expect.
-func writeFull(fd int, b []byte) error {
-	deadline := time.Now().Add(5 * time.Second)
-	for len(b) > 0 {
-		n, err := unix.Write(fd, b)
+// writePong answers a PING on the non-blocking socket fd without ever
+// waiting: the reader serves every receiver, and a receiver writes
+// nothing but PONGs, so a socket with no room for one belongs to a server
+// that does not read it, and that receiver fails rather than stall the rest.
+func writePong(fd int) error {
+	pong := []byte("PONG\r\n")
+	for {
+		n, err := unix.Write(fd, pong)
 		switch {
 		case err == unix.EINTR:
 			continue
-		case err == unix.EAGAIN:
-			left := time.Until(deadline)
-			if left <= 0 {
-				return os.NewSyscallError("write", unix.ETIMEDOUT)
-			}
-			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-			if _, err := unix.Poll(pfd, int(left/time.Millisecond)+1); err != nil && err != unix.EINTR {
-				return os.NewSyscallError("poll", err)
-			}
-			continue
+		case err == unix.EAGAIN || (err == nil && n < len(pong)):
+			return errors.New("no room for a PONG: the server does not read this connection")
 		case err != nil:
 			return os.NewSyscallError("write", err)
 		}
-		b = b[n:]
+		return nil
 	}
-	return nil
 }
 
 // deliver records one delivered payload received at t, as fanoutSink's
@@ -467,8 +459,7 @@ func (rd *pollReader) flush() {
 // the goroutine-per-receiver path reports it.
 func (rd *pollReader) fail(s *pollSub, err error) {
 	rd.flush()
-	unix.EpollCtl(rd.epfd, unix.EPOLL_CTL_DEL, s.fd, nil)
-	unix.Close(s.fd)
+	unix.Close(s.fd) // its last descriptor: the close takes it out of the set
 	s.dead, s.tail = true, nil
 	s.cw.fail(err)
 }

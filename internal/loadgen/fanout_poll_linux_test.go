@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/msgnet/msgnet/frame"
+	"golang.org/x/sys/unix"
 )
 
 // pollFixture is one polled reader with one receiver, connected on
@@ -213,9 +214,13 @@ func TestPollReaderLargeMessage(t *testing.T) {
 	big = append(big, f.payload(0)...)
 	b := frame.Append(nil, frame.KindData, 0, big)
 	b = frame.Append(b, frame.KindData, 0, f.payload(1))
-	go f.srv.Write(b)
+	wrote := make(chan error, 1)
+	go func() { _, err := f.srv.Write(b); wrote <- err }()
 	f.roundsUntil("deliveries", func() bool { return f.sink.inWindow.Load() == 2 })
 	f.check(2)
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestPollReaderServerCloses(t *testing.T) {
@@ -391,4 +396,32 @@ func TestParseDeliveryFast(t *testing.T) {
 			t.Errorf("%q: fast %d %d %v, parseDelivery %d %d %v", in, s2, t2, ok2, s1, t1, ok1)
 		}
 	}
+}
+
+// A NATS server that floods PINGs and never reads the PONGs: once the
+// receiver's socket has no room for a PONG, that receiver fails at once
+// with the reason, instead of the reader waiting on it while every other
+// receiver it serves goes unread.
+func TestPollReaderPongNotRead(t *testing.T) {
+	f := newPollFixture(t, true)
+	defer f.rd.close()
+	if err := unix.SetsockoptInt(f.sub.fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.srv.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	flood := make(chan error, 1)
+	go func() {
+		f.srv.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		_, err := f.srv.Write(bytes.Repeat([]byte("PING\r\n"), 200000))
+		flood <- err
+	}()
+	f.roundsUntil("end of the receiver", func() bool { return f.sub.dead })
+	_, samples := f.r.errs.snapshot()
+	if len(samples) != 1 || !strings.Contains(samples[0], "does not read this connection") {
+		t.Fatalf("errors %q, want the receiver failed for its unread PONGs", samples)
+	}
+	f.srv.Close()
+	<-flood // the flood ends once the receiver's socket is closed
 }

@@ -35,6 +35,11 @@ type FanoutStats struct {
 	// twice.
 	OutOfOrder int64 `json:"out_of_order"`
 	Duplicates int64 `json:"duplicates"`
+	// Polled counts the receivers read by the polled readers (Linux); the
+	// others had a goroutine each: TLS, other systems, or a reader that
+	// could not be set up (out of descriptors), which would otherwise
+	// change what was measured without a trace.
+	Polled int `json:"polled"`
 	// CPUWait is the time the server and the load tool waited for a CPU
 	// over the window.
 	CPUWait *CPUWait `json:"cpu_wait,omitempty"`
