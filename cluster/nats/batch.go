@@ -104,7 +104,13 @@ func (q *pubQueue) add(subj string, batch, merge bool, limit int, kind byte, ori
 		default:
 		}
 	}
-	size := 4 + 5 + len(origin) + len(target) + len(body)
+	return q.addLocked(subj, batch, merge, limit, kind, origin, target, body), nil
+}
+
+// addLocked is add without the stop check and the flusher's kick. Lock
+// must be held.
+func (q *pubQueue) addLocked(subj string, batch, merge bool, limit int, kind byte, origin, target string, body []byte) (full bool) {
+	size := 4 + msgLen(origin, target, body) // a record: length, then the message
 	r := q.joinable(subj, batch, merge, size, limit)
 	if r == nil {
 		n := len(q.runs)
@@ -126,7 +132,7 @@ func (q *pubQueue) add(subj string, batch, merge bool, limit int, kind byte, ori
 	binary.BigEndian.PutUint32(r.buf[at:], uint32(len(r.buf)-at-4))
 	r.n++
 	q.size += len(r.buf) - at
-	return q.size > maxQueuedBytes, nil
+	return q.size > maxQueuedBytes
 }
 
 // joinable returns the run a message may join, or nil. Lock must be held.
@@ -253,7 +259,7 @@ func forEachRecord(body []byte, f func(rec []byte) error) error {
 func eachBatched(m wireMsg, f func(wireMsg)) error {
 	return forEachRecord(m.body, func(rec []byte) error {
 		r, err := parseMsg(rec)
-		if err != nil || r.kind&^flagStored > kindDirect || r.origin != m.origin {
+		if err != nil || !isData(r.kind) || r.origin != m.origin {
 			return errBadMessage
 		}
 		f(r)

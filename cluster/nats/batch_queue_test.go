@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/rand"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -12,7 +13,8 @@ import (
 // subject and P.a (shared), and control messages, with random batch flags
 // and sizes around the limit; each node (n.b, n.c) receives its inbox and
 // every shared subject. The runs, flattened in queue order, must give
-// each node its messages in publish order.
+// each node exactly its messages, in publish order, each in a run to its
+// own subject.
 func TestPubQueueKeepsEachNodesOrder(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	subjects := []struct {
@@ -20,26 +22,35 @@ func TestPubQueueKeepsEachNodesOrder(t *testing.T) {
 		merge, ctl bool
 	}{{"n.b", true, false}, {"n.c", true, false}, {"b", false, false}, {"g.x", false, false}, {"a", false, false}, {"d", false, true}, {"n.b", false, true}}
 	const limit = 600
+	inbox := func(subj string) bool { return strings.HasPrefix(subj, "n.") } // one node's; the rest every node's
 	for iter := 0; iter < 3000; iter++ {
 		q := newPubQueue("n")
 		nmsg := 1 + rng.Intn(40)
+		want := map[string][]int{} // what each node must get, in order
 		for i := 0; i < nmsg; i++ {
-			s := subjects[rng.Intn(len(subjects))]
+			si := rng.Intn(len(subjects))
+			s := subjects[si]
 			batch := !s.ctl && rng.Intn(5) != 0
 			kind := byte(kindDirect)
 			if s.ctl {
 				kind = kindSync
 			}
-			body := make([]byte, 4+rng.Intn(300))
+			body := make([]byte, 5+rng.Intn(300)) // its number, then its subject's index
 			binary.BigEndian.PutUint32(body, uint32(i))
+			body[4] = byte(si)
 			if _, err := q.add(s.s, batch, s.merge, limit, kind, "n", "", body); err != nil {
 				t.Fatal(err)
 			}
+			for _, node := range []string{"n.b", "n.c"} {
+				if s.s == node || !inbox(s.s) {
+					want[node] = append(want[node], i)
+				}
+			}
 		}
 		for _, node := range []string{"n.b", "n.c"} {
-			last := -1
+			var got []int
 			for _, r := range q.runs {
-				if r.subj != node && (len(r.subj) > 2 && r.subj[:2] == "n.") {
+				if r.subj != node && inbox(r.subj) {
 					continue
 				}
 				if r.n > 1 && len(r.buf) > limit {
@@ -47,13 +58,15 @@ func TestPubQueueKeepsEachNodesOrder(t *testing.T) {
 				}
 				forEachRecord(r.buf[len(q.header):], func(rec []byte) error {
 					m, _ := parseMsg(rec)
-					seq := int(binary.BigEndian.Uint32(m.body))
-					if seq <= last {
-						t.Fatalf("iter %d: node %s gets message %d after %d", iter, node, seq, last)
+					if subj := subjects[m.body[4]].s; subj != r.subj {
+						t.Fatalf("iter %d: a message to %s in a run to %s", iter, subj, r.subj)
 					}
-					last = seq
+					got = append(got, int(binary.BigEndian.Uint32(m.body)))
 					return nil
 				})
+			}
+			if !slices.Equal(got, want[node]) {
+				t.Fatalf("iter %d: node %s gets %v, want %v", iter, node, got, want[node])
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -232,7 +233,10 @@ func TestMalformedBatchesCounted(t *testing.T) {
 		batch("z", append([]byte{0xff, 0xff, 0xff, 0xff}, good...)), // a length past the end
 		batch("z", rec(kindDirect, "y", "other origin")),
 		batch("z", rec(kindBatch, "z", "nested")),
-		batch("z", rec(kindLoad, "z", "{}")),                                 // control messages never travel in batches
+		batch("z", rec(kindLoad, "z", "{}")), // control messages never travel in batches
+		batch("z", rec(0, "z", "kind 0")),    // nor kinds that are no data kind
+		batch("z", rec(flagStored, "z", "stored, kind 0")),
+		batch("z", rec(kindBroadcast|flagStored, "z", "stored broadcast")),   // broadcasts are never stored
 		batch("z", rec(kindDirect, "z", "before"), []byte{0, 0, 0, 2, 1, 1}), // a good record, then a bad one
 	}
 	for _, data := range bad {
@@ -280,12 +284,26 @@ func TestCloseSendsWhatWasQueued(t *testing.T) {
 	_, rb := client(t, "bob", b.addr)
 	waitKnows(t, a, "bob")
 	const n = 2000
-	for i := range n {
+	for i := range n / 2 {
 		m := msgnet.ClusterMessage{Kind: msgnet.ClusterDirect, Target: "bob", Payload: []byte("q" + strconv.Itoa(i))}
 		if err := a.bus.Publish(m); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// Once the flusher has published the first half and has no kick left
+	// to take, the second half is queued without waking it, so that only
+	// Close's final flush can publish it.
+	q := &a.bus.queue
+	eventually(t, 10*time.Second, func() bool { return len(rb.all()) == n/2 && len(q.kick) == 0 }, "bob gets the first %d", n/2)
+	subj, batch, ok := a.bus.route("bob")
+	if !ok {
+		t.Fatal("no route to bob")
+	}
+	q.mu.Lock()
+	for i := n / 2; i < n; i++ {
+		q.addLocked(subj, batch, true, maxRunBytes, kindDirect, a.bus.id, "bob", []byte("q"+strconv.Itoa(i)))
+	}
+	q.mu.Unlock()
 	a.bus.Close()
 	eventually(t, 10*time.Second, func() bool { return len(rb.all()) >= n }, "bob gets all %d", n)
 	for i, m := range rb.all() {
@@ -569,13 +587,26 @@ func TestQueueBoundedWhileNATSStalls(t *testing.T) {
 		defer q.mu.Unlock()
 		return q.size
 	}
-	eventually(t, 10*time.Second, func() bool { return queued() > maxQueuedBytes }, "the queue fills to its bound")
-	select {
-	case err := <-done:
-		t.Fatalf("Publish of 6.4 MiB returned (%v) while NATS took nothing", err)
-	default:
+	// The publisher must end up waiting in a flush of its own: at the
+	// bound, Publish flushes rather than queue more.
+	inFlush := func() bool {
+		buf := make([]byte, 1<<20)
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "(*Bus).Publish") && strings.Contains(g, "(*Bus).flushQueue") {
+				return true
+			}
+		}
+		return false
 	}
-	if got := queued(); got > maxQueuedBytes+size+64 {
+	eventually(t, 10*time.Second, func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("Publish of 6.4 MiB returned (%v) while NATS took nothing", err)
+		default:
+		}
+		return inFlush()
+	}, "Publish to wait in a flush once the queue is full")
+	if got := queued(); got <= maxQueuedBytes || got > maxQueuedBytes+size+64 {
 		t.Fatalf("%d bytes queued; the bound is %d", got, maxQueuedBytes)
 	}
 	q.flushMu.Unlock()

@@ -339,7 +339,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 // error); before Attach and after Close it publishes directly.
 func (b *Bus) send(subj string, kind byte, target string, body []byte, batch, merge bool) error {
 	limit := int(b.nc.MaxPayload())
-	size := 5 + len(b.id) + len(target) + len(body)
+	size := msgLen(b.id, target, body)
 	err := errQueueStopped
 	switch {
 	case size > limit:

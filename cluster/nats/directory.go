@@ -53,8 +53,8 @@ func (b *Bus) handleMsg(m wireMsg, subj string) {
 		}
 		return
 	}
-	switch m.kind {
-	case kindBroadcast, kindGroup, kindDirect, kindGroup | flagStored, kindDirect | flagStored:
+	switch k := m.kind; {
+	case isData(k):
 		kind := msgnet.ClusterMessageKind(m.kind &^ flagStored)
 		err := b.node.Deliver(msgnet.ClusterMessage{Kind: kind, Target: m.target, Origin: m.origin, Payload: m.body,
 			Stored: m.kind&flagStored != 0})
@@ -66,7 +66,7 @@ func (b *Bus) handleMsg(m wireMsg, subj string) {
 		default:
 			b.errs.Add(1)
 		}
-	case kindUp, kindDown:
+	case k == kindUp || k == kindDown:
 		var ev dirEvent
 		if json.Unmarshal(m.body, &ev) != nil {
 			b.errs.Add(1)
@@ -81,7 +81,7 @@ func (b *Bus) handleMsg(m wireMsg, subj string) {
 		} else {
 			b.down(m.origin, m.target, ev.Session)
 		}
-	case kindSync:
+	case k == kindSync:
 		var s syncBody
 		if json.Unmarshal(m.body, &s) != nil {
 			b.errs.Add(1)
@@ -95,7 +95,7 @@ func (b *Bus) handleMsg(m wireMsg, subj string) {
 		if !s.Reply {
 			b.sendSync(m.origin, true)
 		}
-	case kindLoad:
+	case k == kindLoad:
 		var l loadBody
 		if json.Unmarshal(m.body, &l) != nil {
 			b.errs.Add(1)
@@ -110,7 +110,7 @@ func (b *Bus) handleMsg(m wireMsg, subj string) {
 		}
 		b.mu.Unlock()
 		b.peerBatches(m.origin, l.Batch)
-	case kindBye:
+	case k == kindBye:
 		var y byeBody
 		json.Unmarshal(m.body, &y)
 		b.mu.Lock()

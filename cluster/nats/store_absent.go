@@ -52,12 +52,15 @@ type absence struct {
 // none, and the store then asks JetStream each time, as without it.
 func (st *Store) adviseCreations() {
 	prefix := st.cfg.Prefix + "_"
-	st.nc.Subscribe(createdSubject, func(m *nats.Msg) {
+	_, err := st.nc.Subscribe(createdSubject, func(m *nats.Msg) {
 		if strings.HasPrefix(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], prefix) {
 			st.absence.forget()
 			st.absence.advised.Store(true)
 		}
 	})
+	if err != nil {
+		st.log.Debug("store: no stream-creation advisories; JetStream is asked each time", "err", err)
+	}
 }
 
 // known reports whether jsName is remembered as absent, and the count of
@@ -94,10 +97,13 @@ func (a *absence) remember(jsName string, gen uint64) {
 	a.m[jsName] = time.Now()
 }
 
-// opened drops what is remembered of jsName: this store opened it.
+// opened drops what is remembered of jsName: this store opened it. Like
+// an advised creation, it also makes every "no" asked for before it
+// stale, so that one in flight for jsName is not remembered after it.
 func (a *absence) opened(jsName string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.created.Add(1)
 	delete(a.m, jsName)
 }
 

@@ -443,6 +443,14 @@ func TestStoreRemembersAbsenceUntilCreated(t *testing.T) {
 	if absent, _ := st.absence.known(st.streamName("client:late")); absent {
 		t.Fatal(`a "no" older than the last creation was remembered`)
 	}
+	// Nor one asked for before this store's own Open of that stream, whose
+	// advisory has not come yet.
+	_, gen = st.absence.known(st.streamName("client:mine"))
+	st.absence.opened(st.streamName("client:mine"))
+	st.absence.remember(st.streamName("client:mine"), gen)
+	if absent, _ := st.absence.known(st.streamName("client:mine")); absent {
+		t.Fatal(`a "no" older than this store's own Open was remembered`)
+	}
 }
 
 // BenchmarkStoreExistsAbsent: what a server pays per message to a client

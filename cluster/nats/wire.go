@@ -40,6 +40,15 @@ const (
 	flagStored = 0x40
 )
 
+// isData reports whether kind is a data kind, with or without flagStored.
+func isData(kind byte) bool {
+	switch kind {
+	case kindBroadcast, kindGroup, kindDirect, kindGroup | flagStored, kindDirect | flagStored:
+		return true
+	}
+	return false
+}
+
 var errBadMessage = errors.New("natsbus: malformed cluster message")
 
 type wireMsg struct {
@@ -56,6 +65,11 @@ func appendMsg(b []byte, kind byte, origin, target string, body []byte) []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(len(target)))
 	b = append(b, target...)
 	return append(b, body...)
+}
+
+// msgLen is the length of the message appendMsg appends.
+func msgLen(origin, target string, body []byte) int {
+	return 5 + len(origin) + len(target) + len(body)
 }
 
 // parseMsg decodes a message; body aliases data.
