@@ -1,6 +1,7 @@
 package msgnet
 
 import (
+	"math/rand/v2"
 	"slices"
 	"sync"
 )
@@ -211,14 +212,19 @@ func (srv *Server) sendGroupLocal(group string, msg []byte, except []*Session) D
 	srv.groups.mu.RLock()
 	defer srv.groups.mu.RUnlock()
 	g := srv.groups.m[group]
-	if g == nil {
+	if g == nil || len(g.list) == 0 {
 		return d
 	}
-	for _, s := range g.list {
-		if slices.Contains(except, s) {
-			continue
+	// From a random member on: when the server's queue budget runs out
+	// partway, the members refused are not the same ones every time.
+	at := rand.IntN(len(g.list))
+	for _, list := range [2][]*Session{g.list[at:], g.list[:at]} {
+		for _, s := range list {
+			if slices.Contains(except, s) {
+				continue
+			}
+			d.add(s, s.Send(msg))
 		}
-		d.add(s, s.Send(msg))
 	}
 	return d
 }

@@ -1,6 +1,7 @@
 package msgnet
 
 import (
+	"fmt"
 	"math/rand"
 	"slices"
 	"testing"
@@ -37,5 +38,31 @@ func TestGroupMembersListAndIndex(t *testing.T) {
 		if spare := g.list[len(g.list):cap(g.list)]; slices.ContainsFunc(spare, func(s *Session) bool { return s != nil }) {
 			t.Fatalf("step %d: the list's spare capacity still holds a session", step)
 		}
+	}
+}
+
+// A flood of joins and leaves over many group names, leaves of groups
+// never joined and sessions ending while members leaves no group behind:
+// the server's map of groups is empty once every session is out.
+func TestGroupsLeaveNoEmptyGroupBehind(t *testing.T) {
+	srv := NewServer("groups")
+	ss := make([]*Session, 8)
+	for i := range ss {
+		ss[i] = new(Session)
+	}
+	for k := range 1000 {
+		s, g := ss[k%len(ss)], fmt.Sprint("g", k%37)
+		if err := srv.Join(s, g); err != nil && err != ErrTooManyGroups {
+			t.Fatal(err)
+		}
+		srv.Join(s, g)
+		srv.Leave(s, fmt.Sprint("g", (k+5)%37))
+		srv.Leave(s, "never")
+	}
+	for _, s := range ss {
+		srv.leaveAll(s)
+	}
+	if n := len(srv.groups.m); n != 0 {
+		t.Fatalf("%d empty groups left in the map", n)
 	}
 }
