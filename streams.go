@@ -1002,6 +1002,11 @@ func (ss *streams) expire(now time.Time) {
 	ss.mu.Unlock()
 	failed := false
 	for _, st := range list {
+		select {
+		case <-ss.srv.stopCh:
+			return // the server is stopping: a slow store must not hold it one call per stream
+		default:
+		}
 		st.mu.Lock()
 		retry := st.shared && !st.watched && !st.closed && !st.noWatch
 		st.mu.Unlock()
@@ -1009,7 +1014,7 @@ func (ss *streams) expire(now time.Time) {
 			// Until the first failure: after an election every stream's
 			// watch comes back in one sweep, while a store that still
 			// fails costs one timeout a sweep, not one per stream. The
-			// map's order takes the streams in turn.
+			// map's random order gives each stream its turn over sweeps.
 			failed = !st.watch()
 		}
 		st.mu.Lock()
