@@ -395,9 +395,14 @@ func TestHostileServerQueueBudget(t *testing.T) {
 		if limit := int64(budget + 2*stageLimit + (attackers+1)*granule); st.QueueCharged > limit {
 			t.Errorf("%d bytes charged; budget %d (bound with staging and granules %d)", st.QueueCharged, budget, limit)
 		}
-		if st.QueueBytes > int(st.QueueCharged)+2*stageLimit {
-			t.Errorf("%d bytes queued, %d charged", st.QueueBytes, st.QueueCharged)
-		}
+		// Stats reads the charge before it sums the queues, so under the
+		// flood one reading can see queues that grew after it: what must
+		// hold is that a reading comes where they agree, not that every
+		// one does.
+		waitForWithin(t, 10*time.Second, "the queues within what is charged", func() bool {
+			st := srv.Stats()
+			return st.QueueBytes <= int(st.QueueCharged)+2*stageLimit
+		})
 		if st.Refused[msgnet.CodeServerBusy] == 0 {
 			t.Errorf("no server_busy refusal counted: %v", st.Refused)
 		}

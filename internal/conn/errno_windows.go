@@ -11,5 +11,5 @@ const (
 	errAgain     = syscall.EAGAIN
 	errIntr      = syscall.EINTR
 	errConnReset = syscall.WSAECONNRESET
-	errPipe      = syscall.WSAECONNABORTED
+	errPipe      = syscall.WSAECONNABORTED // EPIPE's role: writing to a connection the peer is gone from
 )

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/msgnet/msgnet/frame"
@@ -455,7 +454,7 @@ func (w *writer) write(nc net.Conn) (int, error) {
 // tryWriteResult is a non-blocking write's result: a full socket buffer
 // is not an error, only nothing written.
 func tryWriteResult(n int, err error) (int, error) {
-	if err == syscall.EAGAIN || err == syscall.EINTR {
+	if err == errAgain || err == errIntr {
 		return 0, nil
 	}
 	return max(n, 0), err
