@@ -256,13 +256,19 @@ func forEachRecord(body []byte, f func(rec []byte) error) error {
 // eachBatched calls f with each message of batch m, in order. Only data
 // messages from the batch's own origin may be in it: at the first record
 // that is not one, or is malformed, it stops and returns errBadMessage.
+// The records' ids reuse the batch's origin and the previous record's
+// target, so that a batch to one target allocates nothing per record.
 func eachBatched(m wireMsg, f func(wireMsg)) error {
+	var target string
 	return forEachRecord(m.body, func(rec []byte) error {
-		r, err := parseMsg(rec)
-		if err != nil || !isData(r.kind) || r.origin != m.origin {
+		kind, origin, t, body, ok := splitMsg(rec)
+		if !ok || !isData(kind) || string(origin) != m.origin {
 			return errBadMessage
 		}
-		f(r)
+		if string(t) != target {
+			target = string(t)
+		}
+		f(wireMsg{kind: kind, origin: m.origin, target: target, body: body})
 		return nil
 	})
 }

@@ -132,3 +132,28 @@ func TestBatchCutAtEveryByte(t *testing.T) {
 		}
 	}
 }
+
+// Reading a batch of records to one target allocates nothing per record:
+// the ids come from the batch and the record before.
+func TestBatchReadAllocations(t *testing.T) {
+	q := newPubQueue("node-a")
+	for range 100 {
+		q.add("s", true, false, maxRunBytes, kindGroup, "node-a", "room", make([]byte, 100))
+	}
+	m, err := parseMsg(q.runs[0].buf)
+	if err != nil || m.kind != kindBatch {
+		t.Fatalf("the run is not a batch: %v %v", m.kind, err)
+	}
+	records := 0
+	if err := eachBatched(m, func(r wireMsg) {
+		if r.origin != "node-a" || r.target != "room" || len(r.body) != 100 {
+			t.Fatalf("record %+v", r)
+		}
+		records++
+	}); err != nil || records != 100 {
+		t.Fatalf("%d records, %v", records, err)
+	}
+	if n := testing.AllocsPerRun(100, func() { eachBatched(m, func(wireMsg) {}) }); n > 2 {
+		t.Fatalf("%v allocations to read a batch of 100 records to one target", n)
+	}
+}

@@ -74,20 +74,30 @@ func msgLen(origin, target string, body []byte) int {
 
 // parseMsg decodes a message; body aliases data.
 func parseMsg(data []byte) (wireMsg, error) {
-	if len(data) < 3 || data[0] != wireVersion {
-		return wireMsg{}, errBadMessage
-	}
-	n := int(data[2])
-	if n == 0 || len(data) < 3+n+2 {
-		return wireMsg{}, errBadMessage
-	}
-	tl := int(binary.BigEndian.Uint16(data[3+n:]))
-	if len(data) < 3+n+2+tl {
+	kind, origin, target, body, ok := splitMsg(data)
+	if !ok {
 		return wireMsg{}, errBadMessage
 	}
 	// One string holds both ids: one allocation per message, not two.
-	ids := string(data[3 : 3+n+2+tl])
-	return wireMsg{kind: data[1], origin: ids[:n], target: ids[n+2:], body: data[3+n+2+tl:]}, nil
+	ids := string(data[3 : 3+len(origin)+2+len(target)])
+	return wireMsg{kind: kind, origin: ids[:len(origin)], target: ids[len(origin)+2:], body: body}, nil
+}
+
+// splitMsg finds a message's fields in data, all aliasing it; ok is false
+// when data is not a message.
+func splitMsg(data []byte) (kind byte, origin, target, body []byte, ok bool) {
+	if len(data) < 3 || data[0] != wireVersion {
+		return 0, nil, nil, nil, false
+	}
+	n := int(data[2])
+	if n == 0 || len(data) < 3+n+2 {
+		return 0, nil, nil, nil, false
+	}
+	tl := int(binary.BigEndian.Uint16(data[3+n:]))
+	if len(data) < 3+n+2+tl {
+		return 0, nil, nil, nil, false
+	}
+	return data[1], data[3 : 3+n], data[3+n+2 : 3+n+2+tl], data[3+n+2+tl:], true
 }
 
 // token turns a node id or group name into one subject token: itself when
