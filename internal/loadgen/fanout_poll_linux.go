@@ -306,11 +306,22 @@ func (rd *pollReader) look(uintptr) bool {
 // takes every complete message.
 func (rd *pollReader) read(s *pollSub) {
 	m := len(s.tail)
-	if want := max(s.need, m+pollReadSize); want > len(rd.buf) {
-		rd.buf = make([]byte, want)
+	var buf []byte
+	if s.need > pollReadSize {
+		// A large message on its way: it is read into the tail's own
+		// buffer, after what has come, so that a message arriving in many
+		// small segments is copied once, not once per segment.
+		if cap(s.tail) < s.need {
+			s.tail = append(make([]byte, 0, s.need), s.tail...)
+		}
+		buf = s.tail[:cap(s.tail)]
+	} else {
+		if want := m + pollReadSize; want > len(rd.buf) {
+			rd.buf = make([]byte, want)
+		}
+		buf = rd.buf
+		copy(buf, s.tail)
 	}
-	buf := rd.buf
-	copy(buf, s.tail)
 	p := buf[m:]
 	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(s.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	switch {
@@ -347,7 +358,11 @@ func (rd *pollReader) consume(s *pollSub, b []byte, t int64) {
 		rd.fail(s, err)
 		return
 	}
-	s.tail = append(s.tail[:0], b[off:]...)
+	if rest := b[off:]; cap(s.tail) > pollReadSize && len(rest) <= pollReadSize {
+		s.tail = append([]byte(nil), rest...) // a large message's buffer is not kept
+	} else {
+		s.tail = append(s.tail[:0], rest...) // may overlap b: append moves as copy does
+	}
 	s.need, s.inMsg = need, inMsg
 }
 

@@ -5,6 +5,7 @@ package loadgen
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -424,4 +425,34 @@ func TestPollReaderPongNotRead(t *testing.T) {
 	}
 	f.srv.Close()
 	<-flood // the flood ends once the receiver's socket is closed
+}
+
+// A message far larger than a read, trickled in small segments with a
+// round between them, arrives whole; it is gathered in the receiver's own
+// buffer, which is let go once it is taken, and the reader's shared buffer
+// never grows to its size.
+func TestPollReaderLargeMessageTrickled(t *testing.T) {
+	f := newPollFixture(t, false)
+	defer f.rd.close()
+	big := append(bytes.Repeat([]byte{'x'}, 8*pollReadSize), ": "...)
+	b := frame.Append(nil, frame.KindData, 0, append(big, f.payload(0)...))
+	b = frame.Append(b, frame.KindData, 0, f.payload(1))
+	sent := 0
+	for sent < len(b) {
+		n := min(4096, len(b)-sent)
+		f.write(b[sent : sent+n])
+		sent += n
+		f.roundsUntil(fmt.Sprint("the segment read (", sent, ")"), func() bool { return f.sub.read == int64(sent) || f.sub.dead })
+		if f.sub.dead {
+			_, samples := f.r.errs.snapshot()
+			t.Fatalf("receiver failed at %d: %q", sent, samples)
+		}
+		if len(f.rd.buf) > 2*pollReadSize {
+			t.Fatalf("the reader's shared buffer grew to %d bytes", len(f.rd.buf))
+		}
+	}
+	f.check(2)
+	if cap(f.sub.tail) > pollReadSize {
+		t.Fatalf("the receiver keeps a %d-byte buffer after the large message", cap(f.sub.tail))
+	}
 }
